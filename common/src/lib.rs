@@ -1,0 +1,7 @@
+//! What the oxetcd binaries share: the etcd v3 wire API (generated from `proto/`), the server
+//! version we report, and small helpers for URLs and keys.
+
+pub mod proto;
+pub mod version;
+
+pub use proto::{authpb, etcdserverpb, mvccpb, oxetcdpb, v3electionpb, v3lockpb};

@@ -1,0 +1,573 @@
+//! etcdctl 3.4's output formats: `simple`, `json`, `fields`, `table` (table falls back to simple
+//! for key-value commands, as etcdctl's does).
+
+use oxetcd_common::etcdserverpb::{
+    response_op, DeleteRangeResponse, Member, MemberListResponse, PutResponse, RangeResponse,
+    ResponseHeader, StatusResponse, TxnResponse,
+};
+use oxetcd_common::mvccpb::KeyValue;
+use base64::Engine;
+use serde_json::{json, Map, Value};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Simple,
+    Json,
+    Fields,
+    Table,
+    Protobuf,
+}
+
+#[derive(Clone, Copy)]
+pub struct Printer {
+    pub format: Format,
+    pub hex: bool,
+    pub value_only: bool,
+}
+
+// ---- JSON: field names and order of etcd's Go structs, zero values omitted ------------------------
+
+fn b64(b: &[u8]) -> Value {
+    Value::String(base64::engine::general_purpose::STANDARD.encode(b))
+}
+
+fn put_nonzero_i(m: &mut Map<String, Value>, k: &str, v: i64) {
+    if v != 0 {
+        m.insert(k.into(), json!(v));
+    }
+}
+
+fn put_nonzero_u(m: &mut Map<String, Value>, k: &str, v: u64) {
+    if v != 0 {
+        m.insert(k.into(), json!(v));
+    }
+}
+
+pub fn header_json(h: &Option<ResponseHeader>) -> Value {
+    let mut m = Map::new();
+    if let Some(h) = h {
+        put_nonzero_u(&mut m, "cluster_id", h.cluster_id);
+        put_nonzero_u(&mut m, "member_id", h.member_id);
+        put_nonzero_i(&mut m, "revision", h.revision);
+        put_nonzero_u(&mut m, "raft_term", h.raft_term);
+    }
+    Value::Object(m)
+}
+
+pub fn kv_json(kv: &KeyValue) -> Value {
+    let mut m = Map::new();
+    if !kv.key.is_empty() {
+        m.insert("key".into(), b64(&kv.key));
+    }
+    put_nonzero_i(&mut m, "create_revision", kv.create_revision);
+    put_nonzero_i(&mut m, "mod_revision", kv.mod_revision);
+    put_nonzero_i(&mut m, "version", kv.version);
+    if !kv.value.is_empty() {
+        m.insert("value".into(), b64(&kv.value));
+    }
+    put_nonzero_i(&mut m, "lease", kv.lease);
+    Value::Object(m)
+}
+
+fn with_header(h: &Option<ResponseHeader>) -> Map<String, Value> {
+    let mut m = Map::new();
+    if h.is_some() {
+        m.insert("header".into(), header_json(h));
+    }
+    m
+}
+
+pub fn range_json(r: &RangeResponse) -> Value {
+    let mut m = with_header(&r.header);
+    if !r.kvs.is_empty() {
+        m.insert("kvs".into(), Value::Array(r.kvs.iter().map(kv_json).collect()));
+    }
+    if r.more {
+        m.insert("more".into(), json!(true));
+    }
+    put_nonzero_i(&mut m, "count", r.count);
+    Value::Object(m)
+}
+
+pub fn put_json(r: &PutResponse) -> Value {
+    let mut m = with_header(&r.header);
+    if let Some(p) = &r.prev_kv {
+        m.insert("prev_kv".into(), kv_json(p));
+    }
+    Value::Object(m)
+}
+
+pub fn del_json(r: &DeleteRangeResponse) -> Value {
+    let mut m = with_header(&r.header);
+    put_nonzero_i(&mut m, "deleted", r.deleted);
+    if !r.prev_kvs.is_empty() {
+        m.insert("prev_kvs".into(), Value::Array(r.prev_kvs.iter().map(kv_json).collect()));
+    }
+    Value::Object(m)
+}
+
+pub fn txn_json(r: &TxnResponse) -> Value {
+    let mut m = with_header(&r.header);
+    if r.succeeded {
+        m.insert("succeeded".into(), json!(true));
+    }
+    if !r.responses.is_empty() {
+        let ops = r
+            .responses
+            .iter()
+            .map(|op| {
+                let inner = match &op.response {
+                    Some(response_op::Response::ResponseRange(x)) => json!({"ResponseRange": range_json(x)}),
+                    Some(response_op::Response::ResponsePut(x)) => json!({"ResponsePut": put_json(x)}),
+                    Some(response_op::Response::ResponseDeleteRange(x)) => {
+                        json!({"ResponseDeleteRange": del_json(x)})
+                    }
+                    Some(response_op::Response::ResponseTxn(x)) => json!({"ResponseTxn": txn_json(x)}),
+                    None => Value::Null,
+                };
+                json!({ "Response": inner })
+            })
+            .collect();
+        m.insert("responses".into(), Value::Array(ops));
+    }
+    Value::Object(m)
+}
+
+pub fn member_json(mb: &Member) -> Value {
+    let mut m = Map::new();
+    put_nonzero_u(&mut m, "ID", mb.id);
+    if !mb.name.is_empty() {
+        m.insert("name".into(), json!(mb.name));
+    }
+    if !mb.peer_ur_ls.is_empty() {
+        m.insert("peerURLs".into(), json!(mb.peer_ur_ls));
+    }
+    if !mb.client_ur_ls.is_empty() {
+        m.insert("clientURLs".into(), json!(mb.client_ur_ls));
+    }
+    if mb.is_learner {
+        m.insert("isLearner".into(), json!(true));
+    }
+    Value::Object(m)
+}
+
+pub fn status_json(s: &StatusResponse) -> Value {
+    let mut m = with_header(&s.header);
+    if !s.version.is_empty() {
+        m.insert("version".into(), json!(s.version));
+    }
+    put_nonzero_i(&mut m, "dbSize", s.db_size);
+    put_nonzero_u(&mut m, "leader", s.leader);
+    put_nonzero_u(&mut m, "raftIndex", s.raft_index);
+    put_nonzero_u(&mut m, "raftTerm", s.raft_term);
+    put_nonzero_u(&mut m, "raftAppliedIndex", s.raft_applied_index);
+    if !s.errors.is_empty() {
+        m.insert("errors".into(), json!(s.errors));
+    }
+    put_nonzero_i(&mut m, "dbSizeInUse", s.db_size_in_use);
+    if s.is_learner {
+        m.insert("isLearner".into(), json!(true));
+    }
+    Value::Object(m)
+}
+
+// ---- text helpers -----------------------------------------------------------------------------
+
+/// `\x66\x6f\x6f`, etcdctl's --hex form.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("\\x{x:02x}")).collect()
+}
+
+/// Go's `%q`: a double-quoted string with Go escapes.
+pub fn go_quote(b: &[u8]) -> String {
+    let mut out = String::from("\"");
+    let s = String::from_utf8_lossy(b);
+    if std::str::from_utf8(b).is_err() {
+        for &c in b {
+            match c {
+                b'"' => out.push_str("\\\""),
+                b'\\' => out.push_str("\\\\"),
+                0x20..=0x7e => out.push(c as char),
+                _ => out.push_str(&format!("\\x{c:02x}")),
+            }
+        }
+    } else {
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                '\x07' => out.push_str("\\a"),
+                '\x08' => out.push_str("\\b"),
+                '\x0c' => out.push_str("\\f"),
+                '\x0b' => out.push_str("\\v"),
+                c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// go-humanize's `Bytes`: SI units, "20 kB".
+pub fn humanize_bytes(n: u64) -> String {
+    const SIZES: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    if n < 10 {
+        return format!("{n} B");
+    }
+    let e = ((n as f64).ln() / 1000f64.ln()).floor() as usize;
+    let e = e.min(SIZES.len() - 1);
+    let val = ((n as f64) / 1000f64.powi(e as i32) * 10.0 + 0.5).floor() / 10.0;
+    if val < 10.0 {
+        format!("{val:.1} {}", SIZES[e])
+    } else {
+        format!("{val:.0} {}", SIZES[e])
+    }
+}
+
+/// Go's `time.Duration.String()` for the durations etcdctl prints.
+pub fn go_duration(d: std::time::Duration) -> String {
+    let ns = d.as_nanos();
+    let trim = |v: f64, prec: usize| {
+        let s = format!("{v:.prec$}");
+        let s = s.trim_end_matches('0').trim_end_matches('.').to_string();
+        s
+    };
+    if ns < 1_000 {
+        format!("{ns}ns")
+    } else if ns < 1_000_000 {
+        format!("{}µs", trim(ns as f64 / 1e3, 3))
+    } else if ns < 1_000_000_000 {
+        format!("{}ms", trim(ns as f64 / 1e6, 6))
+    } else {
+        format!("{}s", trim(ns as f64 / 1e9, 9))
+    }
+}
+
+/// tablewriter's layout as etcdctl uses it: centred upper-case header, right-aligned cells.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, c) in row.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line: String = {
+        let mut s = String::from("+");
+        for w in &widths {
+            s.push_str(&"-".repeat(w + 2));
+            s.push('+');
+        }
+        s
+    };
+    let mut out = String::new();
+    out.push_str(&line);
+    out.push('\n');
+    out.push('|');
+    for (h, w) in header.iter().zip(&widths) {
+        let h = h.to_uppercase();
+        let gap = w - h.chars().count();
+        let left = gap / 2;
+        out.push_str(&format!(" {}{}{} |", " ".repeat(left), h, " ".repeat(gap - left)));
+    }
+    out.push('\n');
+    out.push_str(&line);
+    out.push('\n');
+    for row in rows {
+        out.push('|');
+        for (c, w) in row.iter().zip(&widths) {
+            out.push_str(&format!(" {c:>w$} |"));
+        }
+        out.push('\n');
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
+}
+
+// ---- printers ---------------------------------------------------------------------------------
+
+impl Printer {
+    fn kv_simple(&self, kv: &KeyValue) {
+        let (k, v) = if self.hex {
+            (hex(&kv.key), hex(&kv.value))
+        } else {
+            (
+                String::from_utf8_lossy(&kv.key).into_owned(),
+                String::from_utf8_lossy(&kv.value).into_owned(),
+            )
+        };
+        if !self.value_only {
+            println!("{k}");
+        }
+        println!("{v}");
+    }
+
+    fn hdr_fields(h: &Option<ResponseHeader>) {
+        let h = h.clone().unwrap_or_default();
+        println!("\"ClusterID\" : {}", h.cluster_id);
+        println!("\"MemberID\" : {}", h.member_id);
+        println!("\"Revision\" : {}", h.revision);
+        println!("\"RaftTerm\" : {}", h.raft_term);
+    }
+
+    fn kv_fields(pfx: &str, kv: &KeyValue) {
+        println!("\"{pfx}Key\" : {}", go_quote(&kv.key));
+        println!("\"{pfx}CreateRevision\" : {}", kv.create_revision);
+        println!("\"{pfx}ModRevision\" : {}", kv.mod_revision);
+        println!("\"{pfx}Version\" : {}", kv.version);
+        println!("\"{pfx}Value\" : {}", go_quote(&kv.value));
+        println!("\"{pfx}Lease\" : {}", kv.lease);
+    }
+
+    pub fn get(&self, r: &RangeResponse, count_only: bool) {
+        match self.format {
+            Format::Json => println!("{}", range_json(r)),
+            Format::Fields => {
+                Self::hdr_fields(&r.header);
+                for kv in &r.kvs {
+                    Self::kv_fields("", kv);
+                }
+                println!("\"More\" : {}", r.more);
+                println!("\"Count\" : {}", r.count);
+            }
+            _ => {
+                if count_only {
+                    println!("{}", r.count);
+                    return;
+                }
+                for kv in &r.kvs {
+                    self.kv_simple(kv);
+                }
+            }
+        }
+    }
+
+    pub fn put(&self, r: &PutResponse) {
+        match self.format {
+            Format::Json => println!("{}", put_json(r)),
+            Format::Fields => {
+                Self::hdr_fields(&r.header);
+                if let Some(p) = &r.prev_kv {
+                    Self::kv_fields("Prev", p);
+                }
+            }
+            _ => {
+                println!("OK");
+                if let Some(p) = &r.prev_kv {
+                    self.kv_simple(p);
+                }
+            }
+        }
+    }
+
+    pub fn del(&self, r: &DeleteRangeResponse) {
+        match self.format {
+            Format::Json => println!("{}", del_json(r)),
+            Format::Fields => {
+                Self::hdr_fields(&r.header);
+                println!("\"Deleted\" : {}", r.deleted);
+                for kv in &r.prev_kvs {
+                    Self::kv_fields("Prev", kv);
+                }
+            }
+            _ => {
+                println!("{}", r.deleted);
+                for kv in &r.prev_kvs {
+                    self.kv_simple(kv);
+                }
+            }
+        }
+    }
+
+    pub fn txn(&self, r: &TxnResponse) {
+        match self.format {
+            Format::Json => println!("{}", txn_json(r)),
+            Format::Fields => {
+                Self::hdr_fields(&r.header);
+                println!("\"Succeeded\" : {}", r.succeeded);
+                for op in &r.responses {
+                    match &op.response {
+                        Some(response_op::Response::ResponseRange(x)) => self.get(x, false),
+                        Some(response_op::Response::ResponsePut(x)) => self.put(x),
+                        Some(response_op::Response::ResponseDeleteRange(x)) => self.del(x),
+                        other => println!("\"Unknown\" : {}", go_quote(format!("{other:?}").as_bytes())),
+                    }
+                }
+            }
+            _ => {
+                println!("{}", if r.succeeded { "SUCCESS" } else { "FAILURE" });
+                for op in &r.responses {
+                    println!();
+                    match &op.response {
+                        Some(response_op::Response::ResponseRange(x)) => self.get(x, false),
+                        Some(response_op::Response::ResponsePut(x)) => self.put(x),
+                        Some(response_op::Response::ResponseDeleteRange(x)) => self.del(x),
+                        other => println!("unexpected response {other:?}"),
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn member_list(&self, r: &MemberListResponse) {
+        let header = ["ID", "Status", "Name", "Peer Addrs", "Client Addrs", "Is Learner"];
+        let rows: Vec<Vec<String>> = r
+            .members
+            .iter()
+            .map(|m| {
+                vec![
+                    format!("{:x}", m.id),
+                    if m.name.is_empty() { "unstarted" } else { "started" }.to_string(),
+                    m.name.clone(),
+                    m.peer_ur_ls.join(","),
+                    m.client_ur_ls.join(","),
+                    m.is_learner.to_string(),
+                ]
+            })
+            .collect();
+        match self.format {
+            Format::Json => {
+                let mut m = with_header(&r.header);
+                m.insert("members".into(), Value::Array(r.members.iter().map(member_json).collect()));
+                println!("{}", Value::Object(m));
+            }
+            Format::Table => print!("{}", table(&header, &rows)),
+            Format::Fields => {
+                Self::hdr_fields(&r.header);
+                for m in &r.members {
+                    println!("\"ID\" : {}", m.id);
+                    println!("\"Name\" : {}", go_quote(m.name.as_bytes()));
+                    for u in &m.peer_ur_ls {
+                        println!("\"PeerURL\" : {}", go_quote(u.as_bytes()));
+                    }
+                    for u in &m.client_ur_ls {
+                        println!("\"ClientURL\" : {}", go_quote(u.as_bytes()));
+                    }
+                    println!("\"IsLearner\" : {}", m.is_learner);
+                    println!();
+                }
+            }
+            _ => {
+                for row in rows {
+                    println!("{}", row.join(", "));
+                }
+            }
+        }
+    }
+
+    pub fn endpoint_status(&self, list: &[(String, StatusResponse)]) {
+        let header = [
+            "endpoint", "ID", "version", "db size", "is leader", "is learner", "raft term",
+            "raft index", "raft applied index", "errors",
+        ];
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|(ep, s)| {
+                let me = s.header.as_ref().map(|h| h.member_id).unwrap_or(0);
+                vec![
+                    ep.clone(),
+                    format!("{me:x}"),
+                    s.version.clone(),
+                    humanize_bytes(s.db_size.max(0) as u64),
+                    (s.leader == me).to_string(),
+                    s.is_learner.to_string(),
+                    s.raft_term.to_string(),
+                    s.raft_index.to_string(),
+                    s.raft_applied_index.to_string(),
+                    s.errors.join(", "),
+                ]
+            })
+            .collect();
+        match self.format {
+            Format::Json => {
+                let arr: Vec<Value> = list
+                    .iter()
+                    .map(|(ep, s)| json!({"Endpoint": ep, "Status": status_json(s)}))
+                    .collect();
+                println!("{}", Value::Array(arr));
+            }
+            Format::Table => print!("{}", table(&header, &rows)),
+            Format::Fields => {
+                for (ep, s) in list {
+                    Self::hdr_fields(&s.header);
+                    println!("\"Version\" : {}", go_quote(s.version.as_bytes()));
+                    println!("\"DBSize\" : {}", s.db_size);
+                    println!("\"Leader\" : {}", s.leader);
+                    println!("\"IsLearner\" : {}", s.is_learner);
+                    println!("\"RaftIndex\" : {}", s.raft_index);
+                    println!("\"RaftTerm\" : {}", s.raft_term);
+                    println!("\"RaftAppliedIndex\" : {}", s.raft_applied_index);
+                    println!("\"Errors\" : [{}]", s.errors.join(" "));
+                    println!("\"Endpoint\" : {}", go_quote(ep.as_bytes()));
+                    println!();
+                }
+            }
+            _ => {
+                for row in rows {
+                    println!("{}", row.join(", "));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn humanize_like_go() {
+        assert_eq!(humanize_bytes(20480), "20 kB");
+        assert_eq!(humanize_bytes(5), "5 B");
+        assert_eq!(humanize_bytes(1500), "1.5 kB");
+        assert_eq!(humanize_bytes(2_000_000), "2.0 MB");
+    }
+
+    #[test]
+    fn table_like_tablewriter() {
+        let t = table(&["ID", "Status", "Name"], &[vec!["2514ac7e27f4fc57".into(), "started".into(), "m2".into()]]);
+        let want = "+------------------+---------+------+\n\
+                    |        ID        | STATUS  | NAME |\n\
+                    +------------------+---------+------+\n\
+                    | 2514ac7e27f4fc57 | started |   m2 |\n\
+                    +------------------+---------+------+\n";
+        assert_eq!(t, want);
+    }
+
+    #[test]
+    fn json_matches_etcdctl() {
+        let r = RangeResponse {
+            header: Some(ResponseHeader {
+                cluster_id: 1,
+                member_id: 2,
+                revision: 6,
+                raft_term: 2,
+            }),
+            kvs: vec![KeyValue {
+                key: b"foo".to_vec(),
+                create_revision: 2,
+                mod_revision: 3,
+                version: 2,
+                value: b"bar2".to_vec(),
+                lease: 0,
+            }],
+            more: false,
+            count: 1,
+        };
+        assert_eq!(
+            range_json(&r).to_string(),
+            r#"{"header":{"cluster_id":1,"member_id":2,"revision":6,"raft_term":2},"kvs":[{"key":"Zm9v","create_revision":2,"mod_revision":3,"version":2,"value":"YmFyMg=="}],"count":1}"#
+        );
+    }
+
+    #[test]
+    fn go_quoting() {
+        assert_eq!(go_quote(b"bar2"), "\"bar2\"");
+        assert_eq!(go_quote(b"a\"b\n"), "\"a\\\"b\\n\"");
+        assert_eq!(go_quote(&[0xff]), "\"\\xff\"");
+    }
+}

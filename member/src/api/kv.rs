@@ -1,0 +1,139 @@
+//! etcdserverpb.KV: Range is served locally (after a read barrier unless serializable); Put,
+//! DeleteRange, Txn and Compact go through raft.
+
+use std::sync::Arc;
+
+use oxetcd_common::etcdserverpb::kv_server::Kv;
+use oxetcd_common::etcdserverpb::{
+    request_op, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
+use oxetcd_common::oxetcdpb::internal_raft_request::Request as Proposal;
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use crate::mvcc;
+use crate::server::EtcdServer;
+
+pub struct KvService {
+    server: Arc<EtcdServer>,
+}
+
+impl KvService {
+    pub fn new(server: Arc<EtcdServer>) -> Self {
+        Self { server }
+    }
+
+    async fn propose<R: Message + Default>(&self, p: Proposal) -> Result<(R, u64), Status> {
+        let (bytes, term) = self.server.propose(p).await?;
+        let resp = R::decode(bytes.as_slice())
+            .map_err(|e| Status::internal(format!("etcdserver: bad apply result: {e}")))?;
+        Ok((resp, term))
+    }
+
+    fn revision_of(h: &Option<oxetcd_common::etcdserverpb::ResponseHeader>) -> i64 {
+        h.as_ref().map(|h| h.revision).unwrap_or_default()
+    }
+}
+
+/// Is this txn read-only (no put, delete or nested write in either branch)? And are all its
+/// ranges serializable? etcd serves such txns without a raft round trip.
+fn txn_reads(t: &TxnRequest) -> (bool, bool) {
+    let mut read_only = true;
+    let mut serializable = true;
+    for op in t.success.iter().chain(&t.failure) {
+        match &op.request {
+            Some(request_op::Request::RequestRange(r)) => serializable &= r.serializable,
+            Some(request_op::Request::RequestTxn(n)) => {
+                let (ro, s) = txn_reads(n);
+                read_only &= ro;
+                serializable &= s;
+            }
+            Some(_) => read_only = false,
+            None => {}
+        }
+    }
+    (read_only, serializable)
+}
+
+/// Accepts every lease: a read-only txn never checks one.
+struct AnyLease;
+
+impl mvcc::LeaseCheck for AnyLease {
+    fn exists(&self, _id: i64) -> bool {
+        true
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let req = request.into_inner();
+        mvcc::check_range(&req)?;
+        if !req.serializable {
+            self.server.read_barrier().await?;
+        }
+        let mut resp = {
+            let state = self.server.read_state()?;
+            mvcc::range(&state.mvcc, &req)?
+        };
+        resp.header = self
+            .server
+            .header(Self::revision_of(&resp.header), self.server.term());
+        Ok(Response::new(resp))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let req = request.into_inner();
+        mvcc::check_put(&req)?;
+        let (mut resp, term): (PutResponse, _) = self.propose(Proposal::Put(req)).await?;
+        resp.header = self.server.header(Self::revision_of(&resp.header), term);
+        Ok(Response::new(resp))
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let req = request.into_inner();
+        mvcc::check_delete(&req)?;
+        let (mut resp, term): (DeleteRangeResponse, _) =
+            self.propose(Proposal::DeleteRange(req)).await?;
+        resp.header = self.server.header(Self::revision_of(&resp.header), term);
+        Ok(Response::new(resp))
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let req = request.into_inner();
+        mvcc::check_txn(&req, self.server.limits.max_txn_ops)?;
+        let (read_only, serializable) = txn_reads(&req);
+        if read_only {
+            if !serializable {
+                self.server.read_barrier().await?;
+            }
+            let mut resp = {
+                let state = self.server.read_state()?;
+                let mut txn = state.mvcc.write_txn();
+                mvcc::txn(&state.mvcc, &mut txn, &req, &AnyLease)?
+            };
+            resp.header = self
+                .server
+                .header(Self::revision_of(&resp.header), self.server.term());
+            return Ok(Response::new(resp));
+        }
+        let (mut resp, term): (TxnResponse, _) = self.propose(Proposal::Txn(req)).await?;
+        resp.header = self.server.header(Self::revision_of(&resp.header), term);
+        Ok(Response::new(resp))
+    }
+
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        let req = request.into_inner();
+        let (mut resp, term): (CompactionResponse, _) =
+            self.propose(Proposal::Compaction(req)).await?;
+        resp.header = self.server.header(Self::revision_of(&resp.header), term);
+        Ok(Response::new(resp))
+    }
+}

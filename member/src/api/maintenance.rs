@@ -1,0 +1,128 @@
+//! etcdserverpb.Maintenance: Status, Alarm and Defragment for now.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use oxetcd_common::etcdserverpb::maintenance_server::Maintenance;
+use oxetcd_common::etcdserverpb::{
+    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
+    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
+    MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+};
+use oxetcd_common::version::{ETCD_SERVER_VERSION, ETCD_STORAGE_VERSION};
+use tonic::{Request, Response, Status};
+
+use crate::server::EtcdServer;
+
+/// etcd's default backend quota (2 GiB) when `--quota-backend-bytes` is 0.
+const DEFAULT_QUOTA_BYTES: i64 = 2 * 1024 * 1024 * 1024;
+
+pub struct MaintenanceService {
+    server: Arc<EtcdServer>,
+}
+
+impl MaintenanceService {
+    pub fn new(server: Arc<EtcdServer>) -> Self {
+        Self { server }
+    }
+
+    fn not_yet(what: &str) -> Status {
+        Status::unimplemented(format!("etcdserver: {what} is not supported by this oxetcd version yet"))
+    }
+}
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(&self, _r: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        // No alarm is ever raised yet (the space quota is not enforced), so every action sees
+        // an empty alarm list, which is what etcd answers with no alarm active.
+        Ok(Response::new(AlarmResponse {
+            header: self.server.header(0, self.server.term()),
+            alarms: Vec::new(),
+        }))
+    }
+
+    async fn status(&self, _r: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let (rev, applied) = {
+            let state = self.server.read_state()?;
+            (
+                state.mvcc.current_rev(),
+                state.applied.map(|l| l.index).unwrap_or(0),
+            )
+        };
+        let m = self.server.raft.metrics().borrow().clone();
+        let db_size = self.server.storage.size_on_disk();
+        let quota = match self.server.limits.quota_backend_bytes {
+            q if q > 0 => q,
+            _ => DEFAULT_QUOTA_BYTES,
+        };
+        Ok(Response::new(StatusResponse {
+            header: self.server.header(rev, m.current_term),
+            version: ETCD_SERVER_VERSION.to_string(),
+            db_size,
+            leader: m.current_leader.unwrap_or(0),
+            raft_index: m.last_log_index.unwrap_or(0),
+            raft_term: m.current_term,
+            raft_applied_index: applied,
+            errors: Vec::new(),
+            db_size_in_use: db_size,
+            is_learner: false,
+            storage_version: ETCD_STORAGE_VERSION.to_string(),
+            db_size_quota: quota,
+            downgrade_info: None,
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _r: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        // RocksDB's equivalent of a bbolt defrag: a full manual compaction of every column family.
+        let storage = self.server.storage.clone();
+        tokio::task::spawn_blocking(move || {
+            for cf in [
+                crate::storage::CF_KV,
+                crate::storage::CF_META,
+                crate::storage::CF_RAFT_LOG,
+            ] {
+                storage
+                    .db()
+                    .compact_range_cf(storage.cf(cf), None::<&[u8]>, None::<&[u8]>);
+            }
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(DefragmentResponse {
+            header: self.server.header(0, self.server.term()),
+        }))
+    }
+
+    async fn hash(&self, _r: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        Err(Self::not_yet("hash"))
+    }
+
+    async fn hash_kv(&self, _r: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        Err(Self::not_yet("hashkv"))
+    }
+
+    type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
+
+    async fn snapshot(&self, _r: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(Self::not_yet("snapshot"))
+    }
+
+    async fn move_leader(
+        &self,
+        _r: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        Err(Self::not_yet("move-leader"))
+    }
+
+    async fn downgrade(
+        &self,
+        _r: Request<DowngradeRequest>,
+    ) -> Result<Response<DowngradeResponse>, Status> {
+        Err(Self::not_yet("downgrade"))
+    }
+}

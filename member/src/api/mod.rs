@@ -1,0 +1,37 @@
+//! The client-facing API on the client URLs: etcd's gRPC services and the HTTP endpoints
+//! (`/health`, `/version`, `/metrics`). Thin: validate, hand on to `server`, shape the answer.
+
+mod cluster;
+mod error;
+mod http;
+mod kv;
+mod maintenance;
+
+use std::sync::Arc;
+
+use oxetcd_common::etcdserverpb::cluster_server::ClusterServer;
+use oxetcd_common::etcdserverpb::kv_server::KvServer;
+use oxetcd_common::etcdserverpb::maintenance_server::MaintenanceServer;
+use tonic::service::Routes;
+
+use crate::server::EtcdServer;
+
+/// gRPC's framing overhead allowed on top of `--max-request-bytes`, as etcd allows, so that an
+/// oversized request gets etcd's "request is too large" rather than a transport error.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// All client routes: gRPC services plus the HTTP endpoints, on one port (like etcd).
+pub fn routes(server: Arc<EtcdServer>) -> Routes {
+    let max = server.limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let kv = KvServer::new(kv::KvService::new(server.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(usize::MAX);
+    let cluster = ClusterServer::new(cluster::ClusterService::new(server.clone()));
+    let maintenance = MaintenanceServer::new(maintenance::MaintenanceService::new(server.clone()))
+        .max_encoding_message_size(usize::MAX);
+    let grpc = Routes::new(kv)
+        .add_service(cluster)
+        .add_service(maintenance)
+        .into_axum_router();
+    Routes::from(grpc.merge(http::router(server)))
+}

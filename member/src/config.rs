@@ -1,0 +1,241 @@
+//! Member configuration: etcd's flag names, `ETCD_*` environment variables, and a YAML
+//! `--config-file` with etcd's key names. Precedence: command line, then environment, then the
+//! config file, then defaults.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "oxetcd", about = "An etcd-compatible distributed key-value store", disable_version_flag = true)]
+pub struct Config {
+    /// Human-readable name for this member.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    pub name: String,
+
+    /// Path to the data directory (default: "<name>.oxetcd").
+    #[arg(long, env = "ETCD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// URLs to listen on for client traffic (comma-separated).
+    #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS", default_value = "http://127.0.0.1:2379")]
+    pub listen_client_urls: String,
+
+    /// Client URLs advertised to the rest of the cluster (default: the listen URLs).
+    #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS")]
+    pub advertise_client_urls: Option<String>,
+
+    /// URLs to listen on for peer traffic.
+    #[arg(long, env = "ETCD_LISTEN_PEER_URLS", default_value = "http://127.0.0.1:2380")]
+    pub listen_peer_urls: String,
+
+    /// This member's peer URLs, advertised to the rest of the cluster.
+    #[arg(long, env = "ETCD_INITIAL_ADVERTISE_PEER_URLS", default_value = "http://127.0.0.1:2380")]
+    pub initial_advertise_peer_urls: String,
+
+    /// Initial cluster configuration for bootstrapping: name=peerURL,...
+    /// (default: "<name>=<initial-advertise-peer-urls>").
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+
+    /// Initial cluster token, so that clusters bootstrapped side by side get different IDs.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+
+    /// Initial cluster state ("new" or "existing").
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new")]
+    pub initial_cluster_state: String,
+
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1572864)]
+    pub max_request_bytes: u64,
+
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: usize,
+
+    /// Raise an alarm when the backend exceeds this size (0: the default 2 GiB).
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    pub quota_backend_bytes: i64,
+
+    /// Number of committed entries that trigger a snapshot (and a raft log purge).
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100000)]
+    pub snapshot_count: u64,
+
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+
+    /// Log level: debug, info, warn, error.
+    #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Path to a YAML configuration file with etcd's key names.
+    #[arg(long, env = "ETCD_CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
+
+    /// Print the version and exit.
+    #[arg(long)]
+    pub version: bool,
+}
+
+impl Config {
+    /// Parses the command line and environment, then fills what neither set from the config file.
+    pub fn load() -> anyhow::Result<Self> {
+        Self::load_from(std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect())
+    }
+
+    pub fn load_from(args: Vec<String>) -> anyhow::Result<Self> {
+        let matches = Self::command().try_get_matches_from(&args)?;
+        let cfg = Self::from_arg_matches(&matches)?;
+        let Some(path) = &cfg.config_file else {
+            return Ok(cfg);
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let file: BTreeMap<String, serde_yaml::Value> = serde_yaml::from_str(&text)
+            .with_context(|| format!("cannot parse config file {}", path.display()))?;
+        let known: Vec<String> = Self::command()
+            .get_arguments()
+            .map(|a| a.get_id().to_string())
+            .collect();
+        let mut extended = args.clone();
+        for (key, value) in file {
+            let id = key.replace('-', "_");
+            if !known.contains(&id) {
+                // etcd has many keys we do not implement yet; say so instead of failing.
+                eprintln!("oxetcd: config file key {key:?} is not supported, ignored");
+                continue;
+            }
+            let explicit = matches!(
+                matches.value_source(&id),
+                Some(ValueSource::CommandLine) | Some(ValueSource::EnvVariable)
+            );
+            if explicit {
+                continue;
+            }
+            let v = match value {
+                serde_yaml::Value::String(s) => s,
+                serde_yaml::Value::Number(n) => n.to_string(),
+                serde_yaml::Value::Bool(b) => b.to_string(),
+                serde_yaml::Value::Null => continue,
+                other => bail!("config file key {key:?}: unsupported value {other:?}"),
+            };
+            extended.push(format!("--{}={v}", id.replace('_', "-")));
+        }
+        let matches = Self::command().try_get_matches_from(&extended)?;
+        Ok(Self::from_arg_matches(&matches)?)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.oxetcd", self.name)))
+    }
+
+    pub fn client_urls(&self) -> Vec<String> {
+        split_urls(&self.listen_client_urls)
+    }
+
+    pub fn advertised_client_urls(&self) -> Vec<String> {
+        match &self.advertise_client_urls {
+            Some(u) => split_urls(u),
+            None => self.client_urls(),
+        }
+    }
+
+    pub fn peer_urls(&self) -> Vec<String> {
+        split_urls(&self.initial_advertise_peer_urls)
+    }
+
+    /// The initial cluster as (name, peer URLs), in the order given.
+    pub fn initial_members(&self) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+        let spec = match &self.initial_cluster {
+            Some(s) => s.clone(),
+            None => format!("{}={}", self.name, self.initial_advertise_peer_urls),
+        };
+        let mut members: Vec<(String, Vec<String>)> = Vec::new();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((name, url)) = part.split_once('=') else {
+                bail!("--initial-cluster: {part:?} is not name=url");
+            };
+            match members.iter_mut().find(|(n, _)| n == name) {
+                Some((_, urls)) => urls.push(url.to_string()),
+                None => members.push((name.to_string(), vec![url.to_string()])),
+            }
+        }
+        if !members.iter().any(|(n, _)| n == &self.name) {
+            bail!(
+                "couldn't find local name {:?} in the initial cluster configuration",
+                self.name
+            );
+        }
+        Ok(members)
+    }
+}
+
+pub fn split_urls(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// host:port of an `http://host:port` URL.
+pub fn url_host_port(url: &str) -> anyhow::Result<String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
+    let hp = rest.split('/').next().unwrap_or(rest);
+    if hp.is_empty() {
+        bail!("bad URL {url:?}");
+    }
+    Ok(hp.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        std::iter::once("oxetcd").chain(a.iter().copied()).map(String::from).collect()
+    }
+
+    #[test]
+    fn defaults_match_etcd() {
+        let c = Config::load_from(args(&[])).unwrap();
+        assert_eq!(c.name, "default");
+        assert_eq!(c.data_dir(), PathBuf::from("default.oxetcd"));
+        assert_eq!(c.client_urls(), vec!["http://127.0.0.1:2379"]);
+        assert_eq!(
+            c.initial_members().unwrap(),
+            vec![("default".to_string(), vec!["http://127.0.0.1:2380".to_string()])]
+        );
+    }
+
+    #[test]
+    fn config_file_fills_what_flags_do_not_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "name: infra1\nmax-txn-ops: 64\ndata-dir: /tmp/x\n").unwrap();
+        let c = Config::load_from(args(&["--config-file", path.to_str().unwrap(), "--name", "cli"])).unwrap();
+        assert_eq!(c.name, "cli");
+        assert_eq!(c.max_txn_ops, 64);
+        assert_eq!(c.data_dir(), PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn initial_cluster_must_name_this_member() {
+        let c = Config::load_from(args(&["--name", "a", "--initial-cluster", "b=http://x:1"])).unwrap();
+        assert!(c.initial_members().is_err());
+    }
+}

@@ -1,0 +1,15 @@
+//! oxetcd member: one storage member of an etcd-compatible cluster.
+//!
+//! A write travels `api` -> `server::propose` -> openraft (`raft`: log append, fsync, commit)
+//! -> `apply` (the state machine) -> `mvcc` -> back to the waiting request. A read goes `api` ->
+//! `server::read_barrier` (unless serializable) -> `mvcc`.
+
+pub mod api;
+pub mod apply;
+pub mod config;
+pub mod member;
+pub mod metrics;
+pub mod mvcc;
+pub mod raft;
+pub mod server;
+pub mod storage;

@@ -1,0 +1,38 @@
+use oxetcd_member::config::Config;
+
+fn main() {
+    let cfg = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            // clap errors (including --help) print themselves with the right exit code.
+            if let Some(ce) = e.downcast_ref::<clap::Error>() {
+                ce.exit();
+            }
+            eprintln!("oxetcd: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    if cfg.version {
+        print!("{}", oxetcd_member::member::version_text());
+        return;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{},openraft=warn", cfg.log_level)));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("oxetcd: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(oxetcd_member::member::run(cfg)) {
+        tracing::error!("oxetcd: {e:#}");
+        eprintln!("oxetcd: {e:#}");
+        std::process::exit(1);
+    }
+}

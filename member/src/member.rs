@@ -1,0 +1,247 @@
+//! Starting and stopping a member: open storage, bootstrap or restart raft, serve clients.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use oxetcd_common::version::{ETCD_SERVER_VERSION, OXETCD_VERSION};
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::apply::StateMachine;
+use crate::config::{url_host_port, Config};
+use crate::metrics::Metrics;
+use crate::raft::{LogStore, MemberNode, Network, Raft};
+use crate::server::{cluster_id, member_id, EtcdServer, Limits};
+use crate::storage::{Storage, CF_RAFT_META};
+
+/// `oxetcd --version`.
+pub fn version_text() -> String {
+    format!(
+        "oxetcd Version: {OXETCD_VERSION}\netcd API Version: {ETCD_SERVER_VERSION}\nGit SHA: {}\nRust Version: {}\nRust OS/Arch: {}/{}\n",
+        env!("OXETCD_GIT_SHA"),
+        env!("OXETCD_RUSTC_VERSION"),
+        std::env::consts::OS,
+        std::env::consts::ARCH,
+    )
+}
+
+const IDENTITY_KEY: &[u8] = b"identity";
+
+/// The member and cluster IDs: fixed at bootstrap and kept in `raft_meta` (not in the state
+/// machine, so a snapshot from another member never overwrites them).
+fn load_or_create_identity(storage: &Storage, cfg: &Config) -> anyhow::Result<(u64, u64, bool)> {
+    let cf = storage.cf(CF_RAFT_META);
+    if let Some(b) = storage.db().get_cf(cf, IDENTITY_KEY)? {
+        let (m, c): (u64, u64) = bincode::deserialize(&b).context("corrupt member identity")?;
+        return Ok((m, c, false));
+    }
+    let members = cfg.initial_members()?;
+    let ids: Vec<u64> = members
+        .iter()
+        .map(|(_, urls)| member_id(urls, &cfg.initial_cluster_token))
+        .collect();
+    let me = member_id(&cfg.peer_urls(), &cfg.initial_cluster_token);
+    if !ids.contains(&me) {
+        bail!(
+            "--initial-advertise-peer-urls {:?} do not match this member's URLs in --initial-cluster",
+            cfg.initial_advertise_peer_urls
+        );
+    }
+    let cid = cluster_id(&ids, &cfg.initial_cluster_token);
+    let mut o = rocksdb::WriteOptions::default();
+    o.set_sync(true);
+    storage
+        .db()
+        .put_cf_opt(cf, IDENTITY_KEY, bincode::serialize(&(me, cid))?, &o)?;
+    Ok((me, cid, true))
+}
+
+/// Tells systemd (Type=notify) that the member is ready, if it was started by systemd.
+fn notify_systemd_ready() {
+    let Ok(path) = std::env::var("NOTIFY_SOCKET") else { return };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else { return };
+    let res = if let Some(abstract_name) = path.strip_prefix('@') {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes())
+            .and_then(|addr| sock.send_to_addr(b"READY=1", &addr))
+    } else {
+        sock.send_to(b"READY=1", &path)
+    };
+    if let Err(e) = res {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
+}
+
+/// Keeps the leader gauges up to date from raft's metrics.
+fn watch_leadership(raft: Raft, me: u64, metrics: Metrics) {
+    tokio::spawn(async move {
+        let mut rx = raft.metrics();
+        let mut last_leader = None;
+        loop {
+            let leader = rx.borrow().current_leader;
+            metrics.has_leader.set(leader.is_some() as i64);
+            metrics.is_leader.set((leader == Some(me)) as i64);
+            if leader.is_some() && leader != last_leader {
+                metrics.leader_changes.inc();
+                tracing::info!(leader = format!("{:x}", leader.unwrap_or(0)), "leader elected");
+            }
+            last_leader = leader;
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// Runs a member until SIGTERM or SIGINT.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let data_dir = cfg.data_dir();
+    let db_dir = data_dir.join("member").join("db");
+    std::fs::create_dir_all(&db_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let storage = Storage::open(&db_dir).with_context(|| format!("cannot open {}", db_dir.display()))?;
+    let (me, cid, fresh) = load_or_create_identity(&storage, &cfg)?;
+    tracing::info!(
+        name = cfg.name,
+        member_id = format!("{me:x}"),
+        cluster_id = format!("{cid:x}"),
+        data_dir = %data_dir.display(),
+        "starting member"
+    );
+
+    let state_machine = StateMachine::open(storage.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let state = state_machine.state();
+    let raft_config = openraft::Config {
+        cluster_name: cfg.initial_cluster_token.clone(),
+        heartbeat_interval: cfg.heartbeat_interval,
+        election_timeout_min: cfg.election_timeout,
+        election_timeout_max: cfg.election_timeout * 2,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_count),
+        max_in_snapshot_log_to_keep: 5000,
+        ..Default::default()
+    }
+    .validate()
+    .context("raft configuration")?;
+    let raft = Raft::new(
+        me,
+        Arc::new(raft_config),
+        Network,
+        LogStore::new(storage.clone()),
+        state_machine,
+    )
+    .await
+    .context("starting raft")?;
+
+    if fresh && cfg.initial_cluster_state == "new" {
+        let mut members = BTreeMap::new();
+        for (name, urls) in cfg.initial_members()? {
+            let id = member_id(&urls, &cfg.initial_cluster_token);
+            let client_urls = if id == me { cfg.advertised_client_urls() } else { Vec::new() };
+            members.insert(
+                id,
+                MemberNode {
+                    name,
+                    peer_urls: urls,
+                    client_urls,
+                },
+            );
+        }
+        if !raft.is_initialized().await? {
+            raft.initialize(members).await.context("bootstrapping the cluster")?;
+        }
+    }
+
+    let metrics = Metrics::new();
+    watch_leadership(raft.clone(), me, metrics.clone());
+    let server = Arc::new(EtcdServer {
+        raft: raft.clone(),
+        state,
+        storage: storage.clone(),
+        member_id: me,
+        cluster_id: cid,
+        limits: Limits {
+            max_request_bytes: cfg.max_request_bytes as usize,
+            max_txn_ops: cfg.max_txn_ops,
+            quota_backend_bytes: cfg.quota_backend_bytes,
+        },
+        metrics: metrics.clone(),
+    });
+    {
+        let (server, metrics) = (server.clone(), metrics.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                metrics.db_size.set(server.storage.size_on_disk());
+                if let Ok(s) = server.read_state() {
+                    metrics.keys_total.set(s.mvcc.key_count() as i64);
+                    metrics.current_revision.set(s.mvcc.current_rev());
+                }
+            }
+        });
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = Vec::new();
+    for url in cfg.client_urls() {
+        if url.starts_with("https://") {
+            bail!("{url}: TLS on client URLs is not supported yet");
+        }
+        let addr = url_host_port(&url)?;
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot listen on {url}"))?;
+        tracing::info!(%url, "serving client requests");
+        let routes = crate::api::routes(server.clone());
+        let mut stop = stop_rx.clone();
+        servers.push(tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .accept_http1(true)
+                .tcp_nodelay(true)
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        }));
+    }
+
+    {
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let leader = raft
+                .wait(None)
+                .metrics(|m| m.current_leader.is_some(), "leader elected")
+                .await;
+            if leader.is_ok() {
+                notify_systemd_ready();
+            }
+        });
+    }
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    for s in servers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
+    }
+    let _ = raft.shutdown().await;
+    storage.db().flush_wal(true)?;
+    Ok(())
+}

@@ -1,0 +1,473 @@
+//! etcd's KV request semantics on top of the MVCC store: Range options, Put flags, DeleteRange,
+//! Txn compares and branches, Compact, and the request checks done before proposing.
+
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+
+use oxetcd_common::etcdserverpb::{
+    compare, range_request, request_op, response_op, Compare, CompactionRequest,
+    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+};
+use oxetcd_common::mvccpb::KeyValue;
+use serde::{Deserialize, Serialize};
+
+use super::store::{Mvcc, WriteTxn};
+
+/// Why a KV request failed. Each maps to one etcd error (gRPC code and message) in `api`.
+/// Serializable because apply results travel back through openraft.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum KvError {
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRev,
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+}
+
+impl From<rocksdb::Error> for KvError {
+    fn from(e: rocksdb::Error) -> Self {
+        KvError::Storage(e.to_string())
+    }
+}
+
+/// Which leases exist, as the apply path sees them (the lease module owns them).
+pub trait LeaseCheck {
+    fn exists(&self, id: i64) -> bool;
+}
+
+fn header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader {
+        revision,
+        ..Default::default()
+    })
+}
+
+// ---- Range ---------------------------------------------------------------------------------------
+
+/// A Range outside any transaction (serializable or after a linearizable barrier).
+pub fn range(store: &Mvcc, req: &RangeRequest) -> Result<RangeResponse, KvError> {
+    let at = store.read_rev(req.revision)?;
+    let entries: Vec<_> = store.range_index(&req.key, &req.range_end, at).collect();
+    let count = entries.len() as i64;
+    if req.count_only {
+        return Ok(RangeResponse {
+            header: header(store.current_rev()),
+            count,
+            ..Default::default()
+        });
+    }
+    // Without sorting or filtering, only the first `limit` values need reading.
+    let plain = effective_order(req) == range_request::SortOrder::None && !has_filters(req);
+    let take = if plain && req.limit > 0 {
+        (req.limit as usize).min(entries.len())
+    } else {
+        entries.len()
+    };
+    let revs: Vec<_> = entries[..take].iter().map(|(_, at)| at.modified).collect();
+    let kvs = store.fetch(&revs)?;
+    let mut resp = shape(req, kvs, count);
+    if plain && req.limit > 0 && entries.len() > take {
+        resp.more = true;
+    }
+    resp.header = header(store.current_rev());
+    Ok(resp)
+}
+
+/// A Range inside a write transaction: it sees the transaction's earlier writes.
+fn range_in_txn(store: &Mvcc, txn: &WriteTxn, req: &RangeRequest) -> Result<RangeResponse, KvError> {
+    if req.revision > 0 {
+        if req.revision > txn.rev() {
+            return Err(KvError::FutureRev);
+        }
+        let mut resp = range(store, req)?;
+        resp.header = header(txn.rev());
+        return Ok(resp);
+    }
+    let kvs = txn.range(store, &req.key, &req.range_end)?;
+    let count = kvs.len() as i64;
+    let mut resp = if req.count_only {
+        RangeResponse {
+            count,
+            ..Default::default()
+        }
+    } else {
+        shape(req, kvs, count)
+    };
+    resp.header = header(txn.rev());
+    Ok(resp)
+}
+
+fn has_filters(req: &RangeRequest) -> bool {
+    req.min_mod_revision != 0
+        || req.max_mod_revision != 0
+        || req.min_create_revision != 0
+        || req.max_create_revision != 0
+}
+
+/// etcd sorts ascending by default when a non-key sort target is given.
+fn effective_order(req: &RangeRequest) -> range_request::SortOrder {
+    let order = req.sort_order();
+    if order == range_request::SortOrder::None && req.sort_target() != range_request::SortTarget::Key {
+        range_request::SortOrder::Ascend
+    } else {
+        order
+    }
+}
+
+/// Applies filters, sort, limit and keys_only to the key-values of a range (in key order).
+fn shape(req: &RangeRequest, mut kvs: Vec<KeyValue>, count: i64) -> RangeResponse {
+    if has_filters(req) {
+        kvs.retain(|kv| {
+            !((req.min_mod_revision > 0 && kv.mod_revision < req.min_mod_revision)
+                || (req.max_mod_revision > 0 && kv.mod_revision > req.max_mod_revision)
+                || (req.min_create_revision > 0 && kv.create_revision < req.min_create_revision)
+                || (req.max_create_revision > 0 && kv.create_revision > req.max_create_revision))
+        });
+    }
+    let order = effective_order(req);
+    if order != range_request::SortOrder::None {
+        use range_request::SortTarget as T;
+        let target = req.sort_target();
+        let cmp = |a: &KeyValue, b: &KeyValue| -> Ordering {
+            match target {
+                T::Key => a.key.cmp(&b.key),
+                T::Version => a.version.cmp(&b.version),
+                T::Create => a.create_revision.cmp(&b.create_revision),
+                T::Mod => a.mod_revision.cmp(&b.mod_revision),
+                T::Value => a.value.cmp(&b.value),
+            }
+        };
+        if order == range_request::SortOrder::Descend {
+            kvs.sort_by(|a, b| cmp(b, a));
+        } else {
+            kvs.sort_by(cmp);
+        }
+    }
+    let mut more = false;
+    if req.limit > 0 && kvs.len() > req.limit as usize {
+        kvs.truncate(req.limit as usize);
+        more = true;
+    }
+    if req.keys_only {
+        for kv in &mut kvs {
+            kv.value.clear();
+        }
+    }
+    RangeResponse {
+        header: None,
+        kvs,
+        more,
+        count,
+    }
+}
+
+// ---- Writes (apply path) -------------------------------------------------------------------------
+
+/// Stages a Put in `txn`.
+pub fn put(
+    store: &Mvcc,
+    txn: &mut WriteTxn,
+    req: &PutRequest,
+    leases: &dyn LeaseCheck,
+) -> Result<PutResponse, KvError> {
+    let prev = txn.get(store, &req.key)?;
+    let mut value = req.value.clone();
+    let mut lease = req.lease;
+    if req.ignore_value || req.ignore_lease {
+        let Some(p) = &prev else {
+            return Err(KvError::KeyNotFound);
+        };
+        if req.ignore_value {
+            value = p.value.clone();
+        }
+        if req.ignore_lease {
+            lease = p.lease;
+        }
+    }
+    if lease != 0 && !leases.exists(lease) {
+        return Err(KvError::LeaseNotFound);
+    }
+    txn.put(store, req.key.clone(), value, lease)?;
+    Ok(PutResponse {
+        header: header(txn.rev()),
+        prev_kv: if req.prev_kv { prev } else { None },
+    })
+}
+
+/// Stages a DeleteRange in `txn`.
+pub fn delete_range(
+    store: &Mvcc,
+    txn: &mut WriteTxn,
+    req: &DeleteRangeRequest,
+) -> Result<DeleteRangeResponse, KvError> {
+    let deleted = txn.delete_range(store, &req.key, &req.range_end)?;
+    Ok(DeleteRangeResponse {
+        header: header(txn.rev()),
+        deleted: deleted.len() as i64,
+        prev_kvs: if req.prev_kv { deleted } else { Vec::new() },
+    })
+}
+
+/// Evaluates a Txn's compares and runs the chosen branch in `txn`.
+pub fn txn(
+    store: &Mvcc,
+    txn: &mut WriteTxn,
+    req: &TxnRequest,
+    leases: &dyn LeaseCheck,
+) -> Result<TxnResponse, KvError> {
+    let mut succeeded = true;
+    for c in &req.compare {
+        if !compare_holds(store, txn, c)? {
+            succeeded = false;
+            break;
+        }
+    }
+    let ops = if succeeded { &req.success } else { &req.failure };
+    let mut responses = Vec::with_capacity(ops.len());
+    for op in ops {
+        let response = match &op.request {
+            Some(request_op::Request::RequestRange(r)) => {
+                response_op::Response::ResponseRange(range_in_txn(store, txn, r)?)
+            }
+            Some(request_op::Request::RequestPut(r)) => {
+                response_op::Response::ResponsePut(put(store, txn, r, leases)?)
+            }
+            Some(request_op::Request::RequestDeleteRange(r)) => {
+                response_op::Response::ResponseDeleteRange(delete_range(store, txn, r)?)
+            }
+            Some(request_op::Request::RequestTxn(r)) => {
+                response_op::Response::ResponseTxn(self::txn(store, txn, r, leases)?)
+            }
+            None => continue,
+        };
+        responses.push(ResponseOp {
+            response: Some(response),
+        });
+    }
+    Ok(TxnResponse {
+        header: header(txn.rev()),
+        succeeded,
+        responses,
+    })
+}
+
+fn compare_holds(store: &Mvcc, txn: &WriteTxn, c: &Compare) -> Result<bool, KvError> {
+    let kvs = txn.range(store, &c.key, &c.range_end)?;
+    if kvs.is_empty() {
+        // A missing key has no value to compare (nil == empty in gRPC), so a value compare
+        // fails; every other target compares as zero.
+        if c.target() == compare::CompareTarget::Value {
+            return Ok(false);
+        }
+        return Ok(compare_kv(&KeyValue::default(), c));
+    }
+    Ok(kvs.iter().all(|kv| compare_kv(kv, c)))
+}
+
+fn compare_kv(kv: &KeyValue, c: &Compare) -> bool {
+    use compare::{CompareResult as R, CompareTarget as T, TargetUnion as U};
+    let int = |want: Option<i64>, have: i64| have.cmp(&want.unwrap_or(0));
+    let ord = match c.target() {
+        T::Value => {
+            let want: &[u8] = match &c.target_union {
+                Some(U::Value(v)) => v,
+                _ => &[],
+            };
+            kv.value.as_slice().cmp(want)
+        }
+        T::Version => int(
+            match c.target_union {
+                Some(U::Version(v)) => Some(v),
+                _ => None,
+            },
+            kv.version,
+        ),
+        T::Create => int(
+            match c.target_union {
+                Some(U::CreateRevision(v)) => Some(v),
+                _ => None,
+            },
+            kv.create_revision,
+        ),
+        T::Mod => int(
+            match c.target_union {
+                Some(U::ModRevision(v)) => Some(v),
+                _ => None,
+            },
+            kv.mod_revision,
+        ),
+        T::Lease => int(
+            match c.target_union {
+                Some(U::Lease(v)) => Some(v),
+                _ => None,
+            },
+            kv.lease,
+        ),
+    };
+    match c.result() {
+        R::Equal => ord == Ordering::Equal,
+        R::NotEqual => ord != Ordering::Equal,
+        R::Greater => ord == Ordering::Greater,
+        R::Less => ord == Ordering::Less,
+    }
+}
+
+/// Checks a Compact against the store, then compacts.
+pub fn compact(store: &mut Mvcc, req: &CompactionRequest, batch: &mut rocksdb::WriteBatch) -> Result<(), KvError> {
+    if req.revision <= store.compact_rev() {
+        return Err(KvError::Compacted);
+    }
+    if req.revision > store.current_rev() {
+        return Err(KvError::FutureRev);
+    }
+    store.compact(req.revision, batch);
+    Ok(())
+}
+
+// ---- Checks before proposing ---------------------------------------------------------------------
+
+pub fn check_range(req: &RangeRequest) -> Result<(), KvError> {
+    if req.key.is_empty() {
+        return Err(KvError::EmptyKey);
+    }
+    Ok(())
+}
+
+pub fn check_put(req: &PutRequest) -> Result<(), KvError> {
+    if req.key.is_empty() {
+        return Err(KvError::EmptyKey);
+    }
+    if req.ignore_value && !req.value.is_empty() {
+        return Err(KvError::ValueProvided);
+    }
+    if req.ignore_lease && req.lease != 0 {
+        return Err(KvError::LeaseProvided);
+    }
+    Ok(())
+}
+
+pub fn check_delete(req: &DeleteRangeRequest) -> Result<(), KvError> {
+    if req.key.is_empty() {
+        return Err(KvError::EmptyKey);
+    }
+    Ok(())
+}
+
+/// etcd's checkTxnRequest: op counts, each op's own checks, and no key written twice in a branch.
+pub fn check_txn(req: &TxnRequest, max_ops: usize) -> Result<(), KvError> {
+    check_txn_ops(req, max_ops)?;
+    check_intervals(&req.success)?;
+    check_intervals(&req.failure)?;
+    Ok(())
+}
+
+fn check_txn_ops(req: &TxnRequest, max_ops: usize) -> Result<(), KvError> {
+    if req.compare.len() > max_ops || req.success.len() > max_ops || req.failure.len() > max_ops {
+        return Err(KvError::TooManyOps);
+    }
+    for c in &req.compare {
+        if c.key.is_empty() {
+            return Err(KvError::EmptyKey);
+        }
+    }
+    for op in req.success.iter().chain(&req.failure) {
+        match &op.request {
+            Some(request_op::Request::RequestRange(r)) => check_range(r)?,
+            Some(request_op::Request::RequestPut(r)) => check_put(r)?,
+            Some(request_op::Request::RequestDeleteRange(r)) => check_delete(r)?,
+            Some(request_op::Request::RequestTxn(r)) => check_txn_ops(r, max_ops)?,
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// A deleted interval: `[start, end)`, `end` empty for a single key, `None` for "to the end".
+struct Interval {
+    start: Vec<u8>,
+    end: Option<Vec<u8>>,
+}
+
+impl Interval {
+    fn of(key: &[u8], range_end: &[u8]) -> Self {
+        let end = match range_end {
+            [] => Some(Vec::new()),
+            [0] => None,
+            e => Some(e.to_vec()),
+        };
+        Self {
+            start: key.to_vec(),
+            end,
+        }
+    }
+
+    fn contains(&self, k: &[u8]) -> bool {
+        match &self.end {
+            Some(e) if e.is_empty() => k == self.start.as_slice(),
+            Some(e) => k >= self.start.as_slice() && k < e.as_slice(),
+            None => k >= self.start.as_slice(),
+        }
+    }
+}
+
+/// Returns the keys put and intervals deleted by `ops`, failing on a key written twice (a put
+/// twice, or a put inside a deleted range). The two branches of a nested txn exclude each other,
+/// so the same put in both is fine.
+fn check_intervals(ops: &[RequestOp]) -> Result<(BTreeSet<Vec<u8>>, Vec<Interval>), KvError> {
+    let mut dels: Vec<Interval> = ops
+        .iter()
+        .filter_map(|op| match &op.request {
+            Some(request_op::Request::RequestDeleteRange(d)) => Some(Interval::of(&d.key, &d.range_end)),
+            _ => None,
+        })
+        .collect();
+    let mut puts = BTreeSet::new();
+    let deleted = |dels: &[Interval], k: &[u8]| dels.iter().any(|d| d.contains(k));
+    for op in ops {
+        let Some(request_op::Request::RequestTxn(t)) = &op.request else { continue };
+        let (puts_then, dels_then) = check_intervals(&t.success)?;
+        let (puts_else, dels_else) = check_intervals(&t.failure)?;
+        for k in &puts_then {
+            if puts.contains(k) || deleted(&dels, k) {
+                return Err(KvError::DuplicateKey);
+            }
+            puts.insert(k.clone());
+        }
+        for k in puts_else {
+            if (puts.contains(&k) && !puts_then.contains(&k)) || deleted(&dels, &k) {
+                return Err(KvError::DuplicateKey);
+            }
+            puts.insert(k);
+        }
+        dels.extend(dels_then);
+        dels.extend(dels_else);
+    }
+    for op in ops {
+        let Some(request_op::Request::RequestPut(p)) = &op.request else { continue };
+        if puts.contains(&p.key) || deleted(&dels, &p.key) {
+            return Err(KvError::DuplicateKey);
+        }
+        puts.insert(p.key.clone());
+    }
+    Ok((puts, dels))
+}

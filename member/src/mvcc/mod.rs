@@ -1,0 +1,19 @@
+//! Multi-version key space, with etcd's rules: one main revision per write transaction,
+//! versions that restart at 1 after a delete, tombstones, and compaction.
+//!
+//! `store` keeps the key index and revisions and reads values from RocksDB; `kv` turns the
+//! etcd requests (Range, Put, DeleteRange, Txn, Compact) into reads and staged writes.
+
+mod index;
+mod kv;
+mod revision;
+mod store;
+#[cfg(test)]
+mod tests;
+
+pub use kv::{
+    check_delete, check_put, check_range, check_txn, compact, delete_range, put, range, txn,
+    KvError, LeaseCheck,
+};
+pub use revision::Revision;
+pub use store::{Mvcc, WriteTxn};

@@ -1,0 +1,277 @@
+//! The MVCC store: the key index in memory, values in the `kv` column family.
+
+use std::collections::BTreeMap;
+
+use oxetcd_common::mvccpb::KeyValue;
+use prost::Message;
+use rocksdb::WriteBatch;
+
+use super::index::{KeyAt, KeyIndex};
+use super::kv::KvError;
+use super::revision::Revision;
+use crate::storage::{Storage, CF_KV, CF_META};
+
+const META_CURRENT_REV: &[u8] = b"current_rev";
+const META_COMPACT_REV: &[u8] = b"compact_rev";
+
+/// The key space. Mutated only by the apply path (under the state machine's write lock);
+/// read concurrently by serializable and linearizable Range.
+pub struct Mvcc {
+    storage: Storage,
+    index: KeyIndex,
+    current_rev: i64,
+    compact_rev: i64,
+}
+
+impl Mvcc {
+    /// Opens the store, rebuilding the key index from the `kv` column family.
+    pub fn open(storage: Storage) -> Result<Self, KvError> {
+        let db = storage.db();
+        let meta = storage.cf(CF_META);
+        let read_i64 = |k: &[u8]| -> Result<Option<i64>, KvError> {
+            Ok(db
+                .get_cf(meta, k)?
+                .and_then(|v| v.as_slice().try_into().ok().map(i64::from_be_bytes)))
+        };
+        // A fresh store is at revision 1, as etcd's is.
+        let current_rev = read_i64(META_CURRENT_REV)?.unwrap_or(1);
+        let compact_rev = read_i64(META_COMPACT_REV)?.unwrap_or(0);
+        let mut index = KeyIndex::default();
+        for item in db.iterator_cf(storage.cf(CF_KV), rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            let Some((rev, tombstone)) = Revision::from_key(&k) else {
+                return Err(KvError::Corrupt(format!("bad revision key {k:?}")));
+            };
+            let kv = KeyValue::decode(v.as_ref())
+                .map_err(|e| KvError::Corrupt(format!("bad value at {rev:?}: {e}")))?;
+            let history = index.entry(&kv.key);
+            if tombstone {
+                history.tombstone(rev);
+            } else {
+                // The index only holds the revisions still kept; restore each generation's
+                // creation revision and version from the stored value.
+                let live = history.is_live();
+                history.put(rev);
+                if let Some(g) = history.generations.last_mut() {
+                    if !live {
+                        g.created = Revision::new(kv.create_revision, 0);
+                    }
+                    g.ver = kv.version;
+                }
+            }
+        }
+        Ok(Self {
+            storage,
+            index,
+            current_rev,
+            compact_rev,
+        })
+    }
+
+    pub fn current_rev(&self) -> i64 {
+        self.current_rev
+    }
+
+    pub fn compact_rev(&self) -> i64 {
+        self.compact_rev
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Resolves a requested read revision (<= 0: the newest) and checks it against the
+    /// compaction point and the current revision.
+    pub fn read_rev(&self, requested: i64) -> Result<i64, KvError> {
+        if requested <= 0 {
+            return Ok(self.current_rev);
+        }
+        if requested > self.current_rev {
+            return Err(KvError::FutureRev);
+        }
+        if requested < self.compact_rev {
+            return Err(KvError::Compacted);
+        }
+        Ok(requested)
+    }
+
+    /// Where every key in `[start, end)` stood at revision `at`, in key order.
+    pub fn range_index<'a>(
+        &'a self,
+        start: &'a [u8],
+        end: &'a [u8],
+        at: i64,
+    ) -> impl Iterator<Item = (&'a Vec<u8>, KeyAt)> + 'a {
+        self.index
+            .range(start, end)
+            .filter_map(move |(k, h)| h.get(at).map(|at| (k, at)))
+    }
+
+    /// Reads stored values for the given revisions (which the index says exist).
+    pub fn fetch(&self, revs: &[Revision]) -> Result<Vec<KeyValue>, KvError> {
+        let cf = self.storage.cf(CF_KV);
+        let keys: Vec<_> = revs.iter().map(|r| (cf, r.to_key(false))).collect();
+        let mut out = Vec::with_capacity(revs.len());
+        for (res, rev) in self.storage.db().multi_get_cf(keys).into_iter().zip(revs) {
+            let bytes = res?.ok_or_else(|| {
+                KvError::Corrupt(format!("revision {rev:?} in the index but not stored"))
+            })?;
+            out.push(
+                KeyValue::decode(bytes.as_slice())
+                    .map_err(|e| KvError::Corrupt(format!("bad value at {rev:?}: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Starts a write transaction on top of the current revision.
+    pub fn write_txn(&self) -> WriteTxn {
+        WriteTxn {
+            begin_rev: self.current_rev,
+            changes: Vec::new(),
+            overlay: BTreeMap::new(),
+        }
+    }
+
+    /// Commits a write transaction's changes into `batch` and the index. The batch is written by
+    /// the caller together with the applied index; the in-memory state is updated now, which is
+    /// safe because only the apply path writes and it writes the batch before answering anyone.
+    pub fn commit(&mut self, txn: WriteTxn, batch: &mut WriteBatch) -> i64 {
+        if txn.changes.is_empty() {
+            return self.current_rev;
+        }
+        let main = txn.begin_rev + 1;
+        let cf = self.storage.cf(CF_KV);
+        for (sub, change) in txn.changes.into_iter().enumerate() {
+            let rev = Revision::new(main, sub as i64);
+            match change {
+                Change::Put(kv) => {
+                    self.index.entry(&kv.key).put(rev);
+                    batch.put_cf(cf, rev.to_key(false), kv.encode_to_vec());
+                }
+                Change::Delete(key) => {
+                    self.index.entry(&key).tombstone(rev);
+                    let tomb = KeyValue {
+                        key,
+                        mod_revision: main,
+                        ..Default::default()
+                    };
+                    batch.put_cf(cf, rev.to_key(true), tomb.encode_to_vec());
+                }
+            }
+        }
+        self.current_rev = main;
+        batch.put_cf(
+            self.storage.cf(CF_META),
+            META_CURRENT_REV,
+            main.to_be_bytes(),
+        );
+        main
+    }
+
+    /// Compacts history up to `rev` (checked by the caller), removing superseded revisions.
+    pub fn compact(&mut self, rev: i64, batch: &mut WriteBatch) {
+        let cf = self.storage.cf(CF_KV);
+        for (r, tombstone) in self.index.compact(rev) {
+            batch.delete_cf(cf, r.to_key(tombstone));
+        }
+        self.compact_rev = rev;
+        batch.put_cf(
+            self.storage.cf(CF_META),
+            META_COMPACT_REV,
+            rev.to_be_bytes(),
+        );
+    }
+}
+
+/// One change staged by a write transaction.
+enum Change {
+    Put(KeyValue),
+    Delete(Vec<u8>),
+}
+
+/// A write transaction being built: its changes are staged here and are visible to its own later
+/// reads (etcd's txn semantics), and reach the store only on [`Mvcc::commit`].
+pub struct WriteTxn {
+    begin_rev: i64,
+    changes: Vec<Change>,
+    /// Newest staged state per key: `Some(kv)` put, `None` deleted.
+    overlay: BTreeMap<Vec<u8>, Option<KeyValue>>,
+}
+
+impl WriteTxn {
+    /// The revision the transaction's reads see and, with changes, writes at.
+    pub fn rev(&self) -> i64 {
+        if self.changes.is_empty() {
+            self.begin_rev
+        } else {
+            self.begin_rev + 1
+        }
+    }
+
+    pub fn has_changes(&self) -> bool {
+        !self.changes.is_empty()
+    }
+
+    /// Current values of the keys in `[start, end)`, including this transaction's own writes.
+    pub fn range(&self, store: &Mvcc, start: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, KvError> {
+        let (keys, revs): (Vec<_>, Vec<_>) = store
+            .range_index(start, end, self.begin_rev)
+            .filter(|(k, _)| !self.overlay.contains_key(*k))
+            .map(|(k, at)| (k.clone(), at.modified))
+            .unzip();
+        let mut merged: BTreeMap<Vec<u8>, KeyValue> =
+            keys.into_iter().zip(store.fetch(&revs)?).collect();
+        let in_range = |k: &[u8]| {
+            if end.is_empty() {
+                k == start
+            } else {
+                k >= start && (end == [0] || k < end)
+            }
+        };
+        for (k, v) in &self.overlay {
+            if let Some(kv) = v {
+                if in_range(k) {
+                    merged.insert(k.clone(), kv.clone());
+                }
+            }
+        }
+        Ok(merged.into_values().collect())
+    }
+
+    /// The current value of one key.
+    pub fn get(&self, store: &Mvcc, key: &[u8]) -> Result<Option<KeyValue>, KvError> {
+        Ok(self.range(store, key, &[])?.pop())
+    }
+
+    /// Stages a put; returns the stored key-value (with its revisions and version).
+    pub fn put(&mut self, store: &Mvcc, key: Vec<u8>, value: Vec<u8>, lease: i64) -> Result<KeyValue, KvError> {
+        let main = self.begin_rev + 1;
+        let prev = self.get(store, &key)?;
+        let (create_revision, version) = match &prev {
+            Some(p) => (p.create_revision, p.version + 1),
+            None => (main, 1),
+        };
+        let kv = KeyValue {
+            key: key.clone(),
+            create_revision,
+            mod_revision: main,
+            version,
+            value,
+            lease,
+        };
+        self.changes.push(Change::Put(kv.clone()));
+        self.overlay.insert(key, Some(kv.clone()));
+        Ok(kv)
+    }
+
+    /// Stages deletes of every live key in the range; returns the deleted key-values.
+    pub fn delete_range(&mut self, store: &Mvcc, start: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, KvError> {
+        let doomed = self.range(store, start, end)?;
+        for kv in &doomed {
+            self.changes.push(Change::Delete(kv.key.clone()));
+            self.overlay.insert(kv.key.clone(), None);
+        }
+        Ok(doomed)
+    }
+}

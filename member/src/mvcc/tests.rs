@@ -1,0 +1,381 @@
+//! MVCC rules checked against what etcd 3.4 answers for the same history
+//! (see shared/etcd-reference/kv-single.txt).
+
+use oxetcd_common::etcdserverpb::{
+    compare, range_request, request_op, response_op, CompactionRequest, Compare,
+    DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
+use rocksdb::WriteBatch;
+
+use super::*;
+use crate::storage::Storage;
+
+struct NoLeases;
+impl LeaseCheck for NoLeases {
+    fn exists(&self, _: i64) -> bool {
+        false
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    storage: Storage,
+    store: Mvcc,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let store = Mvcc::open(storage.clone()).unwrap();
+        Self {
+            _dir: dir,
+            storage,
+            store,
+        }
+    }
+
+    fn reopen(&mut self) {
+        self.store = Mvcc::open(self.storage.clone()).unwrap();
+    }
+
+    fn write<T>(&mut self, f: impl FnOnce(&Mvcc, &mut WriteTxn) -> Result<T, KvError>) -> Result<T, KvError> {
+        let mut txn = self.store.write_txn();
+        let out = f(&self.store, &mut txn)?;
+        let mut batch = WriteBatch::default();
+        self.store.commit(txn, &mut batch);
+        self.storage.db().write(batch).unwrap();
+        Ok(out)
+    }
+
+    fn put(&mut self, k: &str, v: &str) -> i64 {
+        let req = PutRequest {
+            key: k.into(),
+            value: v.into(),
+            ..Default::default()
+        };
+        self.write(|s, t| put(s, t, &req, &NoLeases)).unwrap().header.unwrap().revision
+    }
+
+    fn del(&mut self, k: &str, end: &str) -> i64 {
+        let req = DeleteRangeRequest {
+            key: k.into(),
+            range_end: end.into(),
+            ..Default::default()
+        };
+        self.write(|s, t| delete_range(s, t, &req)).unwrap().deleted
+    }
+
+    fn get(&self, req: RangeRequest) -> Result<Vec<(String, String, i64, i64, i64)>, KvError> {
+        Ok(range(&self.store, &req)?
+            .kvs
+            .into_iter()
+            .map(|kv| {
+                (
+                    String::from_utf8(kv.key).unwrap(),
+                    String::from_utf8(kv.value).unwrap(),
+                    kv.create_revision,
+                    kv.mod_revision,
+                    kv.version,
+                )
+            })
+            .collect())
+    }
+
+    fn compact(&mut self, rev: i64) -> Result<(), KvError> {
+        let mut batch = WriteBatch::default();
+        compact(&mut self.store, &CompactionRequest { revision: rev, physical: true }, &mut batch)?;
+        self.storage.db().write(batch).unwrap();
+        Ok(())
+    }
+}
+
+fn key(k: &str) -> RangeRequest {
+    RangeRequest {
+        key: k.into(),
+        ..Default::default()
+    }
+}
+
+fn prefix(k: &str) -> RangeRequest {
+    let mut end = k.as_bytes().to_vec();
+    *end.last_mut().unwrap() += 1;
+    RangeRequest {
+        key: k.into(),
+        range_end: end,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn revisions_versions_and_history() {
+    let mut f = Fixture::new();
+    assert_eq!(f.store.current_rev(), 1);
+    assert_eq!(f.put("foo", "bar"), 2);
+    assert_eq!(f.put("foo", "bar2"), 3);
+    f.put("foo1", "v1");
+    f.put("foo2", "v2");
+    f.put("zoo", "z");
+    assert_eq!(f.get(key("foo")).unwrap(), vec![("foo".into(), "bar2".into(), 2, 3, 2)]);
+    assert_eq!(f.get(RangeRequest { revision: 2, ..key("foo") }).unwrap()[0].1, "bar");
+    assert_eq!(f.get(prefix("foo")).unwrap().len(), 3);
+    // from-key and all keys
+    let all = RangeRequest {
+        key: vec![0],
+        range_end: vec![0],
+        ..Default::default()
+    };
+    assert_eq!(f.get(all).unwrap().len(), 4);
+    assert_eq!(
+        f.get(RangeRequest { revision: 100, ..key("foo") }),
+        Err(KvError::FutureRev)
+    );
+}
+
+#[test]
+fn limit_count_more_and_sort() {
+    let mut f = Fixture::new();
+    for (k, v) in [("foo", "c"), ("foo1", "b"), ("foo2", "a")] {
+        f.put(k, v);
+    }
+    let resp = range(&f.store, &RangeRequest { limit: 1, ..prefix("foo") }).unwrap();
+    assert_eq!((resp.kvs.len(), resp.more, resp.count), (1, true, 3));
+    let resp = range(&f.store, &RangeRequest { count_only: true, ..prefix("foo") }).unwrap();
+    assert_eq!((resp.kvs.len(), resp.count), (0, 3));
+    let sorted = f
+        .get(RangeRequest {
+            sort_target: range_request::SortTarget::Value as i32,
+            ..prefix("foo")
+        })
+        .unwrap();
+    assert_eq!(sorted.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+    let desc = f
+        .get(RangeRequest {
+            sort_order: range_request::SortOrder::Descend as i32,
+            sort_target: range_request::SortTarget::Mod as i32,
+            limit: 2,
+            ..prefix("foo")
+        })
+        .unwrap();
+    assert_eq!(desc.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["foo2", "foo1"]);
+    let keys_only = range(&f.store, &RangeRequest { keys_only: true, ..key("foo") }).unwrap();
+    assert!(keys_only.kvs[0].value.is_empty());
+    let filtered = f.get(RangeRequest { min_mod_revision: 3, ..prefix("foo") }).unwrap();
+    assert_eq!(filtered.len(), 2);
+}
+
+#[test]
+fn delete_tombstones_and_recreate() {
+    let mut f = Fixture::new();
+    f.put("a", "1");
+    f.put("a", "2");
+    assert_eq!(f.del("a", ""), 1);
+    assert_eq!(f.store.current_rev(), 4);
+    // Deleting nothing does not bump the revision.
+    assert_eq!(f.del("a", ""), 0);
+    assert_eq!(f.store.current_rev(), 4);
+    assert!(f.get(key("a")).unwrap().is_empty());
+    assert_eq!(f.get(RangeRequest { revision: 3, ..key("a") }).unwrap()[0].4, 2);
+    f.put("a", "3");
+    assert_eq!(f.get(key("a")).unwrap(), vec![("a".into(), "3".into(), 5, 5, 1)]);
+}
+
+#[test]
+fn put_flags() {
+    let mut f = Fixture::new();
+    let ignore = PutRequest {
+        key: "nokey".into(),
+        ignore_value: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        f.write(|s, t| put(s, t, &ignore, &NoLeases)).unwrap_err(),
+        KvError::KeyNotFound
+    );
+    assert_eq!(f.store.current_rev(), 1);
+    f.put("k", "v");
+    let ignore = PutRequest {
+        key: "k".into(),
+        ignore_value: true,
+        prev_kv: true,
+        ..Default::default()
+    };
+    let resp = f.write(|s, t| put(s, t, &ignore, &NoLeases)).unwrap();
+    assert_eq!(resp.prev_kv.unwrap().value, b"v");
+    assert_eq!(f.get(key("k")).unwrap()[0].1, "v");
+    assert_eq!(f.get(key("k")).unwrap()[0].4, 2);
+    let leased = PutRequest {
+        key: "k".into(),
+        lease: 7,
+        ..Default::default()
+    };
+    assert_eq!(
+        f.write(|s, t| put(s, t, &leased, &NoLeases)).unwrap_err(),
+        KvError::LeaseNotFound
+    );
+}
+
+fn cmp(k: &str, target: compare::CompareTarget, result: compare::CompareResult, u: compare::TargetUnion) -> Compare {
+    Compare {
+        key: k.into(),
+        target: target as i32,
+        result: result as i32,
+        target_union: Some(u),
+        ..Default::default()
+    }
+}
+
+fn op_put(k: &str, v: &str) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestPut(PutRequest {
+            key: k.into(),
+            value: v.into(),
+            prev_kv: true,
+            ..Default::default()
+        })),
+    }
+}
+
+fn op_get(k: &str) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestRange(key(k))),
+    }
+}
+
+#[test]
+fn txn_compares_branches_and_one_revision() {
+    use compare::{CompareResult as R, CompareTarget as T, TargetUnion as U};
+    let mut f = Fixture::new();
+    f.put("user1", "bad");
+    let req = TxnRequest {
+        compare: vec![cmp("user1", T::Value, R::Equal, U::Value(b"bad".to_vec()))],
+        success: vec![op_get("user1"), op_put("user1", "good"), op_put("other", "x"), op_get("user1")],
+        failure: vec![op_put("user1", "failed")],
+    };
+    let resp = f.write(|s, t| txn(s, t, &req, &NoLeases)).unwrap();
+    assert!(resp.succeeded);
+    assert_eq!(resp.header.unwrap().revision, 3);
+    // One revision for both puts; reads inside the txn see its earlier writes.
+    assert_eq!(f.store.current_rev(), 3);
+    let rev = |i: usize| match &resp.responses[i].response {
+        Some(response_op::Response::ResponseRange(r)) => {
+            (r.header.as_ref().unwrap().revision, r.kvs[0].value.clone())
+        }
+        _ => panic!("not a range"),
+    };
+    assert_eq!(rev(0), (2, b"bad".to_vec()));
+    assert_eq!(rev(3), (3, b"good".to_vec()));
+    assert_eq!(f.get(key("other")).unwrap()[0].2, 3);
+
+    // Comparing the value of a missing key fails; other targets compare as zero.
+    let req = TxnRequest {
+        compare: vec![cmp("nokey", T::Value, R::Equal, U::Value(vec![]))],
+        ..Default::default()
+    };
+    assert!(!f.write(|s, t| txn(s, t, &req, &NoLeases)).unwrap().succeeded);
+    let req = TxnRequest {
+        compare: vec![cmp("nokey", T::Create, R::Equal, U::CreateRevision(0))],
+        success: vec![op_put("nokey", "created")],
+        ..Default::default()
+    };
+    assert!(f.write(|s, t| txn(s, t, &req, &NoLeases)).unwrap().succeeded);
+    let req = TxnRequest {
+        compare: vec![
+            cmp("user1", T::Mod, R::Greater, U::ModRevision(0)),
+            cmp("user1", T::Version, R::NotEqual, U::Version(9)),
+            cmp("user1", T::Version, R::Less, U::Version(2)),
+        ],
+        ..Default::default()
+    };
+    // user1 has version 2: LESS 2 is false.
+    assert!(!f.write(|s, t| txn(s, t, &req, &NoLeases)).unwrap().succeeded);
+    // A read-only txn does not bump the revision.
+    assert_eq!(f.store.current_rev(), 4);
+}
+
+#[test]
+fn txn_checks() {
+    let dup = TxnRequest {
+        success: vec![op_put("a", "1"), op_put("a", "2")],
+        ..Default::default()
+    };
+    assert_eq!(check_txn(&dup, 128), Err(KvError::DuplicateKey));
+    let del_and_put = TxnRequest {
+        success: vec![
+            RequestOp {
+                request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
+                    key: "a".into(),
+                    range_end: "c".into(),
+                    ..Default::default()
+                })),
+            },
+            op_put("b", "1"),
+        ],
+        ..Default::default()
+    };
+    assert_eq!(check_txn(&del_and_put, 128), Err(KvError::DuplicateKey));
+    // The same put in both branches of a nested txn is fine.
+    let nested = TxnRequest {
+        success: vec![RequestOp {
+            request: Some(request_op::Request::RequestTxn(TxnRequest {
+                success: vec![op_put("a", "1")],
+                failure: vec![op_put("a", "2")],
+                ..Default::default()
+            })),
+        }],
+        ..Default::default()
+    };
+    assert_eq!(check_txn(&nested, 128), Ok(()));
+    let many = TxnRequest {
+        success: (0..3).map(|i| op_put(&format!("k{i}"), "v")).collect(),
+        ..Default::default()
+    };
+    assert_eq!(check_txn(&many, 2), Err(KvError::TooManyOps));
+    let empty = TxnRequest {
+        success: vec![op_put("", "v")],
+        ..Default::default()
+    };
+    assert_eq!(check_txn(&empty, 128), Err(KvError::EmptyKey));
+}
+
+#[test]
+fn compaction_rules() {
+    let mut f = Fixture::new();
+    f.put("foo", "bar"); // 2
+    f.put("foo", "bar2"); // 3
+    f.put("gone", "x"); // 4
+    f.del("gone", ""); // 5
+    f.put("foo", "bar3"); // 6
+    assert_eq!(f.compact(7), Err(KvError::FutureRev));
+    f.compact(5).unwrap();
+    assert_eq!(f.compact(5), Err(KvError::Compacted));
+    assert_eq!(f.compact(4), Err(KvError::Compacted));
+    assert_eq!(
+        f.get(RangeRequest { revision: 3, ..key("foo") }),
+        Err(KvError::Compacted)
+    );
+    // The compaction revision itself is still readable.
+    assert_eq!(f.get(RangeRequest { revision: 5, ..key("foo") }).unwrap()[0].1, "bar2");
+    assert_eq!(f.get(key("foo")).unwrap(), vec![("foo".into(), "bar3".into(), 2, 6, 3)]);
+    assert_eq!(f.store.key_count(), 1);
+}
+
+#[test]
+fn restart_keeps_everything() {
+    let mut f = Fixture::new();
+    f.put("a", "1");
+    f.put("a", "2");
+    f.put("b", "1");
+    f.del("b", "");
+    f.put("c", "1");
+    f.compact(3).unwrap();
+    f.put("a", "3");
+    let before = (f.store.current_rev(), f.store.compact_rev(), f.get(prefix("a")).unwrap());
+    f.reopen();
+    let after = (f.store.current_rev(), f.store.compact_rev(), f.get(prefix("a")).unwrap());
+    assert_eq!(before, after);
+    assert_eq!(after.2, vec![("a".into(), "3".into(), 2, 7, 3)]);
+    assert!(f.get(key("b")).unwrap().is_empty());
+    // The next write continues from the restored revision.
+    assert_eq!(f.put("d", "1"), 8);
+}

@@ -1,0 +1,201 @@
+//! The raft log and hard state in RocksDB.
+//!
+//! Durability: `append` writes its entries in one synced batch and only then fires openraft's
+//! flush callback, so an entry counted towards a quorum is on disk. `save_vote` is synced too: a
+//! member must never vote twice in a term, even across a crash.
+
+use std::fmt::Debug;
+use std::ops::RangeBounds;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{Entry, RaftLogReader, StorageIOError, Vote};
+use rocksdb::{WriteBatch, WriteOptions};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{LogId, StorageError, TypeConfig};
+use crate::storage::{Storage, CF_RAFT_LOG, CF_RAFT_META};
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_LAST_PURGED: &[u8] = b"last_purged";
+
+/// Log storage; cheap to clone (it is a handle on the shared database).
+#[derive(Clone)]
+pub struct LogStore {
+    storage: Storage,
+}
+
+fn synced() -> WriteOptions {
+    let mut o = WriteOptions::default();
+    o.set_sync(true);
+    o
+}
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+impl LogStore {
+    pub fn new(storage: Storage) -> Self {
+        Self { storage }
+    }
+
+    fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
+        let cf = self.storage.cf(CF_RAFT_META);
+        let Some(bytes) = self
+            .storage
+            .db()
+            .get_cf(cf, key)
+            .map_err(|e| StorageIOError::read(&e))?
+        else {
+            return Ok(None);
+        };
+        let v = bincode::deserialize(&bytes).map_err(|e| StorageIOError::read(&e))?;
+        Ok(Some(v))
+    }
+
+    fn put_meta<T: Serialize>(&self, key: &[u8], v: &T, sync: bool) -> Result<(), StorageError> {
+        let bytes = bincode::serialize(v).map_err(|e| StorageIOError::write(&e))?;
+        let cf = self.storage.cf(CF_RAFT_META);
+        let opts = if sync { synced() } else { WriteOptions::default() };
+        self.storage
+            .db()
+            .put_cf_opt(cf, key, bytes, &opts)
+            .map_err(|e| StorageIOError::write(&e))?;
+        Ok(())
+    }
+
+    fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
+        let cf = self.storage.cf(CF_RAFT_LOG);
+        let mut it = self.storage.db().iterator_cf(cf, rocksdb::IteratorMode::End);
+        match it.next() {
+            None => Ok(None),
+            Some(item) => {
+                let (_, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+                let entry: Entry<TypeConfig> =
+                    bincode::deserialize(&v).map_err(|e| StorageIOError::read_logs(&e))?;
+                Ok(Some(entry.log_id))
+            }
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        use std::ops::Bound;
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i + 1,
+            Bound::Unbounded => 0,
+        };
+        let cf = self.storage.cf(CF_RAFT_LOG);
+        let key = index_key(start);
+        let iter = self.storage.db().iterator_cf(
+            cf,
+            rocksdb::IteratorMode::From(&key, rocksdb::Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+            let idx = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| {
+                StorageIOError::read_logs(&std::io::Error::other("bad raft log key"))
+            })?);
+            if !range.contains(&idx) {
+                break;
+            }
+            let entry: Entry<TypeConfig> =
+                bincode::deserialize(&v).map_err(|e| StorageIOError::read_logs(&e))?;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged: Option<LogId> = self.get_meta(KEY_LAST_PURGED)?;
+        let last = self.last_entry_log_id()?.or(last_purged);
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
+        self.put_meta(KEY_VOTE, vote, true)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
+        self.get_meta(KEY_VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Not synced: after a crash, a smaller committed index is only a slower restart.
+        self.put_meta(KEY_COMMITTED, &committed, false)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let cf = self.storage.cf(CF_RAFT_LOG);
+        let mut batch = WriteBatch::default();
+        for entry in entries {
+            let bytes = bincode::serialize(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
+            batch.put_cf(cf, index_key(entry.log_id.index), bytes);
+        }
+        // One fsync for the whole batch; openraft hands us every entry queued since the last
+        // append, which is where group commit comes from.
+        let res = self.storage.db().write_opt(batch, &synced());
+        match res {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let io = std::io::Error::other(e.to_string());
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(StorageIOError::write_logs(&io).into())
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // Remove conflicting entries [log_id.index, ..).
+        let cf = self.storage.cf(CF_RAFT_LOG);
+        let db = self.storage.db();
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf, index_key(log_id.index), index_key(u64::MAX));
+        db.write_opt(batch, &synced())
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // Record the purge point first, so a crash in between never leaves a gap unexplained.
+        self.put_meta(KEY_LAST_PURGED, &log_id, true)?;
+        let cf = self.storage.cf(CF_RAFT_LOG);
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf, index_key(0), index_key(log_id.index + 1));
+        self.storage
+            .db()
+            .write(batch)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
+    }
+}

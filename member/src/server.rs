@@ -1,0 +1,177 @@
+//! The member's core: turns requests into raft proposals or local reads, and owns the member's
+//! identity (member ID, cluster ID) and the response headers built from it.
+
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use oxetcd_common::etcdserverpb::ResponseHeader;
+use oxetcd_common::oxetcdpb::{internal_raft_request::Request, InternalRaftRequest};
+use prost::Message;
+use tonic::Status;
+
+use crate::apply::MemberState;
+use crate::metrics::Metrics;
+use crate::mvcc::KvError;
+use crate::raft::{Proposal, Raft};
+use crate::storage::Storage;
+
+/// How long a request waits for a leader to be elected before giving up, as etcd's request
+/// timeout does.
+const LEADER_WAIT: Duration = Duration::from_secs(5);
+
+/// Limits checked before a request is proposed.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+    pub quota_backend_bytes: i64,
+}
+
+pub struct EtcdServer {
+    pub raft: Raft,
+    pub state: Arc<RwLock<MemberState>>,
+    pub storage: Storage,
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub limits: Limits,
+    pub metrics: Metrics,
+}
+
+/// etcd's "no leader" error, returned while no leader can be found in time.
+pub fn no_leader() -> Status {
+    Status::unavailable("etcdserver: no leader")
+}
+
+impl EtcdServer {
+    /// The read side of the state machine.
+    pub fn read_state(&self) -> Result<RwLockReadGuard<'_, MemberState>, Status> {
+        self.state
+            .read()
+            .map_err(|_| Status::internal("etcdserver: state machine lock poisoned"))
+    }
+
+    /// The current raft term, as this member sees it.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
+    /// A response header for this member at `revision`.
+    pub fn header(&self, revision: i64, raft_term: u64) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision,
+            raft_term,
+        })
+    }
+
+    /// Waits (bounded) until some member is leader. Returns false on timeout.
+    async fn wait_for_leader(&self) -> bool {
+        self.raft
+            .wait(Some(LEADER_WAIT))
+            .metrics(|m| m.current_leader.is_some(), "leader elected")
+            .await
+            .is_ok()
+    }
+
+    /// Proposes a request through raft and waits until it is applied on this member.
+    /// Returns the encoded response and the term of the entry.
+    pub async fn propose(&self, req: Request) -> Result<(Vec<u8>, u64), Status> {
+        let bytes = InternalRaftRequest { request: Some(req) }.encode_to_vec();
+        if bytes.len() > self.limits.max_request_bytes {
+            return Err(KvError::RequestTooLarge.into());
+        }
+        let mut waited = false;
+        loop {
+            match self.raft.client_write(Proposal(bytes.clone())).await {
+                Ok(resp) => {
+                    self.metrics.proposals_committed.inc();
+                    let term = resp.log_id.leader_id.term;
+                    return match resp.data.response {
+                        Some(Ok(b)) => Ok((b, term)),
+                        Some(Err(e)) => Err(e.into()),
+                        None => Err(Status::internal("etcdserver: entry applied without a result")),
+                    };
+                }
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    if f.leader_id.is_none() && !waited && self.wait_for_leader().await {
+                        waited = true;
+                        continue;
+                    }
+                    self.metrics.proposals_failed.inc();
+                    // Forwarding to a remote leader arrives with multi-member clusters.
+                    return Err(no_leader());
+                }
+                Err(e) => {
+                    self.metrics.proposals_failed.inc();
+                    return Err(Status::unavailable(format!("etcdserver: {e}")));
+                }
+            }
+        }
+    }
+
+    /// Linearizable read barrier: confirms leadership with a quorum and waits until this member
+    /// has applied everything committed before the read started.
+    pub async fn read_barrier(&self) -> Result<(), Status> {
+        let mut waited = false;
+        loop {
+            match self.raft.ensure_linearizable().await {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                    if f.leader_id.is_none() && !waited && self.wait_for_leader().await {
+                        waited = true;
+                        continue;
+                    }
+                    return Err(no_leader());
+                }
+                Err(e) => return Err(Status::unavailable(format!("etcdserver: {e}"))),
+            }
+        }
+    }
+}
+
+/// FNV-1a, 64 bit: a stable hash for deriving member and cluster IDs.
+fn fnv64(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for p in parts {
+        for b in *p {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// A member's ID, derived (as etcd does) from its peer URLs and the cluster token, so that every
+/// member of a new cluster computes the same IDs for everyone. Never zero.
+pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
+    let mut urls = peer_urls.to_vec();
+    urls.sort();
+    let joined = urls.join(",");
+    fnv64(&[joined.as_bytes(), token.as_bytes()]).max(1)
+}
+
+/// The cluster ID, derived from the sorted member IDs of the initial cluster and its token.
+pub fn cluster_id(member_ids: &[u64], token: &str) -> u64 {
+    let mut ids = member_ids.to_vec();
+    ids.sort();
+    let bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_be_bytes()).collect();
+    fnv64(&[&bytes, token.as_bytes()]).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_stable_and_distinct() {
+        let a = member_id(&["http://127.0.0.1:2380".into()], "etcd-cluster");
+        assert_eq!(a, member_id(&["http://127.0.0.1:2380".into()], "etcd-cluster"));
+        assert_ne!(a, member_id(&["http://127.0.0.1:2380".into()], "other"));
+        assert_ne!(a, member_id(&["http://127.0.0.1:2381".into()], "etcd-cluster"));
+        assert_eq!(cluster_id(&[2, 1], "t"), cluster_id(&[1, 2], "t"));
+    }
+}

@@ -1,0 +1,74 @@
+//! The member's one RocksDB database and its column families.
+//!
+//! One database (one WAL) for the raft log and the state machine: a synced raft-log write also
+//! makes every earlier state-machine write durable, and a state-machine batch commits its changes
+//! together with the applied index, so a crash never half-applies an entry.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, DB};
+
+/// Raft log entries: index (u64 big-endian) -> entry.
+pub const CF_RAFT_LOG: &str = "raft_log";
+/// Raft hard state: vote, committed, last purged log id.
+pub const CF_RAFT_META: &str = "raft_meta";
+/// MVCC key space: revision (main, sub, big-endian; + 't' for a tombstone) -> mvccpb.KeyValue.
+pub const CF_KV: &str = "kv";
+/// State-machine metadata: applied log id, membership, current and compacted revision, identity.
+pub const CF_META: &str = "meta";
+
+const ALL_CFS: [&str; 4] = [CF_RAFT_LOG, CF_RAFT_META, CF_KV, CF_META];
+
+/// Shared handle to the member's database.
+#[derive(Clone)]
+pub struct Storage {
+    db: Arc<DB>,
+}
+
+impl Storage {
+    /// Opens (creating if needed) the database under `dir`.
+    pub fn open(dir: &Path) -> Result<Self, rocksdb::Error> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_max_background_jobs(2);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let cfs = ALL_CFS
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    pub fn db(&self) -> &DB {
+        &self.db
+    }
+
+    /// A column family handle; the names are fixed at open, so a missing one is a bug.
+    pub fn cf(&self, name: &str) -> &ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .unwrap_or_else(|| panic!("column family {name} is opened with the database"))
+    }
+
+    /// Approximate on-disk size of the database, for `Status.dbSize`.
+    pub fn size_on_disk(&self) -> i64 {
+        let mut total = 0u64;
+        for name in ALL_CFS {
+            if let Ok(Some(v)) = self
+                .db
+                .property_int_value_cf(self.cf(name), "rocksdb.total-sst-files-size")
+            {
+                total += v;
+            }
+            if let Ok(Some(v)) = self
+                .db
+                .property_int_value_cf(self.cf(name), "rocksdb.cur-size-all-mem-tables")
+            {
+                total += v;
+            }
+        }
+        total as i64
+    }
+}
