@@ -1,1 +1,354 @@
-fn main() {}
+//! oxetcdctl: etcdctl's commands, flags and output formats for oxetcd (and any etcd).
+
+mod client;
+mod kvargs;
+mod output;
+mod txn;
+
+use std::io::{IsTerminal, Read};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use clap::{Parser, Subcommand};
+use oxetcd_common::etcdserverpb::{CompactionRequest, MemberListRequest, RangeRequest, StatusRequest};
+
+use client::{status_text, Clients};
+use kvargs::{DelArgs, GetArgs, PutArgs};
+use output::{Format, Printer};
+
+/// etcdctl's exit codes.
+const EXIT_ERROR: i32 = 1;
+const EXIT_BAD_ARGS: i32 = 128;
+
+#[derive(Parser)]
+#[command(name = "oxetcdctl", about = "A simple command line client for oxetcd and etcd.", disable_version_flag = true)]
+struct Cli {
+    /// gRPC endpoints
+    #[arg(long, global = true, env = "ETCDCTL_ENDPOINTS", default_value = "127.0.0.1:2379", value_delimiter = ',')]
+    endpoints: Vec<String>,
+    /// set the output format (fields, json, protobuf, simple, table)
+    #[arg(short = 'w', long = "write-out", global = true, env = "ETCDCTL_WRITE_OUT", default_value = "simple")]
+    write_out: Format,
+    /// print byte strings as hex encoded strings
+    #[arg(long, global = true, env = "ETCDCTL_HEX")]
+    hex: bool,
+    /// dial timeout for client connections
+    #[arg(long, global = true, env = "ETCDCTL_DIAL_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    dial_timeout: Duration,
+    /// timeout for short running command (excluding dial timeout)
+    #[arg(long, global = true, env = "ETCDCTL_COMMAND_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    command_timeout: Duration,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Prints the version of oxetcdctl
+    Version,
+    /// Puts the given key into the store
+    Put(PutArgs),
+    /// Gets the key or a range of keys
+    Get(GetArgs),
+    /// Removes the specified key or range of keys [key, range_end)
+    Del(DelArgs),
+    /// Txn processes all the requests in one transaction
+    Txn {
+        /// Input from stdin interactively
+        #[arg(short, long)]
+        interactive: bool,
+    },
+    /// Compacts the event history in etcd
+    Compaction {
+        revision: String,
+        /// 'true' to wait for compaction to physically remove all old revisions
+        #[arg(long)]
+        physical: bool,
+    },
+    /// Membership related commands
+    Member {
+        #[command(subcommand)]
+        command: MemberCommand,
+    },
+    /// Endpoint related commands
+    Endpoint {
+        #[command(subcommand)]
+        command: EndpointCommand,
+        /// use all endpoints from the cluster member list
+        #[arg(long, global = true)]
+        cluster: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum MemberCommand {
+    /// Lists all members in the cluster
+    List,
+}
+
+#[derive(Subcommand)]
+enum EndpointCommand {
+    /// Prints out the status of endpoints specified in `--endpoints` flag
+    Status,
+    /// Checks the healthiness of endpoints specified in `--endpoints` flag
+    Health,
+}
+
+/// Go-style durations: "2s", "500ms", "1m".
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map(|i| s.split_at(i))
+        .ok_or_else(|| format!("missing unit in duration {s:?}"))?;
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "ns" => n / 1e9,
+        "us" | "µs" => n / 1e6,
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("unknown unit {unit:?} in duration {s:?}")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A failure with etcdctl's exit code.
+struct Failure {
+    code: i32,
+    message: String,
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure {
+            code: EXIT_ERROR,
+            message: format!("{e:#}"),
+        }
+    }
+}
+
+impl From<tonic::Status> for Failure {
+    fn from(s: tonic::Status) -> Self {
+        Failure {
+            code: EXIT_ERROR,
+            message: status_text(&s),
+        }
+    }
+}
+
+fn bad_args(e: anyhow::Error) -> Failure {
+    Failure {
+        code: EXIT_BAD_ARGS,
+        message: format!("{e:#}"),
+    }
+}
+
+fn read_stdin_value() -> Option<String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return None;
+    }
+    let mut s = String::new();
+    stdin.lock().read_to_string(&mut s).ok()?;
+    Some(s)
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let printer = Printer {
+        format: cli.write_out,
+        hex: cli.hex,
+        value_only: false,
+    };
+    let connect = || client::connect(&cli.endpoints, cli.dial_timeout, cli.command_timeout);
+    match cli.command {
+        Command::Version => {
+            println!("oxetcdctl version: {}", oxetcd_common::version::OXETCD_VERSION);
+            println!("API version: 3.6");
+        }
+        Command::Put(args) => {
+            let req = args.request(read_stdin_value).map_err(bad_args)?;
+            let mut c = Clients::new(connect().await?);
+            let resp = c.kv.put(req).await?.into_inner();
+            printer.put(&resp);
+        }
+        Command::Get(args) => {
+            let req = args.request().map_err(bad_args)?;
+            let printer = Printer {
+                value_only: args.print_value_only,
+                ..printer
+            };
+            let mut c = Clients::new(connect().await?);
+            let resp = c.kv.range(req).await?.into_inner();
+            printer.get(&resp, args.count_only);
+        }
+        Command::Del(args) => {
+            let req = args.request().map_err(bad_args)?;
+            let mut c = Clients::new(connect().await?);
+            let resp = c.kv.delete_range(req).await?.into_inner();
+            printer.del(&resp);
+        }
+        Command::Txn { interactive } => {
+            let req = txn::read_txn(&mut std::io::stdin().lock(), interactive).map_err(bad_args)?;
+            let mut c = Clients::new(connect().await?);
+            let resp = c.kv.txn(req).await?.into_inner();
+            printer.txn(&resp);
+        }
+        Command::Compaction { revision, physical } => {
+            let rev: i64 = revision
+                .parse()
+                .map_err(|e| bad_args(anyhow!("bad revision {revision:?}: {e}")))?;
+            let mut c = Clients::new(connect().await?);
+            let resp = c
+                .kv
+                .compact(CompactionRequest { revision: rev, physical })
+                .await?
+                .into_inner();
+            match printer.format {
+                Format::Json => println!("{{\"header\":{}}}", output::header_json(&resp.header)),
+                _ => println!("compacted revision {rev}"),
+            }
+        }
+        Command::Member {
+            command: MemberCommand::List,
+        } => {
+            let mut c = Clients::new(connect().await?);
+            let resp = c
+                .cluster
+                .member_list(MemberListRequest { linearizable: false })
+                .await?
+                .into_inner();
+            printer.member_list(&resp);
+        }
+        Command::Endpoint { command, cluster } => {
+            let endpoints = if cluster {
+                let mut c = Clients::new(connect().await?);
+                let resp = c
+                    .cluster
+                    .member_list(MemberListRequest { linearizable: false })
+                    .await?
+                    .into_inner();
+                resp.members.into_iter().flat_map(|m| m.client_ur_ls).collect()
+            } else {
+                cli.endpoints.clone()
+            };
+            match command {
+                EndpointCommand::Status => {
+                    let mut list = Vec::new();
+                    let mut failed = false;
+                    for ep in &endpoints {
+                        let res = async {
+                            let ch = client::connect_one(ep, cli.dial_timeout, cli.command_timeout).await?;
+                            let mut c = Clients::new(ch);
+                            Ok::<_, Failure>(c.maintenance.status(StatusRequest {}).await?.into_inner())
+                        }
+                        .await;
+                        match res {
+                            Ok(s) => list.push((ep.clone(), s)),
+                            Err(e) => {
+                                eprintln!("Failed to get the status of endpoint {ep} ({})", e.message);
+                                failed = true;
+                            }
+                        }
+                    }
+                    printer.endpoint_status(&list);
+                    if failed {
+                        return Err(Failure {
+                            code: EXIT_ERROR,
+                            message: "one or more endpoints are unreachable".into(),
+                        });
+                    }
+                }
+                EndpointCommand::Health => {
+                    let mut rows = Vec::new();
+                    for ep in &endpoints {
+                        let start = Instant::now();
+                        let res = async {
+                            let ch = client::connect_one(ep, cli.dial_timeout, cli.command_timeout).await?;
+                            let mut c = Clients::new(ch);
+                            // A linearizable read goes through the leader and a quorum: the
+                            // same check etcdctl makes.
+                            c.kv.range(RangeRequest {
+                                key: b"health".to_vec(),
+                                ..Default::default()
+                            })
+                            .await?;
+                            Ok::<_, Failure>(())
+                        }
+                        .await;
+                        rows.push((ep.clone(), res.err().map(|e| e.message), start.elapsed()));
+                    }
+                    print_health(printer.format, &rows);
+                    if rows.iter().any(|r| r.1.is_some()) {
+                        return Err(Failure {
+                            code: EXIT_ERROR,
+                            message: "unhealthy cluster".into(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_health(format: Format, rows: &[(String, Option<String>, Duration)]) {
+    match format {
+        Format::Json => {
+            let arr: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|(ep, err, took)| {
+                    let mut m = serde_json::Map::new();
+                    m.insert("endpoint".into(), ep.clone().into());
+                    m.insert("health".into(), err.is_none().into());
+                    m.insert("took".into(), output::go_duration(*took).into());
+                    if let Some(e) = err {
+                        m.insert("error".into(), e.clone().into());
+                    }
+                    serde_json::Value::Object(m)
+                })
+                .collect();
+            println!("{}", serde_json::Value::Array(arr));
+        }
+        Format::Table => {
+            let table_rows: Vec<Vec<String>> = rows
+                .iter()
+                .map(|(ep, err, took)| {
+                    vec![
+                        ep.clone(),
+                        err.is_none().to_string(),
+                        output::go_duration(*took),
+                        err.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print!("{}", output::table(&["endpoint", "health", "took", "error"], &table_rows));
+        }
+        _ => {
+            for (ep, err, took) in rows {
+                match err {
+                    None => println!(
+                        "{ep} is healthy: successfully committed proposal: took = {}",
+                        output::go_duration(*took)
+                    ),
+                    Some(e) => eprintln!("{ep} is unhealthy: failed to commit proposal: {e}"),
+                }
+            }
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            std::process::exit(EXIT_ERROR);
+        }
+    };
+    if let Err(f) = rt.block_on(run(cli)) {
+        eprintln!("Error: {}", f.message);
+        std::process::exit(f.code);
+    }
+}

@@ -1,0 +1,464 @@
+//! End-to-end test harness: starts real `oxetcd` (and real `etcd`, the reference) processes on
+//! loopback ports chosen at run time, and runs `oxetcdctl` / real `etcdctl` against them.
+//!
+//! Readiness is awaited, not slept on: each member is started with `NOTIFY_SOCKET` pointing at a
+//! datagram socket the test owns, and the test waits for the member's systemd `READY=1` (etcd
+//! sends the same message when it is ready to serve).
+
+use std::net::TcpListener;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+/// How long a member may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Directory holding the built binaries: `OXETCD_BIN_DIR`, else next to the test executable
+/// (`target/debug/deps/..`).
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("OXETCD_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/debug/deps/<test>")
+        .to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo build --workspace --bins` (or `make test`) first",
+        p.display()
+    );
+    p
+}
+
+/// A free loopback port (the OS picks it; the listener is closed before the member binds it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Our member.
+    Oxetcd,
+    /// Real etcd (Debian's etcd-server), the reference.
+    Etcd,
+}
+
+/// One member process with its own data dir and ports.
+pub struct Member {
+    pub kind: Kind,
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    child: Option<Child>,
+    extra_args: Vec<String>,
+    log_path: PathBuf,
+}
+
+impl Member {
+    /// Starts a fresh single member and waits until it is ready.
+    pub fn start(kind: Kind) -> Self {
+        Self::start_with(kind, &[])
+    }
+
+    pub fn start_with(kind: Kind, extra_args: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let data_dir = tmp.path().join("data");
+        let log_path = tmp.path().join("member.log");
+        let mut m = Member {
+            kind,
+            name: "m1".into(),
+            client_port: free_port(),
+            peer_port: free_port(),
+            data_dir,
+            _tmp: Some(tmp),
+            child: None,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            log_path,
+        };
+        m.spawn();
+        m
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    fn spawn(&mut self) {
+        let sock_path = self.log_path.with_file_name("notify.sock");
+        let _ = std::fs::remove_file(&sock_path);
+        let sock = UnixDatagram::bind(&sock_path).expect("notify socket");
+        sock.set_read_timeout(Some(READY_TIMEOUT)).expect("socket timeout");
+        let program = match self.kind {
+            Kind::Oxetcd => bin("oxetcd"),
+            Kind::Etcd => PathBuf::from("etcd"),
+        };
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file");
+        let child = Command::new(&program)
+            .arg("--name")
+            .arg(&self.name)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen-client-urls")
+            .arg(self.url())
+            .arg("--advertise-client-urls")
+            .arg(self.url())
+            .arg("--listen-peer-urls")
+            .arg(&peer)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&peer)
+            .arg("--initial-cluster")
+            .arg(format!("{}={peer}", self.name))
+            .arg("--initial-cluster-token")
+            .arg("e2e")
+            .args(&self.extra_args)
+            .env("NOTIFY_SOCKET", &sock_path)
+            .env_remove("ETCDCTL_ENDPOINTS")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        self.child = Some(child);
+        let mut buf = [0u8; 256];
+        loop {
+            match sock.recv(&mut buf) {
+                Ok(n) if buf[..n].windows(7).any(|w| w == b"READY=1") => break,
+                Ok(_) => continue,
+                Err(e) => panic!(
+                    "{:?} member did not become ready within {READY_TIMEOUT:?} ({e}); log:\n{}",
+                    self.kind,
+                    self.log()
+                ),
+            }
+        }
+        let _ = std::fs::remove_file(&sock_path);
+    }
+
+    /// The member's log so far, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("member is running");
+        // SAFETY: plain syscall on a pid we own.
+        unsafe {
+            libc_kill(c.id() as i32, 15);
+        }
+        c.wait().expect("wait for member")
+    }
+
+    /// Starts the member again on the same data dir and ports.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the member first");
+        self.spawn();
+    }
+
+    /// Runs real `etcdctl` (API v3) against this member.
+    pub fn etcdctl(&self, args: &[&str]) -> Ctl {
+        Ctl::run(Path::new("etcdctl"), &self.endpoint(), args, None)
+    }
+
+    pub fn etcdctl_stdin(&self, args: &[&str], stdin: &str) -> Ctl {
+        Ctl::run(Path::new("etcdctl"), &self.endpoint(), args, Some(stdin))
+    }
+
+    /// Runs our `oxetcdctl` against this member.
+    pub fn oxetcdctl(&self, args: &[&str]) -> Ctl {
+        Ctl::run(&bin("oxetcdctl"), &self.endpoint(), args, None)
+    }
+
+    pub fn oxetcdctl_stdin(&self, args: &[&str], stdin: &str) -> Ctl {
+        Ctl::run(&bin("oxetcdctl"), &self.endpoint(), args, Some(stdin))
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// The result of one CLI run.
+#[derive(Debug)]
+pub struct Ctl {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ctl {
+    fn run(program: &Path, endpoint: &str, args: &[&str], stdin: Option<&str>) -> Self {
+        use std::io::Write;
+        let mut cmd = Command::new(program);
+        cmd.env("ETCDCTL_API", "3")
+            .env("ETCDCTL_ENDPOINTS", endpoint)
+            .args(args)
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().expect("stdin pipe");
+            pipe.write_all(input.as_bytes()).expect("write stdin");
+        }
+        let Output { status, stdout, stderr } = child.wait_with_output().expect("ctl output");
+        Ctl {
+            code: status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+
+    /// stdout, asserting success.
+    pub fn ok(&self) -> &str {
+        assert_eq!(self.code, 0, "command failed: {self:?}");
+        &self.stdout
+    }
+
+    /// The `Error: ...` line etcdctl prints on failure (without clientv3's retry log lines).
+    pub fn error_line(&self) -> Option<&str> {
+        self.stderr.lines().find(|l| l.starts_with("Error:"))
+    }
+}
+
+/// One CLI invocation of a script: arguments and optional stdin.
+pub struct Step {
+    pub args: Vec<String>,
+    pub stdin: Option<String>,
+}
+
+fn step(line: &str) -> Step {
+    Step {
+        args: split_args(line),
+        stdin: None,
+    }
+}
+
+fn step_in(line: &str, stdin: &str) -> Step {
+    Step {
+        args: split_args(line),
+        stdin: Some(stdin.to_string()),
+    }
+}
+
+/// Splits a command line on spaces, honouring double quotes ("" is an empty argument).
+fn split_args(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for c in line.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            ' ' if !quoted => {
+                if any {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        out.push(cur);
+    }
+    out
+}
+
+/// The KV script of `shared/etcd-reference/transcript-kv.sh` (the etcdctl part), plus the
+/// request checks etcd makes (empty key, request too large, txn limits). Every command runs
+/// against a fresh member, so revisions are deterministic.
+pub fn kv_script() -> Vec<Step> {
+    let mut s = vec![
+        step("put foo bar"),
+        step("put foo bar2 --prev-kv"),
+        step("put foo1 v1"),
+        step("put foo2 v2"),
+        step("put zoo z"),
+        step("get foo"),
+        step("get foo --prefix"),
+        step("get foo --rev=2"),
+        step("get foo -w json"),
+        step("get foo -w fields"),
+        step("get foo --prefix --keys-only"),
+        step("get foo --prefix --limit=1 -w json"),
+        step("get foo --from-key"),
+        step("get foo zoo"),
+        step("get \"\" --from-key --keys-only --order=DESCEND --sort-by=MODIFY"),
+        step("get foo --prefix --sort-by=VALUE --order=DESCEND -w json"),
+        step("get foo --prefix --sort-by=VERSION --limit=2"),
+        step("get foo --prefix --sort-by=CREATE --order=DESCEND --limit=2 -w json"),
+        step("get nonexist -w json"),
+        step("get foo --print-value-only"),
+        step("get foo --consistency=s -w json"),
+        step("get --hex foo"),
+        step("put foo -w json bar3"),
+        step("put foo --prev-kv -w json bar4"),
+        step("put foo --ignore-value -w json"),
+        step("put foo --ignore-value --prev-kv -w fields"),
+        step("put nokey --ignore-value"),
+        step("put nokey v --ignore-lease"),
+        step("put leased v --lease=1234"),
+        step("put \"\" v"),
+        step("get \"\""),
+        step("del foo2"),
+        step("del foo --prefix --prev-kv"),
+        step("del nonexist"),
+        step("del zoo -w json"),
+        step("get foo --rev=1"),
+        step("get foo --rev=1000"),
+        step("put user1 bad"),
+        step_in("txn -i", "value(\"user1\") = \"bad\"\n\nget user1\nput user1 good\n\nput user1 failed\n\n"),
+        step_in("txn -i", "value(\"user1\") = \"bad\"\n\nput user1 good\n\nget user1\n\n"),
+        step_in("txn -w json", "mod(\"user1\") > \"0\"\nversion(\"user1\") = \"2\"\n\nput user1 v3 --prev-kv\nget user1\ndel nokey\n\n\n"),
+        step_in("txn -w json", "version(\"user1\") = \"99\"\n\n\nget user1 --prefix\n\n"),
+        step_in("txn", "create(\"nokey\") = \"0\"\n\nput nokey created\n\n\n"),
+        step_in("txn", "create(\"nokey\") = \"0\"\n\nput nokey created\n\nget nokey\n\n"),
+        step_in("txn -w fields", "value(\"nokey\") != \"x\"\n\nput a 1\ndel nokey --prev-kv\nget a\n\n\n"),
+        step_in("txn", "\nput dup 1\nput dup 2\n\n\n"),
+        step_in("txn", "\ndel d --prefix\nput d1 1\n\n\n"),
+        step("put hist a"),
+        step("put hist b"),
+        step("put hist c"),
+        step("get hist -w json"),
+        step("compaction 5"),
+        step("get foo --rev=3"),
+        step("get foo --rev=5 -w json"),
+        step("compaction 5"),
+        step("compaction 1000"),
+        step("compaction --physical 6"),
+        step("get \"\" --from-key -w json"),
+        step("del \"\" --from-key --prev-kv -w json"),
+        step("get \"\" --prefix -w json"),
+    ];
+    // A txn of 129 puts: one more than etcd's default --max-txn-ops.
+    let many: String = (0..129).map(|i| format!("put k{i} v\n")).collect();
+    s.push(step_in("txn", &format!("\n{many}\n\n")));
+    s
+}
+
+/// Runs a script against a member with the given CLI; returns one normalized transcript
+/// (command, stdout, the `Error:` line, and the exit code when non-zero).
+pub fn run_script(member: &Member, script: &[Step], ours: bool) -> String {
+    let mut out = String::new();
+    for st in script {
+        let args: Vec<&str> = st.args.iter().map(String::as_str).collect();
+        let r = match (ours, &st.stdin) {
+            (false, None) => member.etcdctl(&args),
+            (false, Some(i)) => member.etcdctl_stdin(&args, i),
+            (true, None) => member.oxetcdctl(&args),
+            (true, Some(i)) => member.oxetcdctl_stdin(&args, i),
+        };
+        out.push_str(&format!("$ {}\n", st.args.join(" ")));
+        out.push_str(&normalize(&r.stdout));
+        if let Some(e) = r.error_line() {
+            out.push_str(e);
+            out.push('\n');
+        }
+        if r.code != 0 {
+            out.push_str(&format!("[exit {}]\n", r.code));
+        }
+    }
+    out
+}
+
+/// Replaces what legitimately differs between two clusters (IDs, raft terms, timings) so that
+/// outputs of etcd and oxetcd can be compared byte for byte.
+pub fn normalize(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for line in s.lines() {
+        let mut l = line.to_string();
+        for key in ["cluster_id", "member_id", "raft_term"] {
+            l = replace_json_number(&l, key);
+        }
+        for key in ["\"ClusterID\" : ", "\"MemberID\" : ", "\"RaftTerm\" : "] {
+            if let Some(rest) = l.strip_prefix(key) {
+                if rest.chars().all(|c| c.is_ascii_digit()) {
+                    l = format!("{key}N");
+                }
+            }
+        }
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out
+}
+
+fn replace_json_number(line: &str, key: &str) -> String {
+    let pat = format!("\"{key}\":");
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(i) = rest.find(&pat) {
+        out.push_str(&rest[..i + pat.len()]);
+        rest = &rest[i + pat.len()..];
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '"'))
+            .unwrap_or(rest.len());
+        out.push('N');
+        rest = &rest[n..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_ids() {
+        assert_eq!(
+            normalize(r#"{"header":{"cluster_id":1,"member_id":22,"revision":6,"raft_term":2}}"#),
+            "{\"header\":{\"cluster_id\":N,\"member_id\":N,\"revision\":6,\"raft_term\":N}}\n"
+        );
+        assert_eq!(normalize("\"RaftTerm\" : 3\n\"Revision\" : 3"), "\"RaftTerm\" : N\n\"Revision\" : 3\n");
+    }
+}

@@ -1,0 +1,68 @@
+//! Connecting to the cluster: etcdctl's endpoints, dial and command timeouts.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use oxetcd_common::etcdserverpb::cluster_client::ClusterClient;
+use oxetcd_common::etcdserverpb::kv_client::KvClient;
+use oxetcd_common::etcdserverpb::maintenance_client::MaintenanceClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// etcdctl accepts `host:port` as well as URLs.
+pub fn endpoint_url(ep: &str) -> String {
+    if ep.contains("://") {
+        ep.to_string()
+    } else {
+        format!("http://{ep}")
+    }
+}
+
+pub async fn connect_one(ep: &str, dial_timeout: Duration, command_timeout: Duration) -> Result<Channel> {
+    let endpoint = Endpoint::from_shared(endpoint_url(ep))
+        .map_err(|e| anyhow!("invalid endpoint {ep:?}: {e}"))?
+        .connect_timeout(dial_timeout)
+        .timeout(command_timeout)
+        .tcp_nodelay(true);
+    endpoint
+        .connect()
+        .await
+        .map_err(|_| anyhow!("context deadline exceeded"))
+}
+
+/// Connects to the first endpoint that answers, as etcdctl's balancer would pick one.
+pub async fn connect(endpoints: &[String], dial_timeout: Duration, command_timeout: Duration) -> Result<Channel> {
+    let mut last = anyhow!("no endpoints given");
+    for ep in endpoints {
+        match connect_one(ep, dial_timeout, command_timeout).await {
+            Ok(ch) => return Ok(ch),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+pub struct Clients {
+    pub kv: KvClient<Channel>,
+    pub cluster: ClusterClient<Channel>,
+    pub maintenance: MaintenanceClient<Channel>,
+}
+
+impl Clients {
+    pub fn new(ch: Channel) -> Self {
+        Self {
+            kv: KvClient::new(ch.clone()).max_decoding_message_size(usize::MAX),
+            cluster: ClusterClient::new(ch.clone()),
+            maintenance: MaintenanceClient::new(ch),
+        }
+    }
+}
+
+/// The text etcdctl prints for a failed call: etcd's own message for etcd errors, gRPC's
+/// description otherwise.
+pub fn status_text(s: &tonic::Status) -> String {
+    match s.code() {
+        tonic::Code::DeadlineExceeded => "context deadline exceeded".to_string(),
+        _ if s.message().starts_with("etcdserver:") => s.message().to_string(),
+        _ => format!("rpc error: code = {:?} desc = {}", s.code(), s.message()),
+    }
+}
