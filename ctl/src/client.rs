@@ -17,7 +17,11 @@ pub fn endpoint_url(ep: &str) -> String {
     }
 }
 
-pub async fn connect_one(ep: &str, dial_timeout: Duration, command_timeout: Duration) -> Result<Channel> {
+pub async fn connect_one(
+    ep: &str,
+    dial_timeout: Duration,
+    command_timeout: Duration,
+) -> Result<Channel> {
     let endpoint = Endpoint::from_shared(endpoint_url(ep))
         .map_err(|e| anyhow!("invalid endpoint {ep:?}: {e}"))?
         .connect_timeout(dial_timeout)
@@ -30,7 +34,11 @@ pub async fn connect_one(ep: &str, dial_timeout: Duration, command_timeout: Dura
 }
 
 /// Connects to the first endpoint that answers, as etcdctl's balancer would pick one.
-pub async fn connect(endpoints: &[String], dial_timeout: Duration, command_timeout: Duration) -> Result<Channel> {
+pub async fn connect(
+    endpoints: &[String],
+    dial_timeout: Duration,
+    command_timeout: Duration,
+) -> Result<Channel> {
     let mut last = anyhow!("no endpoints given");
     for ep in endpoints {
         match connect_one(ep, dial_timeout, command_timeout).await {

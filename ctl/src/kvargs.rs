@@ -87,12 +87,20 @@ pub fn prefix_end(key: &[u8]) -> Vec<u8> {
 }
 
 /// Resolves key/range_end from the positional args and --prefix / --from-key, as clientv3 does.
-fn key_range(key: &str, end: &Option<String>, prefix: bool, from_key: bool, cmd: &str) -> Result<(Vec<u8>, Vec<u8>)> {
+fn key_range(
+    key: &str,
+    end: &Option<String>,
+    prefix: bool,
+    from_key: bool,
+    cmd: &str,
+) -> Result<(Vec<u8>, Vec<u8>)> {
     if prefix && from_key {
         bail!("`--prefix` and `--from-key` cannot be set at the same time, choose one");
     }
     if end.is_some() && (prefix || from_key) {
-        bail!("too many arguments, only accept one argument when `--prefix` or `--from-key` is set");
+        bail!(
+            "too many arguments, only accept one argument when `--prefix` or `--from-key` is set"
+        );
     }
     let _ = cmd;
     let mut k = key.as_bytes().to_vec();
@@ -116,7 +124,13 @@ fn key_range(key: &str, end: &Option<String>, prefix: bool, from_key: bool, cmd:
 
 impl GetArgs {
     pub fn request(&self) -> Result<RangeRequest> {
-        let (key, range_end) = key_range(&self.key, &self.range_end, self.prefix, self.from_key, "get")?;
+        let (key, range_end) = key_range(
+            &self.key,
+            &self.range_end,
+            self.prefix,
+            self.from_key,
+            "get",
+        )?;
         let serializable = match self.consistency.as_str() {
             "l" => false,
             "s" => true,
@@ -172,7 +186,9 @@ impl PutArgs {
             match &self.value {
                 Some(v) => v.clone(),
                 None => stdin_value().ok_or_else(|| {
-                    anyhow::anyhow!("put command needs 1 argument and input from stdin or 2 arguments")
+                    anyhow::anyhow!(
+                        "put command needs 1 argument and input from stdin or 2 arguments"
+                    )
                 })?,
             }
         };
@@ -191,7 +207,13 @@ impl PutArgs {
 
 impl DelArgs {
     pub fn request(&self) -> Result<DeleteRangeRequest> {
-        let (key, range_end) = key_range(&self.key, &self.range_end, self.prefix, self.from_key, "del")?;
+        let (key, range_end) = key_range(
+            &self.key,
+            &self.range_end,
+            self.prefix,
+            self.from_key,
+            "del",
+        )?;
         Ok(DeleteRangeRequest {
             key,
             range_end,

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use clap::{Parser, Subcommand};
-use oxetcd_common::etcdserverpb::{CompactionRequest, MemberListRequest, RangeRequest, StatusRequest};
+use oxetcd_common::etcdserverpb::{
+    CompactionRequest, MemberListRequest, RangeRequest, StatusRequest,
+};
 
 use client::{status_text, Clients};
 use kvargs::{DelArgs, GetArgs, PutArgs};
@@ -21,13 +23,29 @@ const EXIT_ERROR: i32 = 1;
 const EXIT_BAD_ARGS: i32 = 128;
 
 #[derive(Parser)]
-#[command(name = "oxetcdctl", about = "A simple command line client for oxetcd and etcd.", disable_version_flag = true)]
+#[command(
+    name = "oxetcdctl",
+    about = "A simple command line client for oxetcd and etcd.",
+    disable_version_flag = true
+)]
 struct Cli {
     /// gRPC endpoints
-    #[arg(long, global = true, env = "ETCDCTL_ENDPOINTS", default_value = "127.0.0.1:2379", value_delimiter = ',')]
+    #[arg(
+        long,
+        global = true,
+        env = "ETCDCTL_ENDPOINTS",
+        default_value = "127.0.0.1:2379",
+        value_delimiter = ','
+    )]
     endpoints: Vec<String>,
     /// set the output format (fields, json, protobuf, simple, table)
-    #[arg(short = 'w', long = "write-out", global = true, env = "ETCDCTL_WRITE_OUT", default_value = "simple")]
+    #[arg(
+        short = 'w',
+        long = "write-out",
+        global = true,
+        env = "ETCDCTL_WRITE_OUT",
+        default_value = "simple"
+    )]
     write_out: Format,
     /// print byte strings as hex encoded strings
     #[arg(long, global = true, env = "ETCDCTL_HEX")]
@@ -163,7 +181,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let connect = || client::connect(&cli.endpoints, cli.dial_timeout, cli.command_timeout);
     match cli.command {
         Command::Version => {
-            println!("oxetcdctl version: {}", oxetcd_common::version::OXETCD_VERSION);
+            println!(
+                "oxetcdctl version: {}",
+                oxetcd_common::version::OXETCD_VERSION
+            );
             println!("API version: 3.6");
         }
         Command::Put(args) => {
@@ -199,9 +220,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .parse()
                 .map_err(|e| bad_args(anyhow!("bad revision {revision:?}: {e}")))?;
             let mut c = Clients::new(connect().await?);
-            let resp = c
-                .kv
-                .compact(CompactionRequest { revision: rev, physical })
+            let resp =
+                c.kv.compact(CompactionRequest {
+                    revision: rev,
+                    physical,
+                })
                 .await?
                 .into_inner();
             match printer.format {
@@ -215,7 +238,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let mut c = Clients::new(connect().await?);
             let resp = c
                 .cluster
-                .member_list(MemberListRequest { linearizable: false })
+                .member_list(MemberListRequest {
+                    linearizable: false,
+                })
                 .await?
                 .into_inner();
             printer.member_list(&resp);
@@ -225,10 +250,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 let mut c = Clients::new(connect().await?);
                 let resp = c
                     .cluster
-                    .member_list(MemberListRequest { linearizable: false })
+                    .member_list(MemberListRequest {
+                        linearizable: false,
+                    })
                     .await?
                     .into_inner();
-                resp.members.into_iter().flat_map(|m| m.client_ur_ls).collect()
+                resp.members
+                    .into_iter()
+                    .flat_map(|m| m.client_ur_ls)
+                    .collect()
             } else {
                 cli.endpoints.clone()
             };
@@ -238,15 +268,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     let mut failed = false;
                     for ep in &endpoints {
                         let res = async {
-                            let ch = client::connect_one(ep, cli.dial_timeout, cli.command_timeout).await?;
+                            let ch = client::connect_one(ep, cli.dial_timeout, cli.command_timeout)
+                                .await?;
                             let mut c = Clients::new(ch);
-                            Ok::<_, Failure>(c.maintenance.status(StatusRequest {}).await?.into_inner())
+                            Ok::<_, Failure>(
+                                c.maintenance.status(StatusRequest {}).await?.into_inner(),
+                            )
                         }
                         .await;
                         match res {
                             Ok(s) => list.push((ep.clone(), s)),
                             Err(e) => {
-                                eprintln!("Failed to get the status of endpoint {ep} ({})", e.message);
+                                eprintln!(
+                                    "Failed to get the status of endpoint {ep} ({})",
+                                    e.message
+                                );
                                 failed = true;
                             }
                         }
@@ -264,7 +300,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     for ep in &endpoints {
                         let start = Instant::now();
                         let res = async {
-                            let ch = client::connect_one(ep, cli.dial_timeout, cli.command_timeout).await?;
+                            let ch = client::connect_one(ep, cli.dial_timeout, cli.command_timeout)
+                                .await?;
                             let mut c = Clients::new(ch);
                             // A linearizable read goes through the leader and a quorum: the
                             // same check etcdctl makes.
@@ -322,7 +359,10 @@ fn print_health(format: Format, rows: &[(String, Option<String>, Duration)]) {
                     ]
                 })
                 .collect();
-            print!("{}", output::table(&["endpoint", "health", "took", "error"], &table_rows));
+            print!(
+                "{}",
+                output::table(&["endpoint", "health", "took", "error"], &table_rows)
+            );
         }
         _ => {
             for (ep, err, took) in rows {
@@ -340,7 +380,10 @@ fn print_health(format: Format, rows: &[(String, Option<String>, Duration)]) {
 
 fn main() {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("Error: {e}");

@@ -1,12 +1,12 @@
 //! etcdctl 3.4's output formats: `simple`, `json`, `fields`, `table` (table falls back to simple
 //! for key-value commands, as etcdctl's does).
 
+use base64::Engine;
 use oxetcd_common::etcdserverpb::{
     response_op, DeleteRangeResponse, Member, MemberListResponse, PutResponse, RangeResponse,
     ResponseHeader, StatusResponse, TxnResponse,
 };
 use oxetcd_common::mvccpb::KeyValue;
-use base64::Engine;
 use serde_json::{json, Map, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -80,7 +80,10 @@ fn with_header(h: &Option<ResponseHeader>) -> Map<String, Value> {
 pub fn range_json(r: &RangeResponse) -> Value {
     let mut m = with_header(&r.header);
     if !r.kvs.is_empty() {
-        m.insert("kvs".into(), Value::Array(r.kvs.iter().map(kv_json).collect()));
+        m.insert(
+            "kvs".into(),
+            Value::Array(r.kvs.iter().map(kv_json).collect()),
+        );
     }
     if r.more {
         m.insert("more".into(), json!(true));
@@ -101,7 +104,10 @@ pub fn del_json(r: &DeleteRangeResponse) -> Value {
     let mut m = with_header(&r.header);
     put_nonzero_i(&mut m, "deleted", r.deleted);
     if !r.prev_kvs.is_empty() {
-        m.insert("prev_kvs".into(), Value::Array(r.prev_kvs.iter().map(kv_json).collect()));
+        m.insert(
+            "prev_kvs".into(),
+            Value::Array(r.prev_kvs.iter().map(kv_json).collect()),
+        );
     }
     Value::Object(m)
 }
@@ -117,12 +123,18 @@ pub fn txn_json(r: &TxnResponse) -> Value {
             .iter()
             .map(|op| {
                 let inner = match &op.response {
-                    Some(response_op::Response::ResponseRange(x)) => json!({"ResponseRange": range_json(x)}),
-                    Some(response_op::Response::ResponsePut(x)) => json!({"ResponsePut": put_json(x)}),
+                    Some(response_op::Response::ResponseRange(x)) => {
+                        json!({"ResponseRange": range_json(x)})
+                    }
+                    Some(response_op::Response::ResponsePut(x)) => {
+                        json!({"ResponsePut": put_json(x)})
+                    }
                     Some(response_op::Response::ResponseDeleteRange(x)) => {
                         json!({"ResponseDeleteRange": del_json(x)})
                     }
-                    Some(response_op::Response::ResponseTxn(x)) => json!({"ResponseTxn": txn_json(x)}),
+                    Some(response_op::Response::ResponseTxn(x)) => {
+                        json!({"ResponseTxn": txn_json(x)})
+                    }
                     None => Value::Null,
                 };
                 json!({ "Response": inner })
@@ -203,7 +215,9 @@ pub fn go_quote(b: &[u8]) -> String {
                 '\x08' => out.push_str("\\b"),
                 '\x0c' => out.push_str("\\f"),
                 '\x0b' => out.push_str("\\v"),
-                c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+                c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                    out.push_str(&format!("\\x{:02x}", c as u32))
+                }
                 c => out.push(c),
             }
         }
@@ -271,7 +285,12 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         let h = h.to_uppercase();
         let gap = w - h.chars().count();
         let left = gap / 2;
-        out.push_str(&format!(" {}{}{} |", " ".repeat(left), h, " ".repeat(gap - left)));
+        out.push_str(&format!(
+            " {}{}{} |",
+            " ".repeat(left),
+            h,
+            " ".repeat(gap - left)
+        ));
     }
     out.push('\n');
     out.push_str(&line);
@@ -307,7 +326,7 @@ impl Printer {
     }
 
     fn hdr_fields(h: &Option<ResponseHeader>) {
-        let h = h.clone().unwrap_or_default();
+        let h = h.unwrap_or_default();
         println!("\"ClusterID\" : {}", h.cluster_id);
         println!("\"MemberID\" : {}", h.member_id);
         println!("\"Revision\" : {}", h.revision);
@@ -394,7 +413,10 @@ impl Printer {
                         Some(response_op::Response::ResponseRange(x)) => self.get(x, false),
                         Some(response_op::Response::ResponsePut(x)) => self.put(x),
                         Some(response_op::Response::ResponseDeleteRange(x)) => self.del(x),
-                        other => println!("\"Unknown\" : {}", go_quote(format!("{other:?}").as_bytes())),
+                        other => println!(
+                            "\"Unknown\" : {}",
+                            go_quote(format!("{other:?}").as_bytes())
+                        ),
                     }
                 }
             }
@@ -414,14 +436,26 @@ impl Printer {
     }
 
     pub fn member_list(&self, r: &MemberListResponse) {
-        let header = ["ID", "Status", "Name", "Peer Addrs", "Client Addrs", "Is Learner"];
+        let header = [
+            "ID",
+            "Status",
+            "Name",
+            "Peer Addrs",
+            "Client Addrs",
+            "Is Learner",
+        ];
         let rows: Vec<Vec<String>> = r
             .members
             .iter()
             .map(|m| {
                 vec![
                     format!("{:x}", m.id),
-                    if m.name.is_empty() { "unstarted" } else { "started" }.to_string(),
+                    if m.name.is_empty() {
+                        "unstarted"
+                    } else {
+                        "started"
+                    }
+                    .to_string(),
                     m.name.clone(),
                     m.peer_ur_ls.join(","),
                     m.client_ur_ls.join(","),
@@ -432,7 +466,10 @@ impl Printer {
         match self.format {
             Format::Json => {
                 let mut m = with_header(&r.header);
-                m.insert("members".into(), Value::Array(r.members.iter().map(member_json).collect()));
+                m.insert(
+                    "members".into(),
+                    Value::Array(r.members.iter().map(member_json).collect()),
+                );
                 println!("{}", Value::Object(m));
             }
             Format::Table => print!("{}", table(&header, &rows)),
@@ -461,8 +498,16 @@ impl Printer {
 
     pub fn endpoint_status(&self, list: &[(String, StatusResponse)]) {
         let header = [
-            "endpoint", "ID", "version", "db size", "is leader", "is learner", "raft term",
-            "raft index", "raft applied index", "errors",
+            "endpoint",
+            "ID",
+            "version",
+            "db size",
+            "is leader",
+            "is learner",
+            "raft term",
+            "raft index",
+            "raft applied index",
+            "errors",
         ];
         let rows: Vec<Vec<String>> = list
             .iter()
@@ -529,7 +574,14 @@ mod tests {
 
     #[test]
     fn table_like_tablewriter() {
-        let t = table(&["ID", "Status", "Name"], &[vec!["2514ac7e27f4fc57".into(), "started".into(), "m2".into()]]);
+        let t = table(
+            &["ID", "Status", "Name"],
+            &[vec![
+                "2514ac7e27f4fc57".into(),
+                "started".into(),
+                "m2".into(),
+            ]],
+        );
         let want = "+------------------+---------+------+\n\
                     |        ID        | STATUS  | NAME |\n\
                     +------------------+---------+------+\n\

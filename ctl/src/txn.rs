@@ -133,7 +133,8 @@ pub fn parse_compare(line: &str) -> Result<Compare> {
 /// One request line: `get ...`, `put ...` or `del ...` with their flags.
 pub fn parse_request(line: &str) -> Result<RequestOp> {
     let words = argify(line);
-    let parsed = OpLine::try_parse_from(&words).map_err(|e| anyhow!("invalid txn request: {line}: {}", e.kind()))?;
+    let parsed = OpLine::try_parse_from(&words)
+        .map_err(|e| anyhow!("invalid txn request: {line}: {}", e.kind()))?;
     let request = match parsed.op {
         Op::Get(g) => request_op::Request::RequestRange(g.request()?),
         Op::Put(p) => request_op::Request::RequestPut(p.request(|| None)?),
@@ -197,7 +198,10 @@ mod tests {
     fn compares() {
         let c = parse_compare(r#"value("user1") = "bad""#).unwrap();
         assert_eq!(c.key, b"user1");
-        assert_eq!(c.target_union, Some(compare::TargetUnion::Value(b"bad".to_vec())));
+        assert_eq!(
+            c.target_union,
+            Some(compare::TargetUnion::Value(b"bad".to_vec()))
+        );
         let c = parse_compare(r#"mod("user1") > "0""#).unwrap();
         assert_eq!(c.result, compare::CompareResult::Greater as i32);
         assert!(parse_compare(r#"nope("k") = "1""#).is_err());
@@ -208,7 +212,10 @@ mod tests {
     fn whole_txn() {
         let text = "value(\"user1\") = \"bad\"\n\nget user1\nput user1 good --prev-kv\n\nput user1 \"two words\"\n\n";
         let t = read_txn(&mut text.as_bytes(), false).unwrap();
-        assert_eq!((t.compare.len(), t.success.len(), t.failure.len()), (1, 2, 1));
+        assert_eq!(
+            (t.compare.len(), t.success.len(), t.failure.len()),
+            (1, 2, 1)
+        );
         match &t.failure[0].request {
             Some(request_op::Request::RequestPut(p)) => assert_eq!(p.value, b"two words"),
             _ => panic!("expected a put"),

@@ -56,9 +56,12 @@ pub struct StateMachine {
 /// replaces this when snapshots have to scale.
 #[derive(Serialize, Deserialize)]
 struct SnapshotBlob {
-    meta_rows: Vec<(Vec<u8>, Vec<u8>)>,
-    kv_rows: Vec<(Vec<u8>, Vec<u8>)>,
+    meta_rows: Rows,
+    kv_rows: Rows,
 }
+
+/// Raw (key, value) rows of a column family.
+type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 
 fn read_err(e: impl std::fmt::Display) -> StorageError {
     StorageIOError::read_state_machine(&std::io::Error::other(e.to_string())).into()
@@ -101,7 +104,11 @@ impl StateMachine {
     }
 
     /// Applies one client request, staging its writes in `batch`.
-    fn apply_request(mvcc: &mut Mvcc, req: Request, batch: &mut WriteBatch) -> Result<Vec<u8>, KvError> {
+    fn apply_request(
+        mvcc: &mut Mvcc,
+        req: Request,
+        batch: &mut WriteBatch,
+    ) -> Result<Vec<u8>, KvError> {
         let leases = NoLeases;
         match req {
             Request::Put(r) => {
@@ -141,7 +148,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         // Hold the read lock: no apply can run while the rows are copied.
         let state = self.state.read().map_err(read_err)?;
         let db = self.storage.db();
-        let rows = |cf| -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        let rows = |cf| -> Result<Rows, StorageError> {
             db.iterator_cf(self.storage.cf(cf), rocksdb::IteratorMode::Start)
                 .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(read_err))
                 .collect()
@@ -203,7 +210,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         // Only a bug or a newer member's request kind gets here: skip it the
                         // same way on every member rather than stop applying.
                         None => {
-                            tracing::error!(index = entry.log_id.index, "undecodable proposal skipped");
+                            tracing::error!(
+                                index = entry.log_id.index,
+                                "undecodable proposal skipped"
+                            );
                             Some(Err(KvError::Corrupt("undecodable proposal".into())))
                         }
                     }
@@ -212,7 +222,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             results.push(ApplyResult { response });
         }
         let meta = self.storage.cf(CF_META);
-        batch.put_cf(meta, META_APPLIED, bincode::serialize(&state.applied).map_err(write_err)?);
+        batch.put_cf(
+            meta,
+            META_APPLIED,
+            bincode::serialize(&state.applied).map_err(write_err)?,
+        );
         batch.put_cf(
             meta,
             META_MEMBERSHIP,
@@ -253,7 +267,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.put_cf(self.storage.cf(CF_KV), k, v);
         }
         let meta_cf = self.storage.cf(CF_META);
-        batch.put_cf(meta_cf, META_APPLIED, bincode::serialize(&meta.last_log_id).map_err(write_err)?);
+        batch.put_cf(
+            meta_cf,
+            META_APPLIED,
+            bincode::serialize(&meta.last_log_id).map_err(write_err)?,
+        );
         batch.put_cf(
             meta_cf,
             META_MEMBERSHIP,

@@ -10,7 +10,11 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "oxetcd", about = "An etcd-compatible distributed key-value store", disable_version_flag = true)]
+#[command(
+    name = "oxetcd",
+    about = "An etcd-compatible distributed key-value store",
+    disable_version_flag = true
+)]
 pub struct Config {
     /// Human-readable name for this member.
     #[arg(long, env = "ETCD_NAME", default_value = "default")]
@@ -21,7 +25,11 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
 
     /// URLs to listen on for client traffic (comma-separated).
-    #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS", default_value = "http://127.0.0.1:2379")]
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_CLIENT_URLS",
+        default_value = "http://127.0.0.1:2379"
+    )]
     pub listen_client_urls: String,
 
     /// Client URLs advertised to the rest of the cluster (default: the listen URLs).
@@ -29,11 +37,19 @@ pub struct Config {
     pub advertise_client_urls: Option<String>,
 
     /// URLs to listen on for peer traffic.
-    #[arg(long, env = "ETCD_LISTEN_PEER_URLS", default_value = "http://127.0.0.1:2380")]
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_PEER_URLS",
+        default_value = "http://127.0.0.1:2380"
+    )]
     pub listen_peer_urls: String,
 
     /// This member's peer URLs, advertised to the rest of the cluster.
-    #[arg(long, env = "ETCD_INITIAL_ADVERTISE_PEER_URLS", default_value = "http://127.0.0.1:2380")]
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://127.0.0.1:2380"
+    )]
     pub initial_advertise_peer_urls: String,
 
     /// Initial cluster configuration for bootstrapping: name=peerURL,...
@@ -42,7 +58,11 @@ pub struct Config {
     pub initial_cluster: Option<String>,
 
     /// Initial cluster token, so that clusters bootstrapped side by side get different IDs.
-    #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
     pub initial_cluster_token: String,
 
     /// Initial cluster state ("new" or "existing").
@@ -89,7 +109,11 @@ pub struct Config {
 impl Config {
     /// Parses the command line and environment, then fills what neither set from the config file.
     pub fn load() -> anyhow::Result<Self> {
-        Self::load_from(std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect())
+        Self::load_from(
+            std::env::args_os()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+        )
     }
 
     pub fn load_from(args: Vec<String>) -> anyhow::Result<Self> {
@@ -207,7 +231,10 @@ mod tests {
     use super::*;
 
     fn args(a: &[&str]) -> Vec<String> {
-        std::iter::once("oxetcd").chain(a.iter().copied()).map(String::from).collect()
+        std::iter::once("oxetcd")
+            .chain(a.iter().copied())
+            .map(String::from)
+            .collect()
     }
 
     #[test]
@@ -218,7 +245,10 @@ mod tests {
         assert_eq!(c.client_urls(), vec!["http://127.0.0.1:2379"]);
         assert_eq!(
             c.initial_members().unwrap(),
-            vec![("default".to_string(), vec!["http://127.0.0.1:2380".to_string()])]
+            vec![(
+                "default".to_string(),
+                vec!["http://127.0.0.1:2380".to_string()]
+            )]
         );
     }
 
@@ -227,7 +257,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
         std::fs::write(&path, "name: infra1\nmax-txn-ops: 64\ndata-dir: /tmp/x\n").unwrap();
-        let c = Config::load_from(args(&["--config-file", path.to_str().unwrap(), "--name", "cli"])).unwrap();
+        let c = Config::load_from(args(&[
+            "--config-file",
+            path.to_str().unwrap(),
+            "--name",
+            "cli",
+        ]))
+        .unwrap();
         assert_eq!(c.name, "cli");
         assert_eq!(c.max_txn_ops, 64);
         assert_eq!(c.data_dir(), PathBuf::from("/tmp/x"));
@@ -235,7 +271,8 @@ mod tests {
 
     #[test]
     fn initial_cluster_must_name_this_member() {
-        let c = Config::load_from(args(&["--name", "a", "--initial-cluster", "b=http://x:1"])).unwrap();
+        let c =
+            Config::load_from(args(&["--name", "a", "--initial-cluster", "b=http://x:1"])).unwrap();
         assert!(c.initial_members().is_err());
     }
 }

@@ -59,8 +59,12 @@ fn load_or_create_identity(storage: &Storage, cfg: &Config) -> anyhow::Result<(u
 
 /// Tells systemd (Type=notify) that the member is ready, if it was started by systemd.
 fn notify_systemd_ready() {
-    let Ok(path) = std::env::var("NOTIFY_SOCKET") else { return };
-    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else { return };
+    let Ok(path) = std::env::var("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
     let res = if let Some(abstract_name) = path.strip_prefix('@') {
         use std::os::linux::net::SocketAddrExt;
         std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes())
@@ -84,7 +88,10 @@ fn watch_leadership(raft: Raft, me: u64, metrics: Metrics) {
             metrics.is_leader.set((leader == Some(me)) as i64);
             if leader.is_some() && leader != last_leader {
                 metrics.leader_changes.inc();
-                tracing::info!(leader = format!("{:x}", leader.unwrap_or(0)), "leader elected");
+                tracing::info!(
+                    leader = format!("{:x}", leader.unwrap_or(0)),
+                    "leader elected"
+                );
             }
             last_leader = leader;
             if rx.changed().await.is_err() {
@@ -115,7 +122,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let db_dir = data_dir.join("member").join("db");
     std::fs::create_dir_all(&db_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
-    let storage = Storage::open(&db_dir).with_context(|| format!("cannot open {}", db_dir.display()))?;
+    let storage =
+        Storage::open(&db_dir).with_context(|| format!("cannot open {}", db_dir.display()))?;
     let (me, cid, fresh) = load_or_create_identity(&storage, &cfg)?;
     tracing::info!(
         name = cfg.name,
@@ -152,7 +160,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let mut members = BTreeMap::new();
         for (name, urls) in cfg.initial_members()? {
             let id = member_id(&urls, &cfg.initial_cluster_token);
-            let client_urls = if id == me { cfg.advertised_client_urls() } else { Vec::new() };
+            let client_urls = if id == me {
+                cfg.advertised_client_urls()
+            } else {
+                Vec::new()
+            };
             members.insert(
                 id,
                 MemberNode {
@@ -163,7 +175,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             );
         }
         if !raft.is_initialized().await? {
-            raft.initialize(members).await.context("bootstrapping the cluster")?;
+            raft.initialize(members)
+                .await
+                .context("bootstrapping the cluster")?;
         }
     }
 

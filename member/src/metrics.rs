@@ -31,14 +31,46 @@ impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new();
         Self {
-            has_leader: gauge(&r, "etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not."),
-            is_leader: gauge(&r, "etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise."),
-            leader_changes: counter(&r, "etcd_server_leader_changes_seen_total", "The number of leader changes seen."),
-            proposals_committed: counter(&r, "etcd_server_proposals_committed_total", "The total number of consensus proposals committed."),
-            proposals_failed: counter(&r, "etcd_server_proposals_failed_total", "The total number of failed proposals seen."),
-            db_size: gauge(&r, "etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes."),
-            keys_total: gauge(&r, "etcd_debugging_mvcc_keys_total", "Total number of keys."),
-            current_revision: gauge(&r, "etcd_debugging_mvcc_current_revision", "The current revision of store."),
+            has_leader: gauge(
+                &r,
+                "etcd_server_has_leader",
+                "Whether or not a leader exists. 1 is existence, 0 is not.",
+            ),
+            is_leader: gauge(
+                &r,
+                "etcd_server_is_leader",
+                "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+            ),
+            leader_changes: counter(
+                &r,
+                "etcd_server_leader_changes_seen_total",
+                "The number of leader changes seen.",
+            ),
+            proposals_committed: counter(
+                &r,
+                "etcd_server_proposals_committed_total",
+                "The total number of consensus proposals committed.",
+            ),
+            proposals_failed: counter(
+                &r,
+                "etcd_server_proposals_failed_total",
+                "The total number of failed proposals seen.",
+            ),
+            db_size: gauge(
+                &r,
+                "etcd_mvcc_db_total_size_in_bytes",
+                "Total size of the underlying database physically allocated in bytes.",
+            ),
+            keys_total: gauge(
+                &r,
+                "etcd_debugging_mvcc_keys_total",
+                "Total number of keys.",
+            ),
+            current_revision: gauge(
+                &r,
+                "etcd_debugging_mvcc_current_revision",
+                "The current revision of store.",
+            ),
             registry: r,
         }
     }

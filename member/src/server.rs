@@ -91,7 +91,9 @@ impl EtcdServer {
                     return match resp.data.response {
                         Some(Ok(b)) => Ok((b, term)),
                         Some(Err(e)) => Err(e.into()),
-                        None => Err(Status::internal("etcdserver: entry applied without a result")),
+                        None => Err(Status::internal(
+                            "etcdserver: entry applied without a result",
+                        )),
                     };
                 }
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
@@ -118,7 +120,9 @@ impl EtcdServer {
         loop {
             match self.raft.ensure_linearizable().await {
                 Ok(_) => return Ok(()),
-                Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                    f,
+                ))) => {
                     if f.leader_id.is_none() && !waited && self.wait_for_leader().await {
                         waited = true;
                         continue;
@@ -169,9 +173,15 @@ mod tests {
     #[test]
     fn ids_are_stable_and_distinct() {
         let a = member_id(&["http://127.0.0.1:2380".into()], "etcd-cluster");
-        assert_eq!(a, member_id(&["http://127.0.0.1:2380".into()], "etcd-cluster"));
+        assert_eq!(
+            a,
+            member_id(&["http://127.0.0.1:2380".into()], "etcd-cluster")
+        );
         assert_ne!(a, member_id(&["http://127.0.0.1:2380".into()], "other"));
-        assert_ne!(a, member_id(&["http://127.0.0.1:2381".into()], "etcd-cluster"));
+        assert_ne!(
+            a,
+            member_id(&["http://127.0.0.1:2381".into()], "etcd-cluster")
+        );
         assert_eq!(cluster_id(&[2, 1], "t"), cluster_id(&[1, 2], "t"));
     }
 }

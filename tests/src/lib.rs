@@ -107,7 +107,8 @@ impl Member {
         let sock_path = self.log_path.with_file_name("notify.sock");
         let _ = std::fs::remove_file(&sock_path);
         let sock = UnixDatagram::bind(&sock_path).expect("notify socket");
-        sock.set_read_timeout(Some(READY_TIMEOUT)).expect("socket timeout");
+        sock.set_read_timeout(Some(READY_TIMEOUT))
+            .expect("socket timeout");
         let program = match self.kind {
             Kind::Oxetcd => bin("oxetcd"),
             Kind::Etcd => PathBuf::from("etcd"),
@@ -233,7 +234,11 @@ impl Ctl {
         cmd.env("ETCDCTL_API", "3")
             .env("ETCDCTL_ENDPOINTS", endpoint)
             .args(args)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd
@@ -243,7 +248,11 @@ impl Ctl {
             let mut pipe = child.stdin.take().expect("stdin pipe");
             pipe.write_all(input.as_bytes()).expect("write stdin");
         }
-        let Output { status, stdout, stderr } = child.wait_with_output().expect("ctl output");
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = child.wait_with_output().expect("ctl output");
         Ctl {
             code: status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -459,6 +468,9 @@ mod tests {
             normalize(r#"{"header":{"cluster_id":1,"member_id":22,"revision":6,"raft_term":2}}"#),
             "{\"header\":{\"cluster_id\":N,\"member_id\":N,\"revision\":6,\"raft_term\":N}}\n"
         );
-        assert_eq!(normalize("\"RaftTerm\" : 3\n\"Revision\" : 3"), "\"RaftTerm\" : N\n\"Revision\" : 3\n");
+        assert_eq!(
+            normalize("\"RaftTerm\" : 3\n\"Revision\" : 3"),
+            "\"RaftTerm\" : N\n\"Revision\" : 3\n"
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! The `etcd-client` crate (a real etcd client library) against oxetcd.
 
 use etcd_client::{
-    Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
-    TxnOpResponse,
+    Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn,
+    TxnOp, TxnOpResponse,
 };
 use oxetcd_tests::{Kind, Member};
 
@@ -57,28 +57,46 @@ async fn kv_txn_and_errors_through_etcd_client() {
     let txn = Txn::new()
         .when([Compare::mod_revision("a", CompareOp::Less, 6)])
         .and_then([TxnOp::put("a", "no", None)])
-        .or_else([TxnOp::delete("b", Some(DeleteOptions::new().with_prev_key()))]);
+        .or_else([TxnOp::delete(
+            "b",
+            Some(DeleteOptions::new().with_prev_key()),
+        )]);
     let r = c.txn(txn).await.unwrap();
     assert!(!r.succeeded());
     match &r.op_responses()[0] {
-        TxnOpResponse::Delete(d) => assert_eq!((d.deleted(), d.prev_kvs()[0].value()), (1, &b"3"[..])),
+        TxnOpResponse::Delete(d) => {
+            assert_eq!((d.deleted(), d.prev_kvs()[0].value()), (1, &b"3"[..]))
+        }
         other => panic!("unexpected {other:?}"),
     }
 
     // etcd's errors, code and message.
     let err = c.put("", "x", None).await.unwrap_err();
-    assert!(err.to_string().contains("etcdserver: key is not provided"), "{err}");
-    let err = c.get("a", Some(GetOptions::new().with_revision(1000))).await.unwrap_err();
+    assert!(
+        err.to_string().contains("etcdserver: key is not provided"),
+        "{err}"
+    );
+    let err = c
+        .get("a", Some(GetOptions::new().with_revision(1000)))
+        .await
+        .unwrap_err();
     match err {
         etcd_client::Error::GRpcStatus(s) => {
             assert_eq!(s.code(), tonic::Code::OutOfRange);
-            assert_eq!(s.message(), "etcdserver: mvcc: required revision is a future revision");
+            assert_eq!(
+                s.message(),
+                "etcdserver: mvcc: required revision is a future revision"
+            );
         }
         other => panic!("unexpected {other:?}"),
     }
     c.compact(4, None).await.unwrap();
     let err = c.compact(3, None).await.unwrap_err();
-    assert!(err.to_string().contains("required revision has been compacted"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("required revision has been compacted"),
+        "{err}"
+    );
 
     // Cluster and Maintenance.
     let members = c.member_list().await.unwrap();

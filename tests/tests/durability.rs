@@ -59,7 +59,11 @@ async fn kill9_and_restart_keeps_keys_revisions_and_compaction() {
         .get("key001", Some(GetOptions::new().with_revision(50)))
         .await
         .expect_err("compacted revision must be refused");
-    assert!(err.to_string().contains("required revision has been compacted"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("required revision has been compacted"),
+        "{err}"
+    );
     // And the revision counter continues where it was.
     let put = c.put("next", "1", None).await.expect("put after restart");
     assert_eq!(put.header().expect("header").revision(), 203);
@@ -106,6 +110,14 @@ async fn acknowledged_writes_survive_kill9_under_load() {
     let mut c = client(&m).await;
     let (_, kvs) = snapshot(&mut c).await;
     let present: std::collections::HashSet<Vec<u8>> = kvs.into_iter().map(|kv| kv.0).collect();
-    let lost: Vec<&String> = acked.iter().filter(|k| !present.contains(k.as_bytes())).collect();
-    assert!(lost.is_empty(), "{} acknowledged writes lost after kill -9: {:?}", lost.len(), &lost[..lost.len().min(10)]);
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|k| !present.contains(k.as_bytes()))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost after kill -9: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
 }

@@ -7,10 +7,18 @@ fn first_difference(a: &str, b: &str) -> String {
     for (i, (x, y)) in a.lines().zip(b.lines()).enumerate() {
         if x != y {
             let context: Vec<&str> = a.lines().take(i + 1).skip(i.saturating_sub(6)).collect();
-            return format!("line {}:\n  etcd:   {x}\n  oxetcd: {y}\ncontext (etcd):\n{}", i + 1, context.join("\n"));
+            return format!(
+                "line {}:\n  etcd:   {x}\n  oxetcd: {y}\ncontext (etcd):\n{}",
+                i + 1,
+                context.join("\n")
+            );
         }
     }
-    format!("lengths differ: {} vs {} lines", a.lines().count(), b.lines().count())
+    format!(
+        "lengths differ: {} vs {} lines",
+        a.lines().count(),
+        b.lines().count()
+    )
 }
 
 #[test]

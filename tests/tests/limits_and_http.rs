@@ -8,7 +8,11 @@ use oxetcd_tests::{bin, Kind, Member};
 
 fn http_get(m: &Member, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", m.client_port)).expect("connect");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("write");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
     let mut resp = String::new();
     s.read_to_string(&mut resp).expect("read");
     let code = resp
@@ -16,7 +20,11 @@ fn http_get(m: &Member, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .expect("status code");
-    let body = resp.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    let body = resp
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
     (code, body)
 }
 
@@ -26,7 +34,10 @@ fn health_version_metrics() {
     let (code, body) = http_get(&m, "/health");
     assert_eq!((code, body.as_str()), (200, r#"{"health":"true"}"#));
     let (code, body) = http_get(&m, "/version");
-    assert_eq!((code, body.as_str()), (200, r#"{"etcdserver":"3.6.0","etcdcluster":"3.6.0"}"#));
+    assert_eq!(
+        (code, body.as_str()),
+        (200, r#"{"etcdserver":"3.6.0","etcdcluster":"3.6.0"}"#)
+    );
     m.etcdctl(&["put", "k", "v"]).ok();
     let (code, body) = http_get(&m, "/metrics");
     assert_eq!(code, 200);
@@ -35,20 +46,32 @@ fn health_version_metrics() {
         "etcd_server_is_leader 1",
         "etcd_server_leader_changes_seen_total 1",
     ] {
-        assert!(body.lines().any(|l| l == line), "missing {line:?} in /metrics");
+        assert!(
+            body.lines().any(|l| l == line),
+            "missing {line:?} in /metrics"
+        );
     }
-    assert!(body.lines().any(|l| l.starts_with("etcd_server_proposals_committed_total ")));
+    assert!(body
+        .lines()
+        .any(|l| l.starts_with("etcd_server_proposals_committed_total ")));
 }
 
 #[test]
 fn version_flag_names_both_versions() {
-    let out = std::process::Command::new(bin("oxetcd")).arg("--version").output().unwrap();
+    let out = std::process::Command::new(bin("oxetcd"))
+        .arg("--version")
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert!(text.starts_with("oxetcd Version: 0.1.0\n"), "{text}");
     assert!(text.contains("etcd API Version: 3.6.0\n"), "{text}");
     assert!(text.contains("Rust Version: rustc "), "{text}");
-    assert!(text.contains(&format!("Rust OS/Arch: {}/{}", std::env::consts::OS, std::env::consts::ARCH)));
+    assert!(text.contains(&format!(
+        "Rust OS/Arch: {}/{}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )));
 }
 
 #[tokio::test]
@@ -76,7 +99,10 @@ async fn request_size_limit_like_etcd() {
 fn max_txn_ops_flag() {
     let m = Member::start_with(Kind::Oxetcd, &["--max-txn-ops", "2"]);
     let r = m.etcdctl_stdin(&["txn"], "\nput a 1\nput b 2\nput c 3\n\n\n");
-    assert_eq!(r.error_line(), Some("Error: etcdserver: too many operations in txn request"));
+    assert_eq!(
+        r.error_line(),
+        Some("Error: etcdserver: too many operations in txn request")
+    );
     let r = m.etcdctl_stdin(&["txn"], "\nput a 1\nput b 2\n\n\n");
     assert_eq!(r.ok(), "SUCCESS\n\nOK\n\nOK\n");
 }
@@ -89,7 +115,10 @@ fn config_file_and_environment() {
     // --name on the command line wins over the file; max-txn-ops comes from the file.
     let m = Member::start_with(Kind::Oxetcd, &["--config-file", cfg.to_str().unwrap()]);
     let r = m.etcdctl_stdin(&["txn"], "\nput a 1\nput b 2\n\n\n");
-    assert_eq!(r.error_line(), Some("Error: etcdserver: too many operations in txn request"));
+    assert_eq!(
+        r.error_line(),
+        Some("Error: etcdserver: too many operations in txn request")
+    );
     let list = m.etcdctl(&["member", "list"]);
     assert!(list.ok().contains(", started, m1, "), "{list:?}");
 }

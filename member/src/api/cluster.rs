@@ -39,13 +39,18 @@ impl ClusterService {
 
     /// Membership changes arrive with multi-member clusters; until then say so plainly.
     fn not_yet(what: &str) -> Status {
-        Status::unimplemented(format!("etcdserver: {what} is not supported by this oxetcd version yet"))
+        Status::unimplemented(format!(
+            "etcdserver: {what} is not supported by this oxetcd version yet"
+        ))
     }
 }
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn member_add(&self, _r: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
+    async fn member_add(
+        &self,
+        _r: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberAddResponse>, Status> {
         Err(Self::not_yet("member add"))
     }
 

@@ -34,7 +34,9 @@ async fn health(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
 async fn version() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        format!(r#"{{"etcdserver":"{ETCD_SERVER_VERSION}","etcdcluster":"{ETCD_CLUSTER_VERSION}"}}"#),
+        format!(
+            r#"{{"etcdserver":"{ETCD_SERVER_VERSION}","etcdcluster":"{ETCD_CLUSTER_VERSION}"}}"#
+        ),
     )
 }
 

@@ -67,7 +67,10 @@ impl mvcc::LeaseCheck for AnyLease {
 
 #[tonic::async_trait]
 impl Kv for KvService {
-    async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
         let req = request.into_inner();
         mvcc::check_range(&req)?;
         if !req.serializable {

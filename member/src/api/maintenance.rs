@@ -28,7 +28,9 @@ impl MaintenanceService {
     }
 
     fn not_yet(what: &str) -> Status {
-        Status::unimplemented(format!("etcdserver: {what} is not supported by this oxetcd version yet"))
+        Status::unimplemented(format!(
+            "etcdserver: {what} is not supported by this oxetcd version yet"
+        ))
     }
 }
 
@@ -102,13 +104,19 @@ impl Maintenance for MaintenanceService {
         Err(Self::not_yet("hash"))
     }
 
-    async fn hash_kv(&self, _r: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+    async fn hash_kv(
+        &self,
+        _r: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
         Err(Self::not_yet("hashkv"))
     }
 
     type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
 
-    async fn snapshot(&self, _r: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+    async fn snapshot(
+        &self,
+        _r: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
         Err(Self::not_yet("snapshot"))
     }
 

@@ -39,7 +39,9 @@ impl KeyHistory {
     /// The key as of revision `at`, `None` if it did not exist then.
     pub fn get(&self, at: i64) -> Option<KeyAt> {
         for g in self.generations.iter().rev() {
-            let Some(first) = g.revs.first() else { continue };
+            let Some(first) = g.revs.first() else {
+                continue;
+            };
             if first.main > at {
                 continue;
             }
@@ -155,10 +157,7 @@ impl KeyIndex {
         } else {
             Bound::Excluded(end)
         };
-        Box::new(
-            self.keys
-                .range::<[u8], _>((Bound::Included(start), upper)),
-        )
+        Box::new(self.keys.range::<[u8], _>((Bound::Included(start), upper)))
     }
 
     /// Compacts every key's history at `at`, forgetting keys left with none.

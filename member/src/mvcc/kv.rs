@@ -5,9 +5,9 @@ use std::cmp::Ordering;
 use std::collections::BTreeSet;
 
 use oxetcd_common::etcdserverpb::{
-    compare, range_request, request_op, response_op, Compare, CompactionRequest,
-    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    compare, range_request, request_op, response_op, CompactionRequest, Compare,
+    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use oxetcd_common::mvccpb::KeyValue;
 use serde::{Deserialize, Serialize};
@@ -94,7 +94,11 @@ pub fn range(store: &Mvcc, req: &RangeRequest) -> Result<RangeResponse, KvError>
 }
 
 /// A Range inside a write transaction: it sees the transaction's earlier writes.
-fn range_in_txn(store: &Mvcc, txn: &WriteTxn, req: &RangeRequest) -> Result<RangeResponse, KvError> {
+fn range_in_txn(
+    store: &Mvcc,
+    txn: &WriteTxn,
+    req: &RangeRequest,
+) -> Result<RangeResponse, KvError> {
     if req.revision > 0 {
         if req.revision > txn.rev() {
             return Err(KvError::FutureRev);
@@ -127,7 +131,9 @@ fn has_filters(req: &RangeRequest) -> bool {
 /// etcd sorts ascending by default when a non-key sort target is given.
 fn effective_order(req: &RangeRequest) -> range_request::SortOrder {
     let order = req.sort_order();
-    if order == range_request::SortOrder::None && req.sort_target() != range_request::SortTarget::Key {
+    if order == range_request::SortOrder::None
+        && req.sort_target() != range_request::SortTarget::Key
+    {
         range_request::SortOrder::Ascend
     } else {
         order
@@ -242,7 +248,11 @@ pub fn txn(
             break;
         }
     }
-    let ops = if succeeded { &req.success } else { &req.failure };
+    let ops = if succeeded {
+        &req.success
+    } else {
+        &req.failure
+    };
     let mut responses = Vec::with_capacity(ops.len());
     for op in ops {
         let response = match &op.request {
@@ -333,7 +343,11 @@ fn compare_kv(kv: &KeyValue, c: &Compare) -> bool {
 }
 
 /// Checks a Compact against the store, then compacts.
-pub fn compact(store: &mut Mvcc, req: &CompactionRequest, batch: &mut rocksdb::WriteBatch) -> Result<(), KvError> {
+pub fn compact(
+    store: &mut Mvcc,
+    req: &CompactionRequest,
+    batch: &mut rocksdb::WriteBatch,
+) -> Result<(), KvError> {
     if req.revision <= store.compact_rev() {
         return Err(KvError::Compacted);
     }
@@ -437,14 +451,18 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(BTreeSet<Vec<u8>>, Vec<Interval
     let mut dels: Vec<Interval> = ops
         .iter()
         .filter_map(|op| match &op.request {
-            Some(request_op::Request::RequestDeleteRange(d)) => Some(Interval::of(&d.key, &d.range_end)),
+            Some(request_op::Request::RequestDeleteRange(d)) => {
+                Some(Interval::of(&d.key, &d.range_end))
+            }
             _ => None,
         })
         .collect();
     let mut puts = BTreeSet::new();
     let deleted = |dels: &[Interval], k: &[u8]| dels.iter().any(|d| d.contains(k));
     for op in ops {
-        let Some(request_op::Request::RequestTxn(t)) = &op.request else { continue };
+        let Some(request_op::Request::RequestTxn(t)) = &op.request else {
+            continue;
+        };
         let (puts_then, dels_then) = check_intervals(&t.success)?;
         let (puts_else, dels_else) = check_intervals(&t.failure)?;
         for k in &puts_then {
@@ -463,7 +481,9 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(BTreeSet<Vec<u8>>, Vec<Interval
         dels.extend(dels_else);
     }
     for op in ops {
-        let Some(request_op::Request::RequestPut(p)) = &op.request else { continue };
+        let Some(request_op::Request::RequestPut(p)) = &op.request else {
+            continue;
+        };
         if puts.contains(&p.key) || deleted(&dels, &p.key) {
             return Err(KvError::DuplicateKey);
         }

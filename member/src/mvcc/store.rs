@@ -245,7 +245,13 @@ impl WriteTxn {
     }
 
     /// Stages a put; returns the stored key-value (with its revisions and version).
-    pub fn put(&mut self, store: &Mvcc, key: Vec<u8>, value: Vec<u8>, lease: i64) -> Result<KeyValue, KvError> {
+    pub fn put(
+        &mut self,
+        store: &Mvcc,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: i64,
+    ) -> Result<KeyValue, KvError> {
         let main = self.begin_rev + 1;
         let prev = self.get(store, &key)?;
         let (create_revision, version) = match &prev {
@@ -266,7 +272,12 @@ impl WriteTxn {
     }
 
     /// Stages deletes of every live key in the range; returns the deleted key-values.
-    pub fn delete_range(&mut self, store: &Mvcc, start: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, KvError> {
+    pub fn delete_range(
+        &mut self,
+        store: &Mvcc,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<Vec<KeyValue>, KvError> {
         let doomed = self.range(store, start, end)?;
         for kv in &doomed {
             self.changes.push(Change::Delete(kv.key.clone()));

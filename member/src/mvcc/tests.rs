@@ -17,6 +17,9 @@ impl LeaseCheck for NoLeases {
     }
 }
 
+/// (key, value, create revision, mod revision, version)
+type Row = (String, String, i64, i64, i64);
+
 struct Fixture {
     _dir: tempfile::TempDir,
     storage: Storage,
@@ -39,7 +42,10 @@ impl Fixture {
         self.store = Mvcc::open(self.storage.clone()).unwrap();
     }
 
-    fn write<T>(&mut self, f: impl FnOnce(&Mvcc, &mut WriteTxn) -> Result<T, KvError>) -> Result<T, KvError> {
+    fn write<T>(
+        &mut self,
+        f: impl FnOnce(&Mvcc, &mut WriteTxn) -> Result<T, KvError>,
+    ) -> Result<T, KvError> {
         let mut txn = self.store.write_txn();
         let out = f(&self.store, &mut txn)?;
         let mut batch = WriteBatch::default();
@@ -54,7 +60,11 @@ impl Fixture {
             value: v.into(),
             ..Default::default()
         };
-        self.write(|s, t| put(s, t, &req, &NoLeases)).unwrap().header.unwrap().revision
+        self.write(|s, t| put(s, t, &req, &NoLeases))
+            .unwrap()
+            .header
+            .unwrap()
+            .revision
     }
 
     fn del(&mut self, k: &str, end: &str) -> i64 {
@@ -66,7 +76,7 @@ impl Fixture {
         self.write(|s, t| delete_range(s, t, &req)).unwrap().deleted
     }
 
-    fn get(&self, req: RangeRequest) -> Result<Vec<(String, String, i64, i64, i64)>, KvError> {
+    fn get(&self, req: RangeRequest) -> Result<Vec<Row>, KvError> {
         Ok(range(&self.store, &req)?
             .kvs
             .into_iter()
@@ -84,7 +94,14 @@ impl Fixture {
 
     fn compact(&mut self, rev: i64) -> Result<(), KvError> {
         let mut batch = WriteBatch::default();
-        compact(&mut self.store, &CompactionRequest { revision: rev, physical: true }, &mut batch)?;
+        compact(
+            &mut self.store,
+            &CompactionRequest {
+                revision: rev,
+                physical: true,
+            },
+            &mut batch,
+        )?;
         self.storage.db().write(batch).unwrap();
         Ok(())
     }
@@ -116,8 +133,19 @@ fn revisions_versions_and_history() {
     f.put("foo1", "v1");
     f.put("foo2", "v2");
     f.put("zoo", "z");
-    assert_eq!(f.get(key("foo")).unwrap(), vec![("foo".into(), "bar2".into(), 2, 3, 2)]);
-    assert_eq!(f.get(RangeRequest { revision: 2, ..key("foo") }).unwrap()[0].1, "bar");
+    assert_eq!(
+        f.get(key("foo")).unwrap(),
+        vec![("foo".into(), "bar2".into(), 2, 3, 2)]
+    );
+    assert_eq!(
+        f.get(RangeRequest {
+            revision: 2,
+            ..key("foo")
+        })
+        .unwrap()[0]
+            .1,
+        "bar"
+    );
     assert_eq!(f.get(prefix("foo")).unwrap().len(), 3);
     // from-key and all keys
     let all = RangeRequest {
@@ -127,7 +155,10 @@ fn revisions_versions_and_history() {
     };
     assert_eq!(f.get(all).unwrap().len(), 4);
     assert_eq!(
-        f.get(RangeRequest { revision: 100, ..key("foo") }),
+        f.get(RangeRequest {
+            revision: 100,
+            ..key("foo")
+        }),
         Err(KvError::FutureRev)
     );
 }
@@ -138,9 +169,23 @@ fn limit_count_more_and_sort() {
     for (k, v) in [("foo", "c"), ("foo1", "b"), ("foo2", "a")] {
         f.put(k, v);
     }
-    let resp = range(&f.store, &RangeRequest { limit: 1, ..prefix("foo") }).unwrap();
+    let resp = range(
+        &f.store,
+        &RangeRequest {
+            limit: 1,
+            ..prefix("foo")
+        },
+    )
+    .unwrap();
     assert_eq!((resp.kvs.len(), resp.more, resp.count), (1, true, 3));
-    let resp = range(&f.store, &RangeRequest { count_only: true, ..prefix("foo") }).unwrap();
+    let resp = range(
+        &f.store,
+        &RangeRequest {
+            count_only: true,
+            ..prefix("foo")
+        },
+    )
+    .unwrap();
     assert_eq!((resp.kvs.len(), resp.count), (0, 3));
     let sorted = f
         .get(RangeRequest {
@@ -148,7 +193,10 @@ fn limit_count_more_and_sort() {
             ..prefix("foo")
         })
         .unwrap();
-    assert_eq!(sorted.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+    assert_eq!(
+        sorted.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
     let desc = f
         .get(RangeRequest {
             sort_order: range_request::SortOrder::Descend as i32,
@@ -157,10 +205,25 @@ fn limit_count_more_and_sort() {
             ..prefix("foo")
         })
         .unwrap();
-    assert_eq!(desc.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["foo2", "foo1"]);
-    let keys_only = range(&f.store, &RangeRequest { keys_only: true, ..key("foo") }).unwrap();
+    assert_eq!(
+        desc.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+        ["foo2", "foo1"]
+    );
+    let keys_only = range(
+        &f.store,
+        &RangeRequest {
+            keys_only: true,
+            ..key("foo")
+        },
+    )
+    .unwrap();
     assert!(keys_only.kvs[0].value.is_empty());
-    let filtered = f.get(RangeRequest { min_mod_revision: 3, ..prefix("foo") }).unwrap();
+    let filtered = f
+        .get(RangeRequest {
+            min_mod_revision: 3,
+            ..prefix("foo")
+        })
+        .unwrap();
     assert_eq!(filtered.len(), 2);
 }
 
@@ -175,9 +238,20 @@ fn delete_tombstones_and_recreate() {
     assert_eq!(f.del("a", ""), 0);
     assert_eq!(f.store.current_rev(), 4);
     assert!(f.get(key("a")).unwrap().is_empty());
-    assert_eq!(f.get(RangeRequest { revision: 3, ..key("a") }).unwrap()[0].4, 2);
+    assert_eq!(
+        f.get(RangeRequest {
+            revision: 3,
+            ..key("a")
+        })
+        .unwrap()[0]
+            .4,
+        2
+    );
     f.put("a", "3");
-    assert_eq!(f.get(key("a")).unwrap(), vec![("a".into(), "3".into(), 5, 5, 1)]);
+    assert_eq!(
+        f.get(key("a")).unwrap(),
+        vec![("a".into(), "3".into(), 5, 5, 1)]
+    );
 }
 
 #[test]
@@ -215,7 +289,12 @@ fn put_flags() {
     );
 }
 
-fn cmp(k: &str, target: compare::CompareTarget, result: compare::CompareResult, u: compare::TargetUnion) -> Compare {
+fn cmp(
+    k: &str,
+    target: compare::CompareTarget,
+    result: compare::CompareResult,
+    u: compare::TargetUnion,
+) -> Compare {
     Compare {
         key: k.into(),
         target: target as i32,
@@ -249,7 +328,12 @@ fn txn_compares_branches_and_one_revision() {
     f.put("user1", "bad");
     let req = TxnRequest {
         compare: vec![cmp("user1", T::Value, R::Equal, U::Value(b"bad".to_vec()))],
-        success: vec![op_get("user1"), op_put("user1", "good"), op_put("other", "x"), op_get("user1")],
+        success: vec![
+            op_get("user1"),
+            op_put("user1", "good"),
+            op_put("other", "x"),
+            op_get("user1"),
+        ],
         failure: vec![op_put("user1", "failed")],
     };
     let resp = f.write(|s, t| txn(s, t, &req, &NoLeases)).unwrap();
@@ -272,13 +356,21 @@ fn txn_compares_branches_and_one_revision() {
         compare: vec![cmp("nokey", T::Value, R::Equal, U::Value(vec![]))],
         ..Default::default()
     };
-    assert!(!f.write(|s, t| txn(s, t, &req, &NoLeases)).unwrap().succeeded);
+    assert!(
+        !f.write(|s, t| txn(s, t, &req, &NoLeases))
+            .unwrap()
+            .succeeded
+    );
     let req = TxnRequest {
         compare: vec![cmp("nokey", T::Create, R::Equal, U::CreateRevision(0))],
         success: vec![op_put("nokey", "created")],
         ..Default::default()
     };
-    assert!(f.write(|s, t| txn(s, t, &req, &NoLeases)).unwrap().succeeded);
+    assert!(
+        f.write(|s, t| txn(s, t, &req, &NoLeases))
+            .unwrap()
+            .succeeded
+    );
     let req = TxnRequest {
         compare: vec![
             cmp("user1", T::Mod, R::Greater, U::ModRevision(0)),
@@ -288,7 +380,11 @@ fn txn_compares_branches_and_one_revision() {
         ..Default::default()
     };
     // user1 has version 2: LESS 2 is false.
-    assert!(!f.write(|s, t| txn(s, t, &req, &NoLeases)).unwrap().succeeded);
+    assert!(
+        !f.write(|s, t| txn(s, t, &req, &NoLeases))
+            .unwrap()
+            .succeeded
+    );
     // A read-only txn does not bump the revision.
     assert_eq!(f.store.current_rev(), 4);
 }
@@ -303,11 +399,13 @@ fn txn_checks() {
     let del_and_put = TxnRequest {
         success: vec![
             RequestOp {
-                request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
-                    key: "a".into(),
-                    range_end: "c".into(),
-                    ..Default::default()
-                })),
+                request: Some(request_op::Request::RequestDeleteRange(
+                    DeleteRangeRequest {
+                        key: "a".into(),
+                        range_end: "c".into(),
+                        ..Default::default()
+                    },
+                )),
             },
             op_put("b", "1"),
         ],
@@ -351,12 +449,26 @@ fn compaction_rules() {
     assert_eq!(f.compact(5), Err(KvError::Compacted));
     assert_eq!(f.compact(4), Err(KvError::Compacted));
     assert_eq!(
-        f.get(RangeRequest { revision: 3, ..key("foo") }),
+        f.get(RangeRequest {
+            revision: 3,
+            ..key("foo")
+        }),
         Err(KvError::Compacted)
     );
     // The compaction revision itself is still readable.
-    assert_eq!(f.get(RangeRequest { revision: 5, ..key("foo") }).unwrap()[0].1, "bar2");
-    assert_eq!(f.get(key("foo")).unwrap(), vec![("foo".into(), "bar3".into(), 2, 6, 3)]);
+    assert_eq!(
+        f.get(RangeRequest {
+            revision: 5,
+            ..key("foo")
+        })
+        .unwrap()[0]
+            .1,
+        "bar2"
+    );
+    assert_eq!(
+        f.get(key("foo")).unwrap(),
+        vec![("foo".into(), "bar3".into(), 2, 6, 3)]
+    );
     assert_eq!(f.store.key_count(), 1);
 }
 
@@ -370,9 +482,17 @@ fn restart_keeps_everything() {
     f.put("c", "1");
     f.compact(3).unwrap();
     f.put("a", "3");
-    let before = (f.store.current_rev(), f.store.compact_rev(), f.get(prefix("a")).unwrap());
+    let before = (
+        f.store.current_rev(),
+        f.store.compact_rev(),
+        f.get(prefix("a")).unwrap(),
+    );
     f.reopen();
-    let after = (f.store.current_rev(), f.store.compact_rev(), f.get(prefix("a")).unwrap());
+    let after = (
+        f.store.current_rev(),
+        f.store.compact_rev(),
+        f.get(prefix("a")).unwrap(),
+    );
     assert_eq!(before, after);
     assert_eq!(after.2, vec![("a".into(), "3".into(), 2, 7, 3)]);
     assert!(f.get(key("b")).unwrap().is_empty());

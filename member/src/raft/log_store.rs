@@ -58,7 +58,11 @@ impl LogStore {
     fn put_meta<T: Serialize>(&self, key: &[u8], v: &T, sync: bool) -> Result<(), StorageError> {
         let bytes = bincode::serialize(v).map_err(|e| StorageIOError::write(&e))?;
         let cf = self.storage.cf(CF_RAFT_META);
-        let opts = if sync { synced() } else { WriteOptions::default() };
+        let opts = if sync {
+            synced()
+        } else {
+            WriteOptions::default()
+        };
         self.storage
             .db()
             .put_cf_opt(cf, key, bytes, &opts)
@@ -68,7 +72,10 @@ impl LogStore {
 
     fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
         let cf = self.storage.cf(CF_RAFT_LOG);
-        let mut it = self.storage.db().iterator_cf(cf, rocksdb::IteratorMode::End);
+        let mut it = self
+            .storage
+            .db()
+            .iterator_cf(cf, rocksdb::IteratorMode::End);
         match it.next() {
             None => Ok(None),
             Some(item) => {
@@ -148,7 +155,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,

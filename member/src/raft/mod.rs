@@ -50,7 +50,7 @@ mod serde_bytes_vec {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         // bincode hands back bytes; other formats may hand back a sequence.
-        Ok(serde::de::Deserialize::deserialize(d).map(|b: ByteBuf| b.0)?)
+        serde::de::Deserialize::deserialize(d).map(|b: ByteBuf| b.0)
     }
 
     struct ByteBuf(Vec<u8>);
@@ -69,7 +69,10 @@ mod serde_bytes_vec {
                 fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
                     Ok(ByteBuf(v))
                 }
-                fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<ByteBuf, A::Error> {
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut a: A,
+                ) -> Result<ByteBuf, A::Error> {
                     let mut out = Vec::new();
                     while let Some(b) = a.next_element()? {
                         out.push(b);
