@@ -1,5 +1,6 @@
 //! oxetcdctl: etcdctl's commands, flags and output formats for oxetcd (and any etcd).
 
+mod bench;
 mod client;
 mod kvargs;
 mod output;
@@ -88,6 +89,8 @@ enum Command {
         #[command(subcommand)]
         command: MemberCommand,
     },
+    /// Benchmark: load generator with etcd benchmark's flags and report
+    Bench(bench::BenchArgs),
     /// Endpoint related commands
     Endpoint {
         #[command(subcommand)]
@@ -232,6 +235,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 _ => println!("compacted revision {rev}"),
             }
         }
+        Command::Bench(args) => bench::run(&cli.endpoints, cli.dial_timeout, args).await?,
         Command::Member {
             command: MemberCommand::List,
         } => {
