@@ -33,5 +33,5 @@ pub fn routes(server: Arc<EtcdServer>) -> Routes {
         .add_service(cluster)
         .add_service(maintenance)
         .into_axum_router();
-    Routes::from(grpc.merge(http::router(server)))
+    Routes::from(grpc.merge(http::router(server)).fallback(http::not_found))
 }
