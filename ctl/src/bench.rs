@@ -225,9 +225,13 @@ fn report(lat: &mut [f64], total_secs: f64) -> String {
         ));
     }
     out.push_str("\nLatency distribution:\n");
+    // etcd's definition: the first sample whose rank i*100/n reaches the percentile.
+    let mut i = 0;
     for p in [10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9] {
-        let idx = (((p / 100.0) * n).ceil() as usize).clamp(1, lat.len()) - 1;
-        out.push_str(&format!("  {p}% in {:.4} secs.\n", lat[idx]));
+        while i + 1 < lat.len() && (i as f64) * 100.0 / n < p {
+            i += 1;
+        }
+        out.push_str(&format!("  {p}% in {:.4} secs.\n", lat[i]));
     }
     out
 }
@@ -241,8 +245,9 @@ mod tests {
         let mut lat: Vec<f64> = (1..=1000).map(|i| i as f64 / 1000.0).collect();
         let r = report(&mut lat, 2.0);
         assert!(r.contains("Requests/sec:\t500.0000"), "{r}");
-        assert!(r.contains("  50% in 0.5000 secs."), "{r}");
-        assert!(r.contains("  99.9% in 0.9990 secs."), "{r}");
+        assert!(r.contains("  50% in 0.5010 secs."), "{r}");
+        assert!(r.contains("  10% in 0.1010 secs."), "{r}");
+        assert!(r.contains("  99.9% in 1.0000 secs."), "{r}");
         assert!(r.contains("  Slowest:\t1.0000 secs."), "{r}");
     }
 }
