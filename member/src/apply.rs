@@ -15,9 +15,14 @@ use prost::Message;
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
+use oxetcd_common::etcdserverpb::{LeaseGrantResponse, LeaseRevokeResponse, ResponseHeader};
+use oxetcd_common::mvccpb::Event;
+
+use crate::lease::{LeaseTable, Lessor};
 use crate::mvcc::{self, KvError, Mvcc};
 use crate::raft::{LogId, MemberNode, StorageError, TypeConfig};
-use crate::storage::{Storage, CF_KV, CF_META};
+use crate::storage::{Storage, CF_KV, CF_LEASE, CF_META};
+use crate::watch::WatchHub;
 
 const META_APPLIED: &[u8] = b"applied";
 const META_MEMBERSHIP: &[u8] = b"membership";
@@ -32,24 +37,17 @@ pub struct ApplyResult {
 /// The member's applied state, shared with the read path.
 pub struct MemberState {
     pub mvcc: Mvcc,
+    pub leases: LeaseTable,
     pub applied: Option<LogId>,
     pub membership: StoredMembership<u64, MemberNode>,
-}
-
-/// No lease exists until the lease module is built: a Put naming a lease is refused with
-/// etcd's "requested lease not found", exactly what etcd answers for an unknown lease.
-struct NoLeases;
-
-impl mvcc::LeaseCheck for NoLeases {
-    fn exists(&self, _id: i64) -> bool {
-        false
-    }
 }
 
 #[derive(Clone)]
 pub struct StateMachine {
     storage: Storage,
     state: Arc<RwLock<MemberState>>,
+    lessor: Arc<Lessor>,
+    hub: WatchHub,
 }
 
 /// The whole state machine in one blob: small clusters first; a streamed RocksDB checkpoint
@@ -58,7 +56,11 @@ pub struct StateMachine {
 struct SnapshotBlob {
     meta_rows: Rows,
     kv_rows: Rows,
+    lease_rows: Rows,
 }
+
+/// The column families a snapshot carries, in `SnapshotBlob` order.
+const SNAPSHOT_CFS: [&str; 3] = [CF_META, CF_KV, CF_LEASE];
 
 /// Raw (key, value) rows of a column family.
 type Rows = Vec<(Vec<u8>, Vec<u8>)>;
@@ -83,19 +85,38 @@ fn load_state(storage: &Storage) -> Result<MemberState, StorageError> {
         None => StoredMembership::default(),
     };
     let mvcc = Mvcc::open(storage.clone()).map_err(read_err)?;
+    let mut leases = LeaseTable::open(storage).map_err(read_err)?;
+    for (key, lease) in mvcc.leased_keys().map_err(read_err)? {
+        leases.attach(lease, &key);
+    }
     Ok(MemberState {
         mvcc,
+        leases,
         applied,
         membership,
     })
 }
 
+/// Every lease gets a full TTL on the clock (at start-up and after a snapshot install).
+fn restart_lease_clock(lessor: &Lessor, leases: &LeaseTable) {
+    for l in leases.iter() {
+        lessor.start(l.id, l.ttl);
+    }
+}
+
 impl StateMachine {
-    pub fn open(storage: Storage) -> Result<Self, StorageError> {
+    pub fn open(
+        storage: Storage,
+        lessor: Arc<Lessor>,
+        hub: WatchHub,
+    ) -> Result<Self, StorageError> {
         let state = load_state(&storage)?;
+        restart_lease_clock(&lessor, &state.leases);
         Ok(Self {
             storage,
             state: Arc::new(RwLock::new(state)),
+            lessor,
+            hub,
         })
     }
 
@@ -103,39 +124,84 @@ impl StateMachine {
         self.state.clone()
     }
 
-    /// Applies one client request, staging its writes in `batch`.
+    /// Applies one client request, staging its writes in `batch` and the events it made in
+    /// `published` (handed to watchers once the batch is written).
     fn apply_request(
-        mvcc: &mut Mvcc,
+        &self,
+        state: &mut MemberState,
         req: Request,
         batch: &mut WriteBatch,
+        published: &mut Vec<(i64, Vec<Event>)>,
     ) -> Result<Vec<u8>, KvError> {
-        let leases = NoLeases;
+        let MemberState { mvcc, leases, .. } = state;
+        let header = |rev: i64| {
+            Some(ResponseHeader {
+                revision: rev,
+                ..Default::default()
+            })
+        };
+        let mut commit = |mvcc: &mut Mvcc,
+                          leases: &mut LeaseTable,
+                          txn: mvcc::WriteTxn,
+                          batch: &mut WriteBatch| {
+            let events = mvcc.commit(txn, batch);
+            if !events.is_empty() {
+                leases.observe(&events);
+                published.push((mvcc.current_rev(), events));
+            }
+        };
         match req {
             Request::Put(r) => {
                 let mut txn = mvcc.write_txn();
-                let resp = mvcc::put(mvcc, &mut txn, &r, &leases)?;
-                mvcc.commit(txn, batch);
+                let resp = mvcc::put(mvcc, &mut txn, &r, leases)?;
+                commit(mvcc, leases, txn, batch);
                 Ok(resp.encode_to_vec())
             }
             Request::DeleteRange(r) => {
                 let mut txn = mvcc.write_txn();
                 let resp = mvcc::delete_range(mvcc, &mut txn, &r)?;
-                mvcc.commit(txn, batch);
+                commit(mvcc, leases, txn, batch);
                 Ok(resp.encode_to_vec())
             }
             Request::Txn(r) => {
                 let mut txn = mvcc.write_txn();
-                let resp = mvcc::txn(mvcc, &mut txn, &r, &leases)?;
-                mvcc.commit(txn, batch);
+                let resp = mvcc::txn(mvcc, &mut txn, &r, leases)?;
+                commit(mvcc, leases, txn, batch);
                 Ok(resp.encode_to_vec())
             }
             Request::Compaction(r) => {
                 mvcc::compact(mvcc, &r, batch)?;
                 let resp = oxetcd_common::etcdserverpb::CompactionResponse {
-                    header: Some(oxetcd_common::etcdserverpb::ResponseHeader {
-                        revision: mvcc.current_rev(),
-                        ..Default::default()
-                    }),
+                    header: header(mvcc.current_rev()),
+                };
+                Ok(resp.encode_to_vec())
+            }
+            Request::LeaseGrant(r) => {
+                leases.grant(&self.storage, r.id, r.ttl, batch)?;
+                self.lessor.start(r.id, r.ttl);
+                let resp = LeaseGrantResponse {
+                    header: header(mvcc.current_rev()),
+                    id: r.id,
+                    ttl: r.ttl,
+                    error: String::new(),
+                };
+                Ok(resp.encode_to_vec())
+            }
+            Request::LeaseRevoke(r) => {
+                let keys = match leases.get(r.id) {
+                    Some(l) => l.keys.clone(),
+                    None => return Err(KvError::LeaseNotFound),
+                };
+                // Every attached key goes in one revision.
+                let mut txn = mvcc.write_txn();
+                for key in keys {
+                    txn.delete_range(mvcc, &key, &[])?;
+                }
+                commit(mvcc, leases, txn, batch);
+                leases.remove(&self.storage, r.id, batch);
+                self.lessor.forget(r.id);
+                let resp = LeaseRevokeResponse {
+                    header: header(mvcc.current_rev()),
                 };
                 Ok(resp.encode_to_vec())
             }
@@ -156,6 +222,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let blob = SnapshotBlob {
             meta_rows: rows(CF_META)?,
             kv_rows: rows(CF_KV)?,
+            lease_rows: rows(CF_LEASE)?,
         };
         let data = bincode::serialize(&blob).map_err(read_err)?;
         let last = state.applied;
@@ -193,6 +260,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut state = self.state.write().map_err(write_err)?;
         let mut batch = WriteBatch::default();
         let mut results = Vec::new();
+        let mut published = Vec::new();
         for entry in entries {
             state.applied = Some(entry.log_id);
             let response = match entry.payload {
@@ -206,7 +274,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         .ok()
                         .and_then(|r| r.request);
                     match req {
-                        Some(req) => Some(Self::apply_request(&mut state.mvcc, req, &mut batch)),
+                        Some(req) => {
+                            Some(self.apply_request(&mut state, req, &mut batch, &mut published))
+                        }
                         // Only a bug or a newer member's request kind gets here: skip it the
                         // same way on every member rather than stop applying.
                         None => {
@@ -233,6 +303,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             bincode::serialize(&state.membership).map_err(write_err)?,
         );
         self.storage.db().write(batch).map_err(write_err)?;
+        // Watchers hear of a revision only once it is readable from the store.
+        for (rev, events) in published {
+            self.hub.publish(rev, events);
+        }
         Ok(results)
     }
 
@@ -253,18 +327,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut state = self.state.write().map_err(write_err)?;
         let db = self.storage.db();
         let mut batch = WriteBatch::default();
-        for cf_name in [CF_KV, CF_META] {
+        for cf_name in SNAPSHOT_CFS {
             let cf = self.storage.cf(cf_name);
             for item in db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
                 let (k, _) = item.map_err(write_err)?;
                 batch.delete_cf(cf, k);
             }
         }
-        for (k, v) in blob.meta_rows {
-            batch.put_cf(self.storage.cf(CF_META), k, v);
-        }
-        for (k, v) in blob.kv_rows {
-            batch.put_cf(self.storage.cf(CF_KV), k, v);
+        let blob_rows = [blob.meta_rows, blob.kv_rows, blob.lease_rows];
+        for (cf_name, rows) in SNAPSHOT_CFS.into_iter().zip(blob_rows) {
+            for (k, v) in rows {
+                batch.put_cf(self.storage.cf(cf_name), k, v);
+            }
         }
         let meta_cf = self.storage.cf(CF_META);
         batch.put_cf(
@@ -279,6 +353,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         );
         db.write(batch).map_err(write_err)?;
         *state = load_state(&self.storage)?;
+        self.lessor.clear();
+        restart_lease_clock(&self.lessor, &state.leases);
         Ok(())
     }
 

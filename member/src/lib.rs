@@ -11,9 +11,11 @@
 pub mod api;
 pub mod apply;
 pub mod config;
+pub mod lease;
 pub mod member;
 pub mod metrics;
 pub mod mvcc;
 pub mod raft;
 pub mod server;
 pub mod storage;
+pub mod watch;

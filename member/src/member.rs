@@ -10,10 +10,12 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::apply::StateMachine;
 use crate::config::{url_host_port, Config};
+use crate::lease::Lessor;
 use crate::metrics::Metrics;
 use crate::raft::{LogStore, MemberNode, Network, Raft};
 use crate::server::{cluster_id, member_id, EtcdServer, Limits};
 use crate::storage::{Storage, CF_RAFT_META};
+use crate::watch::WatchHub;
 
 /// `oxetcd --version`.
 pub fn version_text() -> String {
@@ -27,6 +29,49 @@ pub fn version_text() -> String {
 }
 
 const IDENTITY_KEY: &[u8] = b"identity";
+
+/// Revisions the watch feed buffers before a slow stream has to catch up from the store.
+const WATCH_FEED_CAPACITY: usize = 1024;
+
+/// How often the leader looks for expired leases (etcd checks every 500ms).
+const LEASE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// On the leader: proposes the revoke of every expired lease, so that all members delete its
+/// keys at the same revision. A member that becomes leader first gives every lease a full TTL.
+fn revoke_expired_leases(server: Arc<EtcdServer>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(LEASE_CHECK_INTERVAL);
+        let mut was_leader = false;
+        loop {
+            tick.tick().await;
+            let leader = server.raft.metrics().borrow().current_leader == Some(server.member_id);
+            if leader && !was_leader {
+                server.lessor.refresh_all();
+            }
+            was_leader = leader;
+            if !leader {
+                continue;
+            }
+            for id in server.lessor.expired() {
+                let req = oxetcd_common::etcdserverpb::LeaseRevokeRequest { id };
+                match server
+                    .propose(
+                        oxetcd_common::oxetcdpb::internal_raft_request::Request::LeaseRevoke(req),
+                    )
+                    .await
+                {
+                    Ok(_) => tracing::info!(lease = format!("{id:x}"), "lease expired, revoked"),
+                    // Already revoked by a client meanwhile: nothing left to do.
+                    Err(e) if e.code() == tonic::Code::NotFound => server.lessor.forget(id),
+                    Err(e) => tracing::warn!(
+                        lease = format!("{id:x}"),
+                        "cannot revoke expired lease: {e}"
+                    ),
+                }
+            }
+        }
+    });
+}
 
 /// The member and cluster IDs: fixed at bootstrap and kept in `raft_meta` (not in the state
 /// machine, so a snapshot from another member never overwrites them).
@@ -133,7 +178,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         "starting member"
     );
 
-    let state_machine = StateMachine::open(storage.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let lessor = Arc::new(Lessor::new(Duration::from_millis(cfg.election_timeout)));
+    let watch_hub = WatchHub::new(WATCH_FEED_CAPACITY);
+    let state_machine = StateMachine::open(storage.clone(), lessor.clone(), watch_hub.clone())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let state = state_machine.state();
     let raft_config = openraft::Config {
         cluster_name: cfg.initial_cluster_token.clone(),
@@ -195,7 +243,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             quota_backend_bytes: cfg.quota_backend_bytes,
         },
         metrics: metrics.clone(),
+        lessor,
+        watch_hub,
+        lease_ids: std::sync::atomic::AtomicU64::new(
+            (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0))
+                << 8,
+        ),
     });
+    revoke_expired_leases(server.clone());
     {
         let (server, metrics) = (server.clone(), metrics.clone());
         tokio::spawn(async move {

@@ -11,10 +11,12 @@ use prost::Message;
 use tonic::Status;
 
 use crate::apply::MemberState;
+use crate::lease::Lessor;
 use crate::metrics::Metrics;
 use crate::mvcc::KvError;
 use crate::raft::{Proposal, Raft};
 use crate::storage::Storage;
+use crate::watch::WatchHub;
 
 /// How long a request waits for a leader to be elected before giving up, as etcd's request
 /// timeout does.
@@ -36,6 +38,10 @@ pub struct EtcdServer {
     pub cluster_id: u64,
     pub limits: Limits,
     pub metrics: Metrics,
+    pub lessor: Arc<Lessor>,
+    pub watch_hub: WatchHub,
+    /// Source of lease IDs (etcd's idutil: member ID bits on top, a counter below).
+    pub lease_ids: std::sync::atomic::AtomicU64,
 }
 
 /// etcd's "no leader" error, returned while no leader can be found in time.
@@ -64,6 +70,35 @@ impl EtcdServer {
             revision,
             raft_term,
         })
+    }
+
+    /// A fresh lease ID: the low 16 bits of the member ID on top, then a counter started from the
+    /// clock, masked positive (etcd's scheme, so IDs from different members do not collide).
+    pub fn next_lease_id(&self) -> i64 {
+        loop {
+            let n = self
+                .lease_ids
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let id = (((self.member_id & 0xffff) << 48) | (n & 0xffff_ffff_ffff)) as i64 & i64::MAX;
+            let taken = self
+                .read_state()
+                .map(|s| crate::mvcc::LeaseCheck::exists(&s.leases, id))
+                .unwrap_or(false);
+            if id != 0 && !taken {
+                return id;
+            }
+        }
+    }
+
+    /// Renews a lease on the leader: its granted TTL, `None` if there is no such lease.
+    pub async fn renew_lease(&self, id: i64) -> Result<Option<i64>, Status> {
+        let leader = self.raft.metrics().borrow().current_leader;
+        if leader != Some(self.member_id) {
+            // Forwarding keep-alives to a remote leader comes with multi-member clusters.
+            return Err(no_leader());
+        }
+        let exists = crate::mvcc::LeaseCheck::exists(&self.read_state()?.leases, id);
+        Ok(if exists { self.lessor.renew(id) } else { None })
     }
 
     /// Waits (bounded) until some member is leader. Returns false on timeout.

@@ -18,7 +18,11 @@ pub const CF_KV: &str = "kv";
 /// State-machine metadata: applied log id, membership, current and compacted revision, identity.
 pub const CF_META: &str = "meta";
 
-const ALL_CFS: [&str; 4] = [CF_RAFT_LOG, CF_RAFT_META, CF_KV, CF_META];
+/// Leases: id (i64 big-endian) -> granted TTL (i64 big-endian). Attached keys are derived from
+/// the key space at start-up.
+pub const CF_LEASE: &str = "lease";
+
+const ALL_CFS: [&str; 5] = [CF_RAFT_LOG, CF_RAFT_META, CF_KV, CF_META, CF_LEASE];
 
 /// Shared handle to the member's database.
 #[derive(Clone)]

@@ -17,6 +17,8 @@ impl From<KvError> for Status {
             | KvError::RequestTooLarge => Code::InvalidArgument,
             KvError::Compacted | KvError::FutureRev => Code::OutOfRange,
             KvError::LeaseNotFound => Code::NotFound,
+            KvError::LeaseExists => Code::FailedPrecondition,
+            KvError::LeaseTtlTooLarge => Code::OutOfRange,
             KvError::Storage(_) | KvError::Corrupt(_) => Code::Internal,
         };
         Status::new(code, e.to_string())

@@ -5,13 +5,17 @@ mod cluster;
 mod error;
 mod http;
 mod kv;
+mod lease;
 mod maintenance;
+mod watch;
 
 use std::sync::Arc;
 
 use oxetcd_common::etcdserverpb::cluster_server::ClusterServer;
 use oxetcd_common::etcdserverpb::kv_server::KvServer;
+use oxetcd_common::etcdserverpb::lease_server::LeaseServer;
 use oxetcd_common::etcdserverpb::maintenance_server::MaintenanceServer;
+use oxetcd_common::etcdserverpb::watch_server::WatchServer;
 use tonic::service::Routes;
 
 use crate::server::EtcdServer;
@@ -29,7 +33,12 @@ pub fn routes(server: Arc<EtcdServer>) -> Routes {
     let cluster = ClusterServer::new(cluster::ClusterService::new(server.clone()));
     let maintenance = MaintenanceServer::new(maintenance::MaintenanceService::new(server.clone()))
         .max_encoding_message_size(usize::MAX);
+    let watch = WatchServer::new(watch::WatchService::new(server.clone()))
+        .max_encoding_message_size(usize::MAX);
+    let lease = LeaseServer::new(lease::LeaseService::new(server.clone()));
     let grpc = Routes::new(kv)
+        .add_service(watch)
+        .add_service(lease)
         .add_service(cluster)
         .add_service(maintenance)
         .into_axum_router();

@@ -38,6 +38,10 @@ pub enum KvError {
     LeaseNotFound,
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     #[error("storage: {0}")]
     Storage(String),
     #[error("corrupt store: {0}")]

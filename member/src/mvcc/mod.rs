@@ -16,4 +16,14 @@ pub use kv::{
     KvError, LeaseCheck,
 };
 pub use revision::Revision;
+
+/// Is `key` in the etcd range `[start, end)`? `end` empty: just `start`; `end` = "\0": every key
+/// >= `start`.
+pub fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
+    match end {
+        [] => key == start,
+        [0] => key >= start,
+        _ => key >= start && key < end,
+    }
+}
 pub use store::{Mvcc, WriteTxn};

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use oxetcd_common::mvccpb::KeyValue;
+use oxetcd_common::mvccpb::{event::EventType, Event, KeyValue};
 use prost::Message;
 use rocksdb::WriteBatch;
 
@@ -124,6 +124,81 @@ impl Mvcc {
         Ok(out)
     }
 
+    /// The events of revisions `from..=to` on keys in `[start, end)`, in revision order, as a
+    /// watcher replaying history sees them. With `prev_kv`, each event carries the key's value
+    /// before it (when that is not compacted away).
+    pub fn events(
+        &self,
+        from: i64,
+        to: i64,
+        start: &[u8],
+        end: &[u8],
+        prev_kv: bool,
+    ) -> Result<Vec<Event>, KvError> {
+        let cf = self.storage.cf(CF_KV);
+        let first = Revision::new(from, 0).to_key(false);
+        let iter = self.storage.db().iterator_cf(
+            cf,
+            rocksdb::IteratorMode::From(&first, rocksdb::Direction::Forward),
+        );
+        let mut events = Vec::new();
+        for item in iter {
+            let (k, v) = item?;
+            let Some((rev, tombstone)) = Revision::from_key(&k) else {
+                return Err(KvError::Corrupt(format!("bad revision key {k:?}")));
+            };
+            if rev.main > to {
+                break;
+            }
+            let kv = KeyValue::decode(v.as_ref())
+                .map_err(|e| KvError::Corrupt(format!("bad value at {rev:?}: {e}")))?;
+            if !super::in_range(&kv.key, start, end) {
+                continue;
+            }
+            let prev = if prev_kv {
+                self.value_at(&kv.key, rev.main - 1)?
+            } else {
+                None
+            };
+            let kind = if tombstone {
+                EventType::Delete
+            } else {
+                EventType::Put
+            };
+            events.push(Event {
+                r#type: kind as i32,
+                kv: Some(kv),
+                prev_kv: prev,
+            });
+        }
+        Ok(events)
+    }
+
+    /// The value of one key at revision `at`, if it existed then and is not compacted away.
+    pub fn value_at(&self, key: &[u8], at: i64) -> Result<Option<KeyValue>, KvError> {
+        let Some((_, k)) = self.range_index(key, &[], at).next() else {
+            return Ok(None);
+        };
+        Ok(self.fetch(&[k.modified])?.pop())
+    }
+
+    /// Live keys that carry a lease, to attach them to their leases at start-up.
+    pub fn leased_keys(&self) -> Result<Vec<(Vec<u8>, i64)>, KvError> {
+        let revs: Vec<Revision> = self
+            .range_index(&[0], &[0], self.current_rev)
+            .map(|(_, at)| at.modified)
+            .collect();
+        let mut out = Vec::new();
+        for chunk in revs.chunks(1024) {
+            for kv in self.fetch(chunk)? {
+                if kv.lease != 0 {
+                    out.push((kv.key, kv.lease));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Starts a write transaction on top of the current revision.
     pub fn write_txn(&self) -> WriteTxn {
         WriteTxn {
@@ -133,30 +208,42 @@ impl Mvcc {
         }
     }
 
-    /// Commits a write transaction's changes into `batch` and the index. The batch is written by
-    /// the caller together with the applied index; the in-memory state is updated now, which is
-    /// safe because only the apply path writes and it writes the batch before answering anyone.
-    pub fn commit(&mut self, txn: WriteTxn, batch: &mut WriteBatch) -> i64 {
+    /// Commits a write transaction's changes into `batch` and the index, and returns them as
+    /// watch events (each with the key's previous value). The batch is written by the caller
+    /// together with the applied index; the in-memory state is updated now, which is safe because
+    /// only the apply path writes and it writes the batch before answering anyone.
+    pub fn commit(&mut self, txn: WriteTxn, batch: &mut WriteBatch) -> Vec<Event> {
         if txn.changes.is_empty() {
-            return self.current_rev;
+            return Vec::new();
         }
         let main = txn.begin_rev + 1;
         let cf = self.storage.cf(CF_KV);
+        let mut events = Vec::with_capacity(txn.changes.len());
         for (sub, change) in txn.changes.into_iter().enumerate() {
             let rev = Revision::new(main, sub as i64);
             match change {
-                Change::Put(kv) => {
+                Change::Put { kv, prev } => {
                     self.index.entry(&kv.key).put(rev);
                     batch.put_cf(cf, rev.to_key(false), kv.encode_to_vec());
+                    events.push(Event {
+                        r#type: EventType::Put as i32,
+                        kv: Some(kv),
+                        prev_kv: prev,
+                    });
                 }
-                Change::Delete(key) => {
-                    self.index.entry(&key).tombstone(rev);
+                Change::Delete { prev } => {
+                    self.index.entry(&prev.key).tombstone(rev);
                     let tomb = KeyValue {
-                        key,
+                        key: prev.key.clone(),
                         mod_revision: main,
                         ..Default::default()
                     };
                     batch.put_cf(cf, rev.to_key(true), tomb.encode_to_vec());
+                    events.push(Event {
+                        r#type: EventType::Delete as i32,
+                        kv: Some(tomb),
+                        prev_kv: Some(prev),
+                    });
                 }
             }
         }
@@ -166,7 +253,7 @@ impl Mvcc {
             META_CURRENT_REV,
             main.to_be_bytes(),
         );
-        main
+        events
     }
 
     /// Compacts history up to `rev` (checked by the caller), removing superseded revisions.
@@ -184,10 +271,15 @@ impl Mvcc {
     }
 }
 
-/// One change staged by a write transaction.
+/// One change staged by a write transaction, with the value it replaces.
 enum Change {
-    Put(KeyValue),
-    Delete(Vec<u8>),
+    Put {
+        kv: KeyValue,
+        prev: Option<KeyValue>,
+    },
+    Delete {
+        prev: KeyValue,
+    },
 }
 
 /// A write transaction being built: its changes are staged here and are visible to its own later
@@ -222,16 +314,9 @@ impl WriteTxn {
             .unzip();
         let mut merged: BTreeMap<Vec<u8>, KeyValue> =
             keys.into_iter().zip(store.fetch(&revs)?).collect();
-        let in_range = |k: &[u8]| {
-            if end.is_empty() {
-                k == start
-            } else {
-                k >= start && (end == [0] || k < end)
-            }
-        };
         for (k, v) in &self.overlay {
             if let Some(kv) = v {
-                if in_range(k) {
+                if super::in_range(k, start, end) {
                     merged.insert(k.clone(), kv.clone());
                 }
             }
@@ -266,7 +351,10 @@ impl WriteTxn {
             value,
             lease,
         };
-        self.changes.push(Change::Put(kv.clone()));
+        self.changes.push(Change::Put {
+            kv: kv.clone(),
+            prev,
+        });
         self.overlay.insert(key, Some(kv.clone()));
         Ok(kv)
     }
@@ -280,7 +368,7 @@ impl WriteTxn {
     ) -> Result<Vec<KeyValue>, KvError> {
         let doomed = self.range(store, start, end)?;
         for kv in &doomed {
-            self.changes.push(Change::Delete(kv.key.clone()));
+            self.changes.push(Change::Delete { prev: kv.clone() });
             self.overlay.insert(kv.key.clone(), None);
         }
         Ok(doomed)

@@ -1,0 +1,157 @@
+//! etcdserverpb.Lease: grant and revoke go through raft; keep-alive, time-to-live and the list
+//! are answered from the leader's lease clock and the applied lease table.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use oxetcd_common::etcdserverpb::lease_server::Lease;
+use oxetcd_common::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
+use oxetcd_common::oxetcdpb::internal_raft_request::Request as Proposal;
+use prost::Message;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::lease::MAX_LEASE_TTL;
+use crate::mvcc::KvError;
+use crate::server::EtcdServer;
+
+pub struct LeaseService {
+    server: Arc<EtcdServer>,
+}
+
+impl LeaseService {
+    pub fn new(server: Arc<EtcdServer>) -> Self {
+        Self { server }
+    }
+}
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        request: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let mut req = request.into_inner();
+        if req.ttl > MAX_LEASE_TTL {
+            return Err(KvError::LeaseTtlTooLarge.into());
+        }
+        req.ttl = req.ttl.max(self.server.lessor.min_ttl);
+        if req.id == 0 {
+            req.id = self.server.next_lease_id();
+        }
+        let (bytes, term) = self.server.propose(Proposal::LeaseGrant(req)).await?;
+        let mut resp = LeaseGrantResponse::decode(bytes.as_slice())
+            .map_err(|e| Status::internal(format!("etcdserver: bad apply result: {e}")))?;
+        resp.header = self
+            .server
+            .header(resp.header.map(|h| h.revision).unwrap_or_default(), term);
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let req = request.into_inner();
+        let (bytes, term) = self.server.propose(Proposal::LeaseRevoke(req)).await?;
+        let mut resp = LeaseRevokeResponse::decode(bytes.as_slice())
+            .map_err(|e| Status::internal(format!("etcdserver: bad apply result: {e}")))?;
+        resp.header = self
+            .server
+            .header(resp.header.map(|h| h.revision).unwrap_or_default(), term);
+        Ok(Response::new(resp))
+    }
+
+    type LeaseKeepAliveStream =
+        Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let mut requests = request.into_inner();
+        let server = self.server.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Ok(Some(req)) = requests.message().await {
+                let resp = match server.renew_lease(req.id).await {
+                    Ok(ttl) => {
+                        let rev = server
+                            .read_state()
+                            .map(|s| s.mvcc.current_rev())
+                            .unwrap_or_default();
+                        Ok(LeaseKeepAliveResponse {
+                            header: server.header(rev, server.term()),
+                            id: req.id,
+                            // An unknown lease answers TTL 0, as etcd does.
+                            ttl: ttl.unwrap_or(0),
+                        })
+                    }
+                    Err(e) => Err(e),
+                };
+                let failed = resp.is_err();
+                if tx.send(resp).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let req = request.into_inner();
+        self.server.read_barrier().await?;
+        let (rev, lease) = {
+            let st = self.server.read_state()?;
+            (st.mvcc.current_rev(), st.leases.get(req.id).cloned())
+        };
+        let header = self.server.header(rev, self.server.term());
+        let Some(lease) = lease else {
+            // etcd answers an unknown (expired) lease with TTL -1, not an error.
+            return Ok(Response::new(LeaseTimeToLiveResponse {
+                header,
+                id: req.id,
+                ttl: -1,
+                ..Default::default()
+            }));
+        };
+        let remaining = self.server.lessor.remaining(req.id).unwrap_or(lease.ttl);
+        Ok(Response::new(LeaseTimeToLiveResponse {
+            header,
+            id: req.id,
+            ttl: remaining,
+            granted_ttl: lease.ttl,
+            keys: if req.keys {
+                lease.keys.into_iter().collect()
+            } else {
+                Vec::new()
+            },
+        }))
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        self.server.read_barrier().await?;
+        let (rev, leases) = {
+            let st = self.server.read_state()?;
+            (
+                st.mvcc.current_rev(),
+                st.leases.ids().map(|id| LeaseStatus { id }).collect(),
+            )
+        };
+        Ok(Response::new(LeaseLeasesResponse {
+            header: self.server.header(rev, self.server.term()),
+            leases,
+        }))
+    }
+}

@@ -1,0 +1,145 @@
+//! Leases: a TTL that keys can be attached to; when it ends, its keys are deleted.
+//!
+//! Split as etcd splits it:
+//! - [`LeaseTable`] is replicated state: which leases exist, their granted TTL and attached keys.
+//!   It changes only by applying raft entries (grant, revoke, and puts/deletes of attached keys),
+//!   so every member deletes the same keys at the same revision.
+//! - [`Lessor`] is the leader's clock: when each lease expires. Keep-alives renew it locally (no
+//!   raft entry, as in etcd); an expired lease is revoked by proposing a LeaseRevoke. A member
+//!   that becomes leader (or restarts) gives every lease a full TTL again, as etcd does.
+
+mod lessor;
+
+pub use lessor::Lessor;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use oxetcd_common::mvccpb::{event::EventType, Event};
+use rocksdb::WriteBatch;
+
+use crate::mvcc::{KvError, LeaseCheck};
+use crate::storage::{Storage, CF_LEASE};
+
+/// etcd's largest TTL (MaxLeaseTTL).
+pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Lease {
+    pub id: i64,
+    /// The TTL granted, in seconds.
+    pub ttl: i64,
+    pub keys: BTreeSet<Vec<u8>>,
+}
+
+/// Every lease, with its attached keys.
+#[derive(Default)]
+pub struct LeaseTable {
+    leases: BTreeMap<i64, Lease>,
+}
+
+impl LeaseCheck for LeaseTable {
+    fn exists(&self, id: i64) -> bool {
+        self.leases.contains_key(&id)
+    }
+}
+
+impl LeaseTable {
+    /// Loads the leases; their keys are attached afterwards from the key space
+    /// ([`LeaseTable::attach`] for each live key with a lease).
+    pub fn open(storage: &Storage) -> Result<Self, KvError> {
+        let mut leases = BTreeMap::new();
+        for item in storage
+            .db()
+            .iterator_cf(storage.cf(CF_LEASE), rocksdb::IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            let (Ok(id), Ok(ttl)) = (
+                <[u8; 8]>::try_from(k.as_ref()),
+                <[u8; 8]>::try_from(v.as_ref()),
+            ) else {
+                return Err(KvError::Corrupt("bad lease row".into()));
+            };
+            let id = i64::from_be_bytes(id);
+            leases.insert(
+                id,
+                Lease {
+                    id,
+                    ttl: i64::from_be_bytes(ttl),
+                    keys: BTreeSet::new(),
+                },
+            );
+        }
+        Ok(Self { leases })
+    }
+
+    pub fn get(&self, id: i64) -> Option<&Lease> {
+        self.leases.get(&id)
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.leases.keys().copied()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Lease> {
+        self.leases.values()
+    }
+
+    pub fn grant(
+        &mut self,
+        storage: &Storage,
+        id: i64,
+        ttl: i64,
+        batch: &mut WriteBatch,
+    ) -> Result<(), KvError> {
+        if self.leases.contains_key(&id) {
+            return Err(KvError::LeaseExists);
+        }
+        self.leases.insert(
+            id,
+            Lease {
+                id,
+                ttl,
+                keys: BTreeSet::new(),
+            },
+        );
+        batch.put_cf(storage.cf(CF_LEASE), id.to_be_bytes(), ttl.to_be_bytes());
+        Ok(())
+    }
+
+    /// Forgets a lease (its keys are deleted by the caller, in the same revision).
+    pub fn remove(&mut self, storage: &Storage, id: i64, batch: &mut WriteBatch) -> Option<Lease> {
+        let lease = self.leases.remove(&id)?;
+        batch.delete_cf(storage.cf(CF_LEASE), id.to_be_bytes());
+        Some(lease)
+    }
+
+    pub fn attach(&mut self, id: i64, key: &[u8]) {
+        if let Some(l) = self.leases.get_mut(&id) {
+            l.keys.insert(key.to_vec());
+        }
+    }
+
+    fn detach(&mut self, id: i64, key: &[u8]) {
+        if let Some(l) = self.leases.get_mut(&id) {
+            l.keys.remove(key);
+        }
+    }
+
+    /// Follows key changes: a put moves the key to its new lease, a delete detaches it.
+    pub fn observe(&mut self, events: &[Event]) {
+        for ev in events {
+            if let Some(prev) = &ev.prev_kv {
+                if prev.lease != 0 {
+                    self.detach(prev.lease, &prev.key);
+                }
+            }
+            if ev.r#type == EventType::Put as i32 {
+                if let Some(kv) = &ev.kv {
+                    if kv.lease != 0 {
+                        self.attach(kv.lease, &kv.key);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! One client watch stream: its watchers, replay, live events, cancel and progress.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use oxetcd_common::etcdserverpb::{
+    watch_create_request::FilterType, watch_request, WatchCreateRequest, WatchRequest,
+    WatchResponse,
+};
+use oxetcd_common::mvccpb::{event::EventType, Event};
+use tokio::sync::{broadcast, mpsc};
+use tonic::Status;
+
+use crate::mvcc::{self, KvError};
+use crate::server::EtcdServer;
+
+/// How often a watcher created with `progress_notify` hears the current revision when idle
+/// (etcd's default interval).
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(600);
+/// Largest number of events sent in one replay response.
+const MAX_EVENTS_PER_RESPONSE: usize = 1000;
+/// etcd's watch ID for responses that belong to no watcher (progress of the whole stream).
+const NO_WATCH_ID: i64 = -1;
+
+struct Watcher {
+    key: Vec<u8>,
+    range_end: Vec<u8>,
+    /// The next revision this watcher owes its client.
+    next_rev: i64,
+    no_put: bool,
+    no_delete: bool,
+    prev_kv: bool,
+    progress_notify: bool,
+}
+
+impl Watcher {
+    fn wants(&self, ev: &Event) -> bool {
+        let Some(kv) = &ev.kv else { return false };
+        if !mvcc::in_range(&kv.key, &self.key, &self.range_end) {
+            return false;
+        }
+        let put = ev.r#type == EventType::Put as i32;
+        !(put && self.no_put || !put && self.no_delete)
+    }
+
+    fn shape(&self, ev: &Event) -> Event {
+        let mut ev = ev.clone();
+        if !self.prev_kv {
+            ev.prev_kv = None;
+        }
+        ev
+    }
+}
+
+/// Serves one watch stream until the client goes away.
+pub async fn serve(
+    server: Arc<EtcdServer>,
+    mut requests: tonic::Streaming<WatchRequest>,
+    out: mpsc::Sender<Result<WatchResponse, Status>>,
+) {
+    let mut s = StreamState {
+        server: server.clone(),
+        out,
+        watchers: BTreeMap::new(),
+        next_id: 0,
+    };
+    let mut feed = server.watch_hub.subscribe();
+    let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
+    progress.tick().await;
+    loop {
+        let ok = tokio::select! {
+            req = requests.message() => match req {
+                Ok(Some(req)) => s.handle(req).await,
+                // Client closed its side or the connection broke: the stream is over.
+                Ok(None) | Err(_) => return,
+            },
+            batch = feed.recv() => match batch {
+                Ok(batch) => s.live(&batch.revision, &batch.events).await,
+                Err(broadcast::error::RecvError::Lagged(_)) => s.catch_up_all().await,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = progress.tick() => s.progress_notify().await,
+        };
+        if !ok {
+            return;
+        }
+    }
+}
+
+struct StreamState {
+    server: Arc<EtcdServer>,
+    out: mpsc::Sender<Result<WatchResponse, Status>>,
+    watchers: BTreeMap<i64, Watcher>,
+    next_id: i64,
+}
+
+impl StreamState {
+    fn header(&self, revision: i64) -> Option<oxetcd_common::etcdserverpb::ResponseHeader> {
+        self.server.header(revision, self.server.term())
+    }
+
+    /// Sends one response; false once the client is gone.
+    async fn send(&self, resp: WatchResponse) -> bool {
+        self.out.send(Ok(resp)).await.is_ok()
+    }
+
+    fn revisions(&self) -> Result<(i64, i64), Status> {
+        let st = self.server.read_state()?;
+        Ok((st.mvcc.current_rev(), st.mvcc.compact_rev()))
+    }
+
+    async fn handle(&mut self, req: WatchRequest) -> bool {
+        match req.request_union {
+            Some(watch_request::RequestUnion::CreateRequest(c)) => self.create(c).await,
+            Some(watch_request::RequestUnion::CancelRequest(c)) => {
+                if self.watchers.remove(&c.watch_id).is_none() {
+                    return true;
+                }
+                let (rev, _) = match self.revisions() {
+                    Ok(r) => r,
+                    Err(e) => return self.out.send(Err(e)).await.is_ok(),
+                };
+                self.send(WatchResponse {
+                    header: self.header(rev),
+                    watch_id: c.watch_id,
+                    canceled: true,
+                    ..Default::default()
+                })
+                .await
+            }
+            Some(watch_request::RequestUnion::ProgressRequest(_)) => {
+                let (rev, _) = match self.revisions() {
+                    Ok(r) => r,
+                    Err(e) => return self.out.send(Err(e)).await.is_ok(),
+                };
+                self.send(WatchResponse {
+                    header: self.header(rev),
+                    watch_id: NO_WATCH_ID,
+                    ..Default::default()
+                })
+                .await
+            }
+            None => true,
+        }
+    }
+
+    async fn create(&mut self, c: WatchCreateRequest) -> bool {
+        let (current, compacted) = match self.revisions() {
+            Ok(r) => r,
+            Err(e) => return self.out.send(Err(e)).await.is_ok(),
+        };
+        let id = if c.watch_id != 0 {
+            c.watch_id
+        } else {
+            while self.watchers.contains_key(&self.next_id) {
+                self.next_id += 1;
+            }
+            self.next_id
+        };
+        if self.watchers.contains_key(&id) || id < 0 {
+            // etcd: a watch ID already in use on this stream is refused.
+            return self
+                .send(WatchResponse {
+                    header: self.header(current),
+                    watch_id: NO_WATCH_ID,
+                    created: true,
+                    canceled: true,
+                    cancel_reason: "mvcc: duplicate watch ID provided on the WatchStream".into(),
+                    ..Default::default()
+                })
+                .await;
+        }
+        if c.watch_id == 0 {
+            self.next_id += 1;
+        }
+        if !self
+            .send(WatchResponse {
+                header: self.header(current),
+                watch_id: id,
+                created: true,
+                ..Default::default()
+            })
+            .await
+        {
+            return false;
+        }
+        let start = if c.start_revision > 0 {
+            c.start_revision
+        } else {
+            current + 1
+        };
+        if start < compacted {
+            return self.send_compacted(id, current, compacted).await;
+        }
+        let filters = c
+            .filters
+            .iter()
+            .filter_map(|f| FilterType::try_from(*f).ok());
+        let (mut no_put, mut no_delete) = (false, false);
+        for f in filters {
+            match f {
+                FilterType::Noput => no_put = true,
+                FilterType::Nodelete => no_delete = true,
+            }
+        }
+        self.watchers.insert(
+            id,
+            Watcher {
+                key: c.key,
+                range_end: c.range_end,
+                next_rev: start,
+                no_put,
+                no_delete,
+                prev_kv: c.prev_kv,
+                progress_notify: c.progress_notify,
+            },
+        );
+        self.catch_up(id).await
+    }
+
+    async fn send_compacted(&mut self, id: i64, current: i64, compacted: i64) -> bool {
+        self.watchers.remove(&id);
+        self.send(WatchResponse {
+            header: self.header(current),
+            watch_id: id,
+            canceled: true,
+            compact_revision: compacted,
+            cancel_reason: KvError::Compacted.to_string(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Replays, from the store, everything a watcher is owed up to the current revision.
+    async fn catch_up(&mut self, id: i64) -> bool {
+        let Some(w) = self.watchers.get(&id) else {
+            return true;
+        };
+        // Read under the state lock, send after releasing it.
+        let read = (|| -> Result<(i64, i64, Option<Vec<Event>>), Status> {
+            let st = self.server.read_state()?;
+            let (current, compacted) = (st.mvcc.current_rev(), st.mvcc.compact_rev());
+            if w.next_rev < compacted {
+                return Ok((current, compacted, None));
+            }
+            if w.next_rev > current {
+                return Ok((current, compacted, Some(Vec::new())));
+            }
+            let evs = st
+                .mvcc
+                .events(w.next_rev, current, &w.key, &w.range_end, w.prev_kv)?;
+            let evs = evs
+                .iter()
+                .filter(|e| w.wants(e))
+                .map(|e| w.shape(e))
+                .collect();
+            Ok((current, compacted, Some(evs)))
+        })();
+        let (current, compacted, events) = match read {
+            Ok(r) => r,
+            Err(e) => return self.out.send(Err(e)).await.is_ok(),
+        };
+        let Some(events) = events else {
+            return self.send_compacted(id, current, compacted).await;
+        };
+        if let Some(w) = self.watchers.get_mut(&id) {
+            w.next_rev = w.next_rev.max(current + 1);
+        }
+        for chunk in events.chunks(MAX_EVENTS_PER_RESPONSE) {
+            let sent = self
+                .send(WatchResponse {
+                    header: self.header(current),
+                    watch_id: id,
+                    events: chunk.to_vec(),
+                    ..Default::default()
+                })
+                .await;
+            if !sent {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn catch_up_all(&mut self) -> bool {
+        let ids: Vec<i64> = self.watchers.keys().copied().collect();
+        for id in ids {
+            if !self.catch_up(id).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Hands one committed revision to every watcher that has not seen it yet.
+    async fn live(&mut self, revision: &i64, events: &[Event]) -> bool {
+        let revision = *revision;
+        let mut out = Vec::new();
+        for (id, w) in self.watchers.iter_mut() {
+            if w.next_rev > revision {
+                continue;
+            }
+            if w.next_rev < revision {
+                // A gap (revisions the feed never showed this watcher): the store fills it.
+                out.push((*id, None));
+                continue;
+            }
+            w.next_rev = revision + 1;
+            let evs: Vec<Event> = events
+                .iter()
+                .filter(|e| w.wants(e))
+                .map(|e| w.shape(e))
+                .collect();
+            if !evs.is_empty() {
+                out.push((*id, Some(evs)));
+            }
+        }
+        for (id, evs) in out {
+            let sent = match evs {
+                Some(events) => {
+                    self.send(WatchResponse {
+                        header: self.header(revision),
+                        watch_id: id,
+                        events,
+                        ..Default::default()
+                    })
+                    .await
+                }
+                None => self.catch_up(id).await,
+            };
+            if !sent {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn progress_notify(&mut self) -> bool {
+        let (rev, _) = match self.revisions() {
+            Ok(r) => r,
+            Err(_) => return true,
+        };
+        let ids: Vec<i64> = self
+            .watchers
+            .iter()
+            .filter(|(_, w)| w.progress_notify)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let sent = self
+                .send(WatchResponse {
+                    header: self.header(rev),
+                    watch_id: id,
+                    ..Default::default()
+                })
+                .await;
+            if !sent {
+                return false;
+            }
+        }
+        true
+    }
+}
