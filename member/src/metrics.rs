@@ -13,6 +13,7 @@ pub struct Metrics {
     pub db_size: IntGauge,
     pub keys_total: IntGauge,
     pub current_revision: IntGauge,
+    pub watch_lagged: IntCounter,
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
@@ -70,6 +71,11 @@ impl Metrics {
                 &r,
                 "etcd_debugging_mvcc_current_revision",
                 "The current revision of store.",
+            ),
+            watch_lagged: counter(
+                &r,
+                "oxetcd_watch_stream_lagged_total",
+                "Times a watch stream fell behind the event feed and caught up from the store.",
             ),
             registry: r,
         }

@@ -77,7 +77,10 @@ pub async fn serve(
             },
             batch = feed.recv() => match batch {
                 Ok(batch) => s.live(&batch.revision, &batch.events).await,
-                Err(broadcast::error::RecvError::Lagged(_)) => s.catch_up_all().await,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    server.metrics.watch_lagged.inc();
+                    s.catch_up_all().await
+                }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = progress.tick() => s.progress_notify().await,
