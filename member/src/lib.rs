@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod apply;
+pub mod concurrency;
 pub mod config;
 pub mod lease;
 pub mod member;

@@ -2,10 +2,12 @@
 //! (`/health`, `/version`, `/metrics`). Thin: validate, hand on to `server`, shape the answer.
 
 mod cluster;
+mod election;
 mod error;
 mod http;
 mod kv;
 mod lease;
+mod lock;
 mod maintenance;
 mod watch;
 
@@ -16,6 +18,8 @@ use oxetcd_common::etcdserverpb::kv_server::KvServer;
 use oxetcd_common::etcdserverpb::lease_server::LeaseServer;
 use oxetcd_common::etcdserverpb::maintenance_server::MaintenanceServer;
 use oxetcd_common::etcdserverpb::watch_server::WatchServer;
+use oxetcd_common::v3electionpb::election_server::ElectionServer;
+use oxetcd_common::v3lockpb::lock_server::LockServer;
 use tonic::service::Routes;
 
 use crate::server::EtcdServer;
@@ -39,6 +43,10 @@ pub fn routes(server: Arc<EtcdServer>) -> Routes {
     let grpc = Routes::new(kv)
         .add_service(watch)
         .add_service(lease)
+        .add_service(LockServer::new(lock::LockService::new(server.clone())))
+        .add_service(ElectionServer::new(election::ElectionService::new(
+            server.clone(),
+        )))
         .add_service(cluster)
         .add_service(maintenance)
         .into_axum_router();

@@ -1,0 +1,47 @@
+//! v3lockpb.Lock: a mutex per name, held by a lease.
+
+use std::sync::Arc;
+
+use oxetcd_common::v3lockpb::lock_server::Lock;
+use oxetcd_common::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
+use tonic::{Request, Response, Status};
+
+use crate::concurrency::{self, Abandon};
+use crate::server::EtcdServer;
+
+pub struct LockService {
+    server: Arc<EtcdServer>,
+}
+
+impl LockService {
+    pub fn new(server: Arc<EtcdServer>) -> Self {
+        Self { server }
+    }
+}
+
+#[tonic::async_trait]
+impl Lock for LockService {
+    async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let req = request.into_inner();
+        let key = concurrency::contender_key(&req.name, req.lease);
+        let (rev, _) = concurrency::create_or_get(&self.server, &key, b"", req.lease).await?;
+        let guard = Abandon::new(self.server.clone(), key.clone(), rev);
+        let current =
+            concurrency::wait_until_owner(&self.server, &concurrency::prefix(&req.name), &key, rev)
+                .await?;
+        guard.keep();
+        Ok(Response::new(LockResponse {
+            header: self.server.header(current, self.server.term()),
+            key,
+        }))
+    }
+
+    async fn unlock(
+        &self,
+        request: Request<UnlockRequest>,
+    ) -> Result<Response<UnlockResponse>, Status> {
+        let req = request.into_inner();
+        let header = concurrency::delete_if_owner(&self.server, &req.key, 0).await?;
+        Ok(Response::new(UnlockResponse { header }))
+    }
+}

@@ -1,0 +1,258 @@
+//! Server-side Lock and Election (v3lockpb, v3electionpb), built like etcd's client-side
+//! recipes they wrap: a key `<name>/<lease in hex>` created under the caller's lease, ordered by
+//! create revision; the owner is the key with the lowest create revision. Waiting is driven by
+//! the watch feed: every committed revision wakes the waiters, who re-check the prefix.
+
+use std::sync::Arc;
+
+use oxetcd_common::etcdserverpb::{
+    compare, request_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
+    ResponseHeader, TxnRequest, TxnResponse,
+};
+use oxetcd_common::mvccpb::KeyValue;
+use oxetcd_common::oxetcdpb::internal_raft_request::Request as Proposal;
+use prost::Message;
+use tokio::sync::broadcast::error::RecvError;
+use tonic::Status;
+
+use crate::server::EtcdServer;
+
+/// `name/` : the prefix all contenders of a lock or election share.
+pub fn prefix(name: &[u8]) -> Vec<u8> {
+    let mut p = name.to_vec();
+    p.push(b'/');
+    p
+}
+
+/// `name/<lease hex>`: one contender's key.
+pub fn contender_key(name: &[u8], lease: i64) -> Vec<u8> {
+    let mut k = prefix(name);
+    k.extend_from_slice(format!("{lease:x}").as_bytes());
+    k
+}
+
+fn prefix_end(p: &[u8]) -> Vec<u8> {
+    let mut end = p.to_vec();
+    while let Some(last) = end.last_mut() {
+        if *last < 0xff {
+            *last += 1;
+            return end;
+        }
+        end.pop();
+    }
+    vec![0]
+}
+
+pub async fn txn(server: &EtcdServer, req: TxnRequest) -> Result<(TxnResponse, u64), Status> {
+    let (bytes, term) = server.propose(Proposal::Txn(req)).await?;
+    let resp = TxnResponse::decode(bytes.as_slice())
+        .map_err(|e| Status::internal(format!("etcdserver: bad apply result: {e}")))?;
+    Ok((resp, term))
+}
+
+fn create_revision_is(key: &[u8], rev: i64) -> Compare {
+    Compare {
+        result: compare::CompareResult::Equal as i32,
+        target: compare::CompareTarget::Create as i32,
+        key: key.to_vec(),
+        target_union: Some(compare::TargetUnion::CreateRevision(rev)),
+        range_end: Vec::new(),
+    }
+}
+
+fn op_put(key: &[u8], value: &[u8], lease: i64) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestPut(PutRequest {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            lease,
+            ..Default::default()
+        })),
+    }
+}
+
+fn op_get(key: &[u8]) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestRange(RangeRequest {
+            key: key.to_vec(),
+            ..Default::default()
+        })),
+    }
+}
+
+fn op_delete(key: &[u8]) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestDeleteRange(
+            DeleteRangeRequest {
+                key: key.to_vec(),
+                ..Default::default()
+            },
+        )),
+    }
+}
+
+/// Creates `key` under `lease` unless it exists; returns its create revision and current value.
+pub async fn create_or_get(
+    server: &EtcdServer,
+    key: &[u8],
+    value: &[u8],
+    lease: i64,
+) -> Result<(i64, Option<KeyValue>), Status> {
+    let (resp, _) = txn(
+        server,
+        TxnRequest {
+            compare: vec![create_revision_is(key, 0)],
+            success: vec![op_put(key, value, lease)],
+            failure: vec![op_get(key)],
+        },
+    )
+    .await?;
+    let rev = resp.header.map(|h| h.revision).unwrap_or_default();
+    if resp.succeeded {
+        return Ok((rev, None));
+    }
+    let existing = resp.responses.into_iter().find_map(|r| match r.response {
+        Some(oxetcd_common::etcdserverpb::response_op::Response::ResponseRange(r)) => {
+            r.kvs.into_iter().next()
+        }
+        _ => None,
+    });
+    let kv = existing.ok_or_else(|| Status::internal("etcdserver: contender key vanished"))?;
+    Ok((kv.create_revision, Some(kv)))
+}
+
+/// Puts `value` on `key` if it still has create revision `rev`; false if someone else's now.
+pub async fn put_if_owner(
+    server: &EtcdServer,
+    key: &[u8],
+    rev: i64,
+    value: &[u8],
+    lease: i64,
+) -> Result<(bool, Option<ResponseHeader>), Status> {
+    let (resp, term) = txn(
+        server,
+        TxnRequest {
+            compare: vec![create_revision_is(key, rev)],
+            success: vec![op_put(key, value, lease)],
+            failure: vec![],
+        },
+    )
+    .await?;
+    let header = server.header(resp.header.map(|h| h.revision).unwrap_or_default(), term);
+    Ok((resp.succeeded, header))
+}
+
+/// Deletes `key` if it still has create revision `rev` (any revision when `rev` is 0).
+pub async fn delete_if_owner(
+    server: &EtcdServer,
+    key: &[u8],
+    rev: i64,
+) -> Result<Option<ResponseHeader>, Status> {
+    let compare = if rev == 0 {
+        vec![]
+    } else {
+        vec![create_revision_is(key, rev)]
+    };
+    let (resp, term) = txn(
+        server,
+        TxnRequest {
+            compare,
+            success: vec![op_delete(key)],
+            failure: vec![],
+        },
+    )
+    .await?;
+    Ok(server.header(resp.header.map(|h| h.revision).unwrap_or_default(), term))
+}
+
+/// The live key with the lowest create revision under `prefix`, and the current revision.
+pub fn owner(server: &EtcdServer, prefix: &[u8]) -> Result<(Option<KeyValue>, i64), Status> {
+    let st = server.read_state()?;
+    let end = prefix_end(prefix);
+    let current = st.mvcc.current_rev();
+    let oldest = st
+        .mvcc
+        .range_index(prefix, &end, current)
+        .min_by_key(|(_, at)| at.created)
+        .map(|(_, at)| at.modified);
+    let kv = match oldest {
+        Some(rev) => st.mvcc.fetch(&[rev])?.pop(),
+        None => None,
+    };
+    Ok((kv, current))
+}
+
+/// Waits until `key` (created at `rev`) is the oldest key under `prefix`. Fails if the key
+/// disappears meanwhile (its lease expired or someone deleted it).
+pub async fn wait_until_owner(
+    server: &Arc<EtcdServer>,
+    prefix: &[u8],
+    key: &[u8],
+    rev: i64,
+) -> Result<i64, Status> {
+    // Subscribe before checking, so no change between the check and the wait is missed.
+    let mut feed = server.watch_hub.subscribe();
+    loop {
+        let (first, current) = owner(server, prefix)?;
+        match first {
+            Some(kv) if kv.key == key && kv.create_revision == rev => return Ok(current),
+            Some(_) => {}
+            None => {
+                return Err(Status::unknown(
+                    "etcdserver: contender key was deleted while waiting",
+                ))
+            }
+        }
+        {
+            let st = server.read_state()?;
+            let mine = st.mvcc.range_index(key, &[], current).next();
+            if mine.map(|(_, at)| at.created.main) != Some(rev) {
+                return Err(Status::unknown(
+                    "etcdserver: contender key was deleted while waiting",
+                ));
+            }
+        }
+        match feed.recv().await {
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => {
+                return Err(Status::unavailable("etcdserver: server stopping"))
+            }
+        }
+    }
+}
+
+/// Deletes a contender key if the request that created it goes away before it is returned
+/// (the client gave up waiting), as etcd's Mutex.Lock does on cancellation.
+pub struct Abandon {
+    server: Option<Arc<EtcdServer>>,
+    key: Vec<u8>,
+    rev: i64,
+}
+
+impl Abandon {
+    pub fn new(server: Arc<EtcdServer>, key: Vec<u8>, rev: i64) -> Self {
+        Self {
+            server: Some(server),
+            key,
+            rev,
+        }
+    }
+
+    /// The request completed: keep the key.
+    pub fn keep(mut self) {
+        self.server = None;
+    }
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            let (key, rev) = (std::mem::take(&mut self.key), self.rev);
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    let _ = delete_if_owner(&server, &key, rev).await;
+                });
+            }
+        }
+    }
+}
