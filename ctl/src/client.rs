@@ -5,7 +5,11 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use oxetcd_common::etcdserverpb::cluster_client::ClusterClient;
 use oxetcd_common::etcdserverpb::kv_client::KvClient;
+use oxetcd_common::etcdserverpb::lease_client::LeaseClient;
 use oxetcd_common::etcdserverpb::maintenance_client::MaintenanceClient;
+use oxetcd_common::etcdserverpb::watch_client::WatchClient;
+use oxetcd_common::v3electionpb::election_client::ElectionClient;
+use oxetcd_common::v3lockpb::lock_client::LockClient;
 use tonic::transport::{Channel, Endpoint};
 
 /// etcdctl accepts `host:port` as well as URLs.
@@ -53,6 +57,10 @@ pub struct Clients {
     pub kv: KvClient<Channel>,
     pub cluster: ClusterClient<Channel>,
     pub maintenance: MaintenanceClient<Channel>,
+    pub lease: LeaseClient<Channel>,
+    pub watch: WatchClient<Channel>,
+    pub lock: LockClient<Channel>,
+    pub election: ElectionClient<Channel>,
 }
 
 impl Clients {
@@ -60,7 +68,11 @@ impl Clients {
         Self {
             kv: KvClient::new(ch.clone()).max_decoding_message_size(usize::MAX),
             cluster: ClusterClient::new(ch.clone()),
-            maintenance: MaintenanceClient::new(ch),
+            maintenance: MaintenanceClient::new(ch.clone()),
+            lease: LeaseClient::new(ch.clone()),
+            watch: WatchClient::new(ch.clone()).max_decoding_message_size(usize::MAX),
+            lock: LockClient::new(ch.clone()),
+            election: ElectionClient::new(ch),
         }
     }
 }

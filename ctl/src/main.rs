@@ -2,9 +2,12 @@
 
 mod bench;
 mod client;
+mod coordination;
 mod kvargs;
+mod lease;
 mod output;
 mod txn;
+mod watch;
 
 use std::io::{IsTerminal, Read};
 use std::time::{Duration, Instant};
@@ -89,6 +92,34 @@ enum Command {
         #[command(subcommand)]
         command: MemberCommand,
     },
+    /// Watches events stream on keys or prefixes
+    Watch(watch::WatchArgs),
+    /// Lease related commands
+    Lease {
+        #[command(subcommand)]
+        command: lease::LeaseCommand,
+    },
+    /// Acquires a named lock
+    Lock {
+        lockname: String,
+        /// [exec-command arg1 arg2 ...]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        exec: Vec<String>,
+        /// timeout for session
+        #[arg(long, default_value_t = 60)]
+        ttl: i64,
+    },
+    /// Observes and participates in leader election
+    Elect {
+        election_name: String,
+        proposal: Option<String>,
+        /// observation mode
+        #[arg(short, long)]
+        listen: bool,
+        /// timeout for session
+        #[arg(long, default_value_t = 60)]
+        ttl: i64,
+    },
     /// Benchmark: load generator with etcd benchmark's flags and report
     Bench(bench::BenchArgs),
     /// Endpoint related commands
@@ -154,6 +185,15 @@ impl From<tonic::Status> for Failure {
         Failure {
             code: EXIT_ERROR,
             message: status_text(&s),
+        }
+    }
+}
+
+impl From<lease::CmdError> for Failure {
+    fn from(e: lease::CmdError) -> Self {
+        Failure {
+            code: e.code,
+            message: e.message,
         }
     }
 }
@@ -234,6 +274,32 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 Format::Json => println!("{{\"header\":{}}}", output::header_json(&resp.header)),
                 _ => println!("compacted revision {rev}"),
             }
+        }
+        Command::Watch(args) => {
+            let mut c = Clients::new(connect().await?);
+            watch::run(&mut c, printer, args).await?;
+        }
+        Command::Lease { command } => {
+            let mut c = Clients::new(connect().await?);
+            lease::run(&mut c, printer, command).await?;
+        }
+        Command::Lock {
+            lockname,
+            exec,
+            ttl,
+        } => {
+            let exec = exec.into_iter().skip_while(|a| a == "--").collect();
+            let mut c = Clients::new(connect().await?);
+            coordination::lock(&mut c, lockname, exec, ttl).await?;
+        }
+        Command::Elect {
+            election_name,
+            proposal,
+            listen,
+            ttl,
+        } => {
+            let mut c = Clients::new(connect().await?);
+            coordination::elect(&mut c, election_name, proposal, listen, ttl).await?;
         }
         Command::Bench(args) => bench::run(&cli.endpoints, cli.dial_timeout, args).await?,
         Command::Member {

@@ -27,6 +27,10 @@ pub struct Printer {
 
 // ---- JSON: field names and order of etcd's Go structs, zero values omitted ------------------------
 
+pub fn b64_value(b: &[u8]) -> Value {
+    b64(b)
+}
+
 fn b64(b: &[u8]) -> Value {
     Value::String(base64::engine::general_purpose::STANDARD.encode(b))
 }
@@ -310,6 +314,11 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 // ---- printers ---------------------------------------------------------------------------------
 
 impl Printer {
+    /// etcdctl's printKV: key (unless value-only) and value, each on its own line.
+    pub fn print_kv(&self, kv: &KeyValue) {
+        self.kv_simple(kv)
+    }
+
     fn kv_simple(&self, kv: &KeyValue) {
         let (k, v) = if self.hex {
             (hex(&kv.key), hex(&kv.value))

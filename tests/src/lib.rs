@@ -219,6 +219,75 @@ extern "C" {
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
+/// A long-running CLI process (watch, lock, elect) whose stdout is read line by line.
+pub struct Running {
+    pub child: Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl Running {
+    /// Starts `etcdctl` (ours = false) or `oxetcdctl` (ours = true) against `endpoint`.
+    pub fn start(ours: bool, endpoint: &str, args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let program = if ours {
+            bin("oxetcdctl")
+        } else {
+            PathBuf::from("etcdctl")
+        };
+        let mut child = Command::new(&program)
+            .env("ETCDCTL_API", "3")
+            .env("ETCDCTL_ENDPOINTS", endpoint)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+        let out = child.stdout.take().expect("stdout");
+        Running {
+            child,
+            lines: std::io::BufReader::new(out).lines(),
+        }
+    }
+
+    /// Reads stdout lines up to and including the first one equal to `last`.
+    pub fn read_until(&mut self, last: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for line in self.lines.by_ref() {
+            let line = line.expect("stdout line");
+            let done = line == last;
+            out.push(line);
+            if done {
+                return out;
+            }
+        }
+        panic!("stream ended before {last:?}; got {out:?}");
+    }
+
+    /// The next stdout line.
+    pub fn next_line(&mut self) -> String {
+        self.lines.next().expect("a line").expect("stdout line")
+    }
+
+    /// Waits for the process to end by itself; returns its exit code and stderr.
+    pub fn finish(mut self) -> (i32, String) {
+        use std::io::Read;
+        let status = self.child.wait().expect("wait");
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        (status.code().unwrap_or(-1), err)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The result of one CLI run.
 #[derive(Debug)]
 pub struct Ctl {
