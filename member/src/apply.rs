@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{Entry, EntryPayload, RaftSnapshotBuilder, StorageIOError, StoredMembership};
-use oxetcd_common::oxetcdpb::{internal_raft_request::Request, InternalRaftRequest};
+use oxetcd_common::oxetcdpb::{internal_raft_request::Request, RaftBatch};
 use prost::Message;
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
@@ -27,11 +27,11 @@ use crate::watch::WatchHub;
 const META_APPLIED: &[u8] = b"applied";
 const META_MEMBERSHIP: &[u8] = b"membership";
 
-/// The result of applying one entry, handed back to the proposer through openraft:
-/// the protobuf-encoded response of the request kind that was proposed, or its error.
+/// The result of applying one entry, handed back to the proposer through openraft: for each
+/// request of the batch, the protobuf-encoded response of its kind, or its error.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ApplyResult {
-    pub response: Option<Result<Vec<u8>, KvError>>,
+    pub responses: Vec<Result<Vec<u8>, KvError>>,
 }
 
 /// The member's applied state, shared with the read path.
@@ -263,33 +263,35 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut published = Vec::new();
         for entry in entries {
             state.applied = Some(entry.log_id);
-            let response = match entry.payload {
-                EntryPayload::Blank => None,
+            let responses = match entry.payload {
+                EntryPayload::Blank => Vec::new(),
                 EntryPayload::Membership(m) => {
                     state.membership = StoredMembership::new(Some(entry.log_id), m);
-                    None
+                    Vec::new()
                 }
-                EntryPayload::Normal(proposal) => {
-                    let req = InternalRaftRequest::decode(proposal.0.as_slice())
-                        .ok()
-                        .and_then(|r| r.request);
-                    match req {
-                        Some(req) => {
-                            Some(self.apply_request(&mut state, req, &mut batch, &mut published))
-                        }
-                        // Only a bug or a newer member's request kind gets here: skip it the
-                        // same way on every member rather than stop applying.
-                        None => {
-                            tracing::error!(
-                                index = entry.log_id.index,
-                                "undecodable proposal skipped"
-                            );
-                            Some(Err(KvError::Corrupt("undecodable proposal".into())))
-                        }
+                EntryPayload::Normal(proposal) => match RaftBatch::decode(proposal.0.as_slice()) {
+                    Ok(b) => b
+                        .requests
+                        .into_iter()
+                        .map(|r| match r.request {
+                            Some(req) => {
+                                self.apply_request(&mut state, req, &mut batch, &mut published)
+                            }
+                            // A request kind this member does not know (a newer member proposed
+                            // it): every member of this version skips it the same way.
+                            None => Err(KvError::Corrupt("unknown request kind".into())),
+                        })
+                        .collect(),
+                    Err(e) => {
+                        tracing::error!(
+                            index = entry.log_id.index,
+                            "undecodable proposal skipped: {e}"
+                        );
+                        Vec::new()
                     }
-                }
+                },
             };
-            results.push(ApplyResult { response });
+            results.push(ApplyResult { responses });
         }
         let meta = self.storage.cf(CF_META);
         batch.put_cf(

@@ -30,6 +30,9 @@ pub fn version_text() -> String {
 
 const IDENTITY_KEY: &[u8] = b"identity";
 
+/// Requests waiting for the proposer; beyond this, callers wait (back-pressure).
+const PROPOSAL_QUEUE: usize = 4096;
+
 /// Revisions the watch feed buffers before a slow stream has to catch up from the store.
 const WATCH_FEED_CAPACITY: usize = 1024;
 
@@ -231,6 +234,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let metrics = Metrics::new();
     watch_leadership(raft.clone(), me, metrics.clone());
+    let (proposals, proposal_rx) = tokio::sync::mpsc::channel(PROPOSAL_QUEUE);
     let server = Arc::new(EtcdServer {
         raft: raft.clone(),
         state,
@@ -252,7 +256,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 .unwrap_or(0))
                 << 8,
         ),
+        proposals,
     });
+    tokio::spawn(crate::server::run_proposer(
+        Arc::downgrade(&server),
+        proposal_rx,
+    ));
     revoke_expired_leases(server.clone());
     {
         let (server, metrics) = (server.clone(), metrics.clone());

@@ -3,6 +3,11 @@
 //! Durability: `append` writes its entries in one synced batch and only then fires openraft's
 //! flush callback, so an entry counted towards a quorum is on disk. `save_vote` is synced too: a
 //! member must never vote twice in a term, even across a crash.
+//!
+//! Group commit does not happen here: openraft 0.9 finishes one entry's log I/O before it starts
+//! the next, so a second fsync thread gains nothing (measured: it made 100-client puts slower).
+//! Batching happens before raft instead, in `server::run_proposer`: one entry carries every
+//! request queued while the previous one was in flight, and one fsync covers them all.
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
@@ -170,10 +175,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let bytes = bincode::serialize(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
             batch.put_cf(cf, index_key(entry.log_id.index), bytes);
         }
-        // One fsync for the whole batch; openraft hands us every entry queued since the last
-        // append, which is where group commit comes from.
-        let res = self.storage.db().write_opt(batch, &synced());
-        match res {
+        match self.storage.db().write_opt(batch, &synced()) {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())
