@@ -10,7 +10,13 @@ set -euo pipefail
 T=${1:-${CARGO_TARGET_DIR:-target}}/release
 CTL=$T/oxetcdctl
 WORK=$(mktemp -d /tmp/oxetcd-bench.XXXX)
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
+# The members are started from $(...) subshells, so they are not our jobs: stop them by pid.
+cleanup() {
+  for p in "$WORK"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done
+  sleep 0.5
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -22,6 +28,7 @@ start() { # kind name -> prints client port
     --listen-client-urls "http://127.0.0.1:$cp" --advertise-client-urls "http://127.0.0.1:$cp" \
     --listen-peer-urls "http://127.0.0.1:$pp" --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
     --initial-cluster "$name=http://127.0.0.1:$pp" > "$WORK/$name.log" 2>&1 &
+  echo $! > "$WORK/$name.pid"
   for _ in $(seq 1 100); do
     ETCDCTL_API=3 etcdctl --endpoints="127.0.0.1:$cp" endpoint health >/dev/null 2>&1 && break
     sleep 0.1
@@ -59,4 +66,5 @@ put, 100 clients, 10 conns|--clients 100 --conns 10 put --total 20000 --key-spac
 range linearizable, 100 clients|--clients 100 --conns 10 range 00000001 --total 20000 --consistency l
 range serializable, 100 clients|--clients 100 --conns 10 range 00000001 --total 20000 --consistency s
 LOADS
-echo "RSS after the run: etcd $(ps -o rss= -C etcd | head -1 | tr -d " ") KiB, oxetcd $(ps -o rss= -C oxetcd | head -1 | tr -d " ") KiB"
+rss() { ps -o rss= -p "$(cat "$WORK/$1.pid")" | tr -d ' '; }
+echo "RSS after the run: etcd $(rss etcd1) KiB, oxetcd $(rss ox1) KiB"
