@@ -303,3 +303,68 @@ async fn leases_survive_a_restart() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn large_watch_responses_are_fragmented_on_request() {
+    use oxetcd_common::etcdserverpb::watch_client::WatchClient;
+    use oxetcd_common::etcdserverpb::{watch_request, WatchCreateRequest, WatchRequest};
+
+    let m = Member::start_with(Kind::Oxetcd, &["--max-request-bytes", "10000"]);
+    let mut c = client(&m).await;
+    for k in ["f1", "f2", "f3"] {
+        c.put(k, vec![b'x'; 6000], None).await.unwrap();
+    }
+    // Replaying revisions 2..=4 is one response of about 18 KB: over the 10 KB limit.
+    // (etcd-client hides the fragment flag, so this uses the raw gRPC client.)
+    let replay = |fragment: bool| {
+        let url = m.url();
+        async move {
+            let mut w = WatchClient::connect(url).await.unwrap();
+            let create = WatchRequest {
+                request_union: Some(watch_request::RequestUnion::CreateRequest(
+                    WatchCreateRequest {
+                        key: b"f".to_vec(),
+                        range_end: b"g".to_vec(),
+                        start_revision: 2,
+                        fragment,
+                        ..Default::default()
+                    },
+                )),
+            };
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            tx.send(create).await.unwrap();
+            let mut stream = w
+                .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .unwrap()
+                .into_inner();
+            let (mut flags, mut keys) = (Vec::new(), Vec::new());
+            while keys.len() < 3 {
+                let r = timeout(WAIT, stream.message())
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .expect("response");
+                if r.events.is_empty() {
+                    continue;
+                }
+                flags.push(r.fragment);
+                keys.extend(
+                    r.events
+                        .iter()
+                        .map(|e| String::from_utf8(e.kv.clone().unwrap().key).unwrap()),
+                );
+            }
+            drop(tx);
+            (flags, keys)
+        }
+    };
+    let (flags, keys) = replay(true).await;
+    assert_eq!(keys, ["f1", "f2", "f3"]);
+    assert!(flags.len() > 1, "not fragmented: {flags:?}");
+    assert_eq!(flags.last(), Some(&false));
+    assert!(flags[..flags.len() - 1].iter().all(|f| *f));
+    // Without the flag the same replay is one response.
+    let (flags, keys) = replay(false).await;
+    assert_eq!((flags, keys.len()), (vec![false], 3));
+}

@@ -24,6 +24,8 @@ const MAX_EVENTS_PER_RESPONSE: usize = 1000;
 const NO_WATCH_ID: i64 = -1;
 
 struct Watcher {
+    /// Split responses larger than the request limit into fragments (etcd's `fragment`).
+    fragment: bool,
     key: Vec<u8>,
     range_end: Vec<u8>,
     /// The next revision this watcher owes its client.
@@ -51,6 +53,27 @@ impl Watcher {
         }
         ev
     }
+}
+
+/// Splits events into pieces of at most `limit` encoded bytes (a single larger event is a piece
+/// of its own), in order.
+fn fragments(events: Vec<Event>, limit: usize) -> Vec<Vec<Event>> {
+    let mut pieces = Vec::new();
+    let mut cur: Vec<Event> = Vec::new();
+    let mut size = 0;
+    for ev in events {
+        let n = prost::Message::encoded_len(&ev) + 2;
+        if !cur.is_empty() && size + n > limit {
+            pieces.push(std::mem::take(&mut cur));
+            size = 0;
+        }
+        size += n;
+        cur.push(ev);
+    }
+    if !cur.is_empty() {
+        pieces.push(cur);
+    }
+    pieces
 }
 
 /// Serves one watch stream until the client goes away.
@@ -106,6 +129,39 @@ impl StreamState {
     /// Sends one response; false once the client is gone.
     async fn send(&self, resp: WatchResponse) -> bool {
         self.out.send(Ok(resp)).await.is_ok()
+    }
+
+    /// Sends events to one watcher, split into fragments when it asked for them and the
+    /// response would be larger than the request limit.
+    async fn send_events(&self, id: i64, revision: i64, events: Vec<Event>) -> bool {
+        let limit = self.server.limits.max_request_bytes;
+        let fragment = self.watchers.get(&id).is_some_and(|w| w.fragment);
+        let resp = WatchResponse {
+            header: self.header(revision),
+            watch_id: id,
+            events,
+            ..Default::default()
+        };
+        if !fragment || prost::Message::encoded_len(&resp) <= limit {
+            return self.send(resp).await;
+        }
+        let pieces = fragments(resp.events, limit);
+        let n = pieces.len();
+        for (i, events) in pieces.into_iter().enumerate() {
+            let sent = self
+                .send(WatchResponse {
+                    header: self.header(revision),
+                    watch_id: id,
+                    events,
+                    fragment: i + 1 < n,
+                    ..Default::default()
+                })
+                .await;
+            if !sent {
+                return false;
+            }
+        }
+        true
     }
 
     fn revisions(&self) -> Result<(i64, i64), Status> {
@@ -210,6 +266,7 @@ impl StreamState {
         self.watchers.insert(
             id,
             Watcher {
+                fragment: c.fragment,
                 key: c.key,
                 range_end: c.range_end,
                 next_rev: start,
@@ -271,15 +328,7 @@ impl StreamState {
             w.next_rev = w.next_rev.max(current + 1);
         }
         for chunk in events.chunks(MAX_EVENTS_PER_RESPONSE) {
-            let sent = self
-                .send(WatchResponse {
-                    header: self.header(current),
-                    watch_id: id,
-                    events: chunk.to_vec(),
-                    ..Default::default()
-                })
-                .await;
-            if !sent {
+            if !self.send_events(id, current, chunk.to_vec()).await {
                 return false;
             }
         }
@@ -321,15 +370,7 @@ impl StreamState {
         }
         for (id, evs) in out {
             let sent = match evs {
-                Some(events) => {
-                    self.send(WatchResponse {
-                        header: self.header(revision),
-                        watch_id: id,
-                        events,
-                        ..Default::default()
-                    })
-                    .await
-                }
+                Some(events) => self.send_events(id, revision, events).await,
                 None => self.catch_up(id).await,
             };
             if !sent {
@@ -363,5 +404,36 @@ impl StreamState {
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oxetcd_common::mvccpb::KeyValue;
+
+    fn ev(value_len: usize) -> Event {
+        Event {
+            kv: Some(KeyValue {
+                key: b"k".to_vec(),
+                value: vec![b'v'; value_len],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn fragments_keep_order_and_bound_size() {
+        let events: Vec<Event> = (0..10).map(|i| ev(100 + i)).collect();
+        let pieces = fragments(events.clone(), 350);
+        assert!(pieces.len() > 1);
+        assert_eq!(pieces.concat(), events);
+        for p in &pieces {
+            let size: usize = p.iter().map(|e| prost::Message::encoded_len(e) + 2).sum();
+            assert!(size <= 350 || p.len() == 1);
+        }
+        // One event larger than the limit still goes, alone.
+        assert_eq!(fragments(vec![ev(1000)], 100).len(), 1);
     }
 }
