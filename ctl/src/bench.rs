@@ -46,6 +46,30 @@ pub enum BenchCommand {
         #[arg(long)]
         sequential_keys: bool,
     },
+    /// Benchmark put-to-event latency with many watchers on one key
+    WatchLatency {
+        /// Total number of put requests
+        #[arg(long, default_value_t = 1000)]
+        put_total: u64,
+        /// Number of keys to put per second (0: as fast as possible)
+        #[arg(long, default_value_t = 100)]
+        put_rate: u64,
+        /// Key size of watch response
+        #[arg(long, default_value_t = 32)]
+        key_size: usize,
+        /// Value size of watch response
+        #[arg(long, default_value_t = 32)]
+        val_size: usize,
+        /// Total number of watchers
+        #[arg(long, default_value_t = 100)]
+        watchers: usize,
+        /// Number of watch streams the watchers are spread over
+        #[arg(long, default_value_t = 10)]
+        streams: usize,
+        /// Extra streams with one watcher each that are never read (slow consumers)
+        #[arg(long, default_value_t = 0)]
+        slow_watchers: usize,
+    },
     /// Benchmark range
     Range {
         key: String,
@@ -113,6 +137,28 @@ pub async fn run(endpoints: &[String], dial: Duration, args: BenchArgs) -> Resul
     if args.clients == 0 || args.conns == 0 {
         bail!("--clients and --conns must be at least 1");
     }
+    if let BenchCommand::WatchLatency {
+        put_total,
+        put_rate,
+        key_size,
+        val_size,
+        watchers,
+        streams,
+        slow_watchers,
+    } = args.command
+    {
+        let opts = WatchLatency {
+            put_total,
+            put_rate,
+            key_size,
+            val_size,
+            watchers,
+            streams: streams.max(1),
+            slow_watchers,
+            conns: args.conns,
+        };
+        return watch_latency(endpoints, dial, opts).await;
+    }
     let (load, total) = match args.command {
         BenchCommand::Put {
             total,
@@ -129,6 +175,7 @@ pub async fn run(endpoints: &[String], dial: Duration, args: BenchArgs) -> Resul
             },
             total,
         ),
+        BenchCommand::WatchLatency { .. } => unreachable!("handled above"),
         BenchCommand::Range {
             key,
             range_end,
@@ -182,6 +229,168 @@ pub async fn run(endpoints: &[String], dial: Duration, args: BenchArgs) -> Resul
     let errors = errors.load(Ordering::Relaxed);
     if errors > 0 {
         println!("\n{errors} requests failed");
+    }
+    Ok(())
+}
+
+struct WatchLatency {
+    put_total: u64,
+    put_rate: u64,
+    key_size: usize,
+    val_size: usize,
+    watchers: usize,
+    streams: usize,
+    slow_watchers: usize,
+    conns: usize,
+}
+
+/// Opens a watch stream with `n` watchers on `key`; returns the sender (kept alive by the
+/// caller) and the response stream, once every watcher is created.
+async fn open_watchers(
+    ch: Channel,
+    key: &[u8],
+    n: usize,
+) -> Result<(
+    tokio::sync::mpsc::Sender<oxetcd_common::etcdserverpb::WatchRequest>,
+    tonic::Streaming<oxetcd_common::etcdserverpb::WatchResponse>,
+)> {
+    use oxetcd_common::etcdserverpb::watch_client::WatchClient;
+    use oxetcd_common::etcdserverpb::{watch_request, WatchCreateRequest, WatchRequest};
+    // Queue the creates before opening the stream: grpc-go (etcd) sends response headers only
+    // with its first message, so awaiting the call first would wait forever.
+    let (tx, rx) = tokio::sync::mpsc::channel(n.max(1));
+    for _ in 0..n {
+        tx.send(WatchRequest {
+            request_union: Some(watch_request::RequestUnion::CreateRequest(
+                WatchCreateRequest {
+                    key: key.to_vec(),
+                    ..Default::default()
+                },
+            )),
+        })
+        .await?;
+    }
+    let mut stream = WatchClient::new(ch)
+        .max_decoding_message_size(usize::MAX)
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let mut created = 0;
+    while created < n {
+        match stream.message().await? {
+            Some(r) if r.created => created += 1,
+            Some(_) => {}
+            None => bail!("watch stream closed while creating watchers"),
+        }
+    }
+    Ok((tx, stream))
+}
+
+/// etcd's watch-latency: puts to one key at a fixed rate while many watchers watch it; the
+/// latency of each (put, watcher) pair is from the put's start to the event's arrival.
+async fn watch_latency(endpoints: &[String], dial: Duration, o: WatchLatency) -> Result<()> {
+    let mut conns = Vec::new();
+    for i in 0..o.conns.max(1) {
+        conns.push(
+            client::connect_one(
+                &endpoints[i % endpoints.len()],
+                dial,
+                Duration::from_secs(60),
+            )
+            .await?,
+        );
+    }
+    let key = {
+        let mut k = b"watch-latency-".to_vec();
+        k.resize(o.key_size.max(k.len()), b'k');
+        k
+    };
+    // Put start times in put order, recorded before each put is sent. One putter writes the key
+    // sequentially, so the j-th event every watcher sees is the j-th put.
+    let starts: Arc<std::sync::Mutex<Vec<Instant>>> = Default::default();
+    let mut keep = Vec::new();
+    let mut readers = Vec::new();
+    let per_stream = o.watchers.div_ceil(o.streams);
+    let mut remaining = o.watchers;
+    for s in 0..o.streams {
+        let n = per_stream.min(remaining);
+        if n == 0 {
+            break;
+        }
+        remaining -= n;
+        let (tx, mut stream) = open_watchers(conns[s % conns.len()].clone(), &key, n).await?;
+        keep.push(tx);
+        let (starts, total) = (starts.clone(), o.put_total as usize * n);
+        readers.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(total);
+            let mut seen: std::collections::HashMap<i64, usize> = Default::default();
+            while lat.len() < total {
+                let Ok(Some(r)) = stream.message().await else {
+                    break;
+                };
+                let now = Instant::now();
+                for _ in &r.events {
+                    let j = seen.entry(r.watch_id).or_default();
+                    let started = starts.lock().ok().and_then(|v| v.get(*j).copied());
+                    *j += 1;
+                    if let Some(t) = started {
+                        lat.push(now.duration_since(t).as_secs_f64());
+                    }
+                }
+            }
+            lat
+        }));
+    }
+    // Slow consumers: streams whose responses are never read.
+    let mut slow = Vec::new();
+    for s in 0..o.slow_watchers {
+        slow.push(open_watchers(conns[s % conns.len()].clone(), &key, 1).await?);
+    }
+
+    let mut kv = KvClient::new(conns[0].clone());
+    let value = vec![b'v'; o.val_size];
+    let interval = if o.put_rate > 0 {
+        Some(Duration::from_secs_f64(1.0 / o.put_rate as f64))
+    } else {
+        None
+    };
+    let begin = Instant::now();
+    let mut put_lat = Vec::with_capacity(o.put_total as usize);
+    for i in 0..o.put_total {
+        if let Some(iv) = interval {
+            let due = begin + iv * i as u32;
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let t = Instant::now();
+        if let Ok(mut v) = starts.lock() {
+            v.push(t);
+        }
+        kv.put(PutRequest {
+            key: key.clone(),
+            value: value.clone(),
+            ..Default::default()
+        })
+        .await?;
+        put_lat.push(t.elapsed().as_secs_f64());
+    }
+    let put_secs = begin.elapsed().as_secs_f64();
+    let mut lat = Vec::new();
+    for r in readers {
+        if let Ok(Ok(mut l)) = tokio::time::timeout(Duration::from_secs(30), r).await {
+            lat.append(&mut l);
+        }
+    }
+    drop(slow);
+    println!(
+        "Put summary ({} watchers, {} slow):",
+        o.watchers, o.slow_watchers
+    );
+    print!("{}", report(&mut put_lat, put_secs));
+    println!("\nWatch latency summary:");
+    print!("{}", report(&mut lat, put_secs));
+    let expected = o.put_total as usize * o.watchers;
+    if lat.len() < expected {
+        println!("\n{} of {expected} events missing", expected - lat.len());
     }
     Ok(())
 }

@@ -33,7 +33,11 @@ impl Session {
         let id = r.id;
         let mut lease = c.lease.clone();
         let keeper = tokio::spawn(async move {
+            // First request queued before the call: etcd sends headers with its first response.
             let (tx, rx) = tokio::sync::mpsc::channel(1);
+            if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
+                return;
+            }
             let Ok(resp) = lease
                 .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
                 .await
@@ -41,10 +45,12 @@ impl Session {
                 return;
             };
             let mut responses = resp.into_inner();
+            let mut first = true;
             loop {
-                if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
+                if !first && tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
                     return;
                 }
+                first = false;
                 match responses.message().await {
                     Ok(Some(r)) if r.ttl > 0 => {
                         tokio::time::sleep(Duration::from_millis(

@@ -160,17 +160,26 @@ pub async fn run(
         }
         LeaseCommand::KeepAlive { lease_id, once } => {
             let id = parse_id(&lease_id)?;
+            // The first request is queued before the call: etcd answers headers only with its
+            // first response.
             let (tx, rx) = tokio::sync::mpsc::channel(1);
+            tx.send(LeaseKeepAliveRequest { id })
+                .await
+                .map_err(|_| err(1, "keep-alive stream closed".into()))?;
             let mut responses = c
                 .lease
                 .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
                 .await
                 .map_err(|s| err(1, status_text(&s)))?
                 .into_inner();
+            let mut first = true;
             loop {
-                tx.send(LeaseKeepAliveRequest { id })
-                    .await
-                    .map_err(|_| err(1, "keep-alive stream closed".into()))?;
+                if !first {
+                    tx.send(LeaseKeepAliveRequest { id })
+                        .await
+                        .map_err(|_| err(1, "keep-alive stream closed".into()))?;
+                }
+                first = false;
                 let r = responses
                     .message()
                     .await

@@ -228,3 +228,37 @@ fn oxetcdctl_lock_and_elect_interoperate_with_etcdctl() {
     assert_eq!(etcd_observer.next_line(), bob_key);
     assert_eq!(etcd_observer.next_line(), "bob");
 }
+
+/// Streaming calls must work against real etcd too: grpc-go sends response headers only with
+/// its first message, so a client that waits for headers before sending deadlocks.
+#[test]
+fn oxetcdctl_streams_work_against_real_etcd() {
+    let m = Member::start(Kind::Etcd);
+    let granted = m.oxetcdctl(&["lease", "grant", "60"]);
+    let id = granted.ok().split_whitespace().nth(1).unwrap().to_string();
+    assert_eq!(
+        m.oxetcdctl(&["lease", "keep-alive", "--once", &id]).ok(),
+        format!("lease {id} keepalived with TTL(60)\n")
+    );
+    assert_eq!(
+        m.oxetcdctl(&["lock", "l1", "--", "echo", "locked"]).ok(),
+        "locked\n"
+    );
+    m.etcdctl(&["put", "wq", "1"]).ok();
+    let mut w = Running::start(true, &m.endpoint(), &["watch", "wq", "--rev=1"]);
+    assert_eq!(w.read_until("1"), ["PUT", "wq", "1"]);
+    let r = m.oxetcdctl(&[
+        "bench",
+        "watch-latency",
+        "--watchers",
+        "4",
+        "--streams",
+        "2",
+        "--put-total",
+        "20",
+        "--put-rate",
+        "0",
+    ]);
+    assert!(r.ok().contains("Watch latency summary:"), "{r:?}");
+    assert!(!r.stdout.contains("missing"), "{r:?}");
+}
