@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/v3lock.proto",
         "proto/v3election.proto",
         "proto/raft_internal.proto",
+        "proto/raft_peer.proto",
     ];
     tonic_prost_build::configure()
         .build_client(true)

@@ -4,4 +4,4 @@
 pub mod proto;
 pub mod version;
 
-pub use proto::{authpb, etcdserverpb, mvccpb, oxetcdpb, v3electionpb, v3lockpb};
+pub use proto::{authpb, etcdserverpb, mvccpb, oxetcdpb, oxetcdpeerpb, v3electionpb, v3lockpb};

@@ -20,3 +20,6 @@ pub mod v3electionpb {
 pub mod oxetcdpb {
     tonic::include_proto!("oxetcdpb");
 }
+pub mod oxetcdpeerpb {
+    tonic::include_proto!("oxetcdpeerpb");
+}

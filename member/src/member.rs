@@ -9,7 +9,7 @@ use oxetcd_common::version::{ETCD_SERVER_VERSION, OXETCD_VERSION};
 use tonic::transport::server::TcpIncoming;
 
 use crate::apply::StateMachine;
-use crate::config::{url_host_port, Config};
+use crate::config::{split_urls, url_host_port, Config};
 use crate::lease::Lessor;
 use crate::metrics::Metrics;
 use crate::raft::{LogStore, MemberNode, Network, Raft};
@@ -200,7 +200,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let raft = Raft::new(
         me,
         Arc::new(raft_config),
-        Network,
+        Network { cluster_id: cid },
         LogStore::new(storage.clone()),
         state_machine,
     )
@@ -298,6 +298,34 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 // Accepted sockets need TCP_NODELAY set here: the builder's tcp_nodelay applies
                 // only to listeners tonic binds itself. Without it a response written right
                 // after a watch event on the same connection waits ~40 ms for a delayed ACK.
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    },
+                )
+                .await
+        }));
+    }
+
+    for url in split_urls(&cfg.listen_peer_urls) {
+        if url.starts_with("https://") {
+            bail!("{url}: TLS on peer URLs is not supported yet");
+        }
+        let addr = url_host_port(&url)?;
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot listen on peer URL {url}"))?;
+        tracing::info!(%url, "serving peer traffic");
+        let peer = oxetcd_common::oxetcdpeerpb::raft_peer_server::RaftPeerServer::new(
+            crate::raft::PeerService::new(server.clone()),
+        )
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+        let mut stop = stop_rx.clone();
+        servers.push(tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(peer)
                 .serve_with_incoming_shutdown(
                     TcpIncoming::from(listener).with_nodelay(Some(true)),
                     async move {

@@ -15,9 +15,12 @@ use crate::apply::MemberState;
 use crate::lease::Lessor;
 use crate::metrics::Metrics;
 use crate::mvcc::KvError;
-use crate::raft::{Proposal, Raft};
+use crate::raft::{MemberNode, Proposal, Raft};
 use crate::storage::Storage;
 use crate::watch::WatchHub;
+use oxetcd_common::oxetcdpeerpb::raft_peer_client::RaftPeerClient;
+use oxetcd_common::oxetcdpeerpb::PeerMessage;
+use tonic::transport::Channel;
 
 /// How long a request waits for a leader to be elected before giving up, as etcd's request
 /// timeout does.
@@ -153,14 +156,31 @@ impl EtcdServer {
     /// Linearizable read barrier: confirms leadership with a quorum and waits until this member
     /// has applied everything committed before the read started.
     pub async fn read_barrier(&self) -> Result<(), Status> {
+        use openraft::error::CheckIsLeaderError;
         let mut waited = false;
         loop {
             match self.raft.ensure_linearizable().await {
                 Ok(_) => return Ok(()),
-                Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
-                    f,
-                ))) => {
-                    if f.leader_id.is_none() && !waited && self.wait_for_leader().await {
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                    if let Some(node) = self.leader_node(f.leader_id, f.leader_node) {
+                        // A follower: the leader confirms its leadership with a quorum and
+                        // names the index this member must have applied before it reads.
+                        match self.read_index_from(&node).await {
+                            // A read is always safe to retry with the next leader.
+                            Err(s) if !waited => {
+                                waited = true;
+                                if self
+                                    .wait_for_new_leader(f.leader_id.unwrap_or_default())
+                                    .await
+                                {
+                                    continue;
+                                }
+                                return Err(s);
+                            }
+                            other => return other,
+                        }
+                    }
+                    if !waited && self.wait_for_leader().await {
                         waited = true;
                         continue;
                     }
@@ -170,6 +190,43 @@ impl EtcdServer {
             }
         }
     }
+
+    async fn read_index_from(&self, leader: &MemberNode) -> Result<(), Status> {
+        let mut client = self.peer_client(leader)?;
+        let data = bincode::serialize(&()).map_err(|e| Status::internal(e.to_string()))?;
+        let index = client
+            .read_index(PeerMessage {
+                cluster_id: self.cluster_id,
+                data,
+            })
+            .await
+            .map_err(|s| {
+                Status::unavailable(format!(
+                    "etcdserver: read index from the leader failed: {}",
+                    s.message()
+                ))
+            })?
+            .into_inner()
+            .index;
+        self.wait_applied(index).await
+    }
+}
+
+/// How forwarding a write to the leader failed.
+pub enum Forward {
+    /// The leader was never reached: nothing was applied, retrying is safe.
+    NotSent(Status),
+    /// The request may have reached the leader: its effect is unknown, never retry.
+    Failed(Status),
+}
+
+/// Did a peer call fail before the request could leave this member?
+fn never_connected(s: &Status) -> bool {
+    let msg = s.message();
+    s.code() == tonic::Code::Unavailable
+        && (msg.contains("tcp connect error")
+            || msg.contains("Connection refused")
+            || msg.contains("client error (Connect)"))
 }
 
 /// The proposer task: turns queued requests into raft entries. It takes every request queued
@@ -220,6 +277,8 @@ pub async fn run_proposer(server: std::sync::Weak<EtcdServer>, mut rx: mpsc::Rec
 
 impl EtcdServer {
     /// Writes one raft entry and waits until it is applied here; returns the per-request results.
+    /// On a follower the entry goes to the leader over the peer URL (clients never see
+    /// "not leader"), and the answer waits until this member has applied it too.
     async fn write_entry(
         &self,
         payload: Vec<u8>,
@@ -232,12 +291,27 @@ impl EtcdServer {
                     return Ok((resp.data.responses, resp.log_id.leader_id.term));
                 }
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                    if f.leader_id.is_none() && !waited && self.wait_for_leader().await {
+                    if let Some(node) = self.leader_node(f.leader_id, f.leader_node) {
+                        match self.forward_to_leader(&node, payload.clone()).await {
+                            // The leader could not even be reached: the write never left this
+                            // member, so it is safe to retry once a new leader is known.
+                            Err(Forward::NotSent(s)) => {
+                                let old = f.leader_id.unwrap_or_default();
+                                if !waited && self.wait_for_new_leader(old).await {
+                                    waited = true;
+                                    continue;
+                                }
+                                return Err(s);
+                            }
+                            Err(Forward::Failed(s)) => return Err(s),
+                            Ok(r) => return Ok(r),
+                        }
+                    }
+                    if !waited && self.wait_for_leader().await {
                         waited = true;
                         continue;
                     }
                     self.metrics.proposals_failed.inc();
-                    // Forwarding to a remote leader arrives with multi-member clusters.
                     return Err(no_leader());
                 }
                 Err(e) => {
@@ -245,6 +319,121 @@ impl EtcdServer {
                     return Err(Status::unavailable(format!("etcdserver: {e}")));
                 }
             }
+        }
+    }
+
+    /// The leader's side of a forwarded entry: write it here (never forward again).
+    pub async fn write_entry_here(
+        &self,
+        payload: Vec<u8>,
+    ) -> Result<(Vec<Result<Vec<u8>, KvError>>, u64, u64), Status> {
+        match self.raft.client_write(Proposal(payload)).await {
+            Ok(resp) => {
+                self.metrics.proposals_committed.inc();
+                Ok((
+                    resp.data.responses,
+                    resp.log_id.leader_id.term,
+                    resp.log_id.index,
+                ))
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(no_leader()),
+            Err(e) => Err(Status::unavailable(format!("etcdserver: {e}"))),
+        }
+    }
+
+    async fn forward_to_leader(
+        &self,
+        leader: &MemberNode,
+        payload: Vec<u8>,
+    ) -> Result<(Vec<Result<Vec<u8>, KvError>>, u64), Forward> {
+        let mut client = self.peer_client(leader).map_err(Forward::NotSent)?;
+        let data = bincode::serialize(&payload)
+            .map_err(|e| Forward::NotSent(Status::internal(e.to_string())))?;
+        let resp = client
+            .forward(PeerMessage {
+                cluster_id: self.cluster_id,
+                data,
+            })
+            .await
+            .map_err(|s| {
+                let status = Status::unavailable(format!(
+                    "etcdserver: forwarding to the leader failed: {}",
+                    s.message()
+                ));
+                if never_connected(&s) {
+                    Forward::NotSent(status)
+                } else {
+                    self.metrics.proposals_failed.inc();
+                    Forward::Failed(status)
+                }
+            })?
+            .into_inner();
+        let results: Vec<Result<Vec<u8>, KvError>> = bincode::deserialize(&resp.results)
+            .map_err(|e| Forward::Failed(Status::internal(e.to_string())))?;
+        self.wait_applied(resp.log_index)
+            .await
+            .map_err(Forward::Failed)?;
+        Ok((results, resp.term))
+    }
+
+    /// Waits (bounded) until a leader other than `old` is known.
+    async fn wait_for_new_leader(&self, old: u64) -> bool {
+        self.raft
+            .wait(Some(LEADER_WAIT))
+            .metrics(
+                |m| m.current_leader.is_some() && m.current_leader != Some(old),
+                "new leader elected",
+            )
+            .await
+            .is_ok()
+    }
+
+    /// The leader's node, from openraft's hint or else from the applied membership.
+    fn leader_node(&self, id: Option<u64>, node: Option<MemberNode>) -> Option<MemberNode> {
+        let id = id?;
+        if id == self.member_id {
+            return None;
+        }
+        node.or_else(|| {
+            self.read_state()
+                .ok()?
+                .membership
+                .membership()
+                .get_node(&id)
+                .cloned()
+        })
+    }
+
+    /// A gRPC client for a member's peer URL.
+    fn peer_client(&self, node: &MemberNode) -> Result<RaftPeerClient<Channel>, Status> {
+        let url = node
+            .peer_urls
+            .first()
+            .ok_or_else(|| Status::unavailable("etcdserver: leader has no peer URL"))?;
+        let ch = crate::raft::peer_channel(url).map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(RaftPeerClient::new(ch).max_decoding_message_size(usize::MAX))
+    }
+
+    /// Waits (bounded) until this member has applied `index`.
+    async fn wait_applied(&self, index: u64) -> Result<(), Status> {
+        self.raft
+            .wait(Some(LEADER_WAIT))
+            .applied_index_at_least(Some(index), "applied forwarded entry")
+            .await
+            .map(|_| ())
+            .map_err(|_| {
+                Status::unavailable("etcdserver: request timed out, waiting for the applied index")
+            })
+    }
+
+    /// On the leader: a read index (confirmed with a quorum, applied here).
+    pub async fn leader_read_index(&self) -> Result<u64, Status> {
+        match self.raft.ensure_linearizable().await {
+            Ok(read) => Ok(read.map(|l| l.index).unwrap_or(0)),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(_))) => {
+                Err(no_leader())
+            }
+            Err(e) => Err(Status::unavailable(format!("etcdserver: {e}"))),
         }
     }
 }

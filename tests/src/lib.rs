@@ -64,6 +64,7 @@ pub struct Member {
     child: Option<Child>,
     extra_args: Vec<String>,
     log_path: PathBuf,
+    initial_cluster: String,
 }
 
 impl Member {
@@ -76,16 +77,18 @@ impl Member {
         let tmp = tempfile::tempdir().expect("temp dir");
         let data_dir = tmp.path().join("data");
         let log_path = tmp.path().join("member.log");
+        let peer_port = free_port();
         let mut m = Member {
             kind,
             name: "m1".into(),
             client_port: free_port(),
-            peer_port: free_port(),
+            peer_port,
             data_dir,
             _tmp: Some(tmp),
             child: None,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             log_path,
+            initial_cluster: format!("m1=http://127.0.0.1:{peer_port}"),
         };
         m.spawn();
         m
@@ -104,6 +107,12 @@ impl Member {
     }
 
     fn spawn(&mut self) {
+        let sock = self.start_process();
+        self.wait_ready(sock);
+    }
+
+    /// Starts the process; returns the socket its READY=1 will arrive on.
+    fn start_process(&mut self) -> (UnixDatagram, PathBuf) {
         let sock_path = self.log_path.with_file_name("notify.sock");
         let _ = std::fs::remove_file(&sock_path);
         let sock = UnixDatagram::bind(&sock_path).expect("notify socket");
@@ -133,7 +142,7 @@ impl Member {
             .arg("--initial-advertise-peer-urls")
             .arg(&peer)
             .arg("--initial-cluster")
-            .arg(format!("{}={peer}", self.name))
+            .arg(&self.initial_cluster)
             .arg("--initial-cluster-token")
             .arg("e2e")
             .args(&self.extra_args)
@@ -145,6 +154,10 @@ impl Member {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
         self.child = Some(child);
+        (sock, sock_path)
+    }
+
+    fn wait_ready(&self, (sock, sock_path): (UnixDatagram, PathBuf)) {
         let mut buf = [0u8; 256];
         loop {
             match sock.recv(&mut buf) {
@@ -217,6 +230,77 @@ impl Drop for Member {
 extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Several members of one cluster on loopback.
+pub struct Cluster {
+    pub members: Vec<Member>,
+}
+
+impl Cluster {
+    /// Starts `n` members with one `--initial-cluster` and waits until each is ready (which
+    /// needs a quorum, so all processes start first).
+    pub fn start(kind: Kind, n: usize) -> Self {
+        let peers: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let initial: Vec<String> = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("m{}=http://127.0.0.1:{p}", i + 1))
+            .collect();
+        let initial = initial.join(",");
+        let mut members = Vec::new();
+        let mut sockets = Vec::new();
+        for (i, peer_port) in peers.into_iter().enumerate() {
+            let tmp = tempfile::tempdir().expect("temp dir");
+            let mut m = Member {
+                kind,
+                name: format!("m{}", i + 1),
+                client_port: free_port(),
+                peer_port,
+                data_dir: tmp.path().join("data"),
+                log_path: tmp.path().join("member.log"),
+                _tmp: Some(tmp),
+                child: None,
+                extra_args: Vec::new(),
+                initial_cluster: initial.clone(),
+            };
+            sockets.push(m.start_process());
+            members.push(m);
+        }
+        for (m, s) in members.iter().zip(sockets) {
+            m.wait_ready(s);
+        }
+        Cluster { members }
+    }
+
+    /// All client endpoints, comma-separated.
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(Member::endpoint)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Index of the member that says it is leader (from its /metrics).
+    pub fn leader(&self) -> Option<usize> {
+        use std::io::{Read, Write};
+        self.members.iter().position(|m| {
+            if m.child.is_none() {
+                return false;
+            }
+            let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", m.client_port)) else {
+                return false;
+            };
+            let _ = write!(
+                s,
+                "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            );
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out.lines().any(|l| l == "etcd_server_is_leader 1")
+        })
+    }
 }
 
 /// A long-running CLI process (watch, lock, elect) whose stdout is read line by line.

@@ -4,6 +4,7 @@
 
 mod log_store;
 mod network;
+mod peer_service;
 
 use std::fmt;
 use std::io::Cursor;
@@ -11,7 +12,8 @@ use std::io::Cursor;
 use serde::{Deserialize, Serialize};
 
 pub use log_store::LogStore;
-pub use network::Network;
+pub use network::{peer_channel, Network};
+pub use peer_service::PeerService;
 
 use crate::apply::ApplyResult;
 

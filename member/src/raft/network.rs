@@ -1,69 +1,145 @@
-//! Raft traffic between members.
-//!
-//! A single-member cluster never sends a raft message, so this first version has no peer
-//! transport: every RPC reports the peer unreachable, which openraft treats like a dead peer
-//! (it backs off and retries). The gRPC transport on the peer URLs replaces it with the
-//! multi-member work.
+//! Raft traffic between members: openraft's RPCs over gRPC on the peer URLs (service
+//! `oxetcdpeerpb.RaftPeer`), carried as bincode. A peer that cannot be reached is reported as
+//! `Unreachable`, which openraft answers with back-off: a dead peer costs a log line, not a stall.
 
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use oxetcd_common::oxetcdpeerpb::raft_peer_client::RaftPeerClient;
+use oxetcd_common::oxetcdpeerpb::PeerMessage;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
 
 use super::{MemberNode, TypeConfig};
 
-#[derive(Clone, Default)]
-pub struct Network;
+/// How long connecting to a peer may take before it counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A lazily connecting gRPC channel to a peer URL.
+pub fn peer_channel(url: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(url.to_string())?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .connect_lazy())
+}
+
+#[derive(Clone)]
+pub struct Network {
+    pub cluster_id: u64,
+}
 
 pub struct PeerClient {
     target: u64,
+    cluster_id: u64,
+    client: Option<RaftPeerClient<Channel>>,
+}
+
+#[derive(Clone, Copy)]
+enum Rpc {
+    Append,
+    Vote,
+    Snapshot,
 }
 
 impl PeerClient {
-    fn unreachable<E: std::error::Error>(&self) -> RPCError<u64, MemberNode, E> {
-        let e = std::io::Error::other(format!(
-            "no peer transport yet: member {:x} is unreachable",
-            self.target
-        ));
+    fn unreachable<E: std::error::Error>(
+        &self,
+        why: impl std::fmt::Display,
+    ) -> RPCError<u64, MemberNode, E> {
+        let e = std::io::Error::other(format!("member {:x}: {why}", self.target));
         RPCError::Unreachable(Unreachable::new(&e))
+    }
+
+    async fn call<Req, Resp, E>(
+        &mut self,
+        rpc: Rpc,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<u64, MemberNode, RaftError<u64, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let Some(client) = self.client.as_mut() else {
+            return Err(self.unreachable("no peer URL"));
+        };
+        let data = bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = tonic::Request::new(PeerMessage {
+            cluster_id: self.cluster_id,
+            data,
+        });
+        request.set_timeout(option.hard_ttl());
+        let resp = match rpc {
+            Rpc::Append => client.append_entries(request).await,
+            Rpc::Vote => client.vote(request).await,
+            Rpc::Snapshot => client.install_snapshot(request).await,
+        };
+        let resp = match resp {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == tonic::Code::PermissionDenied => {
+                // Another cluster answered: never treat it as a peer.
+                return Err(self.unreachable(s.message()));
+            }
+            Err(s) => return Err(self.unreachable(s.message())),
+        };
+        let result: Result<Resp, RaftError<u64, E>> = bincode::deserialize(&resp.data)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
-    async fn new_client(&mut self, target: u64, _node: &MemberNode) -> Self::Network {
-        PeerClient { target }
+    async fn new_client(&mut self, target: u64, node: &MemberNode) -> Self::Network {
+        let client = node
+            .peer_urls
+            .first()
+            .and_then(|u| peer_channel(u).ok())
+            .map(|ch| RaftPeerClient::new(ch).max_decoding_message_size(usize::MAX));
+        PeerClient {
+            target,
+            cluster_id: self.cluster_id,
+            client,
+        }
     }
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, MemberNode, RaftError<u64>>> {
-        Err(self.unreachable())
+        self.call(Rpc::Append, &rpc, &option).await
     }
 
     async fn install_snapshot(
         &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<u64>,
         RPCError<u64, MemberNode, RaftError<u64, InstallSnapshotError>>,
     > {
-        Err(self.unreachable())
+        self.call(Rpc::Snapshot, &rpc, &option).await
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<u64>,
-        _option: RPCOption,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, MemberNode, RaftError<u64>>> {
-        Err(self.unreachable())
+        self.call(Rpc::Vote, &rpc, &option).await
     }
 }

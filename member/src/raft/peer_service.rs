@@ -1,0 +1,93 @@
+//! The peer URL's gRPC service: openraft's RPCs from other members, and the leader's side of
+//! forwarded writes and read-index requests from followers.
+
+use std::sync::Arc;
+
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use oxetcd_common::oxetcdpeerpb::raft_peer_server::RaftPeer;
+use oxetcd_common::oxetcdpeerpb::{ForwardResponse, PeerMessage, ReadIndexResponse};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+use super::TypeConfig;
+use crate::server::EtcdServer;
+
+pub struct PeerService {
+    server: Arc<EtcdServer>,
+}
+
+impl PeerService {
+    pub fn new(server: Arc<EtcdServer>) -> Self {
+        Self { server }
+    }
+
+    /// Decodes a peer message, refusing members of another cluster.
+    fn open<T: DeserializeOwned>(&self, r: Request<PeerMessage>) -> Result<T, Status> {
+        let m = r.into_inner();
+        if m.cluster_id != self.server.cluster_id {
+            return Err(Status::permission_denied(format!(
+                "member of cluster {:x} refused by cluster {:x}",
+                m.cluster_id, self.server.cluster_id
+            )));
+        }
+        bincode::deserialize(&m.data)
+            .map_err(|e| Status::invalid_argument(format!("bad peer message: {e}")))
+    }
+
+    fn reply<T: Serialize>(&self, v: &T) -> Result<Response<PeerMessage>, Status> {
+        let data = bincode::serialize(v).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(PeerMessage {
+            cluster_id: self.server.cluster_id,
+            data,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn append_entries(
+        &self,
+        r: Request<PeerMessage>,
+    ) -> Result<Response<PeerMessage>, Status> {
+        let req: AppendEntriesRequest<TypeConfig> = self.open(r)?;
+        let res = self.server.raft.append_entries(req).await;
+        self.reply(&res)
+    }
+
+    async fn vote(&self, r: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
+        let req: VoteRequest<u64> = self.open(r)?;
+        let res = self.server.raft.vote(req).await;
+        self.reply(&res)
+    }
+
+    async fn install_snapshot(
+        &self,
+        r: Request<PeerMessage>,
+    ) -> Result<Response<PeerMessage>, Status> {
+        let req: InstallSnapshotRequest<TypeConfig> = self.open(r)?;
+        let res = self.server.raft.install_snapshot(req).await;
+        self.reply(&res)
+    }
+
+    async fn forward(&self, r: Request<PeerMessage>) -> Result<Response<ForwardResponse>, Status> {
+        let payload: Vec<u8> = self.open(r)?;
+        // Only the leader writes; a follower that forwarded to a stale leader retries.
+        let (results, term, log_index) = self.server.write_entry_here(payload).await?;
+        let results = bincode::serialize(&results).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(ForwardResponse {
+            results,
+            term,
+            log_index,
+        }))
+    }
+
+    async fn read_index(
+        &self,
+        r: Request<PeerMessage>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
+        let () = self.open(r)?;
+        let index = self.server.leader_read_index().await?;
+        Ok(Response::new(ReadIndexResponse { index }))
+    }
+}
