@@ -26,6 +26,7 @@ use crate::watch::WatchHub;
 
 const META_APPLIED: &[u8] = b"applied";
 const META_MEMBERSHIP: &[u8] = b"membership";
+const META_MEMBER_ATTRS: &[u8] = b"member_attrs";
 
 /// The result of applying one entry, handed back to the proposer through openraft: for each
 /// request of the batch, the protobuf-encoded response of its kind, or its error.
@@ -40,6 +41,8 @@ pub struct MemberState {
     pub leases: LeaseTable,
     pub applied: Option<LogId>,
     pub membership: StoredMembership<u64, MemberNode>,
+    /// What each member published about itself: name and client URLs.
+    pub attributes: std::collections::BTreeMap<u64, (String, Vec<String>)>,
 }
 
 #[derive(Clone)]
@@ -84,6 +87,10 @@ fn load_state(storage: &Storage) -> Result<MemberState, StorageError> {
         Some(b) => bincode::deserialize(&b).map_err(read_err)?,
         None => StoredMembership::default(),
     };
+    let attributes = match get(META_MEMBER_ATTRS)? {
+        Some(b) => bincode::deserialize(&b).map_err(read_err)?,
+        None => Default::default(),
+    };
     let mvcc = Mvcc::open(storage.clone()).map_err(read_err)?;
     let mut leases = LeaseTable::open(storage).map_err(read_err)?;
     for (key, lease) in mvcc.leased_keys().map_err(read_err)? {
@@ -94,6 +101,7 @@ fn load_state(storage: &Storage) -> Result<MemberState, StorageError> {
         leases,
         applied,
         membership,
+        attributes,
     })
 }
 
@@ -133,7 +141,12 @@ impl StateMachine {
         batch: &mut WriteBatch,
         published: &mut Vec<(i64, Vec<Event>)>,
     ) -> Result<Vec<u8>, KvError> {
-        let MemberState { mvcc, leases, .. } = state;
+        let MemberState {
+            mvcc,
+            leases,
+            attributes,
+            ..
+        } = state;
         let header = |rev: i64| {
             Some(ResponseHeader {
                 revision: rev,
@@ -186,6 +199,13 @@ impl StateMachine {
                     error: String::new(),
                 };
                 Ok(resp.encode_to_vec())
+            }
+            Request::MemberAttributes(a) => {
+                attributes.insert(a.id, (a.name, a.client_urls));
+                let bytes = bincode::serialize(&*attributes)
+                    .map_err(|e| KvError::Storage(e.to_string()))?;
+                batch.put_cf(self.storage.cf(CF_META), META_MEMBER_ATTRS, bytes);
+                Ok(Vec::new())
             }
             Request::LeaseRevoke(r) => {
                 let keys = match leases.get(r.id) {

@@ -149,6 +149,46 @@ fn watch_leadership(raft: Raft, me: u64, metrics: Metrics) {
     });
 }
 
+/// Announces this member's name and client URLs through raft once a leader is known, unless the
+/// cluster already has them (etcd's publish), so every member lists every client URL. Then tells
+/// systemd the member is ready.
+fn publish_attributes(server: Arc<EtcdServer>, name: String, client_urls: Vec<String>) {
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let known = server
+                .read_state()
+                .ok()
+                .and_then(|s| s.attributes.get(&server.member_id).cloned());
+            if known == Some((name.clone(), client_urls.clone())) {
+                notify_systemd_ready();
+                return;
+            }
+            let req = oxetcd_common::oxetcdpb::MemberAttributes {
+                id: server.member_id,
+                name: name.clone(),
+                client_urls: client_urls.clone(),
+            };
+            match server
+                .propose(
+                    oxetcd_common::oxetcdpb::internal_raft_request::Request::MemberAttributes(req),
+                )
+                .await
+            {
+                Ok(_) => {
+                    notify_systemd_ready();
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!("publishing member attributes: {e}; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    });
+}
+
 async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -336,18 +376,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }));
     }
 
-    {
-        let raft = raft.clone();
-        tokio::spawn(async move {
-            let leader = raft
-                .wait(None)
-                .metrics(|m| m.current_leader.is_some(), "leader elected")
-                .await;
-            if leader.is_ok() {
-                notify_systemd_ready();
-            }
-        });
-    }
+    // Ready (systemd READY=1) once this member's attributes are committed, as etcd's is: by
+    // then a leader exists and the member list shows this member's client URLs.
+    publish_attributes(
+        server.clone(),
+        cfg.name.clone(),
+        cfg.advertised_client_urls(),
+    );
 
     shutdown_signal().await;
     tracing::info!("shutting down");

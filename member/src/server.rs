@@ -111,15 +111,66 @@ impl EtcdServer {
         }
     }
 
-    /// Renews a lease on the leader: its granted TTL, `None` if there is no such lease.
-    pub async fn renew_lease(&self, id: i64) -> Result<Option<i64>, Status> {
-        let leader = self.raft.metrics().borrow().current_leader;
-        if leader != Some(self.member_id) {
-            // Forwarding keep-alives to a remote leader comes with multi-member clusters.
-            return Err(no_leader());
-        }
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.member_id)
+    }
+
+    /// The leader's lease clock, here: renew a lease (its granted TTL) or read its remaining
+    /// TTL; `None` if there is no such lease.
+    pub fn lease_clock_here(&self, id: i64, renew: bool) -> Result<Option<i64>, Status> {
         let exists = crate::mvcc::LeaseCheck::exists(&self.read_state()?.leases, id);
-        Ok(if exists { self.lessor.renew(id) } else { None })
+        if !exists {
+            return Ok(None);
+        }
+        Ok(if renew {
+            self.lessor.renew(id)
+        } else {
+            self.lessor.remaining(id)
+        })
+    }
+
+    /// Asks the leader's lease clock (here or over the peer URL). Only the leader renews leases
+    /// and decides expiry, so a follower's own clock is never the answer.
+    pub async fn lease_clock(&self, id: i64, renew: bool) -> Result<Option<i64>, Status> {
+        let mut waited = false;
+        loop {
+            let leader = self.raft.metrics().borrow().current_leader;
+            if leader == Some(self.member_id) {
+                return self.lease_clock_here(id, renew);
+            }
+            let Some(node) = self.leader_node(leader, None) else {
+                if !waited && self.wait_for_leader().await {
+                    waited = true;
+                    continue;
+                }
+                return Err(no_leader());
+            };
+            let mut client = self.peer_client(&node)?;
+            let data =
+                bincode::serialize(&(id, renew)).map_err(|e| Status::internal(e.to_string()))?;
+            let resp = client
+                .lease_clock(PeerMessage {
+                    cluster_id: self.cluster_id,
+                    data,
+                })
+                .await;
+            match resp {
+                Ok(r) => {
+                    return bincode::deserialize(&r.into_inner().data)
+                        .map_err(|e| Status::internal(e.to_string()));
+                }
+                // A renewal is idempotent: retry once with the next leader.
+                Err(_) if !waited && self.wait_for_new_leader(leader.unwrap_or_default()).await => {
+                    waited = true;
+                }
+                Err(s) => return Err(Status::unavailable(format!("etcdserver: {}", s.message()))),
+            }
+        }
+    }
+
+    /// Renews a lease: its granted TTL, `None` if there is no such lease.
+    pub async fn renew_lease(&self, id: i64) -> Result<Option<i64>, Status> {
+        self.lease_clock(id, true).await
     }
 
     /// Waits (bounded) until some member is leader. Returns false on timeout.

@@ -51,6 +51,59 @@ async fn any_member_serves_writes_and_linearizable_reads() {
 }
 
 #[tokio::test]
+async fn leases_and_watches_through_followers() {
+    use etcd_client::{EventType, PutOptions, WatchOptions};
+    let c = Cluster::start(Kind::Oxetcd, 3);
+    let leader = c.leader().expect("leader");
+    let f1 = &c.members[(leader + 1) % 3];
+    let f2 = &c.members[(leader + 2) % 3];
+    let mut a = client(&f1.endpoint()).await;
+    let mut b = client(&f2.endpoint()).await;
+    // A watch on one follower sees writes made through the other.
+    let mut stream = a
+        .watch("w", Some(WatchOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    // Grant and keep alive through a follower: the leader's lease clock answers.
+    let lease = b.lease_grant(2, None).await.unwrap();
+    b.put("wl", "v", Some(PutOptions::new().with_lease(lease.id())))
+        .await
+        .unwrap();
+    let (mut keeper, mut acks) = b.lease_keep_alive(lease.id()).await.unwrap();
+    keeper.keep_alive().await.unwrap();
+    let ack = tokio::time::timeout(Duration::from_secs(10), acks.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(ack.ttl(), 2);
+    let ttl = a.lease_time_to_live(lease.id(), None).await.unwrap();
+    assert_eq!(ttl.granted_ttl(), 2);
+    assert!(ttl.ttl() >= 0 && ttl.ttl() <= 2, "remaining {}", ttl.ttl());
+    drop(keeper);
+    // The leader revokes the expired lease through raft: every member deletes the key.
+    let mut kinds = Vec::new();
+    while kinds.len() < 2 {
+        let r = tokio::time::timeout(Duration::from_secs(20), stream.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        kinds.extend(r.events().iter().map(|e| e.event_type()));
+    }
+    assert_eq!(kinds, [EventType::Put, EventType::Delete]);
+    for m in &c.members {
+        let mut cl = client(&m.endpoint()).await;
+        assert_eq!(
+            cl.get("wl", None).await.unwrap().count(),
+            0,
+            "member {}",
+            m.name
+        );
+    }
+}
+
+#[tokio::test]
 async fn leader_kill9_under_writes_loses_nothing_acknowledged() {
     let mut c = Cluster::start(Kind::Oxetcd, 3);
     let leader = c.leader().expect("a leader");

@@ -27,12 +27,20 @@ impl ClusterService {
         let learners: Vec<u64> = membership.learner_ids().collect();
         Ok(membership
             .nodes()
-            .map(|(id, node)| Member {
-                id: *id,
-                name: node.name.clone(),
-                peer_ur_ls: node.peer_urls.clone(),
-                client_ur_ls: node.client_urls.clone(),
-                is_learner: learners.contains(id),
+            .map(|(id, node)| {
+                // Published attributes win: they are what the member itself announced.
+                let (name, client_urls) = state
+                    .attributes
+                    .get(id)
+                    .cloned()
+                    .unwrap_or_else(|| (node.name.clone(), node.client_urls.clone()));
+                Member {
+                    id: *id,
+                    name,
+                    peer_ur_ls: node.peer_urls.clone(),
+                    client_ur_ls: client_urls,
+                    is_learner: learners.contains(id),
+                }
             })
             .collect())
     }

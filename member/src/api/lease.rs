@@ -123,7 +123,11 @@ impl Lease for LeaseService {
                 ..Default::default()
             }));
         };
-        let remaining = self.server.lessor.remaining(req.id).unwrap_or(lease.ttl);
+        let remaining = self
+            .server
+            .lease_clock(req.id, false)
+            .await?
+            .unwrap_or(lease.ttl);
         Ok(Response::new(LeaseTimeToLiveResponse {
             header,
             id: req.id,

@@ -82,6 +82,15 @@ impl RaftPeer for PeerService {
         }))
     }
 
+    async fn lease_clock(&self, r: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
+        let (id, renew): (i64, bool) = self.open(r)?;
+        if !self.server.is_leader() {
+            return Err(crate::server::no_leader());
+        }
+        let ttl = self.server.lease_clock_here(id, renew)?;
+        self.reply(&ttl)
+    }
+
     async fn read_index(
         &self,
         r: Request<PeerMessage>,
