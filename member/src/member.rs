@@ -275,6 +275,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     watch_leadership(raft.clone(), me, metrics.clone());
     let (proposals, proposal_rx) = tokio::sync::mpsc::channel(PROPOSAL_QUEUE);
+    let (reads, read_rx) = tokio::sync::mpsc::channel(PROPOSAL_QUEUE);
     let server = Arc::new(EtcdServer {
         raft: raft.clone(),
         state,
@@ -297,7 +298,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 << 8,
         ),
         proposals,
+        reads,
     });
+    tokio::spawn(crate::server::run_read_batcher(
+        Arc::downgrade(&server),
+        read_rx,
+    ));
     tokio::spawn(crate::server::run_proposer(
         Arc::downgrade(&server),
         proposal_rx,

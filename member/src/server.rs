@@ -63,6 +63,8 @@ pub struct EtcdServer {
     pub lease_ids: std::sync::atomic::AtomicU64,
     /// Requests on their way to the proposer task (see [`run_proposer`]).
     pub proposals: mpsc::Sender<Pending>,
+    /// Read barriers waiting for the next read-index round (see [`run_read_batcher`]).
+    pub reads: mpsc::Sender<oneshot::Sender<Result<u64, Status>>>,
 }
 
 /// etcd's "no leader" error, returned while no leader can be found in time.
@@ -206,16 +208,35 @@ impl EtcdServer {
 
     /// Linearizable read barrier: confirms leadership with a quorum and waits until this member
     /// has applied everything committed before the read started.
+    /// Linearizable read barrier: confirms leadership with a quorum and waits until this member
+    /// has applied everything committed before the read started. Concurrent barriers share one
+    /// round (see [`run_read_batcher`]), as etcd's read loop coalesces read-index requests.
     pub async fn read_barrier(&self) -> Result<(), Status> {
+        self.read_index().await.map(|_| ())
+    }
+
+    /// Like [`EtcdServer::read_barrier`], returning the read index (applied here).
+    pub async fn read_index(&self) -> Result<u64, Status> {
+        let (done, result) = oneshot::channel();
+        self.reads
+            .send(done)
+            .await
+            .map_err(|_| Status::unavailable("etcdserver: server stopped"))?;
+        result
+            .await
+            .map_err(|_| Status::unavailable("etcdserver: server stopped"))?
+    }
+
+    /// One read-index round: on the leader, openraft's quorum check; on a follower, the
+    /// leader's read index, then wait until it is applied here.
+    async fn read_index_round(&self) -> Result<u64, Status> {
         use openraft::error::CheckIsLeaderError;
         let mut waited = false;
         loop {
             match self.raft.ensure_linearizable().await {
-                Ok(_) => return Ok(()),
+                Ok(read) => return Ok(read.map(|l| l.index).unwrap_or(0)),
                 Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                     if let Some(node) = self.leader_node(f.leader_id, f.leader_node) {
-                        // A follower: the leader confirms its leadership with a quorum and
-                        // names the index this member must have applied before it reads.
                         match self.read_index_from(&node).await {
                             // A read is always safe to retry with the next leader.
                             Err(s) if !waited => {
@@ -242,7 +263,7 @@ impl EtcdServer {
         }
     }
 
-    async fn read_index_from(&self, leader: &MemberNode) -> Result<(), Status> {
+    async fn read_index_from(&self, leader: &MemberNode) -> Result<u64, Status> {
         let mut client = self.peer_client(leader)?;
         let data = bincode::serialize(&()).map_err(|e| Status::internal(e.to_string()))?;
         let index = client
@@ -259,7 +280,30 @@ impl EtcdServer {
             })?
             .into_inner()
             .index;
-        self.wait_applied(index).await
+        self.wait_applied(index).await?;
+        Ok(index)
+    }
+}
+
+/// The read batcher: each round serves every barrier queued before it started, so a burst of
+/// linearizable reads costs one quorum round (or one ReadIndex call from a follower), not one
+/// each. A barrier queued during a round waits for the next round, which starts after it.
+pub async fn run_read_batcher(
+    server: std::sync::Weak<EtcdServer>,
+    mut rx: mpsc::Receiver<oneshot::Sender<Result<u64, Status>>>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut waiters = vec![first];
+        while let Ok(w) = rx.try_recv() {
+            waiters.push(w);
+        }
+        let Some(server) = server.upgrade() else {
+            return;
+        };
+        let result = server.read_index_round().await;
+        for w in waiters {
+            let _ = w.send(result.clone());
+        }
     }
 }
 
@@ -477,15 +521,12 @@ impl EtcdServer {
             })
     }
 
-    /// On the leader: a read index (confirmed with a quorum, applied here).
+    /// On the leader: a read index (confirmed with a quorum, applied here), for a follower.
     pub async fn leader_read_index(&self) -> Result<u64, Status> {
-        match self.raft.ensure_linearizable().await {
-            Ok(read) => Ok(read.map(|l| l.index).unwrap_or(0)),
-            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(_))) => {
-                Err(no_leader())
-            }
-            Err(e) => Err(Status::unavailable(format!("etcdserver: {e}"))),
+        if !self.is_leader() {
+            return Err(no_leader());
         }
+        self.read_index().await
     }
 }
 
