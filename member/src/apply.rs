@@ -375,6 +375,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         );
         db.write(batch).map_err(write_err)?;
         *state = load_state(&self.storage)?;
+        tracing::info!(
+            last_log_id = ?meta.last_log_id,
+            revision = state.mvcc.current_rev(),
+            "installed snapshot"
+        );
         self.lessor.clear();
         restart_lease_clock(&self.lessor, &state.leases);
         Ok(())

@@ -85,6 +85,15 @@ pub struct Config {
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100000)]
     pub snapshot_count: u64,
 
+    /// Raft log entries kept after a snapshot, for slow followers to catch up from the log
+    /// rather than from a snapshot.
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES",
+        default_value_t = 5000
+    )]
+    pub experimental_snapshot_catchup_entries: u64,
+
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
     pub heartbeat_interval: u64,

@@ -232,7 +232,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         election_timeout_min: cfg.election_timeout,
         election_timeout_max: cfg.election_timeout * 2,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_count),
-        max_in_snapshot_log_to_keep: 5000,
+        max_in_snapshot_log_to_keep: cfg.experimental_snapshot_catchup_entries,
         ..Default::default()
     }
     .validate()

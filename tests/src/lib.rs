@@ -241,6 +241,11 @@ impl Cluster {
     /// Starts `n` members with one `--initial-cluster` and waits until each is ready (which
     /// needs a quorum, so all processes start first).
     pub fn start(kind: Kind, n: usize) -> Self {
+        Self::start_with(kind, n, &[])
+    }
+
+    /// Like [`Cluster::start`], with extra flags for every member.
+    pub fn start_with(kind: Kind, n: usize, extra_args: &[&str]) -> Self {
         let peers: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let initial: Vec<String> = peers
             .iter()
@@ -261,7 +266,7 @@ impl Cluster {
                 log_path: tmp.path().join("member.log"),
                 _tmp: Some(tmp),
                 child: None,
-                extra_args: Vec::new(),
+                extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
                 initial_cluster: initial.clone(),
             };
             sockets.push(m.start_process());

@@ -186,3 +186,78 @@ async fn leader_kill9_under_writes_loses_nothing_acknowledged() {
         acked.len()
     );
 }
+
+#[tokio::test]
+async fn a_member_far_behind_catches_up_from_a_snapshot() {
+    // Snapshot every 100 entries and keep only 50 log entries behind it.
+    let mut c = Cluster::start_with(
+        Kind::Oxetcd,
+        3,
+        &[
+            "--snapshot-count",
+            "100",
+            "--experimental-snapshot-catchup-entries",
+            "50",
+        ],
+    );
+    let leader = c.leader().expect("leader");
+    let lagger = (leader + 1) % 3;
+    c.members[lagger].kill9();
+    let mut cl = client(&c.members[leader].endpoint()).await;
+    // Far more entries than the leader keeps in its log: the lagger must get a snapshot.
+    for i in 0..1500 {
+        cl.put(format!("s{}", i % 300), format!("{i}"), None)
+            .await
+            .unwrap();
+    }
+    cl.delete("s0", None).await.unwrap();
+    cl.compact(1000, None).await.unwrap();
+    let want = cl
+        .get("s", Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    let want_rev = want.header().unwrap().revision();
+    c.members[lagger].restart();
+    let mut back = client(&c.members[lagger].endpoint()).await;
+    // A linearizable read on the restarted member waits until it has applied the leader's
+    // index: after that, its own state must equal the leader's, revisions included.
+    let got = back
+        .get("s", Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    assert_eq!(got.header().unwrap().revision(), want_rev);
+    let kvs = |r: &etcd_client::GetResponse| -> Vec<(Vec<u8>, Vec<u8>, i64, i64, i64)> {
+        r.kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    kv.key().to_vec(),
+                    kv.value().to_vec(),
+                    kv.create_revision(),
+                    kv.mod_revision(),
+                    kv.version(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(kvs(&got), kvs(&want));
+    assert_eq!(got.kvs().len(), 299);
+    // The compaction point came with the snapshot.
+    let err = back
+        .get("s1", Some(GetOptions::new().with_revision(500)))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("required revision has been compacted"),
+        "{err}"
+    );
+    // And it keeps following new writes.
+    cl.put("after", "1", None).await.unwrap();
+    assert_eq!(back.get("after", None).await.unwrap().count(), 1);
+    // It caught up from a snapshot, not from the log (which the leader had purged).
+    assert!(
+        c.members[lagger].log().contains("installed snapshot"),
+        "the lagging member never installed a snapshot"
+    );
+}
