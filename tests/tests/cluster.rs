@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, GetOptions};
 use oxetcd_tests::{Cluster, Kind};
 
+/// (key, value, create revision, mod revision, version)
+type Row = (Vec<u8>, Vec<u8>, i64, i64, i64);
+
 async fn client(endpoint: &str) -> Client {
     Client::connect([format!("http://{endpoint}")], None)
         .await
@@ -226,7 +229,7 @@ async fn a_member_far_behind_catches_up_from_a_snapshot() {
         .await
         .unwrap();
     assert_eq!(got.header().unwrap().revision(), want_rev);
-    let kvs = |r: &etcd_client::GetResponse| -> Vec<(Vec<u8>, Vec<u8>, i64, i64, i64)> {
+    let kvs = |r: &etcd_client::GetResponse| -> Vec<Row> {
         r.kvs()
             .iter()
             .map(|kv| {
