@@ -3,7 +3,7 @@
 CARGO ?= cargo
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: build run test lint fmt clean
+.PHONY: build run test lint fmt clean bench-compare
 
 build:
 	$(CARGO) build --workspace --bins
@@ -25,3 +25,9 @@ fmt:
 
 clean:
 	$(CARGO) clean
+
+# Real etcd 3.4 and oxetcd side by side, 1 and 3 members (release build; see docs/benchmarks.md).
+bench-compare:
+	$(CARGO) build --release --bins
+	bash bench/compare.sh $(TARGET_DIR) 1
+	bash bench/compare.sh $(TARGET_DIR) 3

@@ -46,16 +46,15 @@ start() { # kind prefix -> prints the client endpoints, comma-separated
   echo "$eps"
 }
 
-field() { grep -E "$1" | head -1 | awk '{print $NF=="secs." ? $(NF-1) : $NF}'; }
-
-run() { # endpoints args... -> "rps p50 p99"
+run() { # endpoints args... -> "rps p50 p99" (for watch-latency: put rps, event p50/p99)
   local eps=$1; shift
-  local out; out=$("$CTL" --endpoints="$eps" bench "$@")
-  local rps p50 p99
-  rps=$(echo "$out" | grep 'Requests/sec' | awk '{print $2}')
-  p50=$(echo "$out" | grep ' 50% in' | awk '{print $3}')
-  p99=$(echo "$out" | grep ' 99% in' | awk '{print $3}')
-  echo "$rps $p50 $p99"
+  "$CTL" --endpoints="$eps" -w json bench "$@" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+lat = r["watch"] if "watch" in r else r
+rps = (r["put"] if "watch" in r else r).get("requests_per_sec", 0)
+pct = {d["percent"]: d["latency"] for d in lat.get("latency_distribution", [])}
+print(rps, pct.get(50.0, 0), pct.get(99.0, 0))'
 }
 
 E=$(start etcd etcd)
@@ -76,6 +75,8 @@ put, 1 client, 1 conn|--clients 1 --conns 1 put --total 2000 --key-space-size 10
 put, 100 clients, 10 conns|--clients 100 --conns 10 put --total 20000 --key-space-size 100000
 range linearizable, 100 clients|--clients 100 --conns 10 range 00000001 --total 20000 --consistency l
 range serializable, 100 clients|--clients 100 --conns 10 range 00000001 --total 20000 --consistency s
+txn-put (1 op), 100 clients, 10 conns|--clients 100 --conns 10 txn-put --total 20000 --key-space-size 100000
+watch-latency, 1000 watchers (puts/s; event ms)|--conns 10 watch-latency --watchers 1000 --streams 10 --put-total 1000 --put-rate 0
 LOADS
 rss() { ps -o rss= -p "$(cat "$WORK/$1.pid")" | tr -d ' '; }
 echo "RSS after the run (first member): etcd $(rss etcd1) KiB, oxetcd $(rss ox1) KiB"

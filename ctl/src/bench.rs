@@ -46,6 +46,24 @@ pub enum BenchCommand {
         #[arg(long)]
         sequential_keys: bool,
     },
+    /// Benchmark put with transactions
+    TxnPut {
+        /// Total number of txn requests
+        #[arg(long, default_value_t = 10000)]
+        total: u64,
+        /// Key size of txn put
+        #[arg(long, default_value_t = 8)]
+        key_size: usize,
+        /// Value size of txn put
+        #[arg(long, default_value_t = 8)]
+        val_size: usize,
+        /// Maximum possible keys
+        #[arg(long, default_value_t = 1)]
+        key_space_size: u64,
+        /// Number of puts per txn
+        #[arg(long, default_value_t = 1)]
+        txn_ops: usize,
+    },
     /// Benchmark put-to-event latency with many watchers on one key
     WatchLatency {
         /// Total number of put requests
@@ -92,7 +110,31 @@ enum Load {
         key_space: u64,
         sequential: bool,
     },
+    TxnPut {
+        key_size: usize,
+        value: Vec<u8>,
+        key_space: u64,
+        ops: usize,
+    },
     Range(RangeRequest),
+}
+
+/// A cheap deterministic scramble (splitmix64) instead of a RNG dependency.
+fn scramble(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9e3779b97f4a7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+    z ^ (z >> 31)
+}
+
+/// Key number `k` as a zero-padded decimal of `size` bytes.
+fn key_bytes(k: u64, size: usize) -> Vec<u8> {
+    let mut key = vec![b'0'; size];
+    let digits = k.to_string();
+    let d = digits.as_bytes();
+    let start = key.len().saturating_sub(d.len());
+    key[start..].copy_from_slice(&d[d.len().saturating_sub(size)..]);
+    key
 }
 
 impl Load {
@@ -107,20 +149,44 @@ impl Load {
                 let k = if *sequential {
                     n % key_space
                 } else {
-                    // A cheap deterministic scramble (splitmix64) instead of a RNG dependency.
-                    let mut z = n.wrapping_add(0x9e3779b97f4a7c15);
-                    z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-                    z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-                    (z ^ (z >> 31)) % key_space
+                    scramble(n) % key_space
                 };
-                let mut key = vec![b'0'; *key_size];
-                let digits = k.to_string();
-                let d = digits.as_bytes();
-                let start = key.len().saturating_sub(d.len());
-                key[start..].copy_from_slice(&d[d.len().saturating_sub(*key_size)..]);
                 kv.put(PutRequest {
-                    key,
+                    key: key_bytes(k, *key_size),
                     value: value.clone(),
+                    ..Default::default()
+                })
+                .await?;
+            }
+            Load::TxnPut {
+                key_size,
+                value,
+                key_space,
+                ops,
+            } => {
+                use oxetcd_common::etcdserverpb::{request_op, RequestOp, TxnRequest};
+                // Distinct keys within one txn (etcd refuses a key written twice).
+                let mut keys: Vec<u64> = Vec::with_capacity(*ops);
+                let mut i = 0u64;
+                while keys.len() < (*ops).min(*key_space as usize) {
+                    let k = scramble(n.wrapping_mul(1000).wrapping_add(i)) % key_space;
+                    if !keys.contains(&k) {
+                        keys.push(k);
+                    }
+                    i += 1;
+                }
+                let success = keys
+                    .into_iter()
+                    .map(|k| RequestOp {
+                        request: Some(request_op::Request::RequestPut(PutRequest {
+                            key: key_bytes(k, *key_size),
+                            value: value.clone(),
+                            ..Default::default()
+                        })),
+                    })
+                    .collect();
+                kv.txn(TxnRequest {
+                    success,
                     ..Default::default()
                 })
                 .await?;
@@ -133,7 +199,7 @@ impl Load {
     }
 }
 
-pub async fn run(endpoints: &[String], dial: Duration, args: BenchArgs) -> Result<()> {
+pub async fn run(endpoints: &[String], dial: Duration, args: BenchArgs, json: bool) -> Result<()> {
     if args.clients == 0 || args.conns == 0 {
         bail!("--clients and --conns must be at least 1");
     }
@@ -157,7 +223,7 @@ pub async fn run(endpoints: &[String], dial: Duration, args: BenchArgs) -> Resul
             slow_watchers,
             conns: args.conns,
         };
-        return watch_latency(endpoints, dial, opts).await;
+        return watch_latency(endpoints, dial, opts, json).await;
     }
     let (load, total) = match args.command {
         BenchCommand::Put {
@@ -172,6 +238,21 @@ pub async fn run(endpoints: &[String], dial: Duration, args: BenchArgs) -> Resul
                 value: vec![b'x'; val_size],
                 key_space: key_space_size.max(1),
                 sequential: sequential_keys,
+            },
+            total,
+        ),
+        BenchCommand::TxnPut {
+            total,
+            key_size,
+            val_size,
+            key_space_size,
+            txn_ops,
+        } => (
+            Load::TxnPut {
+                key_size,
+                value: vec![b'x'; val_size],
+                key_space: key_space_size.max(1),
+                ops: txn_ops.max(1),
             },
             total,
         ),
@@ -198,6 +279,7 @@ pub async fn run(endpoints: &[String], dial: Duration, args: BenchArgs) -> Resul
     }
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let bar = progress(next.clone(), total);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..args.clients {
@@ -225,8 +307,15 @@ pub async fn run(endpoints: &[String], dial: Duration, args: BenchArgs) -> Resul
         lat.extend(t.await?);
     }
     let elapsed = start.elapsed().as_secs_f64();
-    print!("{}", report(&mut lat, elapsed));
+    if let Some(b) = bar {
+        let _ = b.await;
+    }
     let errors = errors.load(Ordering::Relaxed);
+    if json {
+        println!("{}", report_json(&mut lat, elapsed, errors));
+        return Ok(());
+    }
+    print!("{}", report(&mut lat, elapsed));
     if errors > 0 {
         println!("\n{errors} requests failed");
     }
@@ -288,7 +377,12 @@ async fn open_watchers(
 
 /// etcd's watch-latency: puts to one key at a fixed rate while many watchers watch it; the
 /// latency of each (put, watcher) pair is from the put's start to the event's arrival.
-async fn watch_latency(endpoints: &[String], dial: Duration, o: WatchLatency) -> Result<()> {
+async fn watch_latency(
+    endpoints: &[String],
+    dial: Duration,
+    o: WatchLatency,
+    json: bool,
+) -> Result<()> {
     let mut conns = Vec::new();
     for i in 0..o.conns.max(1) {
         conns.push(
@@ -381,6 +475,16 @@ async fn watch_latency(endpoints: &[String], dial: Duration, o: WatchLatency) ->
         }
     }
     drop(slow);
+    let expected = o.put_total as usize * o.watchers;
+    if json {
+        let mut v = serde_json::json!({
+            "put": report_json(&mut put_lat, put_secs, 0),
+            "watch": report_json(&mut lat, put_secs, 0),
+        });
+        v["missing_events"] = serde_json::json!(expected.saturating_sub(lat.len()));
+        println!("{v}");
+        return Ok(());
+    }
     println!(
         "Put summary ({} watchers, {} slow):",
         o.watchers, o.slow_watchers
@@ -388,61 +492,143 @@ async fn watch_latency(endpoints: &[String], dial: Duration, o: WatchLatency) ->
     print!("{}", report(&mut put_lat, put_secs));
     println!("\nWatch latency summary:");
     print!("{}", report(&mut lat, put_secs));
-    let expected = o.put_total as usize * o.watchers;
     if lat.len() < expected {
         println!("\n{} of {expected} events missing", expected - lat.len());
     }
     Ok(())
 }
 
-/// etcd benchmark's report: summary, histogram, latency distribution.
-fn report(lat: &mut [f64], total_secs: f64) -> String {
-    let mut out = String::from("\nSummary:\n");
-    if lat.is_empty() {
-        out.push_str("  no successful requests\n");
-        return out;
-    }
-    lat.sort_by(|a, b| a.total_cmp(b));
-    let n = lat.len() as f64;
-    let avg = lat.iter().sum::<f64>() / n;
-    let stddev = (lat.iter().map(|x| (x - avg).powi(2)).sum::<f64>() / n).sqrt();
-    let (fastest, slowest) = (lat[0], lat[lat.len() - 1]);
-    out.push_str(&format!("  Total:\t{total_secs:.4} secs.\n"));
-    out.push_str(&format!("  Slowest:\t{slowest:.4} secs.\n"));
-    out.push_str(&format!("  Fastest:\t{fastest:.4} secs.\n"));
-    out.push_str(&format!("  Average:\t{avg:.4} secs.\n"));
-    out.push_str(&format!("  Stddev:\t{stddev:.4} secs.\n"));
-    out.push_str(&format!("  Requests/sec:\t{:.4}\n", n / total_secs));
-    out.push_str("\nResponse time histogram:\n");
-    let buckets = 10;
-    let width = (slowest - fastest) / buckets as f64;
-    let mut counts = vec![0usize; buckets + 1];
-    for &x in lat.iter() {
-        let i = if width > 0.0 {
-            ((x - fastest) / width) as usize
-        } else {
-            0
-        };
-        counts[i.min(buckets)] += 1;
-    }
-    let max = counts.iter().copied().max().unwrap_or(1).max(1);
-    for (i, c) in counts.iter().enumerate() {
-        let bar = "∎".repeat(c * 40 / max);
-        out.push_str(&format!(
-            "  {:.4} [{c}]\t|{bar}\n",
-            fastest + width * i as f64
-        ));
-    }
-    out.push_str("\nLatency distribution:\n");
-    // etcd's definition: the first sample whose rank i*100/n reaches the percentile.
-    let mut i = 0;
-    for p in [10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9] {
-        while i + 1 < lat.len() && (i as f64) * 100.0 / n < p {
-            i += 1;
+/// What etcd's benchmark reports about a set of request latencies (seconds).
+struct Stats {
+    total: f64,
+    slowest: f64,
+    fastest: f64,
+    average: f64,
+    stddev: f64,
+    rps: f64,
+    histogram: Vec<(f64, usize)>,
+    percentiles: Vec<(f64, f64)>,
+}
+
+impl Stats {
+    fn new(lat: &mut [f64], total_secs: f64) -> Option<Self> {
+        if lat.is_empty() {
+            return None;
         }
-        out.push_str(&format!("  {p}% in {:.4} secs.\n", lat[i]));
+        lat.sort_by(|a, b| a.total_cmp(b));
+        let n = lat.len() as f64;
+        let average = lat.iter().sum::<f64>() / n;
+        let stddev = (lat.iter().map(|x| (x - average).powi(2)).sum::<f64>() / n).sqrt();
+        let (fastest, slowest) = (lat[0], lat[lat.len() - 1]);
+        let buckets = 10;
+        let width = (slowest - fastest) / buckets as f64;
+        let mut counts = vec![0usize; buckets + 1];
+        for &x in lat.iter() {
+            let i = if width > 0.0 {
+                ((x - fastest) / width) as usize
+            } else {
+                0
+            };
+            counts[i.min(buckets)] += 1;
+        }
+        let histogram = counts
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| (fastest + width * i as f64, c))
+            .collect();
+        // etcd's definition: the first sample whose rank i*100/n reaches the percentile.
+        let mut percentiles = Vec::new();
+        let mut i = 0;
+        for p in [10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9] {
+            while i + 1 < lat.len() && (i as f64) * 100.0 / n < p {
+                i += 1;
+            }
+            percentiles.push((p, lat[i]));
+        }
+        Some(Self {
+            total: total_secs,
+            slowest,
+            fastest,
+            average,
+            stddev,
+            rps: n / total_secs,
+            histogram,
+            percentiles,
+        })
     }
-    out
+
+    fn text(&self) -> String {
+        let mut out = String::from("\nSummary:\n");
+        out.push_str(&format!("  Total:\t{:.4} secs.\n", self.total));
+        out.push_str(&format!("  Slowest:\t{:.4} secs.\n", self.slowest));
+        out.push_str(&format!("  Fastest:\t{:.4} secs.\n", self.fastest));
+        out.push_str(&format!("  Average:\t{:.4} secs.\n", self.average));
+        out.push_str(&format!("  Stddev:\t{:.4} secs.\n", self.stddev));
+        out.push_str(&format!("  Requests/sec:\t{:.4}\n", self.rps));
+        out.push_str("\nResponse time histogram:\n");
+        let max = self.histogram.iter().map(|h| h.1).max().unwrap_or(1).max(1);
+        for (mark, c) in &self.histogram {
+            let bar = "∎".repeat(c * 40 / max);
+            out.push_str(&format!("  {mark:.4} [{c}]\t|{bar}\n"));
+        }
+        out.push_str("\nLatency distribution:\n");
+        for (p, v) in &self.percentiles {
+            out.push_str(&format!("  {p}% in {v:.4} secs.\n"));
+        }
+        out
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "total": self.total,
+            "slowest": self.slowest,
+            "fastest": self.fastest,
+            "average": self.average,
+            "stddev": self.stddev,
+            "requests_per_sec": self.rps,
+            "histogram": self.histogram.iter().map(|(m, c)| serde_json::json!({"mark": m, "count": c})).collect::<Vec<_>>(),
+            "latency_distribution": self.percentiles.iter().map(|(p, v)| serde_json::json!({"percent": p, "latency": v})).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// etcd benchmark's text report: summary, histogram, latency distribution.
+fn report(lat: &mut [f64], total_secs: f64) -> String {
+    match Stats::new(lat, total_secs) {
+        Some(s) => s.text(),
+        None => "\nSummary:\n  no successful requests\n".to_string(),
+    }
+}
+
+fn report_json(lat: &mut [f64], total_secs: f64, errors: u64) -> serde_json::Value {
+    let mut v = Stats::new(lat, total_secs)
+        .map(|s| s.json())
+        .unwrap_or_else(|| serde_json::json!({}));
+    v["errors"] = serde_json::json!(errors);
+    v["requests"] = serde_json::json!(lat.len());
+    v
+}
+
+/// While a run lasts, `done/total` on stderr, only when stderr is a terminal.
+fn progress(done: Arc<AtomicU64>, total: u64) -> Option<tokio::task::JoinHandle<()>> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        loop {
+            let d = done.load(Ordering::Relaxed).min(total);
+            eprint!(
+                "\r  {d} / {total} ({:.0}%)",
+                d as f64 * 100.0 / total.max(1) as f64
+            );
+            if d >= total {
+                eprintln!();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }))
 }
 
 #[cfg(test)]

@@ -301,7 +301,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let mut c = Clients::new(connect().await?);
             coordination::elect(&mut c, election_name, proposal, listen, ttl).await?;
         }
-        Command::Bench(args) => bench::run(&cli.endpoints, cli.dial_timeout, args).await?,
+        Command::Bench(args) => {
+            bench::run(
+                &cli.endpoints,
+                cli.dial_timeout,
+                args,
+                printer.format == Format::Json,
+            )
+            .await?
+        }
         Command::Member {
             command: MemberCommand::List,
         } => {

@@ -42,3 +42,32 @@ fn bench_put_and_range_smoke() {
     ]);
     assert!(r.ok().contains("Requests/sec:"));
 }
+
+#[test]
+fn bench_txn_put_and_json_report() {
+    let m = Member::start(Kind::Oxetcd);
+    let r = m.oxetcdctl(&[
+        "-w",
+        "json",
+        "bench",
+        "--clients",
+        "4",
+        "txn-put",
+        "--total",
+        "100",
+        "--txn-ops",
+        "3",
+        "--key-space-size",
+        "1000",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(r.ok().trim()).expect("one JSON report");
+    assert_eq!(report["requests"], 100);
+    assert_eq!(report["errors"], 0);
+    assert!(report["requests_per_sec"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["latency_distribution"].as_array().unwrap().len(), 8);
+    // 100 txns of 3 puts each: 100 revisions, up to 300 keys written.
+    let out = m.etcdctl(&["get", "", "--prefix", "-w", "json", "--keys-only"]);
+    let v: serde_json::Value = serde_json::from_str(out.ok().trim()).unwrap();
+    assert_eq!(v["header"]["revision"], 101);
+    assert!(v["count"].as_i64().unwrap() > 100);
+}
