@@ -314,26 +314,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             command: MemberCommand::List,
         } => {
             let mut c = Clients::new(connect().await?);
-            let resp = c
-                .cluster
-                .member_list(MemberListRequest {
-                    linearizable: false,
-                })
-                .await?
-                .into_inner();
-            printer.member_list(&resp);
+            printer.member_list(&member_list(&mut c).await?);
         }
         Command::Endpoint { command, cluster } => {
             let endpoints = if cluster {
                 let mut c = Clients::new(connect().await?);
-                let resp = c
-                    .cluster
-                    .member_list(MemberListRequest {
-                        linearizable: false,
-                    })
+                member_list(&mut c)
                     .await?
-                    .into_inner();
-                resp.members
+                    .members
                     .into_iter()
                     .flat_map(|m| m.client_ur_ls)
                     .collect()
@@ -405,6 +393,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+async fn member_list(
+    c: &mut Clients,
+) -> Result<oxetcd_common::etcdserverpb::MemberListResponse, Failure> {
+    Ok(c.cluster
+        .member_list(MemberListRequest {
+            linearizable: false,
+        })
+        .await?
+        .into_inner())
 }
 
 fn print_health(format: Format, rows: &[(String, Option<String>, Duration)]) {

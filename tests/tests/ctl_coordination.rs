@@ -3,13 +3,13 @@
 
 use oxetcd_tests::{normalize, Kind, Member, Running};
 
-/// Starts the same watch with etcdctl and oxetcdctl, makes `writes`, and returns both outputs
-/// up to the sentinel put `zz-end = done` (which every watch below includes).
+/// Starts the same watch with etcdctl and oxetcdctl, makes `writes` and a sentinel put
+/// `zz-end = done`, and returns both outputs up to the first line for which `last` holds.
 fn watch_both(
     m: &Member,
     args: &[&str],
     writes: &[&[&str]],
-    last: &str,
+    last: impl Fn(&str) -> bool,
 ) -> (Vec<String>, Vec<String>) {
     // Start from the next revision so that both see the same events however fast they start.
     let rev = {
@@ -26,7 +26,18 @@ fn watch_both(
         m.etcdctl(w).ok();
     }
     m.etcdctl(&["put", "zz-end", "done"]).ok();
-    (theirs.read_until(last), ours.read_until(last))
+    let read = |r: &mut Running| {
+        let mut out = Vec::new();
+        loop {
+            let l = r.next_line();
+            let done = last(&l);
+            out.push(l);
+            if done {
+                return out;
+            }
+        }
+    };
+    (read(&mut theirs), read(&mut ours))
 }
 
 #[test]
@@ -47,21 +58,15 @@ fn watch_output_matches_etcdctl() {
         vec!["", "--prefix", "-w", "json"],
         vec!["a", "zzz", "--hex"],
     ] {
-        let last = if args.contains(&"json") {
-            // The JSON line of the sentinel event: its value "done" is ZG9uZQ==.
-            None
+        // The sentinel's value "done": base64 in JSON, escaped with --hex.
+        let last: fn(&str) -> bool = if args.contains(&"json") {
+            |l| l.contains("ZG9uZQ==")
         } else if args.contains(&"--hex") {
-            Some("\\x64\\x6f\\x6e\\x65")
+            |l| l == "\\x64\\x6f\\x6e\\x65"
         } else {
-            Some("done")
+            |l| l == "done"
         };
-        let (theirs, ours) = match last {
-            Some(l) => watch_both(&m, &args, writes, l),
-            None => {
-                let (t, o) = watch_both_json(&m, &args, writes);
-                (t, o)
-            }
-        };
+        let (theirs, ours) = watch_both(&m, &args, writes, last);
         assert_eq!(
             normalize(&theirs.join("\n")),
             normalize(&ours.join("\n")),
@@ -74,35 +79,6 @@ fn watch_output_matches_etcdctl() {
     }
 }
 
-fn watch_both_json(m: &Member, args: &[&str], writes: &[&[&str]]) -> (Vec<String>, Vec<String>) {
-    let rev = {
-        let out = m.etcdctl(&["get", "x", "-w", "json"]);
-        let v: serde_json::Value = serde_json::from_str(out.ok().trim()).unwrap();
-        v["header"]["revision"].as_i64().unwrap() + 1
-    };
-    let rev_flag = format!("--rev={rev}");
-    let mut full: Vec<&str> = vec!["watch", &rev_flag];
-    full.extend_from_slice(args);
-    let mut theirs = Running::start(false, &m.endpoint(), &full);
-    let mut ours = Running::start(true, &m.endpoint(), &full);
-    for w in writes {
-        m.etcdctl(w).ok();
-    }
-    m.etcdctl(&["put", "zz-end", "done"]).ok();
-    let read = |r: &mut Running| {
-        let mut out = Vec::new();
-        loop {
-            let l = r.next_line();
-            let done = l.contains("ZG9uZQ==");
-            out.push(l);
-            if done {
-                return out;
-            }
-        }
-    };
-    (read(&mut theirs), read(&mut ours))
-}
-
 #[test]
 fn watch_exec_mode_and_compacted_cancel_match_etcdctl() {
     let m = Member::start(Kind::Oxetcd);
@@ -111,7 +87,7 @@ fn watch_exec_mode_and_compacted_cancel_match_etcdctl() {
         &m,
         &exec,
         &[&["put", "wk", "10"], &["put", "wk", "done"]],
-        "ETCD_WATCH_VALUE=\"done\"",
+        |l| l == "ETCD_WATCH_VALUE=\"done\"",
     );
     assert_eq!(theirs, ours);
     assert!(
