@@ -279,12 +279,18 @@ pub async fn run(endpoints: &[String], dial: Duration, args: BenchArgs, json: bo
     }
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let first_error: Arc<std::sync::Mutex<Option<String>>> = Default::default();
     let bar = progress(next.clone(), total);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..args.clients {
         let mut kv = KvClient::new(conns[c % conns.len()].clone());
-        let (next, errors, load) = (next.clone(), errors.clone(), load.clone());
+        let (next, errors, load, first_error) = (
+            next.clone(),
+            errors.clone(),
+            load.clone(),
+            first_error.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             loop {
@@ -295,8 +301,11 @@ pub async fn run(endpoints: &[String], dial: Duration, args: BenchArgs, json: bo
                 let t = Instant::now();
                 match load.run(&mut kv, n).await {
                     Ok(()) => lat.push(t.elapsed().as_secs_f64()),
-                    Err(_) => {
+                    Err(e) => {
                         errors.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(mut f) = first_error.lock() {
+                            f.get_or_insert_with(|| e.message().to_string());
+                        }
                     }
                 }
             }
@@ -311,13 +320,21 @@ pub async fn run(endpoints: &[String], dial: Duration, args: BenchArgs, json: bo
         let _ = b.await;
     }
     let errors = errors.load(Ordering::Relaxed);
+    let first_error = first_error.lock().ok().and_then(|f| f.clone());
     if json {
-        println!("{}", report_json(&mut lat, elapsed, errors));
+        let mut v = report_json(&mut lat, elapsed, errors);
+        if let Some(e) = &first_error {
+            v["first_error"] = serde_json::json!(e);
+        }
+        println!("{v}");
         return Ok(());
     }
     print!("{}", report(&mut lat, elapsed));
     if errors > 0 {
-        println!("\n{errors} requests failed");
+        println!(
+            "\n{errors} requests failed, the first with: {}",
+            first_error.unwrap_or_default()
+        );
     }
     Ok(())
 }

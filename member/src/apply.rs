@@ -325,6 +325,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             bincode::serialize(&state.membership).map_err(write_err)?,
         );
         self.storage.db().write(batch).map_err(write_err)?;
+        state.mvcc.batch_written();
         // Watchers hear of a revision only once it is readable from the store.
         for (rev, events) in published {
             self.hub.publish(rev, events);

@@ -14,6 +14,7 @@ pub mod concurrency;
 pub mod config;
 pub mod lease;
 pub mod member;
+pub mod membership;
 pub mod metrics;
 pub mod mvcc;
 pub mod raft;

@@ -78,7 +78,11 @@ fn revoke_expired_leases(server: Arc<EtcdServer>) {
 
 /// The member and cluster IDs: fixed at bootstrap and kept in `raft_meta` (not in the state
 /// machine, so a snapshot from another member never overwrites them).
-fn load_or_create_identity(storage: &Storage, cfg: &Config) -> anyhow::Result<(u64, u64, bool)> {
+fn load_or_create_identity(
+    storage: &Storage,
+    cfg: &Config,
+    existing_cluster: Option<u64>,
+) -> anyhow::Result<(u64, u64, bool)> {
     let cf = storage.cf(CF_RAFT_META);
     if let Some(b) = storage.db().get_cf(cf, IDENTITY_KEY)? {
         let (m, c): (u64, u64) = bincode::deserialize(&b).context("corrupt member identity")?;
@@ -96,13 +100,45 @@ fn load_or_create_identity(storage: &Storage, cfg: &Config) -> anyhow::Result<(u
             cfg.initial_advertise_peer_urls
         );
     }
-    let cid = cluster_id(&ids, &cfg.initial_cluster_token);
+    // Joining an existing cluster: its ID comes from its members, not from our flags.
+    let cid = existing_cluster.unwrap_or_else(|| cluster_id(&ids, &cfg.initial_cluster_token));
     let mut o = rocksdb::WriteOptions::default();
     o.set_sync(true);
     storage
         .db()
         .put_cf_opt(cf, IDENTITY_KEY, bincode::serialize(&(me, cid))?, &o)?;
     Ok((me, cid, true))
+}
+
+/// Asks the other members of `--initial-cluster` for the cluster's ID (joining with
+/// `--initial-cluster-state existing`, after `member add`).
+async fn fetch_cluster_id(cfg: &Config) -> anyhow::Result<u64> {
+    let mine = cfg.peer_urls();
+    let others: Vec<String> = cfg
+        .initial_members()?
+        .into_iter()
+        .flat_map(|(_, urls)| urls)
+        .filter(|u| !mine.contains(u))
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        for url in &others {
+            let Ok(ch) = crate::raft::peer_channel(url) else {
+                continue;
+            };
+            let mut c = oxetcd_common::oxetcdpeerpb::raft_peer_client::RaftPeerClient::new(ch);
+            if let Ok(r) = c
+                .cluster_id(oxetcd_common::oxetcdpeerpb::PeerMessage::default())
+                .await
+            {
+                return Ok(r.into_inner().cluster_id);
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("cannot reach any member of the existing cluster at {others:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Tells systemd (Type=notify) that the member is ready, if it was started by systemd.
@@ -212,7 +248,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let storage =
         Storage::open(&db_dir).with_context(|| format!("cannot open {}", db_dir.display()))?;
-    let (me, cid, fresh) = load_or_create_identity(&storage, &cfg)?;
+    let has_identity = storage
+        .db()
+        .get_cf(storage.cf(CF_RAFT_META), IDENTITY_KEY)?
+        .is_some();
+    let existing_cluster = match cfg.initial_cluster_state.as_str() {
+        "existing" if !has_identity => Some(fetch_cluster_id(&cfg).await?),
+        "existing" | "new" => None,
+        other => bail!("--initial-cluster-state must be 'new' or 'existing', not {other:?}"),
+    };
+    let (me, cid, fresh) = load_or_create_identity(&storage, &cfg, existing_cluster)?;
     tracing::info!(
         name = cfg.name,
         member_id = format!("{me:x}"),
@@ -282,6 +327,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         storage: storage.clone(),
         member_id: me,
         cluster_id: cid,
+        cluster_token: cfg.initial_cluster_token.clone(),
         limits: Limits {
             max_request_bytes: cfg.max_request_bytes as usize,
             max_txn_ops: cfg.max_txn_ops,

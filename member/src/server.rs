@@ -55,6 +55,8 @@ pub struct EtcdServer {
     pub storage: Storage,
     pub member_id: u64,
     pub cluster_id: u64,
+    /// `--initial-cluster-token`: new members' IDs derive from it, as at bootstrap.
+    pub cluster_token: String,
     pub limits: Limits,
     pub metrics: Metrics,
     pub lessor: Arc<Lessor>,
@@ -232,6 +234,7 @@ impl EtcdServer {
     async fn read_index_round(&self) -> Result<u64, Status> {
         use openraft::error::CheckIsLeaderError;
         let mut waited = false;
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
         loop {
             match self.raft.ensure_linearizable().await {
                 Ok(read) => return Ok(read.map(|l| l.index).unwrap_or(0)),
@@ -252,8 +255,7 @@ impl EtcdServer {
                             other => return other,
                         }
                     }
-                    if !waited && self.wait_for_leader().await {
-                        waited = true;
+                    if self.settle_leadership(deadline).await {
                         continue;
                     }
                     return Err(no_leader());
@@ -379,6 +381,7 @@ impl EtcdServer {
         payload: Vec<u8>,
     ) -> Result<(Vec<Result<Vec<u8>, KvError>>, u64), Status> {
         let mut waited = false;
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
         loop {
             match self.raft.client_write(Proposal(payload.clone())).await {
                 Ok(resp) => {
@@ -402,8 +405,7 @@ impl EtcdServer {
                             Ok(r) => return Ok(r),
                         }
                     }
-                    if !waited && self.wait_for_leader().await {
-                        waited = true;
+                    if self.settle_leadership(deadline).await {
                         continue;
                     }
                     self.metrics.proposals_failed.inc();
@@ -497,6 +499,30 @@ impl EtcdServer {
                 .get_node(&id)
                 .cloned()
         })
+    }
+
+    /// When openraft says "not leader" but names no other member (an election in progress, or a
+    /// new leader whose vote is not committed yet): wait for a leader or a moment, until
+    /// `deadline`. False once the deadline has passed.
+    pub async fn settle_leadership(&self, deadline: tokio::time::Instant) -> bool {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        if self.raft.metrics().borrow().current_leader.is_none() {
+            let _ = tokio::time::timeout_at(deadline, self.wait_for_leader()).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// The leader's node by ID, from the applied membership (for other modules).
+    pub fn leader_node_of(&self, id: Option<u64>) -> Option<MemberNode> {
+        self.leader_node(id, None)
+    }
+
+    pub fn peer_client_of(&self, node: &MemberNode) -> Result<RaftPeerClient<Channel>, Status> {
+        self.peer_client(node)
     }
 
     /// A gRPC client for a member's peer URL.

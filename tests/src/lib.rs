@@ -278,6 +278,54 @@ impl Cluster {
         Cluster { members }
     }
 
+    /// Adds a member: `etcdctl member add` through the first live member, then starts it with
+    /// `--initial-cluster-state existing` and waits until it is ready. Returns its index.
+    pub fn add_member(&mut self, learner: bool) -> usize {
+        let n = self.members.len() + 1;
+        let name = format!("m{n}");
+        let peer_port = free_port();
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let via = self
+            .members
+            .iter()
+            .find(|m| m.child.is_some())
+            .expect("a live member");
+        let mut args = vec![
+            "member".to_string(),
+            "add".into(),
+            name.clone(),
+            format!("--peer-urls={peer}"),
+        ];
+        if learner {
+            args.push("--learner".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = via.etcdctl(&args);
+        let initial = out
+            .ok()
+            .lines()
+            .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER="))
+            .expect("ETCD_INITIAL_CLUSTER in member add output")
+            .trim_matches('"')
+            .to_string();
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let mut m = Member {
+            kind: via.kind,
+            name,
+            client_port: free_port(),
+            peer_port,
+            data_dir: tmp.path().join("data"),
+            log_path: tmp.path().join("member.log"),
+            _tmp: Some(tmp),
+            child: None,
+            extra_args: vec!["--initial-cluster-state".into(), "existing".into()],
+            initial_cluster: initial,
+        };
+        m.spawn();
+        self.members.push(m);
+        self.members.len() - 1
+    }
+
     /// All client endpoints, comma-separated.
     pub fn endpoints(&self) -> String {
         self.members

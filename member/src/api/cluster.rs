@@ -10,6 +10,7 @@ use oxetcd_common::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::membership::MembershipOp;
 use crate::server::EtcdServer;
 
 pub struct ClusterService {
@@ -44,12 +45,11 @@ impl ClusterService {
             })
             .collect())
     }
+}
 
-    /// Membership changes arrive with multi-member clusters; until then say so plainly.
-    fn not_yet(what: &str) -> Status {
-        Status::unimplemented(format!(
-            "etcdserver: {what} is not supported by this oxetcd version yet"
-        ))
+impl ClusterService {
+    fn header(&self) -> Option<oxetcd_common::etcdserverpb::ResponseHeader> {
+        self.server.header(0, self.server.term())
     }
 }
 
@@ -57,23 +57,59 @@ impl ClusterService {
 impl Cluster for ClusterService {
     async fn member_add(
         &self,
-        _r: Request<MemberAddRequest>,
+        r: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(Self::not_yet("member add"))
+        let req = r.into_inner();
+        let op = MembershipOp::Add {
+            peer_urls: req.peer_ur_ls.clone(),
+            learner: req.is_learner,
+        };
+        let id = self.server.change_membership(op).await?;
+        // Read the list after the change is applied here.
+        self.server.read_barrier().await?;
+        Ok(Response::new(MemberAddResponse {
+            header: self.header(),
+            member: Some(Member {
+                id,
+                name: String::new(),
+                peer_ur_ls: req.peer_ur_ls,
+                client_ur_ls: Vec::new(),
+                is_learner: req.is_learner,
+            }),
+            members: self.members()?,
+        }))
     }
 
     async fn member_remove(
         &self,
-        _r: Request<MemberRemoveRequest>,
+        r: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(Self::not_yet("member remove"))
+        let id = r.into_inner().id;
+        self.server
+            .change_membership(MembershipOp::Remove { id })
+            .await?;
+        self.server.read_barrier().await?;
+        Ok(Response::new(MemberRemoveResponse {
+            header: self.header(),
+            members: self.members()?,
+        }))
     }
 
     async fn member_update(
         &self,
-        _r: Request<MemberUpdateRequest>,
+        r: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(Self::not_yet("member update"))
+        let req = r.into_inner();
+        let op = MembershipOp::Update {
+            id: req.id,
+            peer_urls: req.peer_ur_ls,
+        };
+        self.server.change_membership(op).await?;
+        self.server.read_barrier().await?;
+        Ok(Response::new(MemberUpdateResponse {
+            header: self.header(),
+            members: self.members()?,
+        }))
     }
 
     async fn member_list(
@@ -84,15 +120,23 @@ impl Cluster for ClusterService {
             self.server.read_barrier().await?;
         }
         Ok(Response::new(MemberListResponse {
-            header: self.server.header(0, self.server.term()),
+            header: self.header(),
             members: self.members()?,
         }))
     }
 
     async fn member_promote(
         &self,
-        _r: Request<MemberPromoteRequest>,
+        r: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(Self::not_yet("member promote"))
+        let id = r.into_inner().id;
+        self.server
+            .change_membership(MembershipOp::Promote { id })
+            .await?;
+        self.server.read_barrier().await?;
+        Ok(Response::new(MemberPromoteResponse {
+            header: self.header(),
+            members: self.members()?,
+        }))
     }
 }

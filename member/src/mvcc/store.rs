@@ -21,6 +21,10 @@ pub struct Mvcc {
     index: KeyIndex,
     current_rev: i64,
     compact_rev: i64,
+    /// Values committed by the apply call in progress: the index already has their revisions,
+    /// but they are still in the caller's unwritten RocksDB batch. Later requests of the same
+    /// apply read them from here; `batch_written` empties it.
+    pending: std::collections::HashMap<Revision, KeyValue>,
 }
 
 impl Mvcc {
@@ -65,6 +69,7 @@ impl Mvcc {
             index,
             current_rev,
             compact_rev,
+            pending: Default::default(),
         })
     }
 
@@ -107,21 +112,39 @@ impl Mvcc {
             .filter_map(move |(k, h)| h.get(at).map(|at| (k, at)))
     }
 
-    /// Reads stored values for the given revisions (which the index says exist).
+    /// Reads the values of the given revisions (which the index says exist): from the apply in
+    /// progress if it wrote them, else from RocksDB.
     pub fn fetch(&self, revs: &[Revision]) -> Result<Vec<KeyValue>, KvError> {
         let cf = self.storage.cf(CF_KV);
-        let keys: Vec<_> = revs.iter().map(|r| (cf, r.to_key(false))).collect();
+        let stored: Vec<_> = revs
+            .iter()
+            .filter(|r| !self.pending.contains_key(r))
+            .map(|r| (cf, r.to_key(false)))
+            .collect();
+        let mut from_db = self.storage.db().multi_get_cf(stored).into_iter();
         let mut out = Vec::with_capacity(revs.len());
-        for (res, rev) in self.storage.db().multi_get_cf(keys).into_iter().zip(revs) {
-            let bytes = res?.ok_or_else(|| {
-                KvError::Corrupt(format!("revision {rev:?} in the index but not stored"))
-            })?;
+        for rev in revs {
+            if let Some(kv) = self.pending.get(rev) {
+                out.push(kv.clone());
+                continue;
+            }
+            let bytes = from_db
+                .next()
+                .ok_or_else(|| KvError::Corrupt("multi_get returned too few values".into()))??
+                .ok_or_else(|| {
+                    KvError::Corrupt(format!("revision {rev:?} in the index but not stored"))
+                })?;
             out.push(
                 KeyValue::decode(bytes.as_slice())
                     .map_err(|e| KvError::Corrupt(format!("bad value at {rev:?}: {e}")))?,
             );
         }
         Ok(out)
+    }
+
+    /// The caller wrote the batch of this apply: its values are readable from RocksDB now.
+    pub fn batch_written(&mut self) {
+        self.pending.clear();
     }
 
     /// The events of revisions `from..=to` on keys in `[start, end)`, in revision order, as a
@@ -225,6 +248,7 @@ impl Mvcc {
                 Change::Put { kv, prev } => {
                     self.index.entry(&kv.key).put(rev);
                     batch.put_cf(cf, rev.to_key(false), kv.encode_to_vec());
+                    self.pending.insert(rev, kv.clone());
                     events.push(Event {
                         r#type: EventType::Put as i32,
                         kv: Some(kv),

@@ -499,3 +499,43 @@ fn restart_keeps_everything() {
     // The next write continues from the restored revision.
     assert_eq!(f.put("d", "1"), 8);
 }
+
+#[test]
+fn later_writes_of_one_apply_read_earlier_ones_before_the_batch_is_written() {
+    // One apply call commits several requests into one RocksDB batch: the second put of a key
+    // must see the first (for its version and prev_kv) although it is not in RocksDB yet.
+    let mut f = Fixture::new();
+    let mut batch = WriteBatch::default();
+    for v in ["1", "2", "3"] {
+        let req = PutRequest {
+            key: "k".into(),
+            value: v.into(),
+            prev_kv: true,
+            ..Default::default()
+        };
+        let mut txn = f.store.write_txn();
+        let resp = put(&f.store, &mut txn, &req, &NoLeases).unwrap();
+        if v != "1" {
+            assert!(
+                resp.prev_kv.is_some(),
+                "put {v} must see the previous value"
+            );
+        }
+        f.store.commit(txn, &mut batch);
+    }
+    assert_eq!(
+        f.get(key("k")).unwrap(),
+        vec![("k".into(), "3".into(), 2, 4, 3)]
+    );
+    f.storage.db().write(batch).unwrap();
+    f.store.batch_written();
+    assert_eq!(
+        f.get(key("k")).unwrap(),
+        vec![("k".into(), "3".into(), 2, 4, 3)]
+    );
+    f.reopen();
+    assert_eq!(
+        f.get(key("k")).unwrap(),
+        vec![("k".into(), "3".into(), 2, 4, 3)]
+    );
+}

@@ -91,6 +91,22 @@ impl RaftPeer for PeerService {
         self.reply(&ttl)
     }
 
+    async fn change_membership(
+        &self,
+        r: Request<PeerMessage>,
+    ) -> Result<Response<PeerMessage>, Status> {
+        let op: crate::membership::MembershipOp = self.open(r)?;
+        let id = self.server.change_membership_here(op).await?;
+        self.reply(&id)
+    }
+
+    async fn cluster_id(&self, _r: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
+        Ok(Response::new(PeerMessage {
+            cluster_id: self.server.cluster_id,
+            data: Vec::new(),
+        }))
+    }
+
     async fn read_index(
         &self,
         r: Request<PeerMessage>,

@@ -1,0 +1,100 @@
+//! Membership changes with real etcdctl: add a learner, let it catch up, promote it, remove a
+//! member; promotion is refused while the learner lags.
+
+use oxetcd_tests::{Cluster, Kind};
+
+fn ids_by_name(list: &str) -> Vec<(String, String, bool)> {
+    let mut rows: Vec<(String, String, bool)> = list
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(", ").collect();
+            (f[2].to_string(), f[0].to_string(), f[5] == "true")
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn add_learner_promote_and_remove() {
+    let mut c = Cluster::start(Kind::Oxetcd, 3);
+    for i in 0..50 {
+        c.members[0].etcdctl(&["put", &format!("k{i}"), "v"]).ok();
+    }
+    // A learner that is not running yet cannot be promoted: it is not in sync.
+    let out = c.members[0].etcdctl(&[
+        "member",
+        "add",
+        "ghost",
+        "--peer-urls=http://127.0.0.1:1",
+        "--learner",
+    ]);
+    assert!(out.ok().contains("added to cluster"), "{out:?}");
+    let ghost = ids_by_name(c.members[1].etcdctl(&["member", "list"]).ok())
+        .into_iter()
+        .find(|r| r.0.is_empty() || r.0 == "ghost")
+        .map(|r| r.1);
+    // (A member that never started has no name yet, as in etcd: "unstarted".)
+    let list = c.members[1].etcdctl(&["member", "list"]);
+    let ghost_id = ghost.unwrap_or_else(|| {
+        list.ok()
+            .lines()
+            .find(|l| l.contains("unstarted"))
+            .expect("unstarted learner listed")
+            .split(", ")
+            .next()
+            .unwrap()
+            .to_string()
+    });
+    let refused = c.members[2].etcdctl(&["member", "promote", &ghost_id]);
+    assert_eq!(
+        refused.error_line(),
+        Some("Error: etcdserver: can only promote a learner member which is in sync with leader")
+    );
+    c.members[0].etcdctl(&["member", "remove", &ghost_id]).ok();
+
+    // A real learner joins, catches up, and is promoted.
+    let new = c.add_member(true);
+    let rows = ids_by_name(c.members[0].etcdctl(&["member", "list"]).ok());
+    let m4 = rows
+        .iter()
+        .find(|r| r.0 == "m4")
+        .expect("m4 listed")
+        .clone();
+    assert!(m4.2, "m4 joins as a learner");
+    // A linearizable read on the learner waits until it has caught up.
+    assert_eq!(
+        c.members[new]
+            .etcdctl(&["get", "k49", "--print-value-only"])
+            .ok(),
+        "v\n"
+    );
+    let promoted = c.members[1].etcdctl(&["member", "promote", &m4.1]);
+    assert!(
+        promoted.ok().contains("promoted in cluster"),
+        "{promoted:?}"
+    );
+    let rows = ids_by_name(c.members[2].etcdctl(&["member", "list"]).ok());
+    assert_eq!(rows.len(), 4);
+    assert!(
+        rows.iter().all(|r| !r.2),
+        "all voters after the promotion: {rows:?}"
+    );
+
+    // Remove m3 (through a follower or the leader alike): three voters remain and still serve.
+    let m3 = rows.iter().find(|r| r.0 == "m3").unwrap().1.clone();
+    let removed = c.members[new].etcdctl(&["member", "remove", &m3]);
+    assert!(removed.ok().contains("removed from cluster"), "{removed:?}");
+    let rows = ids_by_name(c.members[0].etcdctl(&["member", "list"]).ok());
+    assert_eq!(
+        rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+        ["m1", "m2", "m4"]
+    );
+    assert_eq!(c.members[new].etcdctl(&["put", "after", "1"]).ok(), "OK\n");
+    assert_eq!(
+        c.members[1]
+            .etcdctl(&["get", "after", "--print-value-only"])
+            .ok(),
+        "1\n"
+    );
+}
