@@ -56,7 +56,8 @@ rps = (r["put"] if "watch" in r else r).get("requests_per_sec", 0)
 pct = {d["percent"]: d["latency"] for d in lat.get("latency_distribution", [])}
 errors = (r["put"] if "watch" in r else r).get("errors", 0)
 if errors:
-    print(f"{errors} requests failed: {r.get(\"first_error\", \"\")}", file=sys.stderr)
+    first = r.get("first_error", "")
+    print(str(errors) + " requests failed: " + first, file=sys.stderr)
 print(rps, pct.get(50.0, 0), pct.get(99.0, 0))'
 }
 
