@@ -45,6 +45,9 @@ pub enum BenchCommand {
         /// Use sequential keys
         #[arg(long)]
         sequential_keys: bool,
+        /// Maximum puts per second (0 is no limit)
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
     },
     /// Benchmark put with transactions
     TxnPut {
@@ -225,6 +228,10 @@ pub async fn run(endpoints: &[String], dial: Duration, args: BenchArgs, json: bo
         };
         return watch_latency(endpoints, dial, opts, json).await;
     }
+    let rate = match args.command {
+        BenchCommand::Put { rate, .. } => rate,
+        _ => 0,
+    };
     let (load, total) = match args.command {
         BenchCommand::Put {
             total,
@@ -232,6 +239,7 @@ pub async fn run(endpoints: &[String], dial: Duration, args: BenchArgs, json: bo
             val_size,
             key_space_size,
             sequential_keys,
+            ..
         } => (
             Load::Put {
                 key_size,
@@ -282,6 +290,8 @@ pub async fn run(endpoints: &[String], dial: Duration, args: BenchArgs, json: bo
     let first_error: Arc<std::sync::Mutex<Option<String>>> = Default::default();
     let bar = progress(next.clone(), total);
     let start = Instant::now();
+    // With --rate, request n may not start before start + n/rate, whichever client takes it.
+    let pace = (rate > 0).then(|| Duration::from_secs_f64(1.0 / rate as f64));
     let mut tasks = Vec::new();
     for c in 0..args.clients {
         let mut kv = KvClient::new(conns[c % conns.len()].clone());
@@ -297,6 +307,9 @@ pub async fn run(endpoints: &[String], dial: Duration, args: BenchArgs, json: bo
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if n >= total {
                     return lat;
+                }
+                if let Some(p) = pace {
+                    tokio::time::sleep_until((start + p.mul_f64(n as f64)).into()).await;
                 }
                 let t = Instant::now();
                 match load.run(&mut kv, n).await {

@@ -29,6 +29,22 @@ fn bench_put_and_range_smoke() {
     let json: serde_json::Value = serde_json::from_str(count.ok().trim()).expect("json");
     assert_eq!(json["count"], 100);
     assert_eq!(json["header"]["revision"], 401);
+    // --rate paces the run: 40 puts at 200/s take at least 195 ms, whatever the clients.
+    let r = m.oxetcdctl(&[
+        "-w",
+        "json",
+        "bench",
+        "--clients",
+        "8",
+        "put",
+        "--total",
+        "40",
+        "--rate",
+        "200",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(r.ok().trim()).unwrap();
+    assert!(v["total"].as_f64().unwrap() >= 0.195, "{v}");
+    assert_eq!(v["requests"], 40);
     let r = m.oxetcdctl(&[
         "bench",
         "--clients",
