@@ -74,24 +74,34 @@ impl Member {
     }
 
     pub fn start_with(kind: Kind, extra_args: &[&str]) -> Self {
-        let tmp = tempfile::tempdir().expect("temp dir");
-        let data_dir = tmp.path().join("data");
-        let log_path = tmp.path().join("member.log");
         let peer_port = free_port();
-        let mut m = Member {
+        let initial = format!("m1=http://127.0.0.1:{peer_port}");
+        let mut m = Member::unstarted(kind, "m1".into(), peer_port, initial, extra_args);
+        m.spawn();
+        m
+    }
+
+    /// A member with its own temp data dir and a free client port, not started yet.
+    fn unstarted(
+        kind: Kind,
+        name: String,
+        peer_port: u16,
+        initial_cluster: String,
+        extra_args: &[&str],
+    ) -> Self {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        Member {
             kind,
-            name: "m1".into(),
+            name,
             client_port: free_port(),
             peer_port,
-            data_dir,
+            data_dir: tmp.path().join("data"),
+            log_path: tmp.path().join("member.log"),
             _tmp: Some(tmp),
             child: None,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-            log_path,
-            initial_cluster: format!("m1=http://127.0.0.1:{peer_port}"),
-        };
-        m.spawn();
-        m
+            initial_cluster,
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -256,19 +266,13 @@ impl Cluster {
         let mut members = Vec::new();
         let mut sockets = Vec::new();
         for (i, peer_port) in peers.into_iter().enumerate() {
-            let tmp = tempfile::tempdir().expect("temp dir");
-            let mut m = Member {
+            let mut m = Member::unstarted(
                 kind,
-                name: format!("m{}", i + 1),
-                client_port: free_port(),
+                format!("m{}", i + 1),
                 peer_port,
-                data_dir: tmp.path().join("data"),
-                log_path: tmp.path().join("member.log"),
-                _tmp: Some(tmp),
-                child: None,
-                extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-                initial_cluster: initial.clone(),
-            };
+                initial.clone(),
+                extra_args,
+            );
             sockets.push(m.start_process());
             members.push(m);
         }
@@ -308,19 +312,13 @@ impl Cluster {
             .expect("ETCD_INITIAL_CLUSTER in member add output")
             .trim_matches('"')
             .to_string();
-        let tmp = tempfile::tempdir().expect("temp dir");
-        let mut m = Member {
-            kind: via.kind,
+        let mut m = Member::unstarted(
+            via.kind,
             name,
-            client_port: free_port(),
             peer_port,
-            data_dir: tmp.path().join("data"),
-            log_path: tmp.path().join("member.log"),
-            _tmp: Some(tmp),
-            child: None,
-            extra_args: vec!["--initial-cluster-state".into(), "existing".into()],
-            initial_cluster: initial,
-        };
+            initial,
+            &["--initial-cluster-state", "existing"],
+        );
         m.spawn();
         self.members.push(m);
         self.members.len() - 1
