@@ -264,3 +264,48 @@ async fn a_member_far_behind_catches_up_from_a_snapshot() {
         "the lagging member never installed a snapshot"
     );
 }
+
+#[tokio::test]
+async fn peer_messages_from_another_cluster_are_refused() {
+    use oxetcd_common::oxetcdpeerpb::raft_peer_client::RaftPeerClient;
+    use oxetcd_common::oxetcdpeerpb::PeerMessage;
+    let c = Cluster::start(Kind::Oxetcd, 1);
+    let m = &c.members[0];
+    let cluster_id = client(&m.endpoint())
+        .await
+        .status()
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .cluster_id();
+    let mut peer = RaftPeerClient::connect(format!("http://127.0.0.1:{}", m.peer_port))
+        .await
+        .unwrap();
+    // Another cluster's ID: refused before the message is even decoded.
+    let err = peer
+        .append_entries(PeerMessage {
+            cluster_id: cluster_id ^ 1,
+            data: b"not a raft message".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+    // The right cluster ID gets past that check (and then fails to decode the garbage).
+    let err = peer
+        .append_entries(PeerMessage {
+            cluster_id,
+            data: b"not a raft message".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    // A joining member may ask any member for the cluster ID.
+    let id = peer
+        .cluster_id(PeerMessage::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .cluster_id;
+    assert_eq!(id, cluster_id);
+}
