@@ -136,6 +136,40 @@ enum Command {
 enum MemberCommand {
     /// Lists all members in the cluster
     List,
+    /// Adds a member into the cluster
+    Add {
+        name: String,
+        /// comma separated peer URLs for the new member.
+        #[arg(long)]
+        peer_urls: String,
+        /// indicates if the new member is raft learner
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Removes a member from the cluster
+    Remove { member_id: String },
+    /// Updates a member in the cluster
+    Update {
+        member_id: String,
+        /// comma separated peer URLs for the updated member.
+        #[arg(long)]
+        peer_urls: String,
+    },
+    /// Promotes a non-voting member in the cluster
+    Promote { member_id: String },
+}
+
+fn parse_member_id(s: &str) -> Result<u64, Failure> {
+    u64::from_str_radix(s, 16)
+        .map_err(|e| bad_args(anyhow!("bad member ID arg ({e}), expecting ID in Hex")))
+}
+
+fn split_urls(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 #[derive(Subcommand)]
@@ -310,11 +344,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             )
             .await?
         }
-        Command::Member {
-            command: MemberCommand::List,
-        } => {
+        Command::Member { command } => {
             let mut c = Clients::new(connect().await?);
-            printer.member_list(&member_list(&mut c).await?);
+            run_member(&mut c, printer, command).await?;
         }
         Command::Endpoint { command, cluster } => {
             let endpoints = if cluster {
@@ -404,6 +436,102 @@ async fn member_list(
         })
         .await?
         .into_inner())
+}
+
+/// `member add|remove|update|promote|list`, printed as etcdctl 3.4 prints them.
+async fn run_member(c: &mut Clients, printer: Printer, cmd: MemberCommand) -> Result<(), Failure> {
+    use oxetcd_common::etcdserverpb::{
+        MemberAddRequest, MemberPromoteRequest, MemberRemoveRequest, MemberUpdateRequest,
+    };
+    let cluster_of = |h: &Option<oxetcd_common::etcdserverpb::ResponseHeader>| {
+        h.as_ref().map(|h| h.cluster_id).unwrap_or_default()
+    };
+    match cmd {
+        MemberCommand::List => printer.member_list(&member_list(c).await?),
+        MemberCommand::Add {
+            name,
+            peer_urls,
+            learner,
+        } => {
+            let urls = split_urls(&peer_urls);
+            let resp = c
+                .cluster
+                .member_add(MemberAddRequest {
+                    peer_ur_ls: urls.clone(),
+                    is_learner: learner,
+                })
+                .await?
+                .into_inner();
+            let id = resp.member.as_ref().map(|m| m.id).unwrap_or_default();
+            println!(
+                "Member {id:16x} added to cluster {:16x}",
+                cluster_of(&resp.header)
+            );
+            // The new member's environment, as etcdctl prints it: every named member's peer URLs.
+            let mut conf = Vec::new();
+            for m in &resp.members {
+                let n = if m.id == id {
+                    name.clone()
+                } else {
+                    m.name.clone()
+                };
+                if n.is_empty() {
+                    continue;
+                }
+                for u in &m.peer_ur_ls {
+                    conf.push(format!("{n}={u}"));
+                }
+            }
+            println!();
+            println!("ETCD_NAME=\"{name}\"");
+            println!("ETCD_INITIAL_CLUSTER=\"{}\"", conf.join(","));
+            println!("ETCD_INITIAL_ADVERTISE_PEER_URLS=\"{}\"", urls.join(","));
+            println!("ETCD_INITIAL_CLUSTER_STATE=\"existing\"");
+        }
+        MemberCommand::Remove { member_id } => {
+            let id = parse_member_id(&member_id)?;
+            let resp = c
+                .cluster
+                .member_remove(MemberRemoveRequest { id })
+                .await?
+                .into_inner();
+            println!(
+                "Member {id:16x} removed from cluster {:16x}",
+                cluster_of(&resp.header)
+            );
+        }
+        MemberCommand::Update {
+            member_id,
+            peer_urls,
+        } => {
+            let id = parse_member_id(&member_id)?;
+            let resp = c
+                .cluster
+                .member_update(MemberUpdateRequest {
+                    id,
+                    peer_ur_ls: split_urls(&peer_urls),
+                })
+                .await?
+                .into_inner();
+            println!(
+                "Member {id:16x} updated in cluster {:16x}",
+                cluster_of(&resp.header)
+            );
+        }
+        MemberCommand::Promote { member_id } => {
+            let id = parse_member_id(&member_id)?;
+            let resp = c
+                .cluster
+                .member_promote(MemberPromoteRequest { id })
+                .await?
+                .into_inner();
+            println!(
+                "Member {id:16x} promoted in cluster {:16x}",
+                cluster_of(&resp.header)
+            );
+        }
+    }
+    Ok(())
 }
 
 fn print_health(format: Format, rows: &[(String, Option<String>, Duration)]) {
