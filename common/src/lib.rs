@@ -2,6 +2,7 @@
 //! version we report, and small helpers for URLs and keys.
 
 pub mod proto;
+pub mod signal;
 pub mod version;
 
 pub use proto::{authpb, etcdserverpb, mvccpb, oxetcdpb, oxetcdpeerpb, v3electionpb, v3lockpb};

@@ -74,21 +74,6 @@ impl Session {
     }
 }
 
-async fn interrupted() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-}
-
 fn run_command(exec: &[String]) -> Result<i32, CmdError> {
     let status = std::process::Command::new(&exec[0])
         .args(&exec[1..])
@@ -109,14 +94,14 @@ pub async fn lock(
         r = c.lock.lock(LockRequest { name: name.into_bytes(), lease: session.id }) => {
             r.map_err(|s| cmd_err(1, status_text(&s)))?.into_inner().key
         }
-        _ = interrupted() => {
+        _ = oxetcd_common::signal::terminated() => {
             session.close(c).await;
             return Ok(());
         }
     };
     if exec.is_empty() {
         println!("{}", String::from_utf8_lossy(&key));
-        interrupted().await;
+        oxetcd_common::signal::terminated().await;
         let _ = c.lock.unlock(UnlockRequest { key }).await;
         session.close(c).await;
         return Ok(());
@@ -160,7 +145,7 @@ pub async fn elect(
                     Ok(None) => return Err(cmd_err(1, "observe stream closed")),
                     Err(s) => return Err(cmd_err(1, status_text(&s))),
                 },
-                _ = interrupted() => return Ok(()),
+                _ = oxetcd_common::signal::terminated() => return Ok(()),
             }
         }
     }
@@ -172,7 +157,7 @@ pub async fn elect(
         r = c.election.campaign(CampaignRequest { name: name.into_bytes(), lease: session.id, value: proposal.clone().into_bytes() }) => {
             r.map_err(|s| cmd_err(1, status_text(&s)))?.into_inner().leader
         }
-        _ = interrupted() => {
+        _ = oxetcd_common::signal::terminated() => {
             session.close(c).await;
             return Ok(());
         }
@@ -182,7 +167,7 @@ pub async fn elect(
     };
     println!("{}", String::from_utf8_lossy(&leader.key));
     println!("{proposal}");
-    interrupted().await;
+    oxetcd_common::signal::terminated().await;
     let _ = c
         .election
         .resign(ResignRequest {

@@ -225,21 +225,6 @@ fn publish_attributes(server: Arc<EtcdServer>, name: String, client_urls: Vec<St
     });
 }
 
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-}
-
 /// Runs a member until SIGTERM or SIGINT.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let data_dir = cfg.data_dir();
@@ -436,7 +421,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cfg.advertised_client_urls(),
     );
 
-    shutdown_signal().await;
+    oxetcd_common::signal::terminated().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     for s in servers {
