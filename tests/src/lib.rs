@@ -354,6 +354,11 @@ impl Cluster {
     }
 }
 
+/// Runs real `etcdctl` (API v3) against any endpoints, e.g. `http://` URLs of several members.
+pub fn etcdctl_at(endpoints: &str, args: &[&str]) -> Ctl {
+    Ctl::run(Path::new("etcdctl"), endpoints, args, None)
+}
+
 /// A long-running CLI process (watch, lock, elect) whose stdout is read line by line.
 pub struct Running {
     pub child: Child,

@@ -1,7 +1,7 @@
 //! Membership changes with real etcdctl: add a learner, let it catch up, promote it, remove a
 //! member; promotion is refused while the learner lags.
 
-use oxetcd_tests::{Cluster, Kind};
+use oxetcd_tests::{etcdctl_at, Cluster, Kind};
 
 fn ids_by_name(list: &str) -> Vec<(String, String, bool)> {
     let mut rows: Vec<(String, String, bool)> = list
@@ -183,4 +183,48 @@ fn oxetcdctl_member_commands_print_what_etcdctl_prints() {
     );
     assert_eq!(ids_out(t.ok()), ids_out(o.ok()));
     assert_eq!(m.etcdctl(&["member", "list"]).ok().lines().count(), 3);
+}
+
+/// `endpoint status|health --cluster -w table` (etcdctl dials each member's `http://` client URL
+/// and sends it as `:authority`): the same table as etcd's, one leader, no errors.
+#[test]
+fn endpoint_status_and_health_of_the_whole_cluster_look_as_etcds() {
+    let table = |kind: Kind| {
+        let c = Cluster::start(kind, 3);
+        let urls: Vec<String> = c.members.iter().map(|m| m.url()).collect();
+        let status = c.members[0].etcdctl(&["endpoint", "status", "--cluster", "-w", "table"]);
+        let health = etcdctl_at(&urls.join(","), &["endpoint", "health", "-w", "table"]);
+        (urls, status.ok().to_string(), health.ok().to_string())
+    };
+    let cells = |row: &str| -> Vec<String> {
+        row.split('|')
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty())
+            .collect()
+    };
+    let mut shapes = Vec::new();
+    for kind in [Kind::Etcd, Kind::Oxetcd] {
+        let (urls, status, health) = table(kind);
+        let lines: Vec<&str> = status.lines().collect();
+        assert_eq!(lines.len(), 7, "{status}");
+        let rows: Vec<Vec<String>> = lines[3..6].iter().map(|l| cells(l)).collect();
+        let mut endpoints: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+        endpoints.sort();
+        let mut want: Vec<&str> = urls.iter().map(String::as_str).collect();
+        want.sort();
+        assert_eq!(endpoints, want, "{kind:?}: {status}");
+        assert_eq!(
+            rows.iter().filter(|r| r[4] == "true").count(),
+            1,
+            "{kind:?}: one leader: {status}"
+        );
+        assert!(
+            rows.iter().all(|r| r.len() == 9),
+            "{kind:?}: no ERRORS: {status}"
+        );
+        let healthy = health.lines().filter(|l| l.contains("|   true |")).count();
+        assert_eq!(healthy, 3, "{kind:?}: {health}");
+        shapes.push(cells(lines[1]));
+    }
+    assert_eq!(shapes[0], shapes[1], "same columns");
 }
