@@ -141,26 +141,6 @@ async fn fetch_cluster_id(cfg: &Config) -> anyhow::Result<u64> {
     }
 }
 
-/// Tells systemd (Type=notify) that the member is ready, if it was started by systemd.
-fn notify_systemd_ready() {
-    let Ok(path) = std::env::var("NOTIFY_SOCKET") else {
-        return;
-    };
-    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
-        return;
-    };
-    let res = if let Some(abstract_name) = path.strip_prefix('@') {
-        use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes())
-            .and_then(|addr| sock.send_to_addr(b"READY=1", &addr))
-    } else {
-        sock.send_to(b"READY=1", &path)
-    };
-    if let Err(e) = res {
-        tracing::warn!("cannot notify systemd: {e}");
-    }
-}
-
 /// Keeps the leader gauges up to date from raft's metrics.
 fn watch_leadership(raft: Raft, me: u64, metrics: Metrics) {
     tokio::spawn(async move {
@@ -197,7 +177,7 @@ fn publish_attributes(server: Arc<EtcdServer>, name: String, client_urls: Vec<St
                 .ok()
                 .and_then(|s| s.attributes.get(&server.member_id).cloned());
             if known == Some((name.clone(), client_urls.clone())) {
-                notify_systemd_ready();
+                oxetcd_common::systemd::notify_ready();
                 return;
             }
             let req = oxetcd_common::oxetcdpb::MemberAttributes {
@@ -212,7 +192,7 @@ fn publish_attributes(server: Arc<EtcdServer>, name: String, client_urls: Vec<St
                 .await
             {
                 Ok(_) => {
-                    notify_systemd_ready();
+                    oxetcd_common::systemd::notify_ready();
                     return;
                 }
                 Err(e) => {

@@ -1,1 +1,165 @@
-fn main() {}
+//! `oxetcd-proxy`: a stateless etcd v3 gRPC proxy built on pingora.
+//!
+//! Clients talk to it as to any member. It knows the members (discovered from `--endpoints`
+//! and kept fresh from the Cluster API) and the leader (from `Status`), sends leader-bound
+//! calls straight to the leader and balances serializable reads. It holds no state of its own:
+//! kill it, restart it, run several.
+
+mod cluster;
+mod config;
+mod metrics;
+mod route;
+mod service;
+mod tls;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use clap::Parser;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+use tracing::{error, info};
+
+use crate::cluster::Cluster;
+use crate::config::Config;
+use crate::metrics::{Metrics, MetricsApp};
+use crate::service::EtcdProxy;
+
+/// Runs the cluster view's refresh loop on a pingora runtime.
+struct Discovery {
+    cluster: Arc<Cluster>,
+    config: Config,
+}
+
+#[async_trait]
+impl BackgroundService for Discovery {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let run = self.cluster.clone().run(
+            self.config.health_check_interval,
+            self.config.endpoints_auto_sync_interval,
+        );
+        tokio::select! {
+            _ = run => {}
+            _ = notify_when_serving(&self.cluster, &self.config.listen_addr) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Tells systemd (`Type=notify`) the proxy is ready once it knows a leader and its gRPC
+/// listener accepts connections.
+async fn notify_when_serving(cluster: &Cluster, listen_addr: &str) {
+    while cluster
+        .wait_leader(std::time::Duration::from_secs(3600))
+        .await
+        .is_none()
+    {}
+    while tokio::net::TcpStream::connect(listen_addr).await.is_err() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    info!("ready to serve client requests");
+    oxetcd_common::systemd::notify_ready();
+    // Done; the refresh loop beside this goes on.
+    std::future::pending::<()>().await
+}
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(format!(
+        "{},pingora_core=warn,pingora_proxy=warn",
+        config.log_level
+    ))
+    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = config.validate() {
+        eprintln!("oxetcd-proxy: {e}");
+        return ExitCode::from(2);
+    }
+    if config.upstream_tls() || !config.cert.is_empty() {
+        eprintln!(
+            "oxetcd-proxy: TLS towards members (--cacert, --cert, --key) is not supported yet: \
+             oxetcd members serve plaintext only"
+        );
+        return ExitCode::from(2);
+    }
+    if !config.namespace.is_empty() {
+        eprintln!("oxetcd-proxy: --namespace is not supported yet");
+        return ExitCode::from(2);
+    }
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let conf = ServerConf {
+        threads: 2,
+        // A proxy holds no state: on SIGTERM, stop at once rather than after pingora's grace
+        // period; clients reconnect to another proxy or this one restarted.
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let metrics = Metrics::new();
+    let cluster = Cluster::new(&config.endpoints, metrics.clone());
+
+    let proxy = EtcdProxy {
+        cluster: cluster.clone(),
+        metrics: metrics.clone(),
+        leader_wait: config.leader_wait_timeout,
+    };
+    let mut grpc = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        proxy,
+        "oxetcd-proxy grpc",
+    );
+    if let Some(app) = grpc.app_logic_mut() {
+        let mut opts = pingora::apps::HttpServerOptions::default();
+        opts.h2c = true;
+        app.server_options = Some(opts);
+    }
+    if config.cert_file.is_empty() {
+        grpc.add_tcp(&config.listen_addr);
+    } else {
+        let settings = tls::client_tls_settings(&config)?;
+        grpc.add_tls_with_settings(&config.listen_addr, None, settings);
+    }
+    info!(listen = %config.listen_addr, tls = !config.cert_file.is_empty(), endpoints = ?config.endpoints, "serving gRPC");
+    server.add_service(grpc);
+
+    if !config.metrics_addr.is_empty() {
+        let addr = config::host_port(&config.metrics_addr).to_string();
+        let mut http = Service::new(
+            "oxetcd-proxy metrics".to_string(),
+            MetricsApp {
+                metrics: metrics.clone(),
+                cluster: cluster.clone(),
+            },
+        );
+        http.add_tcp(&addr);
+        info!(%addr, "serving /metrics and /health");
+        server.add_service(http);
+    }
+
+    server.add_service(background_service(
+        "discovery",
+        Discovery {
+            cluster,
+            config: config.clone(),
+        },
+    ));
+    server.run_forever();
+}

@@ -123,11 +123,7 @@ impl Member {
 
     /// Starts the process; returns the socket its READY=1 will arrive on.
     fn start_process(&mut self) -> (UnixDatagram, PathBuf) {
-        let sock_path = self.log_path.with_file_name("notify.sock");
-        let _ = std::fs::remove_file(&sock_path);
-        let sock = UnixDatagram::bind(&sock_path).expect("notify socket");
-        sock.set_read_timeout(Some(READY_TIMEOUT))
-            .expect("socket timeout");
+        let (sock, sock_path) = notify_socket(&self.log_path);
         let program = match self.kind {
             Kind::Oxetcd => bin("oxetcd"),
             Kind::Etcd => PathBuf::from("etcd"),
@@ -167,20 +163,8 @@ impl Member {
         (sock, sock_path)
     }
 
-    fn wait_ready(&self, (sock, sock_path): (UnixDatagram, PathBuf)) {
-        let mut buf = [0u8; 256];
-        loop {
-            match sock.recv(&mut buf) {
-                Ok(n) if buf[..n].windows(7).any(|w| w == b"READY=1") => break,
-                Ok(_) => continue,
-                Err(e) => panic!(
-                    "{:?} member did not become ready within {READY_TIMEOUT:?} ({e}); log:\n{}",
-                    self.kind,
-                    self.log()
-                ),
-            }
-        }
-        let _ = std::fs::remove_file(&sock_path);
+    fn wait_ready(&self, sock: (UnixDatagram, PathBuf)) {
+        wait_ready(sock, &format!("{:?} member", self.kind), || self.log());
     }
 
     /// The member's log so far, for failure messages.
@@ -240,6 +224,157 @@ impl Drop for Member {
 extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// A socket for a child's `READY=1` (systemd's notify protocol), next to `log_path`.
+fn notify_socket(log_path: &Path) -> (UnixDatagram, PathBuf) {
+    let sock_path = log_path.with_file_name("notify.sock");
+    let _ = std::fs::remove_file(&sock_path);
+    let sock = UnixDatagram::bind(&sock_path).expect("notify socket");
+    sock.set_read_timeout(Some(READY_TIMEOUT))
+        .expect("socket timeout");
+    (sock, sock_path)
+}
+
+/// Waits for `READY=1` on the socket; panics with the process's log if it does not come.
+fn wait_ready((sock, sock_path): (UnixDatagram, PathBuf), what: &str, log: impl Fn() -> String) {
+    let mut buf = [0u8; 256];
+    loop {
+        match sock.recv(&mut buf) {
+            Ok(n) if buf[..n].windows(7).any(|w| w == b"READY=1") => break,
+            Ok(_) => continue,
+            Err(e) => panic!(
+                "{what} did not become ready within {READY_TIMEOUT:?} ({e}); log:\n{}",
+                log()
+            ),
+        }
+    }
+    let _ = std::fs::remove_file(&sock_path);
+}
+
+/// A plain HTTP/1.1 GET on loopback; the whole response (status line, headers, body), or ""
+/// if nothing listens.
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// One `oxetcd-proxy` process on loopback, in front of members.
+pub struct Proxy {
+    pub port: u16,
+    pub metrics_port: u16,
+    child: Option<Child>,
+    args: Vec<String>,
+    log_path: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// Starts a proxy for `endpoints` (comma-separated) and waits until it is ready (it knows
+    /// the leader and accepts connections).
+    pub fn start(endpoints: &str, extra_args: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let metrics_port = free_port();
+        let mut args = vec![
+            format!("--endpoints={endpoints}"),
+            format!("--listen-addr=127.0.0.1:{port}"),
+            format!("--metrics-addr=http://127.0.0.1:{metrics_port}"),
+        ];
+        args.extend(extra_args.iter().map(|a| a.to_string()));
+        let mut p = Proxy {
+            port,
+            metrics_port,
+            child: None,
+            args,
+            log_path: tmp.path().join("proxy.log"),
+            _tmp: tmp,
+        };
+        p.spawn();
+        p
+    }
+
+    fn spawn(&mut self) {
+        let sock = notify_socket(&self.log_path);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file");
+        let child = Command::new(bin("oxetcd-proxy"))
+            .args(&self.args)
+            .env("NOTIFY_SOCKET", &sock.1)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("start oxetcd-proxy");
+        self.child = Some(child);
+        wait_ready(sock, "oxetcd-proxy", || self.log());
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The proxy's `/metrics` text.
+    pub fn metrics(&self) -> String {
+        http_get(self.metrics_port, "/metrics")
+    }
+
+    /// Sum of the samples of `name` whose labels contain every `label="value"` in `labels`.
+    pub fn metric_sum(&self, name: &str, labels: &[&str]) -> f64 {
+        self.metrics()
+            .lines()
+            .filter(|l| l.starts_with(name) && labels.iter().all(|want| l.contains(want)))
+            .filter(|l| l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub fn etcdctl(&self, args: &[&str]) -> Ctl {
+        Ctl::run(Path::new("etcdctl"), &self.endpoint(), args, None)
+    }
+
+    pub fn etcdctl_stdin(&self, args: &[&str], stdin: &str) -> Ctl {
+        Ctl::run(Path::new("etcdctl"), &self.endpoint(), args, Some(stdin))
+    }
+
+    pub fn oxetcdctl(&self, args: &[&str]) -> Ctl {
+        Ctl::run(&bin("oxetcdctl"), &self.endpoint(), args, None)
+    }
+
+    /// SIGKILL; [`Proxy::restart`] brings it back on the same port.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "kill the proxy first");
+        self.spawn();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.kill9();
+    }
 }
 
 /// Several members of one cluster on loopback.
@@ -335,21 +470,11 @@ impl Cluster {
 
     /// Index of the member that says it is leader (from its /metrics).
     pub fn leader(&self) -> Option<usize> {
-        use std::io::{Read, Write};
         self.members.iter().position(|m| {
-            if m.child.is_none() {
-                return false;
-            }
-            let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", m.client_port)) else {
-                return false;
-            };
-            let _ = write!(
-                s,
-                "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            );
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            out.lines().any(|l| l == "etcd_server_is_leader 1")
+            m.child.is_some()
+                && http_get(m.client_port, "/metrics")
+                    .lines()
+                    .any(|l| l == "etcd_server_is_leader 1")
         })
     }
 }

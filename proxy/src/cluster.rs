@@ -1,0 +1,319 @@
+//! What the proxy knows of the cluster: its members, which are healthy, and which is the leader.
+//!
+//! A background task keeps it fresh: every `--health-check-interval` it asks each member for
+//! `Status` (health, and who it thinks leads), and every `--endpoints-auto-sync-interval` it
+//! reads `MemberList` so members that join or leave are picked up without a restart. The data
+//! plane reports failures back ([`Cluster::report_unreachable`]), which marks the member down
+//! and triggers a check at once, so a dead leader is noticed in one round trip, not one interval.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use oxetcd_common::etcdserverpb::cluster_client::ClusterClient;
+use oxetcd_common::etcdserverpb::maintenance_client::MaintenanceClient;
+use oxetcd_common::etcdserverpb::{MemberListRequest, StatusRequest};
+use tokio::sync::{watch, Notify};
+use tonic::transport::{Channel, Endpoint};
+use tracing::{info, warn};
+
+use crate::config::host_port;
+use crate::metrics::Metrics;
+
+/// A member the data plane can send a request to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    /// Member ID; 0 for a seed endpoint not yet identified by `MemberList`.
+    pub id: u64,
+    /// `host:port` of its client URL.
+    pub addr: String,
+    /// Label for metrics: the member name, or its address if unnamed.
+    pub label: String,
+}
+
+#[derive(Clone, Debug)]
+struct MemberState {
+    upstream: Upstream,
+    healthy: bool,
+    learner: bool,
+}
+
+#[derive(Default)]
+struct View {
+    members: Vec<MemberState>,
+    leader: Option<u64>,
+    term: u64,
+}
+
+pub struct Cluster {
+    view: RwLock<View>,
+    /// The leader's upstream, for requests waiting on a leader change.
+    leader_tx: watch::Sender<Option<Upstream>>,
+    kick: Notify,
+    next: AtomicUsize,
+    metrics: Arc<Metrics>,
+}
+
+impl Cluster {
+    /// Starts from the seed endpoints; nothing is known healthy until the first check.
+    pub fn new(seeds: &[String], metrics: Arc<Metrics>) -> Arc<Self> {
+        let members = seeds
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| MemberState {
+                upstream: Upstream {
+                    id: 0,
+                    addr: host_port(s).to_string(),
+                    label: host_port(s).to_string(),
+                },
+                healthy: true,
+                learner: false,
+            })
+            .collect();
+        Arc::new(Cluster {
+            view: RwLock::new(View {
+                members,
+                leader: None,
+                term: 0,
+            }),
+            leader_tx: watch::channel(None).0,
+            kick: Notify::new(),
+            next: AtomicUsize::new(0),
+            metrics,
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, View> {
+        self.view.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, View> {
+        self.view.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The leader, if known and believed healthy.
+    pub fn leader(&self) -> Option<Upstream> {
+        self.leader_tx.borrow().clone()
+    }
+
+    /// Waits up to `timeout` for a leader to be known. Used by leader-bound requests that find
+    /// none (an election is under way, or the leader was just found dead).
+    pub async fn wait_leader(&self, timeout: Duration) -> Option<Upstream> {
+        let mut rx = self.leader_tx.subscribe();
+        let found = tokio::time::timeout(timeout, rx.wait_for(|l| l.is_some()))
+            .await
+            .ok()
+            .and_then(|r| r.ok().map(|l| l.clone()));
+        found.flatten()
+    }
+
+    /// A healthy voting member, round robin; any member if none is believed healthy (a stale
+    /// health view must not turn into refusing all reads).
+    pub fn any_member(&self) -> Option<Upstream> {
+        let v = self.read();
+        let healthy: Vec<&MemberState> = v
+            .members
+            .iter()
+            .filter(|m| m.healthy && !m.learner)
+            .collect();
+        let pool: Vec<&MemberState> = if healthy.is_empty() {
+            v.members.iter().collect()
+        } else {
+            healthy
+        };
+        if pool.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % pool.len();
+        Some(pool[i].upstream.clone())
+    }
+
+    /// The data plane could not reach `addr`: mark it down (and the leader unknown, if it was
+    /// the leader) and check the cluster at once.
+    pub fn report_unreachable(&self, addr: &str) {
+        let mut v = self.write();
+        let leader = v.leader;
+        let mut was_leader = false;
+        for m in v.members.iter_mut().filter(|m| m.upstream.addr == addr) {
+            m.healthy = false;
+            was_leader |= leader == Some(m.upstream.id);
+        }
+        if was_leader {
+            v.leader = None;
+            self.leader_tx.send_replace(None);
+        }
+        drop(v);
+        self.kick.notify_one();
+    }
+
+    /// Keeps the view fresh until the process ends.
+    pub async fn run(self: Arc<Self>, health_every: Duration, sync_every: Duration) {
+        let mut channels: HashMap<String, Channel> = HashMap::new();
+        let mut last_sync = None::<tokio::time::Instant>;
+        loop {
+            let due = last_sync.is_none_or(|t: tokio::time::Instant| {
+                !sync_every.is_zero() && t.elapsed() >= sync_every
+            });
+            if due && self.sync_members(&mut channels).await {
+                last_sync = Some(tokio::time::Instant::now());
+            }
+            self.check_health(&mut channels).await;
+            tokio::select! {
+                _ = tokio::time::sleep(health_every) => {}
+                _ = self.kick.notified() => {}
+            }
+        }
+    }
+
+    fn channel(channels: &mut HashMap<String, Channel>, addr: &str) -> Option<Channel> {
+        if let Some(c) = channels.get(addr) {
+            return Some(c.clone());
+        }
+        let ep = Endpoint::from_shared(format!("http://{addr}"))
+            .ok()?
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(1))
+            .tcp_nodelay(true);
+        let c = ep.connect_lazy();
+        channels.insert(addr.to_string(), c.clone());
+        Some(c)
+    }
+
+    /// Replaces the member set with `MemberList` from the leader (or any member that answers).
+    /// Returns whether a list was read.
+    async fn sync_members(&self, channels: &mut HashMap<String, Channel>) -> bool {
+        let mut order: Vec<String> = self.leader().map(|l| l.addr).into_iter().collect();
+        order.extend(self.read().members.iter().map(|m| m.upstream.addr.clone()));
+        for addr in order {
+            let Some(ch) = Self::channel(channels, &addr) else {
+                continue;
+            };
+            let resp = ClusterClient::new(ch)
+                .member_list(MemberListRequest {
+                    linearizable: false,
+                })
+                .await;
+            let Ok(resp) = resp else { continue };
+            let mut fresh = Vec::new();
+            for m in resp.into_inner().members {
+                // An unstarted member has no client URL yet: nothing to send to.
+                let Some(url) = m.client_ur_ls.first() else {
+                    continue;
+                };
+                let addr = host_port(url).to_string();
+                let label = if m.name.is_empty() {
+                    addr.clone()
+                } else {
+                    m.name.clone()
+                };
+                fresh.push(MemberState {
+                    upstream: Upstream {
+                        id: m.id,
+                        addr,
+                        label,
+                    },
+                    healthy: true,
+                    learner: m.is_learner,
+                });
+            }
+            if fresh.is_empty() {
+                continue;
+            }
+            let mut v = self.write();
+            for f in fresh.iter_mut() {
+                if let Some(old) = v
+                    .members
+                    .iter()
+                    .find(|o| o.upstream.addr == f.upstream.addr)
+                {
+                    f.healthy = old.healthy;
+                }
+            }
+            let before: Vec<String> = v.members.iter().map(|m| m.upstream.label.clone()).collect();
+            let after: Vec<String> = fresh.iter().map(|m| m.upstream.label.clone()).collect();
+            if before != after {
+                info!(members = ?after, "member list changed");
+            }
+            v.members = fresh;
+            return true;
+        }
+        warn!("no member answered MemberList");
+        false
+    }
+
+    /// Asks every member for `Status`; updates health and the leader.
+    async fn check_health(&self, channels: &mut HashMap<String, Channel>) {
+        let addrs: Vec<String> = self
+            .read()
+            .members
+            .iter()
+            .map(|m| m.upstream.addr.clone())
+            .collect();
+        let checks = addrs.iter().map(|addr| {
+            let ch = Self::channel(channels, addr);
+            async move {
+                let ch = ch?;
+                let s = MaintenanceClient::new(ch)
+                    .status(StatusRequest {})
+                    .await
+                    .ok()?
+                    .into_inner();
+                Some((s.leader, s.raft_term, s.header.map_or(0, |h| h.member_id)))
+            }
+        });
+        let results = futures::future::join_all(checks).await;
+
+        let mut v = self.write();
+        let mut best: Option<(u64, u64)> = None; // (term, leader)
+        for (addr, r) in addrs.iter().zip(&results) {
+            let healthy = r.is_some();
+            for m in v.members.iter_mut().filter(|m| &m.upstream.addr == addr) {
+                m.healthy = healthy;
+                if let Some((_, _, id)) = r {
+                    if m.upstream.id == 0 {
+                        m.upstream.id = *id;
+                    }
+                }
+                self.metrics
+                    .upstream_healthy
+                    .with_label_values(&[&m.upstream.label])
+                    .set(healthy as i64);
+            }
+            if let Some((leader, term, _)) = r {
+                if *leader != 0 && best.is_none_or(|(t, _)| *term > t) {
+                    best = Some((*term, *leader));
+                }
+            }
+        }
+        let leader = best.and_then(|(term, id)| {
+            v.members
+                .iter()
+                .find(|m| m.upstream.id == id && m.healthy)
+                .map(|m| (term, m.upstream.clone()))
+        });
+        let new_id = leader.as_ref().map(|(_, u)| u.id);
+        if new_id != v.leader {
+            if let Some((term, u)) = &leader {
+                info!(leader = %u.label, term, "leader");
+                if v.leader.is_some() || v.term > 0 {
+                    self.metrics.leader_changes.inc();
+                }
+                v.term = *term;
+            } else {
+                warn!("no leader known");
+            }
+            v.leader = new_id;
+        }
+        let upstream = leader.map(|(_, u)| u);
+        drop(v);
+        self.leader_tx.send_if_modified(|cur| {
+            if *cur != upstream {
+                *cur = upstream;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}

@@ -1,0 +1,156 @@
+//! Flags, named as `etcd grpc-proxy start` names them, each also read from an `ETCD_GRPC_PROXY_*`
+//! environment variable.
+
+use std::time::Duration;
+
+use clap::Parser;
+use oxetcd_common::duration::parse_go_duration;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "oxetcd-proxy",
+    version = oxetcd_common::version::OXETCD_VERSION,
+    about = "Stateless etcd v3 gRPC proxy: sends writes and linearizable reads to the leader, \
+             balances serializable reads, survives leader changes."
+)]
+pub struct Config {
+    /// Comma-separated member client URLs (or host:port) to start discovery from.
+    #[arg(
+        long,
+        env = "ETCD_GRPC_PROXY_ENDPOINTS",
+        default_value = "127.0.0.1:2379",
+        value_delimiter = ','
+    )]
+    pub endpoints: Vec<String>,
+
+    /// Address the proxy serves gRPC on.
+    #[arg(
+        long,
+        env = "ETCD_GRPC_PROXY_LISTEN_ADDR",
+        default_value = "127.0.0.1:23790"
+    )]
+    pub listen_addr: String,
+
+    /// Address for `/metrics` and `/health` (plain HTTP). Empty: not served.
+    #[arg(long, env = "ETCD_GRPC_PROXY_METRICS_ADDR", default_value = "")]
+    pub metrics_addr: String,
+
+    /// How often to refresh the member list from the Cluster API. etcd's default, 0, turns
+    /// the refresh off; ours defaults to 5s so members that join or leave are picked up.
+    #[arg(long, env = "ETCD_GRPC_PROXY_ENDPOINTS_AUTO_SYNC_INTERVAL", default_value = "5s", value_parser = parse_go_duration)]
+    pub endpoints_auto_sync_interval: Duration,
+
+    /// How often every member's health and view of the leader is checked.
+    #[arg(long, env = "ETCD_GRPC_PROXY_HEALTH_CHECK_INTERVAL", default_value = "1s", value_parser = parse_go_duration)]
+    pub health_check_interval: Duration,
+
+    /// How long a leader-bound request that could not reach the leader waits for a new leader
+    /// before it fails with Unavailable.
+    #[arg(long, env = "ETCD_GRPC_PROXY_LEADER_WAIT_TIMEOUT", default_value = "10s", value_parser = parse_go_duration)]
+    pub leader_wait_timeout: Duration,
+
+    /// Client TLS: the proxy's certificate (turns TLS on for clients).
+    #[arg(long, env = "ETCD_GRPC_PROXY_CERT_FILE", default_value = "")]
+    pub cert_file: String,
+
+    /// Client TLS: the proxy's private key.
+    #[arg(long, env = "ETCD_GRPC_PROXY_KEY_FILE", default_value = "")]
+    pub key_file: String,
+
+    /// Client TLS: CA that client certificates must chain to; set, a client certificate is
+    /// required.
+    #[arg(long, env = "ETCD_GRPC_PROXY_TRUSTED_CA_FILE", default_value = "")]
+    pub trusted_ca_file: String,
+
+    /// Client TLS: lowest TLS version accepted (TLS1.2 or TLS1.3).
+    #[arg(
+        long,
+        env = "ETCD_GRPC_PROXY_TLS_MIN_VERSION",
+        default_value = "TLS1.2"
+    )]
+    pub tls_min_version: String,
+
+    /// Upstream TLS: client certificate presented to members.
+    #[arg(long, env = "ETCD_GRPC_PROXY_CERT", default_value = "")]
+    pub cert: String,
+
+    /// Upstream TLS: key of `--cert`.
+    #[arg(long, env = "ETCD_GRPC_PROXY_KEY", default_value = "")]
+    pub key: String,
+
+    /// Upstream TLS: CA bundle that members' certificates are checked against (turns TLS on
+    /// towards members).
+    #[arg(long, env = "ETCD_GRPC_PROXY_CACERT", default_value = "")]
+    pub cacert: String,
+
+    /// Key prefix isolation, as etcd's `--namespace`.
+    #[arg(long, env = "ETCD_GRPC_PROXY_NAMESPACE", default_value = "")]
+    pub namespace: String,
+
+    /// Log level (error, warn, info, debug).
+    #[arg(long, env = "ETCD_GRPC_PROXY_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+impl Config {
+    /// Checks what clap cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.endpoints.iter().all(|e| e.trim().is_empty()) {
+            return Err("--endpoints must name at least one member".into());
+        }
+        if self.cert_file.is_empty() != self.key_file.is_empty() {
+            return Err("--cert-file and --key-file go together".into());
+        }
+        if !self.trusted_ca_file.is_empty() && self.cert_file.is_empty() {
+            return Err("--trusted-ca-file needs --cert-file and --key-file".into());
+        }
+        if !matches!(self.tls_min_version.as_str(), "TLS1.2" | "TLS1.3") {
+            return Err(format!(
+                "unexpected TLS version {:?} (expected TLS1.2 or TLS1.3)",
+                self.tls_min_version
+            ));
+        }
+        if self.cert.is_empty() != self.key.is_empty() {
+            return Err("--cert and --key go together".into());
+        }
+        if self.leader_wait_timeout.is_zero() {
+            return Err("--leader-wait-timeout must be positive".into());
+        }
+        Ok(())
+    }
+
+    pub fn upstream_tls(&self) -> bool {
+        !self.cacert.is_empty()
+    }
+}
+
+/// `host:port` of a member URL (`http://h:p`, `https://h:p`, or already `h:p`).
+pub fn host_port(url: &str) -> &str {
+    let s = url.trim();
+    let s = s.split_once("://").map_or(s, |(_, rest)| rest);
+    s.trim_end_matches('/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_become_addresses() {
+        assert_eq!(host_port("http://127.0.0.1:2379"), "127.0.0.1:2379");
+        assert_eq!(host_port("https://m1:2379/"), "m1:2379");
+        assert_eq!(host_port("127.0.0.1:2379"), "127.0.0.1:2379");
+    }
+
+    #[test]
+    fn tls_flags_must_pair() {
+        let mut c = Config::parse_from(["oxetcd-proxy"]);
+        assert!(c.validate().is_ok());
+        c.cert_file = "c.pem".into();
+        assert!(c.validate().is_err());
+        c.key_file = "k.pem".into();
+        assert!(c.validate().is_ok());
+        c.tls_min_version = "TLS1.0".into();
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,245 @@
+//! The data plane: pingora's HTTP/2 proxy with etcd's routing.
+//!
+//! Each gRPC call is one HTTP/2 stream. `request_filter` picks the route (reading the first
+//! message of a Range to see `serializable`; pingora keeps what was read in its retry buffer and
+//! sends it upstream), `upstream_peer` picks the member. If the member cannot be reached the
+//! request never left the proxy, so it is sent again after the cluster view is refreshed; a
+//! leader-bound request then waits (up to `--leader-wait-timeout`) for the new leader. A request
+//! that may have reached a member is only sent again if it is read-only.
+
+use std::net::ToSocketAddrs;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::protocols::ALPN;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use tracing::{debug, warn};
+
+use crate::cluster::{Cluster, Upstream};
+use crate::metrics::Metrics;
+use crate::route::{
+    grpc_frame_len, is_range, is_read_only, method_name, route_of, route_range, Route,
+};
+
+/// gRPC's UNAVAILABLE: clients treat it as "try again", as they do for etcd's own errors
+/// during leader elections.
+const GRPC_UNAVAILABLE: &str = "14";
+
+pub struct EtcdProxy {
+    pub cluster: Arc<Cluster>,
+    pub metrics: Arc<Metrics>,
+    pub leader_wait: Duration,
+}
+
+pub struct Ctx {
+    path: String,
+    route: Route,
+    upstream: Option<Upstream>,
+    started: Instant,
+    grpc_code: Option<String>,
+}
+
+impl EtcdProxy {
+    fn pick(&self, route: Route) -> Option<Upstream> {
+        match route {
+            Route::Leader => self.cluster.leader(),
+            Route::AnyMember | Route::Spread => self.cluster.any_member(),
+        }
+    }
+}
+
+fn no_member(why: &str) -> Box<Error> {
+    Error::explain(ErrorType::ConnectNoRoute, why.to_string())
+}
+
+#[async_trait]
+impl ProxyHttp for EtcdProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            path: String::new(),
+            route: Route::Leader,
+            upstream: None,
+            started: Instant::now(),
+            grpc_code: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx.path = session.req_header().uri.path().to_string();
+        ctx.route = route_of(&ctx.path);
+        // Keep the body (up to pingora's 64 KiB) so a request can be sent to another member.
+        session.enable_retry_buffering();
+        if is_range(&ctx.path) {
+            let mut buf = BytesMut::new();
+            loop {
+                if grpc_frame_len(&buf).is_some_and(|len| buf.len() >= 5 + len) {
+                    break;
+                }
+                match session.read_request_body().await? {
+                    Some(chunk) => buf.extend_from_slice(&chunk),
+                    None => break,
+                }
+            }
+            ctx.route = route_range(&buf);
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let up = match self.pick(ctx.route) {
+            Some(up) => up,
+            None if ctx.route == Route::Leader => self
+                .cluster
+                .wait_leader(self.leader_wait)
+                .await
+                .ok_or_else(|| no_member("etcdserver: no leader"))?,
+            None => return Err(no_member("no member is reachable")),
+        };
+        let addr = up
+            .addr
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| no_member("cannot resolve member address"))?;
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        // gRPC is HTTP/2 only; members serve it in cleartext (h2c).
+        peer.options.alpn = ALPN::H2;
+        // pingora opens one connection per stream unless told otherwise.
+        peer.options.max_h2_streams = 1000;
+        peer.options.connection_timeout = Some(Duration::from_millis(500));
+        peer.options.h2_ping_interval = Some(Duration::from_secs(5));
+        ctx.upstream = Some(up);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Nothing reached the member: safe to send anywhere, once the view is refreshed.
+        if let Some(up) = &ctx.upstream {
+            warn!(member = %up.label, "cannot connect: {e}");
+            self.cluster.report_unreachable(&up.addr);
+        }
+        debug!(%peer, "retrying after connect failure");
+        self.metrics.retries.with_label_values(&["connect"]).inc();
+        e.set_retry(true);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("member: {peer}"));
+        if let Some(up) = &ctx.upstream {
+            self.cluster.report_unreachable(&up.addr);
+        }
+        let buffered = !session.as_ref().retry_buffer_truncated();
+        let nothing_sent_downstream = ctx.grpc_code.is_none();
+        if is_read_only(&ctx.path) && buffered && nothing_sent_downstream {
+            self.metrics.retries.with_label_values(&["read"]).inc();
+            e.set_retry(true);
+        } else if client_reused && buffered && nothing_sent_downstream {
+            // pingora's own rule: a pooled connection found dead before the request went out.
+            e.retry.decide_reuse(client_reused);
+        } else {
+            e.set_retry(false);
+        }
+        e
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // A trailers-only response carries grpc-status in its headers.
+        ctx.grpc_code = Some(
+            resp.headers
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string(),
+        );
+        Ok(())
+    }
+
+    async fn response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Bytes>> {
+        if let Some(code) = trailers.get("grpc-status").and_then(|v| v.to_str().ok()) {
+            ctx.grpc_code = Some(code.to_string());
+        }
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        warn!(path = %ctx.path, "request failed: {e}");
+        // Answer as a gRPC server would: a trailers-only response with a status, so clients
+        // see "unavailable" rather than an HTTP error.
+        let message = match e.etype() {
+            ErrorType::ConnectNoRoute => e
+                .context
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "etcdserver: no leader".into()),
+            _ => "oxetcd-proxy: member unreachable".to_string(),
+        };
+        let mut sent = false;
+        if ctx.grpc_code.is_none() {
+            if let Ok(mut resp) = ResponseHeader::build(200, None) {
+                let ok = resp
+                    .insert_header("content-type", "application/grpc")
+                    .is_ok()
+                    && resp.insert_header("grpc-status", GRPC_UNAVAILABLE).is_ok()
+                    && resp.insert_header("grpc-message", message).is_ok();
+                if ok {
+                    sent = session
+                        .write_response_header(Box::new(resp), true)
+                        .await
+                        .is_ok();
+                }
+            }
+            ctx.grpc_code = Some(GRPC_UNAVAILABLE.to_string());
+        }
+        FailToProxy {
+            error_code: if sent { 200 } else { 502 },
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let method = method_name(&ctx.path);
+        let member = ctx.upstream.as_ref().map_or("", |u| u.label.as_str());
+        let code = match ctx.grpc_code.as_deref() {
+            Some("") | None => "unknown",
+            Some(c) => c,
+        };
+        self.metrics
+            .requests
+            .with_label_values(&[method, member, code])
+            .inc();
+        self.metrics
+            .duration
+            .with_label_values(&[method])
+            .observe(ctx.started.elapsed().as_secs_f64());
+    }
+}

@@ -1,0 +1,87 @@
+//! Client-facing TLS, terminated by the proxy with rustls.
+
+use std::fmt;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use pingora::listeners::tls::TlsSettings;
+use rustls::crypto::ring;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{CipherSuite, RootCertStore};
+
+use crate::config::Config;
+
+/// Serves the one certificate, and refuses the handshake of a client that cannot speak TLS 1.3
+/// when `--tls-min-version=TLS1.3` (rustls picks 1.3 whenever the client offers it, so a client
+/// offering no 1.3 cipher suite is one that would end up below the minimum).
+struct Certificate {
+    key: Arc<CertifiedKey>,
+    tls13_only: bool,
+}
+
+impl fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Certificate")
+            .field("tls13_only", &self.tls13_only)
+            .finish()
+    }
+}
+
+impl ResolvesServerCert for Certificate {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if self.tls13_only && !hello.cipher_suites().iter().any(is_tls13) {
+            return None;
+        }
+        Some(self.key.clone())
+    }
+}
+
+fn is_tls13(s: &CipherSuite) -> bool {
+    matches!(
+        s,
+        CipherSuite::TLS13_AES_128_GCM_SHA256
+            | CipherSuite::TLS13_AES_256_GCM_SHA384
+            | CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+    )
+}
+
+/// TLS settings for the gRPC listener: `--cert-file`/`--key-file`, HTTP/2 by ALPN, and client
+/// certificates required and checked against `--trusted-ca-file` when it is set.
+pub fn client_tls_settings(c: &Config) -> anyhow::Result<TlsSettings> {
+    let provider = Arc::new(ring::default_provider());
+    let (certs, key) = pingora::tls::load_certs_and_key_files(&c.cert_file, &c.key_file)
+        .map_err(|e| anyhow!("{e}"))?
+        .ok_or_else(|| anyhow!("no certificate or key in {} / {}", c.cert_file, c.key_file))?;
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .context("--key-file")?;
+    let certificate = Certificate {
+        key: Arc::new(CertifiedKey::new(certs, signing)),
+        tls13_only: c.tls_min_version == "TLS1.3",
+    };
+
+    let mut settings =
+        TlsSettings::intermediate(&c.cert_file, &c.key_file).map_err(|e| anyhow!("{e}"))?;
+    settings.set_cert_resolver(Arc::new(certificate));
+    settings.enable_h2();
+    if !c.trusted_ca_file.is_empty() {
+        let pem = std::fs::read(&c.trusted_ca_file)
+            .with_context(|| format!("--trusted-ca-file {}", c.trusted_ca_file))?;
+        let mut roots = RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            roots
+                .add(cert.context("--trusted-ca-file")?)
+                .context("--trusted-ca-file")?;
+        }
+        if roots.is_empty() {
+            return Err(anyhow!("no certificate in {}", c.trusted_ca_file));
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .context("client certificate verifier")?;
+        settings.set_client_cert_verifier(verifier);
+    }
+    Ok(settings)
+}
