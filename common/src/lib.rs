@@ -8,3 +8,13 @@ pub mod systemd;
 pub mod version;
 
 pub use proto::{authpb, etcdserverpb, mvccpb, oxetcdpb, oxetcdpeerpb, v3electionpb, v3lockpb};
+
+/// gRPC metadata a client sets on a write it may send again after a failover (oxetcd-proxy
+/// does): members apply a request with a given ID once, and answer a repeat with the first
+/// result.
+pub const REQUEST_ID_HEADER: &str = "oxetcd-request-id";
+
+/// gRPC metadata on a member's `Status` answer that names oxetcd's own version; a proxy sends
+/// writes again after a failover only to members that set it (they honour
+/// [`REQUEST_ID_HEADER`]).
+pub const OXETCD_VERSION_HEADER: &str = "oxetcd-version";

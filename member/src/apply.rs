@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use oxetcd_common::etcdserverpb::{LeaseGrantResponse, LeaseRevokeResponse, ResponseHeader};
 use oxetcd_common::mvccpb::Event;
 
+use crate::dedup::{self, AppliedRequests};
 use crate::lease::{LeaseTable, Lessor};
 use crate::mvcc::{self, KvError, Mvcc};
 use crate::raft::{LogId, MemberNode, StorageError, TypeConfig};
@@ -43,6 +44,8 @@ pub struct MemberState {
     pub membership: StoredMembership<u64, MemberNode>,
     /// What each member published about itself: name and client URLs.
     pub attributes: std::collections::BTreeMap<u64, (String, Vec<String>)>,
+    /// Request IDs already applied, with their results.
+    pub requests: AppliedRequests,
 }
 
 #[derive(Clone)]
@@ -96,12 +99,14 @@ fn load_state(storage: &Storage) -> Result<MemberState, StorageError> {
     for (key, lease) in mvcc.leased_keys().map_err(read_err)? {
         leases.attach(lease, &key);
     }
+    let requests = AppliedRequests::open(storage).map_err(read_err)?;
     Ok(MemberState {
         mvcc,
         leases,
         applied,
         membership,
         attributes,
+        requests,
     })
 }
 
@@ -290,18 +295,38 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     Vec::new()
                 }
                 EntryPayload::Normal(proposal) => match RaftBatch::decode(proposal.0.as_slice()) {
-                    Ok(b) => b
-                        .requests
-                        .into_iter()
-                        .map(|r| match r.request {
-                            Some(req) => {
-                                self.apply_request(&mut state, req, &mut batch, &mut published)
+                    Ok(b) => {
+                        let mut out = Vec::with_capacity(b.requests.len());
+                        for (position, r) in b.requests.into_iter().enumerate() {
+                            let id = Some(r.request_id)
+                                .filter(|id| !id.is_empty() && id.len() <= dedup::MAX_ID_LEN);
+                            if let Some(first) = id.as_deref().and_then(|id| state.requests.get(id))
+                            {
+                                out.push(first);
+                                continue;
                             }
-                            // A request kind this member does not know (a newer member proposed
-                            // it): every member of this version skips it the same way.
-                            None => Err(KvError::Corrupt("unknown request kind".into())),
-                        })
-                        .collect(),
+                            let result = match r.request {
+                                Some(req) => {
+                                    self.apply_request(&mut state, req, &mut batch, &mut published)
+                                }
+                                // A request kind this member does not know (a newer member
+                                // proposed it): every member of this version skips it the same way.
+                                None => Err(KvError::Corrupt("unknown request kind".into())),
+                            };
+                            if let Some(id) = id {
+                                state.requests.record(
+                                    &self.storage,
+                                    id,
+                                    entry.log_id.index,
+                                    position as u32,
+                                    &result,
+                                    &mut batch,
+                                );
+                            }
+                            out.push(result);
+                        }
+                        out
+                    }
                     Err(e) => {
                         tracing::error!(
                             index = entry.log_id.index,

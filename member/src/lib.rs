@@ -12,6 +12,7 @@ pub mod api;
 pub mod apply;
 pub mod concurrency;
 pub mod config;
+pub mod dedup;
 pub mod lease;
 pub mod member;
 pub mod membership;

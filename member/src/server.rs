@@ -189,7 +189,21 @@ impl EtcdServer {
     /// Proposes a request through raft and waits until it is applied on this member.
     /// Returns the encoded response and the term of the entry.
     pub async fn propose(&self, req: Request) -> Result<(Vec<u8>, u64), Status> {
-        let request = InternalRaftRequest { request: Some(req) };
+        self.propose_once(req, String::new()).await
+    }
+
+    /// [`EtcdServer::propose`] with a client's request ID: if a request with this ID was
+    /// applied already (the client sent it again after a failover), the first result comes
+    /// back and nothing is applied twice (see `dedup`).
+    pub async fn propose_once(
+        &self,
+        req: Request,
+        request_id: String,
+    ) -> Result<(Vec<u8>, u64), Status> {
+        let request = InternalRaftRequest {
+            request: Some(req),
+            request_id,
+        };
         let size = request.encoded_len();
         if size > self.limits.max_request_bytes {
             return Err(KvError::RequestTooLarge.into());

@@ -30,6 +30,9 @@ pub struct Upstream {
     pub addr: String,
     /// Label for metrics: the member name, or its address if unnamed.
     pub label: String,
+    /// The member applies a write tagged with a request ID once (an oxetcd member says so
+    /// in its `Status`), so a write in flight when it died may be sent to the new leader.
+    pub dedup: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -66,6 +69,7 @@ impl Cluster {
                     id: 0,
                     addr: host_port(s).to_string(),
                     label: host_port(s).to_string(),
+                    dedup: false,
                 },
                 healthy: true,
                 learner: false,
@@ -212,6 +216,7 @@ impl Cluster {
                         id: m.id,
                         addr,
                         label,
+                        dedup: false,
                     },
                     healthy: true,
                     learner: m.is_learner,
@@ -228,6 +233,7 @@ impl Cluster {
                     .find(|o| o.upstream.addr == f.upstream.addr)
                 {
                     f.healthy = old.healthy;
+                    f.upstream.dedup = old.upstream.dedup;
                 }
             }
             let before: Vec<String> = v.members.iter().map(|m| m.upstream.label.clone()).collect();
@@ -254,12 +260,20 @@ impl Cluster {
             let ch = Self::channel(channels, addr);
             async move {
                 let ch = ch?;
-                let s = MaintenanceClient::new(ch)
+                let resp = MaintenanceClient::new(ch)
                     .status(StatusRequest {})
                     .await
-                    .ok()?
-                    .into_inner();
-                Some((s.leader, s.raft_term, s.header.map_or(0, |h| h.member_id)))
+                    .ok()?;
+                let dedup = resp
+                    .metadata()
+                    .contains_key(oxetcd_common::OXETCD_VERSION_HEADER);
+                let s = resp.into_inner();
+                Some((
+                    s.leader,
+                    s.raft_term,
+                    s.header.map_or(0, |h| h.member_id),
+                    dedup,
+                ))
             }
         });
         let results = futures::future::join_all(checks).await;
@@ -270,17 +284,18 @@ impl Cluster {
             let healthy = r.is_some();
             for m in v.members.iter_mut().filter(|m| &m.upstream.addr == addr) {
                 m.healthy = healthy;
-                if let Some((_, _, id)) = r {
+                if let Some((_, _, id, dedup)) = r {
                     if m.upstream.id == 0 {
                         m.upstream.id = *id;
                     }
+                    m.upstream.dedup = *dedup;
                 }
                 self.metrics
                     .upstream_healthy
                     .with_label_values(&[&m.upstream.label])
                     .set(healthy as i64);
             }
-            if let Some((leader, term, _)) = r {
+            if let Some((leader, term, _, _)) = r {
                 if *leader != 0 && best.is_none_or(|(t, _)| *term > t) {
                     best = Some((*term, *leader));
                 }

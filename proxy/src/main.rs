@@ -116,11 +116,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let cluster = Cluster::new(&config.endpoints, metrics.clone());
 
-    let proxy = EtcdProxy {
-        cluster: cluster.clone(),
-        metrics: metrics.clone(),
-        leader_wait: config.leader_wait_timeout,
-    };
+    let proxy = EtcdProxy::new(cluster.clone(), metrics.clone(), config.leader_wait_timeout);
     let mut grpc = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         proxy,

@@ -45,6 +45,20 @@ pub fn is_read_only(path: &str) -> bool {
     )
 }
 
+/// Whether the call changes state and can be sent again safely with a request ID (the member
+/// applies it once): single-response writes. Streams are never sent again.
+pub fn is_dedup_write(path: &str) -> bool {
+    matches!(
+        path,
+        "/etcdserverpb.KV/Put"
+            | "/etcdserverpb.KV/DeleteRange"
+            | "/etcdserverpb.KV/Txn"
+            | "/etcdserverpb.KV/Compact"
+            | "/etcdserverpb.Lease/LeaseGrant"
+            | "/etcdserverpb.Lease/LeaseRevoke"
+    )
+}
+
 /// The route of a Range from the first gRPC message of its body (5-byte frame header, then
 /// the protobuf). A body that cannot be decoded goes to the leader, which answers the error.
 pub fn route_range(body: &[u8]) -> Route {

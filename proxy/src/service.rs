@@ -8,6 +8,7 @@
 //! that may have reached a member is only sent again if it is read-only.
 
 use std::net::ToSocketAddrs;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,8 @@ use tracing::{debug, warn};
 use crate::cluster::{Cluster, Upstream};
 use crate::metrics::Metrics;
 use crate::route::{
-    grpc_frame_len, is_range, is_read_only, method_name, route_of, route_range, Route,
+    grpc_frame_len, is_dedup_write, is_range, is_read_only, method_name, route_of, route_range,
+    Route,
 };
 
 /// gRPC's UNAVAILABLE: clients treat it as "try again", as they do for etcd's own errors
@@ -30,9 +32,28 @@ use crate::route::{
 const GRPC_UNAVAILABLE: &str = "14";
 
 pub struct EtcdProxy {
-    pub cluster: Arc<Cluster>,
-    pub metrics: Arc<Metrics>,
-    pub leader_wait: Duration,
+    cluster: Arc<Cluster>,
+    metrics: Arc<Metrics>,
+    leader_wait: Duration,
+    /// Makes request IDs unique across proxies and restarts: pid and start time.
+    id_prefix: String,
+    next_id: AtomicU64,
+}
+
+impl EtcdProxy {
+    pub fn new(cluster: Arc<Cluster>, metrics: Arc<Metrics>, leader_wait: Duration) -> Self {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        EtcdProxy {
+            cluster,
+            metrics,
+            leader_wait,
+            id_prefix: format!("{:x}-{:x}", std::process::id(), started),
+            next_id: AtomicU64::new(0),
+        }
+    }
 }
 
 pub struct Ctx {
@@ -41,6 +62,8 @@ pub struct Ctx {
     upstream: Option<Upstream>,
     started: Instant,
     grpc_code: Option<String>,
+    /// Set on writes: sent as `oxetcd-request-id` on every attempt.
+    request_id: Option<String>,
 }
 
 impl EtcdProxy {
@@ -67,12 +90,17 @@ impl ProxyHttp for EtcdProxy {
             upstream: None,
             started: Instant::now(),
             grpc_code: None,
+            request_id: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.path = session.req_header().uri.path().to_string();
         ctx.route = route_of(&ctx.path);
+        if is_dedup_write(&ctx.path) {
+            let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+            ctx.request_id = Some(format!("{}-{n:x}", self.id_prefix));
+        }
         // Keep the body (up to pingora's 64 KiB) so a request can be sent to another member.
         session.enable_retry_buffering();
         if is_range(&ctx.path) {
@@ -118,6 +146,18 @@ impl ProxyHttp for EtcdProxy {
         Ok(Box::new(peer))
     }
 
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(id) = &ctx.request_id {
+            req.insert_header(oxetcd_common::REQUEST_ID_HEADER, id.as_str())?;
+        }
+        Ok(())
+    }
+
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -145,13 +185,22 @@ impl ProxyHttp for EtcdProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("member: {peer}"));
-        if let Some(up) = &ctx.upstream {
-            self.cluster.report_unreachable(&up.addr);
+        if e.esource() == &ErrorSource::Upstream {
+            if let Some(up) = &ctx.upstream {
+                self.cluster.report_unreachable(&up.addr);
+            }
         }
         let buffered = !session.as_ref().retry_buffer_truncated();
         let nothing_sent_downstream = ctx.grpc_code.is_none();
+        let deduplicated =
+            ctx.request_id.is_some() && ctx.upstream.as_ref().is_some_and(|u| u.dedup);
         if is_read_only(&ctx.path) && buffered && nothing_sent_downstream {
             self.metrics.retries.with_label_values(&["read"]).inc();
+            e.set_retry(true);
+        } else if deduplicated && buffered && nothing_sent_downstream {
+            // The write may have been applied; the member applies its ID once, so sending it
+            // to the new leader cannot apply it twice.
+            self.metrics.retries.with_label_values(&["write"]).inc();
             e.set_retry(true);
         } else if client_reused && buffered && nothing_sent_downstream {
             // pingora's own rule: a pooled connection found dead before the request went out.

@@ -172,6 +172,11 @@ impl Member {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// Whether the process was started and not killed or stopped.
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -342,7 +347,7 @@ impl Proxy {
             .filter(|l| l.starts_with(name) && labels.iter().all(|want| l.contains(want)))
             .filter(|l| l[name.len()..].starts_with(['{', ' ']))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+            .fold(0.0, |a, b| a + b)
     }
 
     pub fn etcdctl(&self, args: &[&str]) -> Ctl {

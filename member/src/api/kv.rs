@@ -12,6 +12,7 @@ use oxetcd_common::oxetcdpb::internal_raft_request::Request as Proposal;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+use super::request_id;
 use crate::mvcc;
 use crate::server::EtcdServer;
 
@@ -24,8 +25,12 @@ impl KvService {
         Self { server }
     }
 
-    async fn propose<R: Message + Default>(&self, p: Proposal) -> Result<(R, u64), Status> {
-        let (bytes, term) = self.server.propose(p).await?;
+    async fn propose<R: Message + Default>(
+        &self,
+        p: Proposal,
+        request_id: String,
+    ) -> Result<(R, u64), Status> {
+        let (bytes, term) = self.server.propose_once(p, request_id).await?;
         let resp = R::decode(bytes.as_slice())
             .map_err(|e| Status::internal(format!("etcdserver: bad apply result: {e}")))?;
         Ok((resp, term))
@@ -87,9 +92,10 @@ impl Kv for KvService {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let id = request_id(&request);
         let req = request.into_inner();
         mvcc::check_put(&req)?;
-        let (mut resp, term): (PutResponse, _) = self.propose(Proposal::Put(req)).await?;
+        let (mut resp, term): (PutResponse, _) = self.propose(Proposal::Put(req), id).await?;
         resp.header = self.server.header(Self::revision_of(&resp.header), term);
         Ok(Response::new(resp))
     }
@@ -98,15 +104,17 @@ impl Kv for KvService {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let id = request_id(&request);
         let req = request.into_inner();
         mvcc::check_delete(&req)?;
         let (mut resp, term): (DeleteRangeResponse, _) =
-            self.propose(Proposal::DeleteRange(req)).await?;
+            self.propose(Proposal::DeleteRange(req), id).await?;
         resp.header = self.server.header(Self::revision_of(&resp.header), term);
         Ok(Response::new(resp))
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let id = request_id(&request);
         let req = request.into_inner();
         mvcc::check_txn(&req, self.server.limits.max_txn_ops)?;
         let (read_only, serializable) = txn_reads(&req);
@@ -124,7 +132,7 @@ impl Kv for KvService {
                 .header(Self::revision_of(&resp.header), self.server.term());
             return Ok(Response::new(resp));
         }
-        let (mut resp, term): (TxnResponse, _) = self.propose(Proposal::Txn(req)).await?;
+        let (mut resp, term): (TxnResponse, _) = self.propose(Proposal::Txn(req), id).await?;
         resp.header = self.server.header(Self::revision_of(&resp.header), term);
         Ok(Response::new(resp))
     }
@@ -133,9 +141,10 @@ impl Kv for KvService {
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
+        let id = request_id(&request);
         let req = request.into_inner();
         let (mut resp, term): (CompactionResponse, _) =
-            self.propose(Proposal::Compaction(req)).await?;
+            self.propose(Proposal::Compaction(req), id).await?;
         resp.header = self.server.header(Self::revision_of(&resp.header), term);
         Ok(Response::new(resp))
     }

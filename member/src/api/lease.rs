@@ -16,6 +16,7 @@ use prost::Message;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::request_id;
 use crate::lease::MAX_LEASE_TTL;
 use crate::mvcc::KvError;
 use crate::server::EtcdServer;
@@ -36,6 +37,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let id = request_id(&request);
         let mut req = request.into_inner();
         if req.ttl > MAX_LEASE_TTL {
             return Err(KvError::LeaseTtlTooLarge.into());
@@ -44,7 +46,10 @@ impl Lease for LeaseService {
         if req.id == 0 {
             req.id = self.server.next_lease_id();
         }
-        let (bytes, term) = self.server.propose(Proposal::LeaseGrant(req)).await?;
+        let (bytes, term) = self
+            .server
+            .propose_once(Proposal::LeaseGrant(req), id)
+            .await?;
         let mut resp = LeaseGrantResponse::decode(bytes.as_slice())
             .map_err(|e| Status::internal(format!("etcdserver: bad apply result: {e}")))?;
         resp.header = self
@@ -57,8 +62,12 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let id = request_id(&request);
         let req = request.into_inner();
-        let (bytes, term) = self.server.propose(Proposal::LeaseRevoke(req)).await?;
+        let (bytes, term) = self
+            .server
+            .propose_once(Proposal::LeaseRevoke(req), id)
+            .await?;
         let mut resp = LeaseRevokeResponse::decode(bytes.as_slice())
             .map_err(|e| Status::internal(format!("etcdserver: bad apply result: {e}")))?;
         resp.header = self

@@ -59,7 +59,7 @@ impl Maintenance for MaintenanceService {
             q if q > 0 => q,
             _ => DEFAULT_QUOTA_BYTES,
         };
-        Ok(Response::new(StatusResponse {
+        let mut resp = Response::new(StatusResponse {
             header: self.server.header(rev, m.current_term),
             version: ETCD_SERVER_VERSION.to_string(),
             db_size,
@@ -73,7 +73,13 @@ impl Maintenance for MaintenanceService {
             storage_version: ETCD_STORAGE_VERSION.to_string(),
             db_size_quota: quota,
             downgrade_info: None,
-        }))
+        });
+        // Tells oxetcd-proxy this member deduplicates retried writes by request ID.
+        resp.metadata_mut().insert(
+            oxetcd_common::OXETCD_VERSION_HEADER,
+            tonic::metadata::MetadataValue::from_static(oxetcd_common::version::OXETCD_VERSION),
+        );
+        Ok(resp)
     }
 
     async fn defragment(

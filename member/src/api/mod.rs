@@ -24,6 +24,18 @@ use tonic::service::Routes;
 
 use crate::server::EtcdServer;
 
+/// The ID a client that may send a write again (oxetcd-proxy, after a failover) gave it, from
+/// the `oxetcd-request-id` metadata; empty if none or unusable.
+pub(crate) fn request_id<T>(request: &tonic::Request<T>) -> String {
+    request
+        .metadata()
+        .get(oxetcd_common::REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| id.len() <= crate::dedup::MAX_ID_LEN)
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// gRPC's framing overhead allowed on top of `--max-request-bytes`, as etcd allows, so that an
 /// oversized request gets etcd's "request is too large" rather than a transport error.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;

@@ -1,0 +1,118 @@
+//! Applied request IDs, so a write retried after a failover is applied once.
+//!
+//! When a leader dies with a write in flight, the sender cannot know whether it was committed.
+//! `oxetcd-proxy` tags each write with an `oxetcd-request-id` and may send it again to the new
+//! leader; the member proposes the ID with the request. Applying an entry whose ID was already
+//! applied returns the first result instead of applying again. The record is part of the
+//! replicated state (rows in the meta column family, written in the apply batch, carried by
+//! snapshots), so every member makes the same decision. The newest [`CAPACITY`] IDs are kept;
+//! a retry comes within seconds, long before its ID is dropped.
+
+use std::collections::{HashMap, VecDeque};
+
+use rocksdb::WriteBatch;
+use serde::{Deserialize, Serialize};
+
+use crate::mvcc::KvError;
+use crate::storage::{Storage, CF_META};
+
+/// How many request IDs are remembered (oldest dropped first).
+pub const CAPACITY: usize = 100_000;
+
+/// Longest ID accepted; a longer one is ignored (the request is applied without dedup).
+pub const MAX_ID_LEN: usize = 64;
+
+const PREFIX: &[u8] = b"reqid/";
+
+/// One remembered request: where it was applied (its order) and what it answered.
+#[derive(Serialize, Deserialize, Clone)]
+struct Record {
+    log_index: u64,
+    position: u32,
+    result: Result<Vec<u8>, KvError>,
+}
+
+#[derive(Default)]
+pub struct AppliedRequests {
+    by_id: HashMap<String, Record>,
+    /// IDs in apply order, oldest first.
+    order: VecDeque<String>,
+}
+
+fn row_key(id: &str) -> Vec<u8> {
+    let mut k = PREFIX.to_vec();
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+impl AppliedRequests {
+    /// Loads the remembered IDs from the meta column family.
+    pub fn open(storage: &Storage) -> Result<Self, String> {
+        let db = storage.db();
+        let mut records: Vec<(String, Record)> = Vec::new();
+        let iter = db.iterator_cf(
+            storage.cf(CF_META),
+            rocksdb::IteratorMode::From(PREFIX, rocksdb::Direction::Forward),
+        );
+        for row in iter {
+            let (k, v) = row.map_err(|e| e.to_string())?;
+            let Some(id) = k.strip_prefix(PREFIX) else {
+                break;
+            };
+            let id = String::from_utf8_lossy(id).into_owned();
+            let rec: Record = bincode::deserialize(&v).map_err(|e| e.to_string())?;
+            records.push((id, rec));
+        }
+        records.sort_by_key(|(_, r)| (r.log_index, r.position));
+        let mut me = Self::default();
+        for (id, rec) in records {
+            me.order.push_back(id.clone());
+            me.by_id.insert(id, rec);
+        }
+        Ok(me)
+    }
+
+    /// The result of `id` if it was applied already.
+    pub fn get(&self, id: &str) -> Option<Result<Vec<u8>, KvError>> {
+        self.by_id.get(id).map(|r| r.result.clone())
+    }
+
+    /// Remembers `id`'s result, staging the row (and the removal of the oldest beyond
+    /// [`CAPACITY`]) in `batch`.
+    pub fn record(
+        &mut self,
+        storage: &Storage,
+        id: String,
+        log_index: u64,
+        position: u32,
+        result: &Result<Vec<u8>, KvError>,
+        batch: &mut WriteBatch,
+    ) {
+        let rec = Record {
+            log_index,
+            position,
+            result: result.clone(),
+        };
+        let Ok(bytes) = bincode::serialize(&rec) else {
+            return;
+        };
+        let cf = storage.cf(CF_META);
+        batch.put_cf(cf, row_key(&id), bytes);
+        self.order.push_back(id.clone());
+        self.by_id.insert(id, rec);
+        while self.order.len() > CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                batch.delete_cf(cf, row_key(&old));
+                self.by_id.remove(&old);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
