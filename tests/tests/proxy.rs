@@ -203,7 +203,7 @@ async fn a_write_with_a_request_id_is_applied_once() {
         .await
         .expect("put")
         .into_inner();
-    assert_eq!(rev(other.header), rev(first.header.clone()) + 1);
+    assert_eq!(rev(other.header), rev(first.header) + 1);
     let kv = via_follower
         .range(RangeRequest {
             key: b"once".to_vec(),
