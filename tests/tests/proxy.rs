@@ -311,3 +311,41 @@ async fn leader_kill9_under_writes_through_the_proxy_fails_no_request() {
         p.metric_sum("etcd_proxy_retries_total", &["reason=\"write\""])
     );
 }
+
+/// A member added to the cluster starts receiving serializable reads without a proxy restart
+/// (the member list is re-read every `--endpoints-auto-sync-interval`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_member_receives_reads_without_a_proxy_restart() {
+    use std::time::{Duration, Instant};
+    let mut c = Cluster::start(Kind::Oxetcd, 3);
+    let p = Proxy::start(
+        &c.members[0].endpoint(),
+        &["--endpoints-auto-sync-interval=200ms"],
+    );
+    let new = c.add_member(false);
+    let name = c.members[new].name.clone();
+    let mut cl = client(&p.endpoint()).await;
+    cl.put("k", "v", None).await.expect("put");
+    let label = format!("member=\"{name}\"");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        for _ in 0..10 {
+            cl.get("k", Some(GetOptions::new().with_serializable()))
+                .await
+                .expect("serializable get");
+        }
+        let served = p.metric_sum(
+            "etcd_proxy_requests_total",
+            &["grpc_method=\"Range\"", &label],
+        );
+        if served > 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never served a read\n{}\n{}",
+            p.metrics(),
+            p.log()
+        );
+    }
+}
