@@ -134,7 +134,7 @@ async fn slow_consumer_does_not_block_writes_and_misses_nothing() {
     let revs: Vec<i64> = events.iter().map(|e| e.2).collect();
     assert_eq!(revs, (2..3002).collect::<Vec<_>>());
     // The stream really fell behind the feed and caught up from the store.
-    let metrics = reqwest_metrics(&m);
+    let metrics = oxetcd_tests::http_get(m.client_port, "/metrics");
     let lagged: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("oxetcd_watch_stream_lagged_total "))
@@ -144,19 +144,6 @@ async fn slow_consumer_does_not_block_writes_and_misses_nothing() {
         lagged >= 1,
         "the slow consumer never lagged: the test did not test the catch-up path"
     );
-}
-
-fn reqwest_metrics(m: &Member) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", m.client_port)).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 #[tokio::test]
