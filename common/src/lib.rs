@@ -1,6 +1,7 @@
 //! What the oxetcd binaries share: the etcd v3 wire API (generated from `proto/`), the server
 //! version we report, and small helpers for URLs and keys.
 
+pub mod dns;
 pub mod duration;
 pub mod proto;
 pub mod signal;
@@ -18,3 +19,9 @@ pub const REQUEST_ID_HEADER: &str = "oxetcd-request-id";
 /// writes again after a failover only to members that set it (they honour
 /// [`REQUEST_ID_HEADER`]).
 pub const OXETCD_VERSION_HEADER: &str = "oxetcd-version";
+
+/// gRPC metadata on every answer of an oxetcd member: the ID of the leader it follows (decimal),
+/// and [`RAFT_TERM_HEADER`] the term of that leadership. A proxy learns leader changes from them.
+pub const LEADER_HEADER: &str = "oxetcd-leader";
+/// See [`LEADER_HEADER`].
+pub const RAFT_TERM_HEADER: &str = "oxetcd-raft-term";

@@ -151,6 +151,59 @@ impl Cluster {
         self.kick.notify_one();
     }
 
+    /// A member's answer named `leader` at `term` (its `oxetcd-leader` metadata). Newer than
+    /// what the view holds, and a healthy member: it becomes the leader at once, so requests
+    /// stop going to an old leader before the next health round notices.
+    pub fn observe_leader(&self, leader: u64, term: u64) {
+        {
+            let v = self.read();
+            if term < v.term || term == v.term && v.leader == Some(leader) {
+                return;
+            }
+        }
+        let mut v = self.write();
+        if term < v.term || term == v.term && v.leader == Some(leader) {
+            return;
+        }
+        let Some(up) = v
+            .members
+            .iter()
+            .find(|m| m.upstream.id == leader && m.healthy)
+            .map(|m| m.upstream.clone())
+        else {
+            return;
+        };
+        self.set_leader(&mut v, Some((term, up)));
+    }
+
+    /// Records the leader (or that none is known) and tells waiting requests.
+    fn set_leader(&self, v: &mut View, leader: Option<(u64, Upstream)>) {
+        let new_id = leader.as_ref().map(|(_, u)| u.id);
+        if new_id != v.leader {
+            if let Some((term, u)) = &leader {
+                info!(leader = %u.label, term, "leader");
+                if v.leader.is_some() || v.term > 0 {
+                    self.metrics.leader_changes.inc();
+                }
+            } else {
+                warn!("no leader known");
+            }
+            v.leader = new_id;
+        }
+        if let Some((term, _)) = &leader {
+            v.term = v.term.max(*term);
+        }
+        let upstream = leader.map(|(_, u)| u);
+        self.leader_tx.send_if_modified(|cur| {
+            if *cur != upstream {
+                *cur = upstream;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
     /// Keeps the view fresh until the process ends.
     pub async fn run(self: Arc<Self>, health_every: Duration, sync_every: Duration) {
         let mut channels: HashMap<String, Channel> = HashMap::new();
@@ -307,28 +360,6 @@ impl Cluster {
                 .find(|m| m.upstream.id == id && m.healthy)
                 .map(|m| (term, m.upstream.clone()))
         });
-        let new_id = leader.as_ref().map(|(_, u)| u.id);
-        if new_id != v.leader {
-            if let Some((term, u)) = &leader {
-                info!(leader = %u.label, term, "leader");
-                if v.leader.is_some() || v.term > 0 {
-                    self.metrics.leader_changes.inc();
-                }
-                v.term = *term;
-            } else {
-                warn!("no leader known");
-            }
-            v.leader = new_id;
-        }
-        let upstream = leader.map(|(_, u)| u);
-        drop(v);
-        self.leader_tx.send_if_modified(|cur| {
-            if *cur != upstream {
-                *cur = upstream;
-                true
-            } else {
-                false
-            }
-        });
+        self.set_leader(&mut v, leader);
     }
 }

@@ -23,6 +23,15 @@ pub struct Config {
     )]
     pub endpoints: Vec<String>,
 
+    /// Find members from the DNS SRV records of this domain (`_etcd-client._tcp.<domain>`)
+    /// instead of `--endpoints`.
+    #[arg(long, env = "ETCD_GRPC_PROXY_DISCOVERY_SRV", default_value = "")]
+    pub discovery_srv: String,
+
+    /// Suffix of the SRV service name (`_etcd-client-<name>._tcp`).
+    #[arg(long, env = "ETCD_GRPC_PROXY_DISCOVERY_SRV_NAME", default_value = "")]
+    pub discovery_srv_name: String,
+
     /// Address the proxy serves gRPC on.
     #[arg(
         long,
@@ -95,8 +104,8 @@ pub struct Config {
 impl Config {
     /// Checks what clap cannot.
     pub fn validate(&self) -> Result<(), String> {
-        if self.endpoints.iter().all(|e| e.trim().is_empty()) {
-            return Err("--endpoints must name at least one member".into());
+        if self.discovery_srv.is_empty() && self.endpoints.iter().all(|e| e.trim().is_empty()) {
+            return Err("--endpoints (or --discovery-srv) must name at least one member".into());
         }
         if self.cert_file.is_empty() != self.key_file.is_empty() {
             return Err("--cert-file and --key-file go together".into());

@@ -8,6 +8,7 @@
 mod cluster;
 mod config;
 mod metrics;
+mod namespace;
 mod route;
 mod service;
 mod tls;
@@ -26,6 +27,7 @@ use tracing::{error, info};
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::metrics::{Metrics, MetricsApp};
+use crate::namespace::Namespace;
 use crate::service::EtcdProxy;
 
 /// Runs the cluster view's refresh loop on a pingora runtime.
@@ -88,9 +90,15 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    if !config.namespace.is_empty() {
-        eprintln!("oxetcd-proxy: --namespace is not supported yet");
-        return ExitCode::from(2);
+    let mut config = config;
+    if !config.discovery_srv.is_empty() {
+        match endpoints_from_srv(&config) {
+            Ok(eps) => config.endpoints = eps,
+            Err(e) => {
+                eprintln!("oxetcd-proxy: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
     }
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -99,6 +107,35 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Member client URLs from `_etcd-client._tcp.<--discovery-srv>` (etcd's `srv.GetClient`).
+/// Members behind `https://` records are skipped: TLS towards members is not supported yet.
+fn endpoints_from_srv(config: &Config) -> anyhow::Result<Vec<String>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let urls = rt.block_on(oxetcd_common::dns::service_urls(
+        "etcd-client",
+        &config.discovery_srv_name,
+        &config.discovery_srv,
+    ))?;
+    let (plain, tls): (Vec<String>, Vec<String>) =
+        urls.into_iter().partition(|u| u.starts_with("http://"));
+    if !tls.is_empty() {
+        tracing::warn!(
+            ?tls,
+            "TLS members from DNS skipped: TLS towards members is not supported yet"
+        );
+    }
+    if plain.is_empty() {
+        anyhow::bail!(
+            "DNS SRV of {} lists no plaintext member",
+            config.discovery_srv
+        );
+    }
+    info!(endpoints = ?plain, "members from DNS SRV");
+    Ok(plain)
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
@@ -116,7 +153,13 @@ fn run(config: Config) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let cluster = Cluster::new(&config.endpoints, metrics.clone());
 
-    let proxy = EtcdProxy::new(cluster.clone(), metrics.clone(), config.leader_wait_timeout);
+    let namespace = (!config.namespace.is_empty()).then(|| Namespace::new(&config.namespace));
+    let proxy = EtcdProxy::new(
+        cluster.clone(),
+        metrics.clone(),
+        config.leader_wait_timeout,
+        namespace,
+    );
     let mut grpc = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         proxy,

@@ -22,6 +22,7 @@ use tracing::{debug, warn};
 
 use crate::cluster::{Cluster, Upstream};
 use crate::metrics::Metrics;
+use crate::namespace::{Frames, Namespace};
 use crate::route::{
     grpc_frame_len, is_dedup_write, is_range, is_read_only, method_name, route_of, route_range,
     Route,
@@ -30,18 +31,28 @@ use crate::route::{
 /// gRPC's UNAVAILABLE: clients treat it as "try again", as they do for etcd's own errors
 /// during leader elections.
 const GRPC_UNAVAILABLE: &str = "14";
+/// gRPC's INVALID_ARGUMENT, for a request the namespace cannot rewrite.
+const GRPC_INVALID_ARGUMENT: &str = "3";
+/// The error type of a message `--namespace` cannot rewrite: never sent again.
+const NAMESPACE_ERROR: ErrorType = ErrorType::Custom("namespace");
 
 pub struct EtcdProxy {
     cluster: Arc<Cluster>,
     metrics: Arc<Metrics>,
     leader_wait: Duration,
+    namespace: Option<Namespace>,
     /// Makes request IDs unique across proxies and restarts: pid and start time.
     id_prefix: String,
     next_id: AtomicU64,
 }
 
 impl EtcdProxy {
-    pub fn new(cluster: Arc<Cluster>, metrics: Arc<Metrics>, leader_wait: Duration) -> Self {
+    pub fn new(
+        cluster: Arc<Cluster>,
+        metrics: Arc<Metrics>,
+        leader_wait: Duration,
+        namespace: Option<Namespace>,
+    ) -> Self {
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -50,6 +61,7 @@ impl EtcdProxy {
             cluster,
             metrics,
             leader_wait,
+            namespace,
             id_prefix: format!("{:x}-{:x}", std::process::id(), started),
             next_id: AtomicU64::new(0),
         }
@@ -64,6 +76,9 @@ pub struct Ctx {
     grpc_code: Option<String>,
     /// Set on writes: sent as `oxetcd-request-id` on every attempt.
     request_id: Option<String>,
+    /// With `--namespace`, on methods that carry keys: the messages of this attempt's request
+    /// and response being reassembled for rewriting.
+    rewrite: Option<(Frames, Frames)>,
 }
 
 impl EtcdProxy {
@@ -91,6 +106,7 @@ impl ProxyHttp for EtcdProxy {
             started: Instant::now(),
             grpc_code: None,
             request_id: None,
+            rewrite: None,
         }
     }
 
@@ -143,6 +159,11 @@ impl ProxyHttp for EtcdProxy {
         peer.options.connection_timeout = Some(Duration::from_millis(500));
         peer.options.h2_ping_interval = Some(Duration::from_secs(5));
         ctx.upstream = Some(up);
+        // Each attempt sends the request from its first byte (pingora replays the retry
+        // buffer through `request_body_filter`), so rewriting starts over too.
+        if self.namespace.is_some() && Namespace::rewrites(&ctx.path) {
+            ctx.rewrite = Some(Default::default());
+        }
         Ok(Box::new(peer))
     }
 
@@ -155,7 +176,60 @@ impl ProxyHttp for EtcdProxy {
         if let Some(id) = &ctx.request_id {
             req.insert_header(oxetcd_common::REQUEST_ID_HEADER, id.as_str())?;
         }
+        if ctx.rewrite.is_some() {
+            // Rewritten messages change length, and must come back uncompressed.
+            req.remove_header("content-length");
+            req.remove_header("grpc-accept-encoding");
+        }
         Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let (Some(ns), Some((frames, _))) = (&self.namespace, &mut ctx.rewrite) else {
+            return Ok(());
+        };
+        let Some(chunk) = body.take() else {
+            return Ok(());
+        };
+        frames.push(&chunk);
+        let out = frames
+            .rewrite(|m| ns.request(&ctx.path, m))
+            .map_err(|e| Error::explain(NAMESPACE_ERROR, e.to_string()))?;
+        if end_of_stream && frames.pending() > 0 {
+            return Err(Error::explain(
+                NAMESPACE_ERROR,
+                "request body ends inside a gRPC message",
+            ));
+        }
+        *body = Some(out);
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        let (Some(ns), Some((_, frames))) = (&self.namespace, &mut ctx.rewrite) else {
+            return Ok(None);
+        };
+        let Some(chunk) = body.take() else {
+            return Ok(None);
+        };
+        frames.push(&chunk);
+        let out = frames
+            .rewrite(|m| ns.response(&ctx.path, m))
+            .map_err(|e| Error::explain(NAMESPACE_ERROR, e.to_string()))?;
+        *body = Some(out);
+        Ok(None)
     }
 
     fn fail_to_connect(
@@ -185,6 +259,10 @@ impl ProxyHttp for EtcdProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("member: {peer}"));
+        if e.etype() == &NAMESPACE_ERROR {
+            e.set_retry(false);
+            return e;
+        }
         if e.esource() == &ErrorSource::Upstream {
             if let Some(up) = &ctx.upstream {
                 self.cluster.report_unreachable(&up.addr);
@@ -217,6 +295,21 @@ impl ProxyHttp for EtcdProxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if ctx.rewrite.is_some() {
+            resp.remove_header("content-length");
+        }
+        let number = |name: &str| {
+            resp.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        if let (Some(leader), Some(term)) = (
+            number(oxetcd_common::LEADER_HEADER),
+            number(oxetcd_common::RAFT_TERM_HEADER),
+        ) {
+            self.cluster.observe_leader(leader, term);
+        }
         // A trailers-only response carries grpc-status in its headers.
         ctx.grpc_code = Some(
             resp.headers
@@ -244,13 +337,28 @@ impl ProxyHttp for EtcdProxy {
         warn!(path = %ctx.path, "request failed: {e}");
         // Answer as a gRPC server would: a trailers-only response with a status, so clients
         // see "unavailable" rather than an HTTP error.
-        let message = match e.etype() {
-            ErrorType::ConnectNoRoute => e
-                .context
-                .as_ref()
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| "etcdserver: no leader".into()),
-            _ => "oxetcd-proxy: member unreachable".to_string(),
+        let (status, message) = match e.etype() {
+            ErrorType::ConnectNoRoute => (
+                GRPC_UNAVAILABLE,
+                e.context
+                    .as_ref()
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "etcdserver: no leader".into()),
+            ),
+            t if t == &NAMESPACE_ERROR => (
+                GRPC_INVALID_ARGUMENT,
+                format!(
+                    "oxetcd-proxy: {}",
+                    e.context
+                        .as_ref()
+                        .map(|c| c.to_string())
+                        .unwrap_or_default()
+                ),
+            ),
+            _ => (
+                GRPC_UNAVAILABLE,
+                "oxetcd-proxy: member unreachable".to_string(),
+            ),
         };
         let mut sent = false;
         if ctx.grpc_code.is_none() {
@@ -258,7 +366,7 @@ impl ProxyHttp for EtcdProxy {
                 let ok = resp
                     .insert_header("content-type", "application/grpc")
                     .is_ok()
-                    && resp.insert_header("grpc-status", GRPC_UNAVAILABLE).is_ok()
+                    && resp.insert_header("grpc-status", status).is_ok()
                     && resp.insert_header("grpc-message", message).is_ok();
                 if ok {
                     sent = session
@@ -267,7 +375,7 @@ impl ProxyHttp for EtcdProxy {
                         .is_ok();
                 }
             }
-            ctx.grpc_code = Some(GRPC_UNAVAILABLE.to_string());
+            ctx.grpc_code = Some(status.to_string());
         }
         FailToProxy {
             error_code: if sent { 200 } else { 502 },

@@ -61,6 +61,29 @@ pub fn routes(server: Arc<EtcdServer>) -> Routes {
         )))
         .add_service(cluster)
         .add_service(maintenance)
-        .into_axum_router();
+        .into_axum_router()
+        .layer(axum::middleware::map_response_with_state(
+            server.clone(),
+            name_the_leader,
+        ));
     Routes::from(grpc.merge(http::router(server)).fallback(http::not_found))
+}
+
+/// Adds `oxetcd-leader` and `oxetcd-raft-term` to every gRPC response: a proxy in front learns
+/// of a new leader from any answer, without waiting for its next `Status` round.
+async fn name_the_leader(
+    axum::extract::State(server): axum::extract::State<Arc<EtcdServer>>,
+    mut resp: axum::response::Response,
+) -> axum::response::Response {
+    let (leader, term) = {
+        let m = server.raft.metrics();
+        let m = m.borrow();
+        (m.current_leader, m.current_term)
+    };
+    if let Some(leader) = leader {
+        let headers = resp.headers_mut();
+        headers.insert(oxetcd_common::LEADER_HEADER, leader.into());
+        headers.insert(oxetcd_common::RAFT_TERM_HEADER, term.into());
+    }
+    resp
 }
