@@ -57,6 +57,16 @@ pub struct Config {
     #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
 
+    /// Bootstrap from the DNS SRV records of this domain (`_etcd-server._tcp.<domain>`)
+    /// instead of `--initial-cluster`.
+    #[arg(long, env = "ETCD_DISCOVERY_SRV", default_value = "")]
+    pub discovery_srv: String,
+
+    /// Suffix of the SRV service names (`_etcd-server-<name>._tcp`), for several clusters
+    /// under one domain.
+    #[arg(long, env = "ETCD_DISCOVERY_SRV_NAME", default_value = "")]
+    pub discovery_srv_name: String,
+
     /// Initial cluster token, so that clusters bootstrapped side by side get different IDs.
     #[arg(
         long,

@@ -13,6 +13,8 @@ pub mod apply;
 pub mod concurrency;
 pub mod config;
 pub mod dedup;
+pub mod discovery;
+pub mod leadership;
 pub mod lease;
 pub mod member;
 pub mod membership;

@@ -206,7 +206,10 @@ fn publish_attributes(server: Arc<EtcdServer>, name: String, client_urls: Vec<St
 }
 
 /// Runs a member until SIGTERM or SIGINT.
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
+    if !cfg.discovery_srv.is_empty() && cfg.initial_cluster.is_some() {
+        bail!("multiple discovery or bootstrap flags are set. Choose one of \"initial-cluster\", \"discovery\" or \"discovery-srv\"");
+    }
     let data_dir = cfg.data_dir();
     let db_dir = data_dir.join("member").join("db");
     std::fs::create_dir_all(&db_dir)
@@ -217,6 +220,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .db()
         .get_cf(storage.cf(CF_RAFT_META), IDENTITY_KEY)?
         .is_some();
+    // Once bootstrapped the member knows its cluster: DNS is not needed (nor asked) again.
+    if !has_identity && !cfg.discovery_srv.is_empty() {
+        crate::discovery::apply_srv(&mut cfg).await?;
+    }
     let existing_cluster = match cfg.initial_cluster_state.as_str() {
         "existing" if !has_identity => Some(fetch_cluster_id(&cfg).await?),
         "existing" | "new" => None,
@@ -310,6 +317,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         ),
         proposals,
         reads,
+        transferring: tokio::sync::watch::channel(false).0,
+        election_holds: Default::default(),
     });
     tokio::spawn(crate::server::run_read_batcher(
         Arc::downgrade(&server),

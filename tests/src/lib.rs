@@ -5,6 +5,8 @@
 //! datagram socket the test owns, and the test waits for the member's systemd `READY=1` (etcd
 //! sends the same message when it is ready to serve).
 
+pub mod dns;
+
 use std::net::TcpListener;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -64,7 +66,9 @@ pub struct Member {
     child: Option<Child>,
     extra_args: Vec<String>,
     log_path: PathBuf,
+    /// Empty: no `--initial-cluster` flag (the member bootstraps from DNS).
     initial_cluster: String,
+    env: Vec<(String, String)>,
 }
 
 impl Member {
@@ -101,6 +105,7 @@ impl Member {
             child: None,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             initial_cluster,
+            env: Vec::new(),
         }
     }
 
@@ -134,7 +139,12 @@ impl Member {
             .append(true)
             .open(&self.log_path)
             .expect("log file");
-        let child = Command::new(&program)
+        let mut cmd = Command::new(&program);
+        if !self.initial_cluster.is_empty() {
+            cmd.arg("--initial-cluster").arg(&self.initial_cluster);
+        }
+        let child = cmd
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("--name")
             .arg(&self.name)
             .arg("--data-dir")
@@ -147,8 +157,6 @@ impl Member {
             .arg(&peer)
             .arg("--initial-advertise-peer-urls")
             .arg(&peer)
-            .arg("--initial-cluster")
-            .arg(&self.initial_cluster)
             .arg("--initial-cluster-token")
             .arg("e2e")
             .args(&self.extra_args)
@@ -279,6 +287,7 @@ pub struct Proxy {
     pub metrics_port: u16,
     child: Option<Child>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     log_path: PathBuf,
     _tmp: tempfile::TempDir,
 }
@@ -287,6 +296,11 @@ impl Proxy {
     /// Starts a proxy for `endpoints` (comma-separated) and waits until it is ready (it knows
     /// the leader and accepts connections).
     pub fn start(endpoints: &str, extra_args: &[&str]) -> Self {
+        Self::start_with_env(endpoints, extra_args, &[])
+    }
+
+    /// [`Proxy::start`] with extra environment variables.
+    pub fn start_with_env(endpoints: &str, extra_args: &[&str], env: &[(&str, &str)]) -> Self {
         let tmp = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let metrics_port = free_port();
@@ -301,6 +315,10 @@ impl Proxy {
             metrics_port,
             child: None,
             args,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             log_path: tmp.path().join("proxy.log"),
             _tmp: tmp,
         };
@@ -317,6 +335,7 @@ impl Proxy {
             .expect("log file");
         let child = Command::new(bin("oxetcd-proxy"))
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("NOTIFY_SOCKET", &sock.1)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
@@ -413,6 +432,32 @@ impl Cluster {
                 initial.clone(),
                 extra_args,
             );
+            sockets.push(m.start_process());
+            members.push(m);
+        }
+        for (m, s) in members.iter().zip(sockets) {
+            m.wait_ready(s);
+        }
+        Cluster { members }
+    }
+
+    /// Starts `n` members that find each other from DNS: `--discovery-srv domain`, SRV
+    /// queries to `dns` (`OXETCD_DNS_SERVER`). `peer_ports` and `client_ports` were chosen
+    /// beforehand, to be published in the DNS server's records.
+    pub fn start_srv(peer_ports: &[u16], client_ports: &[u16], domain: &str, dns: &str) -> Self {
+        let mut members = Vec::new();
+        let mut sockets = Vec::new();
+        for (i, (peer, client)) in peer_ports.iter().zip(client_ports).enumerate() {
+            let mut m = Member::unstarted(
+                Kind::Oxetcd,
+                format!("m{}", i + 1),
+                *peer,
+                String::new(),
+                &["--discovery-srv", domain],
+            );
+            m.client_port = *client;
+            m.env
+                .push(("OXETCD_DNS_SERVER".to_string(), dns.to_string()));
             sockets.push(m.start_process());
             members.push(m);
         }
