@@ -10,56 +10,8 @@
 set -euo pipefail
 T=${1:-${CARGO_TARGET_DIR:-target}}/release
 MEMBERS=${2:-1}
-CTL=$T/oxetcdctl
-WORK=$(mktemp -d /tmp/oxetcd-bench.XXXX)
-# The members are started from $(...) subshells, so they are not our jobs: stop them by pid.
-cleanup() {
-  for p in "$WORK"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done
-  sleep 0.5
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-start() { # kind prefix -> prints the client endpoints, comma-separated
-  local kind=$1 prefix=$2 i cluster="" eps=""
-  local bin=etcd; [ "$kind" = oxetcd ] && bin=$T/oxetcd
-  local cps=() pps=()
-  for i in $(seq 1 "$MEMBERS"); do
-    cps+=("$(free_port)"); pps+=("$(free_port)")
-    cluster="$cluster${cluster:+,}$prefix$i=http://127.0.0.1:${pps[-1]}"
-  done
-  for i in $(seq 1 "$MEMBERS"); do
-    local cp=${cps[$((i-1))]} pp=${pps[$((i-1))]}
-    "$bin" --name "$prefix$i" --data-dir "$WORK/$prefix$i" --initial-cluster-token "$prefix" \
-      --listen-client-urls "http://127.0.0.1:$cp" --advertise-client-urls "http://127.0.0.1:$cp" \
-      --listen-peer-urls "http://127.0.0.1:$pp" --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
-      --initial-cluster "$cluster" > "$WORK/$prefix$i.log" 2>&1 &
-    echo $! > "$WORK/$prefix$i.pid"
-    eps="$eps${eps:+,}127.0.0.1:$cp"
-  done
-  for _ in $(seq 1 200); do
-    ETCDCTL_API=3 etcdctl --endpoints="$eps" endpoint health >/dev/null 2>&1 && break
-    sleep 0.1
-  done
-  echo "$eps"
-}
-
-run() { # endpoints args... -> "rps p50 p99" (for watch-latency: put rps, event p50/p99)
-  local eps=$1; shift
-  "$CTL" --endpoints="$eps" -w json bench "$@" | python3 -c '
-import json, sys
-r = json.load(sys.stdin)
-lat = r["watch"] if "watch" in r else r
-rps = (r["put"] if "watch" in r else r).get("requests_per_sec", 0)
-pct = {d["percent"]: d["latency"] for d in lat.get("latency_distribution", [])}
-errors = (r["put"] if "watch" in r else r).get("errors", 0)
-if errors:
-    first = r.get("first_error", "")
-    print(str(errors) + " requests failed: " + first, file=sys.stderr)
-print(rps, pct.get(50.0, 0), pct.get(99.0, 0))'
-}
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 E=$(start etcd etcd)
 O=$(start oxetcd ox)
