@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use clap::{Parser, Subcommand};
 use oxetcd_common::etcdserverpb::{
-    CompactionRequest, MemberListRequest, RangeRequest, StatusRequest,
+    CompactionRequest, MemberListRequest, MoveLeaderRequest, RangeRequest, StatusRequest,
 };
 
 use client::{status_text, Clients};
@@ -122,6 +122,11 @@ enum Command {
     },
     /// Benchmark: load generator with etcd benchmark's flags and report
     Bench(bench::BenchArgs),
+    /// Transfers leadership to another etcd cluster member.
+    MoveLeader {
+        /// ID of the member to lead (hex, as `member list` prints it)
+        transferee_id: String,
+    },
     /// Endpoint related commands
     Endpoint {
         #[command(subcommand)]
@@ -347,6 +352,35 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Member { command } => {
             let mut c = Clients::new(connect().await?);
             run_member(&mut c, printer, command).await?;
+        }
+        Command::MoveLeader { transferee_id } => {
+            let target = u64::from_str_radix(&transferee_id, 16).map_err(|e| Failure {
+                code: EXIT_BAD_ARGS,
+                message: format!("strconv.ParseUint: parsing {transferee_id:?}: {e}"),
+            })?;
+            // As etcdctl: find the leader among the given endpoints, ask it.
+            let mut leader = None;
+            for ep in &cli.endpoints {
+                let ch = client::connect_one(ep, cli.dial_timeout, cli.command_timeout).await?;
+                let mut c = Clients::new(ch);
+                let s = c.maintenance.status(StatusRequest {}).await?.into_inner();
+                if s.header.as_ref().map(|h| h.member_id) == Some(s.leader) {
+                    leader = Some((c, s.leader));
+                    break;
+                }
+            }
+            let Some((mut c, leader_id)) = leader else {
+                return Err(Failure {
+                    code: EXIT_BAD_ARGS,
+                    message: format!("no leader endpoint given at [{}]", cli.endpoints.join(" ")),
+                });
+            };
+            let resp = c
+                .maintenance
+                .move_leader(MoveLeaderRequest { target_id: target })
+                .await?
+                .into_inner();
+            printer.move_leader(leader_id, target, &resp);
         }
         Command::Endpoint { command, cluster } => {
             let endpoints = if cluster {

@@ -3,8 +3,8 @@
 
 use base64::Engine;
 use oxetcd_common::etcdserverpb::{
-    response_op, DeleteRangeResponse, Member, MemberListResponse, PutResponse, RangeResponse,
-    ResponseHeader, StatusResponse, TxnResponse,
+    response_op, DeleteRangeResponse, Member, MemberListResponse, MoveLeaderResponse, PutResponse,
+    RangeResponse, ResponseHeader, StatusResponse, TxnResponse,
 };
 use oxetcd_common::mvccpb::KeyValue;
 use serde_json::{json, Map, Value};
@@ -502,6 +502,16 @@ impl Printer {
                     println!("{}", row.join(", "));
                 }
             }
+        }
+    }
+
+    pub fn move_leader(&self, from: u64, to: u64, r: &MoveLeaderResponse) {
+        match self.format {
+            Format::Json => println!(
+                "{}",
+                serde_json::json!({ "header": header_json(&r.header) })
+            ),
+            _ => println!("Leadership transferred from {from:x} to {to:x}"),
         }
     }
 

@@ -67,6 +67,11 @@ pub struct EtcdServer {
     pub proposals: mpsc::Sender<Pending>,
     /// Read barriers waiting for the next read-index round (see [`run_read_batcher`]).
     pub reads: mpsc::Sender<oneshot::Sender<Result<u64, Status>>>,
+    /// True while this leader hands leadership over: writes wait (see `leadership`).
+    pub transferring: tokio::sync::watch::Sender<bool>,
+    /// Bumped by every election hold a transferring leader asks of this member; a hold lifts
+    /// itself only if no later one came.
+    pub election_holds: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// etcd's "no leader" error, returned while no leader can be found in time.
@@ -397,6 +402,7 @@ impl EtcdServer {
         let mut waited = false;
         let deadline = tokio::time::Instant::now() + LEADER_WAIT;
         loop {
+            self.wait_transfer_gate().await;
             match self.raft.client_write(Proposal(payload.clone())).await {
                 Ok(resp) => {
                     self.metrics.proposals_committed.inc();
@@ -438,6 +444,7 @@ impl EtcdServer {
         &self,
         payload: Vec<u8>,
     ) -> Result<(Vec<Result<Vec<u8>, KvError>>, u64, u64), Status> {
+        self.wait_transfer_gate().await;
         match self.raft.client_write(Proposal(payload)).await {
             Ok(resp) => {
                 self.metrics.proposals_committed.inc();

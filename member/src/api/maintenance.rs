@@ -128,9 +128,13 @@ impl Maintenance for MaintenanceService {
 
     async fn move_leader(
         &self,
-        _r: Request<MoveLeaderRequest>,
+        r: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(Self::not_yet("move-leader"))
+        self.server.move_leader(r.into_inner().target_id).await?;
+        let rev = self.server.read_state()?.mvcc.current_rev();
+        Ok(Response::new(MoveLeaderResponse {
+            header: self.server.header(rev, self.server.term()),
+        }))
     }
 
     async fn downgrade(

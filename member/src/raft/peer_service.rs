@@ -100,6 +100,12 @@ impl RaftPeer for PeerService {
         self.reply(&id)
     }
 
+    async fn transfer(&self, r: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
+        let step: crate::leadership::TransferStep = self.open(r)?;
+        self.server.transfer_step_here(step).await?;
+        self.reply(&())
+    }
+
     async fn cluster_id(&self, _r: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
         Ok(Response::new(PeerMessage {
             cluster_id: self.server.cluster_id,

@@ -1,0 +1,210 @@
+//! Leadership transfer: `Maintenance.MoveLeader` (`etcdctl move-leader`).
+//!
+//! openraft 0.9 has no transfer, and its followers refuse to vote while their leader's lease
+//! (`election_timeout_max` since they last heard from it) runs, which protects reads. So the
+//! leader makes room for the transferee step by step:
+//! 1. it stops appending: new writes wait at the gate ([`EtcdServer::wait_transfer_gate`]);
+//! 2. it waits until the transferee has every entry it has (else no one would vote for it);
+//! 3. it asks the other voters to hold their own elections for a while, so the transferee
+//!    is the only candidate;
+//! 4. it stops its heartbeats and waits out the lease, so the voters will listen;
+//! 5. it asks the transferee to campaign, and waits for the transferee to lead.
+//!
+//! Whatever happens, heartbeats resume, the gate opens and the voters' elections come back
+//! (they also come back by themselves when the hold expires, should this member die midway).
+//! Writes that waited at the gate then find the new leader and are forwarded there.
+
+use std::time::Duration;
+
+use oxetcd_common::oxetcdpeerpb::PeerMessage;
+use serde::{Deserialize, Serialize};
+use tonic::Status;
+
+use crate::server::EtcdServer;
+
+/// How long `MoveLeader` may take before etcd's timeout error.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the leader asks of another member during a transfer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum TransferStep {
+    /// Do not start an election for this long (a voter that is not the transferee).
+    HoldElections { millis: u64 },
+    /// Elections are allowed again.
+    ResumeElections,
+    /// Start an election now (the transferee).
+    Campaign,
+}
+
+pub fn not_leader() -> Status {
+    Status::failed_precondition("etcdserver: not leader")
+}
+
+pub fn bad_transferee() -> Status {
+    Status::failed_precondition("etcdserver: bad leader transferee")
+}
+
+pub fn transfer_timeout() -> Status {
+    Status::deadline_exceeded("etcdserver: request timed out, leader transfer took too long")
+}
+
+impl EtcdServer {
+    /// Waits while a leadership transfer holds writes back (bounded by the transfer timeout).
+    pub async fn wait_transfer_gate(&self) {
+        let mut rx = self.transferring.subscribe();
+        let _ = tokio::time::timeout(TRANSFER_TIMEOUT, rx.wait_for(|t| !*t)).await;
+    }
+
+    /// The leader's side of `MoveLeader`: hands leadership to `target`.
+    pub async fn move_leader(&self, target: u64) -> Result<(), Status> {
+        if !self.is_leader() {
+            return Err(not_leader());
+        }
+        if target == self.member_id {
+            return Ok(());
+        }
+        let membership = self.read_state()?.membership.membership().clone();
+        if !membership.voter_ids().any(|id| id == target) {
+            return Err(bad_transferee());
+        }
+        let others: Vec<u64> = membership
+            .voter_ids()
+            .filter(|id| *id != target && *id != self.member_id)
+            .collect();
+        if self.transferring.send_replace(true) {
+            // Another transfer is under way; it keeps the gate.
+            return Err(Status::failed_precondition(
+                "etcdserver: a leader transfer is already in progress",
+            ));
+        }
+        tracing::info!(
+            target = format!("{target:x}"),
+            "leadership transfer starting"
+        );
+        let deadline = tokio::time::Instant::now() + TRANSFER_TIMEOUT;
+        let result = self.transfer(target, &others, deadline).await;
+        self.raft.runtime_config().heartbeat(true);
+        for id in &others {
+            let _ = self
+                .send_transfer_step(*id, TransferStep::ResumeElections)
+                .await;
+        }
+        self.transferring.send_replace(false);
+        match &result {
+            Ok(()) => tracing::info!(target = format!("{target:x}"), "leadership transferred"),
+            Err(e) => tracing::warn!(
+                target = format!("{target:x}"),
+                "leadership transfer failed: {}",
+                e.message()
+            ),
+        }
+        result
+    }
+
+    async fn transfer(
+        &self,
+        target: u64,
+        others: &[u64],
+        deadline: tokio::time::Instant,
+    ) -> Result<(), Status> {
+        let election_max = Duration::from_millis(self.raft.config().election_timeout_max);
+        // 2. The transferee catches up with everything this leader has.
+        let caught_up = self
+            .raft
+            .wait(Some(deadline - tokio::time::Instant::now()))
+            .metrics(
+                |m| {
+                    let last = m.last_log_index;
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(&target))
+                        .is_some_and(|matched| matched.as_ref().map(|l| l.index) == last)
+                },
+                "transferee caught up",
+            )
+            .await;
+        if caught_up.is_err() {
+            return Err(transfer_timeout());
+        }
+        // 3. Only the transferee may campaign.
+        let hold = (deadline - tokio::time::Instant::now()).as_millis() as u64;
+        for id in others {
+            // A voter that cannot be told can still vote; at worst it campaigns too.
+            if let Err(e) = self
+                .send_transfer_step(*id, TransferStep::HoldElections { millis: hold })
+                .await
+            {
+                tracing::warn!(member = format!("{id:x}"), "cannot hold its elections: {e}");
+            }
+        }
+        // 4. Silence, until the voters' leases on this leader have run out.
+        self.raft.runtime_config().heartbeat(false);
+        tokio::time::sleep(election_max + Duration::from_millis(50)).await;
+        // 5. The transferee campaigns; wait for it to lead.
+        self.send_transfer_step(target, TransferStep::Campaign)
+            .await?;
+        self.raft
+            .wait(Some(
+                deadline.saturating_duration_since(tokio::time::Instant::now()),
+            ))
+            .metrics(|m| m.current_leader == Some(target), "transferee leads")
+            .await
+            .map(|_| ())
+            .map_err(|_| transfer_timeout())
+    }
+
+    async fn send_transfer_step(&self, id: u64, step: TransferStep) -> Result<(), Status> {
+        let node = self
+            .read_state()?
+            .membership
+            .membership()
+            .get_node(&id)
+            .cloned()
+            .ok_or_else(bad_transferee)?;
+        let mut client = self.peer_client_of(&node)?;
+        let data = bincode::serialize(&step).map_err(|e| Status::internal(e.to_string()))?;
+        let call = client.transfer(PeerMessage {
+            cluster_id: self.cluster_id,
+            data,
+        });
+        tokio::time::timeout(Duration::from_secs(1), call)
+            .await
+            .map_err(|_| Status::unavailable("etcdserver: peer did not answer"))??;
+        Ok(())
+    }
+
+    /// A member's side of a transfer step from the leader.
+    pub async fn transfer_step_here(&self, step: TransferStep) -> Result<(), Status> {
+        match step {
+            TransferStep::HoldElections { millis } => {
+                self.raft.runtime_config().elect(false);
+                let raft = self.raft.clone();
+                let generation = self
+                    .election_holds
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                    + 1;
+                let holds = self.election_holds.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(millis)).await;
+                    // Only the latest hold lifts itself.
+                    if holds.load(std::sync::atomic::Ordering::SeqCst) == generation {
+                        raft.runtime_config().elect(true);
+                    }
+                });
+            }
+            TransferStep::ResumeElections => {
+                self.election_holds
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.raft.runtime_config().elect(true);
+            }
+            TransferStep::Campaign => {
+                self.raft
+                    .trigger()
+                    .elect()
+                    .await
+                    .map_err(|e| Status::unavailable(format!("etcdserver: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+}
