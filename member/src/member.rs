@@ -165,6 +165,36 @@ fn watch_leadership(raft: Raft, me: u64, metrics: Metrics) {
     });
 }
 
+/// Resolves once this member is no longer in the cluster: the leader said so (peer RPC
+/// `Removed`), or a committed membership without it was applied here. A member that never was
+/// in the applied membership (a new member catching up) is not "removed".
+async fn removed_from_cluster(server: &EtcdServer) {
+    let mut told = server.removed.subscribe();
+    let mut metrics = server.raft.metrics();
+    let mut was_member = false;
+    loop {
+        if *told.borrow() {
+            return;
+        }
+        let present = {
+            let m = metrics.borrow();
+            m.membership_config
+                .membership()
+                .get_node(&server.member_id)
+                .is_some()
+        };
+        if present {
+            was_member = true;
+        } else if was_member {
+            return;
+        }
+        tokio::select! {
+            r = metrics.changed() => if r.is_err() { return std::future::pending().await },
+            r = told.changed() => if r.is_err() { return std::future::pending().await },
+        }
+    }
+}
+
 /// Announces this member's name and client URLs through raft once a leader is known, unless the
 /// cluster already has them (etcd's publish), so every member lists every client URL. Then tells
 /// systemd the member is ready.
@@ -318,6 +348,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         proposals,
         reads,
         transferring: tokio::sync::watch::channel(false).0,
+        removed: tokio::sync::watch::channel(false).0,
         election_holds: Default::default(),
     });
     tokio::spawn(crate::server::run_read_batcher(
@@ -410,8 +441,12 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         cfg.advertised_client_urls(),
     );
 
-    oxetcd_common::signal::terminated().await;
-    tracing::info!("shutting down");
+    tokio::select! {
+        _ = oxetcd_common::signal::terminated() => tracing::info!("shutting down"),
+        _ = removed_from_cluster(&server) => {
+            tracing::warn!("the member has been permanently removed from the cluster; shutting down");
+        }
+    }
     let _ = stop_tx.send(true);
     for s in servers {
         let _ = tokio::time::timeout(Duration::from_secs(5), s).await;

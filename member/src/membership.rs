@@ -131,10 +131,26 @@ impl EtcdServer {
                 } else {
                     ChangeMembers::RemoveNodes(BTreeSet::from([id]))
                 };
+                let node = membership.get_node(&id).cloned();
                 self.raft
                     .change_membership(change, false)
                     .await
                     .map_err(raft_error)?;
+                // The removed member may never receive the entry that removes it (the leader
+                // stops replicating to it): tell it, best effort, so it shuts down as etcd's does.
+                if let Some(node) = node.filter(|_| id != self.member_id) {
+                    if let Ok(mut client) = self.peer_client_of(&node) {
+                        let msg = PeerMessage {
+                            cluster_id: self.cluster_id,
+                            data: Vec::new(),
+                        };
+                        tokio::spawn(async move {
+                            let call = client.removed(msg);
+                            let _ =
+                                tokio::time::timeout(std::time::Duration::from_secs(1), call).await;
+                        });
+                    }
+                }
                 Ok(id)
             }
             MembershipOp::Promote { id } => {

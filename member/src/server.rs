@@ -72,6 +72,8 @@ pub struct EtcdServer {
     /// Bumped by every election hold a transferring leader asks of this member; a hold lifts
     /// itself only if no later one came.
     pub election_holds: Arc<std::sync::atomic::AtomicU64>,
+    /// Set when the leader tells this member it was removed from the cluster: it shuts down.
+    pub removed: tokio::sync::watch::Sender<bool>,
 }
 
 /// etcd's "no leader" error, returned while no leader can be found in time.

@@ -193,6 +193,32 @@ impl Member {
         }
     }
 
+    /// Waits up to `timeout` for the process to end by itself; its exit status, or `None` if it
+    /// is still running (it is then left running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pid = child.id();
+        let waiter = std::thread::spawn(move || {
+            let status = child.wait();
+            let _ = tx.send(());
+            (child, status)
+        });
+        if rx.recv_timeout(timeout).is_err() {
+            // Still running: take it back once the waiter returns, which needs the process to
+            // end; SIGTERM it, as a test that expected an exit has failed anyway.
+            // SAFETY: plain syscall on a pid we own.
+            unsafe {
+                libc_kill(pid as i32, 15);
+            }
+            let (child, _) = waiter.join().expect("waiter");
+            drop(child);
+            return None;
+        }
+        let (_, status) = waiter.join().expect("waiter");
+        status.ok()
+    }
+
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("member is running");

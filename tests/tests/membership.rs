@@ -85,6 +85,17 @@ fn add_learner_promote_and_remove() {
     let m3 = rows.iter().find(|r| r.0 == "m3").unwrap().1.clone();
     let removed = c.members[new].etcdctl(&["member", "remove", &m3]);
     assert!(removed.ok().contains("removed from cluster"), "{removed:?}");
+    // The removed member shuts itself down, as etcd's does.
+    let m3_index = c.members.iter().position(|m| m.name == "m3").expect("m3");
+    let exit = c.members[m3_index].wait_exit(std::time::Duration::from_secs(10));
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "removed member still running or failed ({exit:?}): {}",
+        c.members[m3_index].log()
+    );
+    assert!(c.members[m3_index]
+        .log()
+        .contains("the member has been permanently removed from the cluster"));
     let rows = ids_by_name(c.members[0].etcdctl(&["member", "list"]).ok());
     assert_eq!(
         rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
@@ -227,4 +238,83 @@ fn endpoint_status_and_health_of_the_whole_cluster_look_as_etcds() {
         shapes.push(cells(lines[1]));
     }
     assert_eq!(shapes[0], shapes[1], "same columns");
+}
+
+/// Member ID (hex, as etcdctl prints it) of each member, in order.
+fn member_ids(c: &Cluster) -> Vec<String> {
+    c.members
+        .iter()
+        .map(|m| {
+            let s = m.etcdctl(&["endpoint", "status", "-w", "json"]);
+            let v: serde_json::Value = serde_json::from_str(s.ok()).expect("json");
+            format!(
+                "{:x}",
+                v[0]["Status"]["header"]["member_id"].as_u64().expect("id")
+            )
+        })
+        .collect()
+}
+
+/// `move-leader` as against etcd: refused through a follower alone and for a stranger, and
+/// done (same output) to a follower, while writes keep succeeding.
+#[test]
+fn move_leader_hands_leadership_over_as_etcd_does() {
+    let mut errors = Vec::new();
+    for kind in [Kind::Etcd, Kind::Oxetcd] {
+        let c = Cluster::start(kind, 3);
+        let all = c.endpoints();
+        let ids = member_ids(&c);
+        let from = c.leader().expect("a leader");
+        let to = (from + 1) % 3;
+
+        let via_follower = c.members[to].etcdctl(&["move-leader", &ids[to]]);
+        let stranger = etcdctl_at(&all, &["move-leader", "1234"]);
+        errors.push((
+            via_follower.code,
+            via_follower
+                .error_line()
+                .map(|l| l.replace(&c.members[to].endpoint(), "EP")),
+            stranger.code,
+            stranger.error_line().map(str::to_string),
+        ));
+
+        // Writes keep going through every member while leadership moves.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (stop, all) = (stop.clone(), all.clone());
+            std::thread::spawn(move || {
+                let mut failed = Vec::new();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let out = etcdctl_at(&all, &["put", &format!("w{n}"), "v"]);
+                    if out.code != 0 {
+                        failed.push(out.stderr);
+                    }
+                    n += 1;
+                }
+                (n, failed)
+            })
+        };
+        let moved = etcdctl_at(&all, &["move-leader", &ids[to]]);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (writes, failed) = writer.join().expect("writer");
+        assert_eq!(
+            moved.ok(),
+            format!("Leadership transferred from {} to {}\n", ids[from], ids[to]),
+            "{kind:?}"
+        );
+        assert_eq!(c.leader(), Some(to), "{kind:?}: the transferee leads");
+        assert!(writes > 0 && failed.is_empty(), "{kind:?}: {failed:?}");
+        if kind == Kind::Oxetcd {
+            // oxetcdctl says the same, and leadership can go back.
+            let back = c.members[to].oxetcdctl(&["--endpoints", &all, "move-leader", &ids[from]]);
+            assert_eq!(
+                back.ok(),
+                format!("Leadership transferred from {} to {}\n", ids[to], ids[from])
+            );
+            assert_eq!(c.leader(), Some(from));
+        }
+    }
+    assert_eq!(errors[1], errors[0], "oxetcd's refusals are etcd's");
+    assert_eq!(errors[0].0, 128);
 }

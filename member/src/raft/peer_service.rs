@@ -106,6 +106,15 @@ impl RaftPeer for PeerService {
         self.reply(&())
     }
 
+    async fn removed(&self, r: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
+        let m = r.into_inner();
+        if m.cluster_id != self.server.cluster_id {
+            return Err(Status::permission_denied("member of another cluster"));
+        }
+        self.server.removed.send_replace(true);
+        self.reply(&())
+    }
+
     async fn cluster_id(&self, _r: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
         Ok(Response::new(PeerMessage {
             cluster_id: self.server.cluster_id,
