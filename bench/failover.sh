@@ -21,7 +21,7 @@ for i, s in enumerate(st):
         print(i + 1)'
 }
 
-printf "%-8s %4s %12s %10s %12s %8s\n" kind run "slowest ms" "p99 ms" "puts/s" errors
+printf "%-8s %4s %12s %10s %12s %8s  %s\n" kind run "slowest ms" "p99 ms" "puts/s" errors "first error"
 for run_no in $(seq 1 "$RUNS"); do
   for kind in etcd oxetcd; do
     prefix="$kind$run_no"
@@ -38,7 +38,7 @@ for run_no in $(seq 1 "$RUNS"); do
 import json, sys
 r = json.load(open(sys.argv[1]))
 pct = {d["percent"]: d["latency"] for d in r.get("latency_distribution", [])}
-print(f'{sys.argv[2]:<8} {sys.argv[3]:>4} {r.get("slowest", 0)*1000:12.0f} {pct.get(99.0, 0)*1000:10.1f} {r.get("requests_per_sec", 0):12.0f} {r.get("errors", 0):8}')
+print(f'{sys.argv[2]:<8} {sys.argv[3]:>4} {r.get("slowest", 0)*1000:12.0f} {pct.get(99.0, 0)*1000:10.1f} {r.get("requests_per_sec", 0):12.0f} {r.get("errors", 0):8}  {r.get("first_error", "")}')
 PY
     for p in "$WORK/$prefix"*.pid; do kill "$(cat "$p")" 2>/dev/null || true; rm -f "$p"; done
   done

@@ -81,7 +81,7 @@ fn revoke_expired_leases(server: Arc<EtcdServer>) {
 fn load_or_create_identity(
     storage: &Storage,
     cfg: &Config,
-    existing_cluster: Option<u64>,
+    existing_cluster: Option<(u64, u64)>,
 ) -> anyhow::Result<(u64, u64, bool)> {
     let cf = storage.cf(CF_RAFT_META);
     if let Some(b) = storage.db().get_cf(cf, IDENTITY_KEY)? {
@@ -93,15 +93,20 @@ fn load_or_create_identity(
         .iter()
         .map(|(_, urls)| member_id(urls, &cfg.initial_cluster_token))
         .collect();
-    let me = member_id(&cfg.peer_urls(), &cfg.initial_cluster_token);
-    if !ids.contains(&me) {
-        bail!(
-            "--initial-advertise-peer-urls {:?} do not match this member's URLs in --initial-cluster",
-            cfg.initial_advertise_peer_urls
-        );
-    }
-    // Joining an existing cluster: its ID comes from its members, not from our flags.
-    let cid = existing_cluster.unwrap_or_else(|| cluster_id(&ids, &cfg.initial_cluster_token));
+    let (me, cid) = match existing_cluster {
+        // Joining an existing cluster: both IDs come from its members (`member add` chose ours).
+        Some((cid, me)) => (me, cid),
+        None => {
+            let me = member_id(&cfg.peer_urls(), &cfg.initial_cluster_token);
+            if !ids.contains(&me) {
+                bail!(
+                    "--initial-advertise-peer-urls {:?} do not match this member's URLs in --initial-cluster",
+                    cfg.initial_advertise_peer_urls
+                );
+            }
+            (me, cluster_id(&ids, &cfg.initial_cluster_token))
+        }
+    };
     let mut o = rocksdb::WriteOptions::default();
     o.set_sync(true);
     storage
@@ -112,8 +117,10 @@ fn load_or_create_identity(
 
 /// Asks the other members of `--initial-cluster` for the cluster's ID (joining with
 /// `--initial-cluster-state existing`, after `member add`).
-async fn fetch_cluster_id(cfg: &Config) -> anyhow::Result<u64> {
+async fn fetch_cluster_id(cfg: &Config) -> anyhow::Result<(u64, u64)> {
     let mine = cfg.peer_urls();
+    let mut mine_sorted = mine.clone();
+    mine_sorted.sort();
     let others: Vec<String> = cfg
         .initial_members()?
         .into_iter()
@@ -121,20 +128,39 @@ async fn fetch_cluster_id(cfg: &Config) -> anyhow::Result<u64> {
         .filter(|u| !mine.contains(u))
         .collect();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut reached = false;
     loop {
         for url in &others {
             let Ok(ch) = crate::raft::peer_channel(url) else {
                 continue;
             };
             let mut c = oxetcd_common::oxetcdpeerpb::raft_peer_client::RaftPeerClient::new(ch);
-            if let Ok(r) = c
+            let Ok(r) = c
                 .cluster_id(oxetcd_common::oxetcdpeerpb::PeerMessage::default())
                 .await
-            {
-                return Ok(r.into_inner().cluster_id);
+            else {
+                continue;
+            };
+            let r = r.into_inner();
+            // Its members as it has applied them; `member add` put us there (a member that
+            // has not applied the addition yet does not list us: ask again).
+            let members: Vec<(u64, Vec<String>)> =
+                bincode::deserialize(&r.data).unwrap_or_default();
+            let me = members.into_iter().find_map(|(id, mut urls)| {
+                urls.sort();
+                (urls == mine_sorted).then_some(id)
+            });
+            if let Some(me) = me {
+                return Ok((r.cluster_id, me));
             }
+            reached = true;
         }
         if std::time::Instant::now() > deadline {
+            if reached {
+                bail!(
+                    "this member's peer URLs {mine:?} are not in the cluster's member list: add it with `member add` first"
+                );
+            }
             bail!("cannot reach any member of the existing cluster at {others:?}");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -347,6 +373,12 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         ),
         proposals,
         reads,
+        forward_ids: std::sync::atomic::AtomicU64::new(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
+        ),
         transferring: tokio::sync::watch::channel(false).0,
         removed: tokio::sync::watch::channel(false).0,
         election_holds: Default::default(),

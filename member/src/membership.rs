@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tonic::Status;
 
 use crate::raft::MemberNode;
-use crate::server::{member_id, no_leader, EtcdServer};
+use crate::server::{member_id_at, no_leader, EtcdServer};
 
 /// A requested membership change.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -104,7 +104,14 @@ impl EtcdServer {
                         "etcdserver: Peer URLs already exists",
                     ));
                 }
-                let id = member_id(&peer_urls, &self.cluster_token);
+                // As etcd: the time is part of a runtime-added member's ID, so a member removed
+                // and added back on the same peer URLs (say, after losing its data dir) is a
+                // new member, never mistaken for the old one.
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or_default();
+                let id = member_id_at(&peer_urls, &self.cluster_token, now);
                 let node = MemberNode {
                     name: String::new(),
                     peer_urls,

@@ -67,6 +67,9 @@ pub struct EtcdServer {
     pub proposals: mpsc::Sender<Pending>,
     /// Read barriers waiting for the next read-index round (see [`run_read_batcher`]).
     pub reads: mpsc::Sender<oneshot::Sender<Result<u64, Status>>>,
+    /// Source of the request IDs a follower gives the requests it forwards (see
+    /// `tag_requests`); starts from the time, so IDs differ across restarts.
+    pub forward_ids: std::sync::atomic::AtomicU64,
     /// True while this leader hands leadership over: writes wait (see `leadership`).
     pub transferring: tokio::sync::watch::Sender<bool>,
     /// Bumped by every election hold a transferring leader asks of this member; a hold lifts
@@ -332,11 +335,20 @@ pub async fn run_read_batcher(
 
 /// How forwarding a write to the leader failed.
 pub enum Forward {
-    /// The leader was never reached: nothing was applied, retrying is safe.
+    /// The leader was never reached, or it answered it is not the leader: nothing was applied,
+    /// retrying is safe.
     NotSent(Status),
-    /// The request may have reached the leader: its effect is unknown, never retry.
+    /// The connection broke with the request in flight: it may have been applied. Every
+    /// forwarded request carries a request ID the cluster applies once, so sending it again
+    /// (to the new leader) is safe too.
+    Lost(Status),
+    /// The leader answered with an error, or this member could not catch up: final.
     Failed(Status),
 }
+
+/// What a member that is not (or no longer) the leader answers a forwarded entry: nothing was
+/// written, the follower tries the new leader.
+pub const NOT_LEADER_FORWARD: &str = "etcdserver: forwarded to a member that is not the leader";
 
 /// Did a peer call fail before the request could leave this member?
 fn never_connected(s: &Status) -> bool {
@@ -401,8 +413,11 @@ impl EtcdServer {
         &self,
         payload: Vec<u8>,
     ) -> Result<(Vec<Result<Vec<u8>, KvError>>, u64), Status> {
-        let mut waited = false;
         let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        // A lost forward is sent again once a leader change had time to show.
+        let retry_wait = Duration::from_millis(self.raft.config().election_timeout_max);
+        // The payload as forwarded: with request IDs, the same on every attempt.
+        let mut forwarded: Option<Vec<u8>> = None;
         loop {
             self.wait_transfer_gate().await;
             match self.raft.client_write(Proposal(payload.clone())).await {
@@ -412,15 +427,24 @@ impl EtcdServer {
                 }
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     if let Some(node) = self.leader_node(f.leader_id, f.leader_node) {
-                        match self.forward_to_leader(&node, payload.clone()).await {
-                            // The leader could not even be reached: the write never left this
-                            // member, so it is safe to retry once a new leader is known.
-                            Err(Forward::NotSent(s)) => {
+                        let tagged = forwarded.get_or_insert_with(|| self.tag_requests(&payload));
+                        match self.forward_to_leader(&node, tagged.clone()).await {
+                            // Not applied, or applied at most once whatever happens (the
+                            // requests carry IDs): try again once a leader is known, which after
+                            // a failure is usually a new one.
+                            Err(Forward::NotSent(s) | Forward::Lost(s)) => {
                                 let old = f.leader_id.unwrap_or_default();
-                                if !waited && self.wait_for_new_leader(old).await {
-                                    waited = true;
+                                let now = tokio::time::Instant::now();
+                                if now < deadline {
+                                    let _ = self
+                                        .wait_for_new_leader_until(
+                                            old,
+                                            deadline.min(now + retry_wait),
+                                        )
+                                        .await;
                                     continue;
                                 }
+                                self.metrics.proposals_failed.inc();
                                 return Err(s);
                             }
                             Err(Forward::Failed(s)) => return Err(s),
@@ -456,9 +480,31 @@ impl EtcdServer {
                     resp.log_id.index,
                 ))
             }
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(no_leader()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(Status::failed_precondition(NOT_LEADER_FORWARD))
+            }
             Err(e) => Err(Status::unavailable(format!("etcdserver: {e}"))),
         }
+    }
+
+    /// Gives every request of an encoded batch that has none a request ID, unique to this
+    /// member's life, so the batch can be forwarded again after a failure without being
+    /// applied twice (see `dedup`). An undecodable batch is returned as it is.
+    fn tag_requests(&self, payload: &[u8]) -> Vec<u8> {
+        let Ok(mut batch) = RaftBatch::decode(payload) else {
+            return payload.to_vec();
+        };
+        for r in batch
+            .requests
+            .iter_mut()
+            .filter(|r| r.request_id.is_empty())
+        {
+            let n = self
+                .forward_ids
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            r.request_id = format!("fwd-{:x}-{n:x}", self.member_id);
+        }
+        batch.encode_to_vec()
     }
 
     async fn forward_to_leader(
@@ -480,8 +526,13 @@ impl EtcdServer {
                     "etcdserver: forwarding to the leader failed: {}",
                     s.message()
                 ));
-                if never_connected(&s) {
+                if never_connected(&s) || s.message() == NOT_LEADER_FORWARD {
                     Forward::NotSent(status)
+                } else if matches!(
+                    s.code(),
+                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+                ) {
+                    Forward::Lost(status)
                 } else {
                     self.metrics.proposals_failed.inc();
                     Forward::Failed(status)
@@ -498,8 +549,16 @@ impl EtcdServer {
 
     /// Waits (bounded) until a leader other than `old` is known.
     async fn wait_for_new_leader(&self, old: u64) -> bool {
+        self.wait_for_new_leader_until(old, tokio::time::Instant::now() + LEADER_WAIT)
+            .await
+    }
+
+    /// Waits until a leader other than `old` is known, or `until`.
+    async fn wait_for_new_leader_until(&self, old: u64, until: tokio::time::Instant) -> bool {
         self.raft
-            .wait(Some(LEADER_WAIT))
+            .wait(Some(
+                until.saturating_duration_since(tokio::time::Instant::now()),
+            ))
             .metrics(
                 |m| m.current_leader.is_some() && m.current_leader != Some(old),
                 "new leader elected",
@@ -600,6 +659,21 @@ pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
     urls.sort();
     let joined = urls.join(",");
     fnv64(&[joined.as_bytes(), token.as_bytes()]).max(1)
+}
+
+/// The ID of a member added at runtime (`member add`): its peer URLs, the cluster token and
+/// the time (etcd's `NewMember` uses seconds; nanoseconds here, so a remove and add back within
+/// a second still gets a new ID). The new member learns it from the cluster when it joins.
+pub fn member_id_at(peer_urls: &[String], token: &str, unix_nanos: u64) -> u64 {
+    let mut urls = peer_urls.to_vec();
+    urls.sort();
+    let joined = urls.join(",");
+    fnv64(&[
+        joined.as_bytes(),
+        token.as_bytes(),
+        &unix_nanos.to_be_bytes(),
+    ])
+    .max(1)
 }
 
 /// The cluster ID, derived from the sorted member IDs of the initial cluster and its token.

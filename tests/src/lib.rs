@@ -535,6 +535,58 @@ impl Cluster {
         self.members.len() - 1
     }
 
+    /// Starts every stopped member again on its data dir, all at once (each needs a quorum to
+    /// be ready), and waits until all are ready.
+    pub fn restart_all(&mut self) {
+        let mut started = Vec::new();
+        for (i, m) in self.members.iter_mut().enumerate() {
+            if m.child.is_none() {
+                started.push((i, m.start_process()));
+            }
+        }
+        for (i, sock) in started {
+            self.members[i].wait_ready(sock);
+        }
+    }
+
+    /// etcd's procedure for a member that lost its data dir (stopped, dir gone): `member
+    /// remove` it, `member add` it back under its name and peer URL, start it empty with
+    /// `--initial-cluster-state existing`. Waits until it is ready.
+    pub fn replace_member(&mut self, i: usize) {
+        assert!(self.members[i].child.is_none(), "stop the member first");
+        let name = self.members[i].name.clone();
+        let peer = format!("http://127.0.0.1:{}", self.members[i].peer_port);
+        let via = self
+            .members
+            .iter()
+            .find(|m| m.child.is_some())
+            .expect("a live member");
+        let list = via.etcdctl(&["member", "list"]);
+        let id = list
+            .ok()
+            .lines()
+            .find(|l| l.split(", ").nth(2) == Some(name.as_str()))
+            .and_then(|l| l.split(", ").next())
+            .unwrap_or_else(|| panic!("{name} not in the member list: {}", list.stdout))
+            .to_string();
+        via.etcdctl(&["member", "remove", &id]).ok();
+        let out = via.etcdctl(&["member", "add", &name, &format!("--peer-urls={peer}")]);
+        let initial = out
+            .ok()
+            .lines()
+            .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER="))
+            .expect("ETCD_INITIAL_CLUSTER in member add output")
+            .trim_matches('"')
+            .to_string();
+        let m = &mut self.members[i];
+        m.initial_cluster = initial;
+        m.extra_args.extend([
+            "--initial-cluster-state".to_string(),
+            "existing".to_string(),
+        ]);
+        m.spawn();
+    }
+
     /// All client endpoints, comma-separated.
     pub fn endpoints(&self) -> String {
         self.members
@@ -553,6 +605,40 @@ impl Cluster {
                     .any(|l| l == "etcd_server_is_leader 1")
         })
     }
+}
+
+/// An etcd-client connected to one endpoint (`host:port`).
+pub async fn client(endpoint: &str) -> etcd_client::Client {
+    etcd_client::Client::connect([format!("http://{endpoint}")], None)
+        .await
+        .expect("connect")
+}
+
+/// (key, value, create revision, mod revision, version) of one key.
+pub type Row = (Vec<u8>, Vec<u8>, i64, i64, i64);
+
+/// The store revision and every key with its revisions: two members with the same state
+/// answer the same.
+pub async fn key_space(c: &mut etcd_client::Client) -> (i64, Vec<Row>) {
+    let r = c
+        .get("", Some(etcd_client::GetOptions::new().with_all_keys()))
+        .await
+        .expect("range all");
+    let rev = r.header().expect("header").revision();
+    let kvs = r
+        .kvs()
+        .iter()
+        .map(|kv| {
+            (
+                kv.key().to_vec(),
+                kv.value().to_vec(),
+                kv.create_revision(),
+                kv.mod_revision(),
+                kv.version(),
+            )
+        })
+        .collect();
+    (rev, kvs)
 }
 
 /// Runs real `etcdctl` (API v3) against any endpoints, e.g. `http://` URLs of several members.

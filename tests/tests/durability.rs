@@ -5,39 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use etcd_client::{Client, GetOptions};
-use oxetcd_tests::{Kind, Member};
-
-async fn client(m: &Member) -> Client {
-    Client::connect([m.url()], None).await.expect("connect")
-}
-
-/// Everything in the key space with its revisions, plus the store revision.
-async fn snapshot(c: &mut Client) -> (i64, Vec<(Vec<u8>, Vec<u8>, i64, i64, i64)>) {
-    let r = c
-        .get("", Some(GetOptions::new().with_all_keys()))
-        .await
-        .expect("range all");
-    let rev = r.header().expect("header").revision();
-    let kvs = r
-        .kvs()
-        .iter()
-        .map(|kv| {
-            (
-                kv.key().to_vec(),
-                kv.value().to_vec(),
-                kv.create_revision(),
-                kv.mod_revision(),
-                kv.version(),
-            )
-        })
-        .collect();
-    (rev, kvs)
-}
+use oxetcd_tests::{client, key_space, Kind, Member};
 
 #[tokio::test]
 async fn kill9_and_restart_keeps_keys_revisions_and_compaction() {
     let mut m = Member::start(Kind::Oxetcd);
-    let mut c = client(&m).await;
+    let mut c = client(&m.endpoint()).await;
     for i in 0..200 {
         c.put(format!("key{:03}", i % 50), format!("value{i}"), None)
             .await
@@ -45,14 +18,14 @@ async fn kill9_and_restart_keeps_keys_revisions_and_compaction() {
     }
     c.delete("key007", None).await.expect("delete");
     c.compact(100, None).await.expect("compact");
-    let before = snapshot(&mut c).await;
+    let before = key_space(&mut c).await;
     assert_eq!(before.0, 202);
     assert_eq!(before.1.len(), 49);
 
     m.kill9();
     m.restart();
-    let mut c = client(&m).await;
-    let after = snapshot(&mut c).await;
+    let mut c = client(&m.endpoint()).await;
+    let after = key_space(&mut c).await;
     assert_eq!(before, after, "state after kill -9 differs");
     // The compaction point survived too.
     let err = c
@@ -107,8 +80,8 @@ async fn acknowledged_writes_survive_kill9_under_load() {
     }
     let acked = acked.lock().expect("lock").clone();
     m.restart();
-    let mut c = client(&m).await;
-    let (_, kvs) = snapshot(&mut c).await;
+    let mut c = client(&m.endpoint()).await;
+    let (_, kvs) = key_space(&mut c).await;
     let present: std::collections::HashSet<Vec<u8>> = kvs.into_iter().map(|kv| kv.0).collect();
     let lost: Vec<&String> = acked
         .iter()

@@ -1,14 +1,8 @@
 //! `oxetcd-proxy` in front of a 3-member oxetcd cluster, driven by real etcdctl and the
 //! etcd-client crate.
 
-use etcd_client::{Client, GetOptions};
-use oxetcd_tests::{Cluster, Kind, Proxy, Running};
-
-async fn client(endpoint: &str) -> Client {
-    Client::connect([format!("http://{endpoint}")], None)
-        .await
-        .expect("connect")
-}
+use etcd_client::GetOptions;
+use oxetcd_tests::{client, Cluster, Kind, Proxy, Running};
 
 fn leader_name(c: &Cluster) -> String {
     let i = c.leader().expect("a leader");

@@ -7,15 +7,11 @@ use std::time::Duration;
 use etcd_client::{
     Client, EventType, GetOptions, LeaseTimeToLiveOptions, PutOptions, WatchOptions, WatchStream,
 };
-use oxetcd_tests::{Kind, Member};
+use oxetcd_tests::{client, Kind, Member};
 use tokio::time::timeout;
 
 /// Upper bound for anything a test awaits; generous for a loaded 2-core CI machine.
 const WAIT: Duration = Duration::from_secs(20);
-
-async fn client(m: &Member) -> Client {
-    Client::connect([m.url()], None).await.expect("connect")
-}
 
 /// (type, key, mod revision) of the next `n` events on a stream.
 async fn next_events(stream: &mut WatchStream, n: usize) -> Vec<(EventType, String, i64)> {
@@ -43,8 +39,8 @@ async fn next_events(stream: &mut WatchStream, n: usize) -> Vec<(EventType, Stri
 #[tokio::test]
 async fn watch_sees_exactly_the_changes_of_other_clients() {
     let m = Member::start(Kind::Oxetcd);
-    let mut watcher = client(&m).await;
-    let mut writer = client(&m).await;
+    let mut watcher = client(&m.endpoint()).await;
+    let mut writer = client(&m.endpoint()).await;
     let mut stream = watcher
         .watch(
             "w/",
@@ -83,7 +79,7 @@ async fn watch_sees_exactly_the_changes_of_other_clients() {
 #[tokio::test]
 async fn historical_watch_replays_then_follows_without_gap() {
     let m = Member::start(Kind::Oxetcd);
-    let mut c = client(&m).await;
+    let mut c = client(&m.endpoint()).await;
     for i in 0..20 {
         c.put("h", format!("{i}"), None).await.unwrap();
     }
@@ -112,14 +108,14 @@ async fn historical_watch_replays_then_follows_without_gap() {
 #[tokio::test]
 async fn slow_consumer_does_not_block_writes_and_misses_nothing() {
     let m = Member::start(Kind::Oxetcd);
-    let mut watcher = client(&m).await;
+    let mut watcher = client(&m.endpoint()).await;
     let mut stream = watcher
         .watch("s", Some(WatchOptions::new().with_prefix()))
         .await
         .unwrap();
     // Nobody reads the stream while 3000 revisions of 2 KB values are written: far more than
     // the watch feed buffers (1024 revisions), the stream's send buffer and HTTP/2's windows.
-    let mut writer = client(&m).await;
+    let mut writer = client(&m.endpoint()).await;
     let value = vec![b'v'; 2048];
     for i in 0..3000 {
         timeout(
@@ -149,7 +145,7 @@ async fn slow_consumer_does_not_block_writes_and_misses_nothing() {
 #[tokio::test]
 async fn watch_from_a_compacted_revision_is_canceled() {
     let m = Member::start(Kind::Oxetcd);
-    let mut c = client(&m).await;
+    let mut c = client(&m.endpoint()).await;
     for i in 0..5 {
         c.put("k", format!("{i}"), None).await.unwrap();
     }
@@ -179,7 +175,7 @@ async fn watch_from_a_compacted_revision_is_canceled() {
 #[tokio::test]
 async fn lease_expiry_deletes_keys_and_fires_delete_events() {
     let m = Member::start(Kind::Oxetcd);
-    let mut c = client(&m).await;
+    let mut c = client(&m.endpoint()).await;
     let lease = c.lease_grant(1, None).await.unwrap();
     // etcd's minimum TTL with the default election timeout.
     assert_eq!(lease.ttl(), 2);
@@ -217,7 +213,7 @@ async fn lease_expiry_deletes_keys_and_fires_delete_events() {
 #[tokio::test]
 async fn keep_alive_holds_a_lease_past_its_ttl() {
     let m = Member::start(Kind::Oxetcd);
-    let mut c = client(&m).await;
+    let mut c = client(&m.endpoint()).await;
     let lease = c.lease_grant(2, None).await.unwrap();
     c.put("held", "v", Some(PutOptions::new().with_lease(lease.id())))
         .await
@@ -253,7 +249,7 @@ async fn keep_alive_holds_a_lease_past_its_ttl() {
 #[tokio::test]
 async fn leases_survive_a_restart() {
     let mut m = Member::start(Kind::Oxetcd);
-    let mut c = client(&m).await;
+    let mut c = client(&m.endpoint()).await;
     let lease = c.lease_grant(600, None).await.unwrap();
     c.put("a", "1", Some(PutOptions::new().with_lease(lease.id())))
         .await
@@ -265,7 +261,7 @@ async fn leases_survive_a_restart() {
     drop(c);
     m.kill9();
     m.restart();
-    let mut c = client(&m).await;
+    let mut c = client(&m.endpoint()).await;
     let ttl = c
         .lease_time_to_live(lease.id(), Some(LeaseTimeToLiveOptions::new().with_keys()))
         .await
@@ -297,7 +293,7 @@ async fn large_watch_responses_are_fragmented_on_request() {
     use oxetcd_common::etcdserverpb::{watch_request, WatchCreateRequest, WatchRequest};
 
     let m = Member::start_with(Kind::Oxetcd, &["--max-request-bytes", "10000"]);
-    let mut c = client(&m).await;
+    let mut c = client(&m.endpoint()).await;
     for k in ["f1", "f2", "f3"] {
         c.put(k, vec![b'x'; 6000], None).await.unwrap();
     }

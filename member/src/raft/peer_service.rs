@@ -115,10 +115,22 @@ impl RaftPeer for PeerService {
         self.reply(&())
     }
 
+    /// The cluster's ID and its members (ID, peer URLs) as applied here: a member joining
+    /// with `--initial-cluster-state existing` finds its own ID (chosen by `member add`) by
+    /// its peer URLs.
     async fn cluster_id(&self, _r: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
+        let members: Vec<(u64, Vec<String>)> = self
+            .server
+            .read_state()?
+            .membership
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.peer_urls.clone()))
+            .collect();
+        let data = bincode::serialize(&members).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(PeerMessage {
             cluster_id: self.server.cluster_id,
-            data: Vec::new(),
+            data,
         }))
     }
 
