@@ -191,6 +191,28 @@ fn watch_leadership(raft: Raft, me: u64, metrics: Metrics) {
     });
 }
 
+/// The TLS configuration of `https://` client URLs from `--cert-file`, `--key-file` and, with
+/// `--client-cert-auth`, `--trusted-ca-file`; `None` without a certificate.
+fn client_tls_config(cfg: &Config) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    if cfg.cert_file.is_empty() != cfg.key_file.is_empty() {
+        bail!("--cert-file and --key-file go together");
+    }
+    if cfg.client_cert_auth && cfg.trusted_ca_file.is_empty() {
+        bail!("--client-cert-auth needs --trusted-ca-file");
+    }
+    if cfg.cert_file.is_empty() {
+        return Ok(None);
+    }
+    let read = |path: &str| std::fs::read(path).with_context(|| format!("cannot read {path}"));
+    let identity = Identity::from_pem(read(&cfg.cert_file)?, read(&cfg.key_file)?);
+    let mut tls = ServerTlsConfig::new().identity(identity);
+    if cfg.client_cert_auth {
+        tls = tls.client_ca_root(Certificate::from_pem(read(&cfg.trusted_ca_file)?));
+    }
+    Ok(Some(tls))
+}
+
 /// Resolves once this member is no longer in the cluster: the leader said so (peer RPC
 /// `Removed`), or a committed membership without it was applied here. A member that never was
 /// in the applied membership (a new member catching up) is not "removed".
@@ -409,10 +431,15 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
+    let client_tls = client_tls_config(&cfg)?;
     for url in cfg.client_urls() {
-        if url.starts_with("https://") {
-            bail!("{url}: TLS on client URLs is not supported yet");
-        }
+        let tls = if url.starts_with("https://") {
+            Some(client_tls.clone().with_context(|| {
+                format!("{url}: an https client URL needs --cert-file and --key-file")
+            })?)
+        } else {
+            None
+        };
         let addr = url_host_port(&url)?;
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
@@ -420,8 +447,14 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         tracing::info!(%url, "serving client requests");
         let routes = crate::api::routes(server.clone());
         let mut stop = stop_rx.clone();
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder
+                .tls_config(tls)
+                .with_context(|| format!("{url}: TLS configuration"))?;
+        }
         servers.push(tokio::spawn(async move {
-            tonic::transport::Server::builder()
+            builder
                 .accept_http1(true)
                 .add_routes(routes)
                 // Accepted sockets need TCP_NODELAY set here: the builder's tcp_nodelay applies

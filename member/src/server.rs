@@ -420,7 +420,10 @@ impl EtcdServer {
         let mut forwarded: Option<Vec<u8>> = None;
         loop {
             self.wait_transfer_gate().await;
-            match self.raft.client_write(Proposal(payload.clone())).await {
+            // Once forwarded, every attempt uses the tagged payload, also here: this member may
+            // have become the leader with the forwarded entry already in its log.
+            let attempt = forwarded.as_ref().unwrap_or(&payload).clone();
+            match self.raft.client_write(Proposal(attempt)).await {
                 Ok(resp) => {
                     self.metrics.proposals_committed.inc();
                     return Ok((resp.data.responses, resp.log_id.leader_id.term));

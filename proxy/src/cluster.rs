@@ -20,6 +20,7 @@ use tracing::{info, warn};
 
 use crate::config::host_port;
 use crate::metrics::Metrics;
+use crate::tls::UpstreamTls;
 
 /// A member the data plane can send a request to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,11 +57,12 @@ pub struct Cluster {
     kick: Notify,
     next: AtomicUsize,
     metrics: Arc<Metrics>,
+    tls: Option<UpstreamTls>,
 }
 
 impl Cluster {
     /// Starts from the seed endpoints; nothing is known healthy until the first check.
-    pub fn new(seeds: &[String], metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(seeds: &[String], metrics: Arc<Metrics>, tls: Option<UpstreamTls>) -> Arc<Self> {
         let members = seeds
             .iter()
             .filter(|s| !s.trim().is_empty())
@@ -85,6 +87,7 @@ impl Cluster {
             kick: Notify::new(),
             next: AtomicUsize::new(0),
             metrics,
+            tls,
         })
     }
 
@@ -223,15 +226,25 @@ impl Cluster {
         }
     }
 
-    fn channel(channels: &mut HashMap<String, Channel>, addr: &str) -> Option<Channel> {
+    fn channel(&self, channels: &mut HashMap<String, Channel>, addr: &str) -> Option<Channel> {
         if let Some(c) = channels.get(addr) {
             return Some(c.clone());
         }
-        let ep = Endpoint::from_shared(format!("http://{addr}"))
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .ok()?
             .connect_timeout(Duration::from_millis(500))
             .timeout(Duration::from_secs(1))
             .tcp_nodelay(true);
+        if let Some(tls) = &self.tls {
+            ep = match ep.tls_config(tls.tonic()) {
+                Ok(ep) => ep,
+                Err(e) => {
+                    warn!(%addr, "TLS towards member: {e}");
+                    return None;
+                }
+            };
+        }
         let c = ep.connect_lazy();
         channels.insert(addr.to_string(), c.clone());
         Some(c)
@@ -243,7 +256,7 @@ impl Cluster {
         let mut order: Vec<String> = self.leader().map(|l| l.addr).into_iter().collect();
         order.extend(self.read().members.iter().map(|m| m.upstream.addr.clone()));
         for addr in order {
-            let Some(ch) = Self::channel(channels, &addr) else {
+            let Some(ch) = self.channel(channels, &addr) else {
                 continue;
             };
             let resp = ClusterClient::new(ch)
@@ -310,7 +323,7 @@ impl Cluster {
             .map(|m| m.upstream.addr.clone())
             .collect();
         let checks = addrs.iter().map(|addr| {
-            let ch = Self::channel(channels, addr);
+            let ch = self.channel(channels, addr);
             async move {
                 let ch = ch?;
                 let resp = MaintenanceClient::new(ch)

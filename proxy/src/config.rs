@@ -122,14 +122,13 @@ impl Config {
         if self.cert.is_empty() != self.key.is_empty() {
             return Err("--cert and --key go together".into());
         }
+        if !self.cert.is_empty() && self.cacert.is_empty() {
+            return Err("--cert and --key need --cacert (TLS towards members)".into());
+        }
         if self.leader_wait_timeout.is_zero() {
             return Err("--leader-wait-timeout must be positive".into());
         }
         Ok(())
-    }
-
-    pub fn upstream_tls(&self) -> bool {
-        !self.cacert.is_empty()
     }
 }
 

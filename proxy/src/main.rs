@@ -83,13 +83,6 @@ fn main() -> ExitCode {
         eprintln!("oxetcd-proxy: {e}");
         return ExitCode::from(2);
     }
-    if config.upstream_tls() || !config.cert.is_empty() {
-        eprintln!(
-            "oxetcd-proxy: TLS towards members (--cacert, --cert, --key) is not supported yet: \
-             oxetcd members serve plaintext only"
-        );
-        return ExitCode::from(2);
-    }
     let mut config = config;
     if !config.discovery_srv.is_empty() {
         match endpoints_from_srv(&config) {
@@ -139,7 +132,10 @@ fn endpoints_from_srv(config: &Config) -> anyhow::Result<Vec<String>> {
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
+    let upstream_tls = tls::UpstreamTls::load(&config)?;
     let conf = ServerConf {
+        // The data plane's connector trusts `--cacert` for members' certificates.
+        ca_file: upstream_tls.as_ref().map(|_| config.cacert.clone()),
         threads: 2,
         // A proxy holds no state: on SIGTERM, stop at once rather than after pingora's grace
         // period; clients reconnect to another proxy or this one restarted.
@@ -151,7 +147,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     server.bootstrap();
 
     let metrics = Metrics::new();
-    let cluster = Cluster::new(&config.endpoints, metrics.clone());
+    let cluster = Cluster::new(&config.endpoints, metrics.clone(), upstream_tls.clone());
 
     let namespace = (!config.namespace.is_empty()).then(|| Namespace::new(&config.namespace));
     let proxy = EtcdProxy::new(
@@ -159,6 +155,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         metrics.clone(),
         config.leader_wait_timeout,
         namespace,
+        upstream_tls,
     );
     let mut grpc = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,

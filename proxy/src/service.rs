@@ -27,6 +27,7 @@ use crate::route::{
     grpc_frame_len, is_dedup_write, is_range, is_read_only, method_name, route_of, route_range,
     Route,
 };
+use crate::tls::UpstreamTls;
 
 /// gRPC's UNAVAILABLE: clients treat it as "try again", as they do for etcd's own errors
 /// during leader elections.
@@ -41,6 +42,8 @@ pub struct EtcdProxy {
     metrics: Arc<Metrics>,
     leader_wait: Duration,
     namespace: Option<Namespace>,
+    /// TLS towards members, if `--cacert` is set.
+    upstream_tls: Option<UpstreamTls>,
     /// Makes request IDs unique across proxies and restarts: pid and start time.
     id_prefix: String,
     next_id: AtomicU64,
@@ -52,6 +55,7 @@ impl EtcdProxy {
         metrics: Arc<Metrics>,
         leader_wait: Duration,
         namespace: Option<Namespace>,
+        upstream_tls: Option<UpstreamTls>,
     ) -> Self {
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -62,6 +66,7 @@ impl EtcdProxy {
             metrics,
             leader_wait,
             namespace,
+            upstream_tls,
             id_prefix: format!("{:x}-{:x}", std::process::id(), started),
             next_id: AtomicU64::new(0),
         }
@@ -151,8 +156,21 @@ impl ProxyHttp for EtcdProxy {
             .ok()
             .and_then(|mut a| a.next())
             .ok_or_else(|| no_member("cannot resolve member address"))?;
-        let mut peer = HttpPeer::new(addr, false, String::new());
-        // gRPC is HTTP/2 only; members serve it in cleartext (h2c).
+        let mut peer = match &self.upstream_tls {
+            // The member's certificate is checked against `--cacert` for its host name (or IP).
+            Some(tls) => {
+                let host = up
+                    .addr
+                    .rsplit_once(':')
+                    .map_or(up.addr.as_str(), |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let mut p = HttpPeer::new(addr, true, host.to_string());
+                p.client_cert_key = tls.cert_key.clone();
+                p
+            }
+            None => HttpPeer::new(addr, false, String::new()),
+        };
+        // gRPC is HTTP/2 only: h2c in cleartext, h2 by ALPN over TLS.
         peer.options.alpn = ALPN::H2;
         // pingora opens one connection per stream unless told otherwise.
         peer.options.max_h2_streams = 1000;

@@ -85,3 +85,67 @@ pub fn client_tls_settings(c: &Config) -> anyhow::Result<TlsSettings> {
     }
     Ok(settings)
 }
+
+/// TLS towards members (`--cacert`, and `--cert`/`--key` for a client certificate).
+#[derive(Clone)]
+pub struct UpstreamTls {
+    /// PEM of `--cacert`, for the control plane's tonic channels.
+    pub ca_pem: Vec<u8>,
+    /// PEM of `--cert` and `--key`.
+    pub identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    /// The same certificate and key for pingora's data plane.
+    pub cert_key: Option<Arc<pingora::utils::tls::CertKey>>,
+}
+
+impl UpstreamTls {
+    /// Reads the files of `--cacert`, `--cert` and `--key`; `None` when `--cacert` is unset
+    /// (members are then reached in plaintext).
+    pub fn load(c: &Config) -> anyhow::Result<Option<Self>> {
+        if c.cacert.is_empty() {
+            return Ok(None);
+        }
+        let read =
+            |flag: &str, path: &str| std::fs::read(path).with_context(|| format!("{flag} {path}"));
+        let ca_pem = read("--cacert", &c.cacert)?;
+        if rustls_pemfile::certs(&mut ca_pem.as_slice())
+            .next()
+            .is_none()
+        {
+            return Err(anyhow!("no certificate in --cacert {}", c.cacert));
+        }
+        let (identity_pem, cert_key) = if c.cert.is_empty() {
+            (None, None)
+        } else {
+            let cert_pem = read("--cert", &c.cert)?;
+            let key_pem = read("--key", &c.key)?;
+            let certs: Vec<Vec<u8>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+                .map(|c| c.map(|c| c.to_vec()))
+                .collect::<Result<_, _>>()
+                .context("--cert")?;
+            if certs.is_empty() {
+                return Err(anyhow!("no certificate in --cert {}", c.cert));
+            }
+            let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+                .context("--key")?
+                .ok_or_else(|| anyhow!("no private key in --key {}", c.key))?;
+            let cert_key = pingora::utils::tls::CertKey::new(certs, key.secret_der().to_vec());
+            (Some((cert_pem, key_pem)), Some(Arc::new(cert_key)))
+        };
+        Ok(Some(UpstreamTls {
+            ca_pem,
+            identity_pem,
+            cert_key,
+        }))
+    }
+
+    /// The same settings for a tonic channel.
+    pub fn tonic(&self) -> tonic::transport::ClientTlsConfig {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let mut tls =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(self.ca_pem.clone()));
+        if let Some((cert, key)) = &self.identity_pem {
+            tls = tls.identity(Identity::from_pem(cert.clone(), key.clone()));
+        }
+        tls
+    }
+}

@@ -69,6 +69,8 @@ pub struct Member {
     /// Empty: no `--initial-cluster` flag (the member bootstraps from DNS).
     initial_cluster: String,
     env: Vec<(String, String)>,
+    /// `https` for client URLs served with TLS (the TLS flags are in `extra_args`).
+    scheme: &'static str,
 }
 
 impl Member {
@@ -106,6 +108,7 @@ impl Member {
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             initial_cluster,
             env: Vec::new(),
+            scheme: "http",
         }
     }
 
@@ -114,7 +117,7 @@ impl Member {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.client_port)
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -441,6 +444,17 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with extra flags for every member.
     pub fn start_with(kind: Kind, n: usize, extra_args: &[&str]) -> Self {
+        Self::start_scheme(kind, n, extra_args, "http")
+    }
+
+    /// Members serving their client URLs over TLS (`https://`); `tls_args` name the
+    /// certificate files (`--cert-file`, `--key-file`, ...). Peer URLs stay plaintext. Readiness
+    /// is by systemd notification, so nothing here needs the certificates.
+    pub fn start_tls(kind: Kind, n: usize, tls_args: &[&str]) -> Self {
+        Self::start_scheme(kind, n, tls_args, "https")
+    }
+
+    fn start_scheme(kind: Kind, n: usize, extra_args: &[&str], scheme: &'static str) -> Self {
         let peers: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let initial: Vec<String> = peers
             .iter()
@@ -458,6 +472,7 @@ impl Cluster {
                 initial.clone(),
                 extra_args,
             );
+            m.scheme = scheme;
             sockets.push(m.start_process());
             members.push(m);
         }
@@ -585,6 +600,15 @@ impl Cluster {
             "existing".to_string(),
         ]);
         m.spawn();
+    }
+
+    /// All client URLs (`http://` or `https://`), comma-separated.
+    pub fn urls(&self) -> String {
+        self.members
+            .iter()
+            .map(Member::url)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// All client endpoints, comma-separated.
