@@ -22,9 +22,10 @@ use oxetcd_common::oxetcdpeerpb::raft_peer_client::RaftPeerClient;
 use oxetcd_common::oxetcdpeerpb::PeerMessage;
 use tonic::transport::Channel;
 
-/// How long a request waits for a leader to be elected before giving up, as etcd's request
-/// timeout does.
-const LEADER_WAIT: Duration = Duration::from_secs(5);
+/// How long a request waits for a leader to be elected before giving up: etcd's request
+/// timeout, 5 s plus two election timeouts (7 s with the default 1 s election timeout), long
+/// enough for an election after a leader dies.
+const LEADER_WAIT: Duration = Duration::from_secs(7);
 
 /// Most requests one raft entry carries.
 const MAX_BATCH_REQUESTS: usize = 1024;
