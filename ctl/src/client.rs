@@ -10,12 +10,42 @@ use oxetcd_common::etcdserverpb::maintenance_client::MaintenanceClient;
 use oxetcd_common::etcdserverpb::watch_client::WatchClient;
 use oxetcd_common::v3electionpb::election_client::ElectionClient;
 use oxetcd_common::v3lockpb::lock_client::LockClient;
-use tonic::transport::{Channel, Endpoint};
+use std::sync::OnceLock;
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// TLS for every connection of this process (`--cacert`, `--cert`, `--key`), set once at start.
+static TLS: OnceLock<ClientTlsConfig> = OnceLock::new();
+
+/// Connect with TLS from now on: etcdctl's `--cacert` (and `--cert`/`--key` for a client
+/// certificate). `host:port` endpoints then mean `https://`.
+pub fn use_tls(cacert: &str, cert: &str, key: &str) -> Result<()> {
+    let read = |flag: &str, path: &str| {
+        std::fs::read(path).map_err(|e| anyhow!("open {path}: {e} ({flag})"))
+    };
+    let mut tls = ClientTlsConfig::new();
+    if !cacert.is_empty() {
+        tls = tls.ca_certificate(Certificate::from_pem(read("--cacert", cacert)?));
+    }
+    if !cert.is_empty() || !key.is_empty() {
+        if cert.is_empty() || key.is_empty() {
+            return Err(anyhow!("--cert and --key go together"));
+        }
+        tls = tls.identity(Identity::from_pem(
+            read("--cert", cert)?,
+            read("--key", key)?,
+        ));
+    }
+    let _ = TLS.set(tls);
+    Ok(())
+}
 
 /// etcdctl accepts `host:port` as well as URLs.
 pub fn endpoint_url(ep: &str) -> String {
     if ep.contains("://") {
         ep.to_string()
+    } else if TLS.get().is_some() {
+        format!("https://{ep}")
     } else {
         format!("http://{ep}")
     }
@@ -26,11 +56,18 @@ pub async fn connect_one(
     dial_timeout: Duration,
     command_timeout: Duration,
 ) -> Result<Channel> {
-    let endpoint = Endpoint::from_shared(endpoint_url(ep))
+    let url = endpoint_url(ep);
+    let mut endpoint = Endpoint::from_shared(url.clone())
         .map_err(|e| anyhow!("invalid endpoint {ep:?}: {e}"))?
         .connect_timeout(dial_timeout)
         .timeout(command_timeout)
         .tcp_nodelay(true);
+    if url.starts_with("https://") {
+        let tls = TLS.get().cloned().unwrap_or_default();
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| anyhow!("TLS for {ep:?}: {e}"))?;
+    }
     endpoint
         .connect()
         .await

@@ -60,6 +60,33 @@ struct Cli {
     /// timeout for short running command (excluding dial timeout)
     #[arg(long, global = true, env = "ETCDCTL_COMMAND_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     command_timeout: Duration,
+    /// verify certificates of TLS-enabled secure servers using this CA bundle
+    #[arg(
+        id = "tls_cacert",
+        long = "cacert",
+        global = true,
+        env = "ETCDCTL_CACERT",
+        default_value = ""
+    )]
+    cacert: String,
+    /// identify secure client using this TLS certificate file
+    #[arg(
+        id = "tls_cert",
+        long = "cert",
+        global = true,
+        env = "ETCDCTL_CERT",
+        default_value = ""
+    )]
+    cert: String,
+    /// identify secure client using this TLS key file (its own id: `get` has a `key`)
+    #[arg(
+        id = "tls_key",
+        long = "key",
+        global = true,
+        env = "ETCDCTL_KEY",
+        default_value = ""
+    )]
+    key: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -260,6 +287,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         hex: cli.hex,
         value_only: false,
     };
+    if !cli.cacert.is_empty() || !cli.cert.is_empty() || !cli.key.is_empty() {
+        client::use_tls(&cli.cacert, &cli.cert, &cli.key).map_err(bad_args)?;
+    }
     let connect = || client::connect(&cli.endpoints, cli.dial_timeout, cli.command_timeout);
     match cli.command {
         Command::Version => {

@@ -161,6 +161,10 @@ fn the_proxy_reaches_tls_members_with_a_client_certificate() {
         );
         let plain = etcdctl_at(&c.endpoints(), &["--dial-timeout=1s", "get", "k"]);
         assert_ne!(plain.code, 0, "{kind:?}: plaintext to TLS: {plain:?}");
+        // oxetcdctl has etcdctl's TLS flags: host:port then means https.
+        let mut ours = client_tls.clone();
+        ours.extend_from_slice(&["get", "k", "--print-value-only"]);
+        assert_eq!(c.members[0].oxetcdctl(&ours).ok(), "v\n", "{kind:?}");
 
         let p = Proxy::start(&urls, &client_tls);
         assert_eq!(
