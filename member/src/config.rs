@@ -2,12 +2,10 @@
 //! `--config-file` with etcd's key names. Precedence: command line, then environment, then the
 //! config file, then defaults.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
-use clap::parser::ValueSource;
-use clap::{CommandFactory, FromArgMatches, Parser};
+use anyhow::bail;
+use clap::Parser;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -159,45 +157,7 @@ impl Config {
     }
 
     pub fn load_from(args: Vec<String>) -> anyhow::Result<Self> {
-        let matches = Self::command().try_get_matches_from(&args)?;
-        let cfg = Self::from_arg_matches(&matches)?;
-        let Some(path) = &cfg.config_file else {
-            return Ok(cfg);
-        };
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let file: BTreeMap<String, serde_yaml::Value> = serde_yaml::from_str(&text)
-            .with_context(|| format!("cannot parse config file {}", path.display()))?;
-        let known: Vec<String> = Self::command()
-            .get_arguments()
-            .map(|a| a.get_id().to_string())
-            .collect();
-        let mut extended = args.clone();
-        for (key, value) in file {
-            let id = key.replace('-', "_");
-            if !known.contains(&id) {
-                // etcd has many keys we do not implement yet; say so instead of failing.
-                eprintln!("oxetcd: config file key {key:?} is not supported, ignored");
-                continue;
-            }
-            let explicit = matches!(
-                matches.value_source(&id),
-                Some(ValueSource::CommandLine) | Some(ValueSource::EnvVariable)
-            );
-            if explicit {
-                continue;
-            }
-            let v = match value {
-                serde_yaml::Value::String(s) => s,
-                serde_yaml::Value::Number(n) => n.to_string(),
-                serde_yaml::Value::Bool(b) => b.to_string(),
-                serde_yaml::Value::Null => continue,
-                other => bail!("config file key {key:?}: unsupported value {other:?}"),
-            };
-            extended.push(format!("--{}={v}", id.replace('_', "-")));
-        }
-        let matches = Self::command().try_get_matches_from(&extended)?;
-        Ok(Self::from_arg_matches(&matches)?)
+        oxetcd_common::config_file::parse_with_config_file(args)
     }
 
     pub fn data_dir(&self) -> PathBuf {

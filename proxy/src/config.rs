@@ -96,6 +96,11 @@ pub struct Config {
     #[arg(long, env = "ETCD_GRPC_PROXY_NAMESPACE", default_value = "")]
     pub namespace: String,
 
+    /// YAML file with these flags' names as keys (`endpoints: ...`); the command line and
+    /// the environment win over it.
+    #[arg(long, env = "ETCD_GRPC_PROXY_CONFIG_FILE")]
+    pub config_file: Option<std::path::PathBuf>,
+
     /// Log level (error, warn, info, debug).
     #[arg(long, env = "ETCD_GRPC_PROXY_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -148,6 +153,36 @@ mod tests {
         assert_eq!(host_port("http://127.0.0.1:2379"), "127.0.0.1:2379");
         assert_eq!(host_port("https://m1:2379/"), "m1:2379");
         assert_eq!(host_port("127.0.0.1:2379"), "127.0.0.1:2379");
+    }
+
+    #[test]
+    fn config_file_fills_what_the_command_line_leaves() {
+        let dir = std::env::temp_dir().join(format!("oxetcd-proxy-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("proxy.yaml");
+        std::fs::write(
+            &path,
+            "endpoints: 10.0.0.1:2379,10.0.0.2:2379\nlisten-addr: 127.0.0.1:3000\nnamespace: /ns/\nunknown-key: 1\n",
+        )
+        .unwrap();
+        let args = |extra: &[&str]| {
+            let mut a = vec![
+                "oxetcd-proxy".to_string(),
+                format!("--config-file={}", path.display()),
+            ];
+            a.extend(extra.iter().map(|s| s.to_string()));
+            a
+        };
+        let c: Config = oxetcd_common::config_file::parse_with_config_file(args(&[])).unwrap();
+        assert_eq!(c.endpoints, ["10.0.0.1:2379", "10.0.0.2:2379"]);
+        assert_eq!(c.listen_addr, "127.0.0.1:3000");
+        assert_eq!(c.namespace, "/ns/");
+        let c: Config = oxetcd_common::config_file::parse_with_config_file(args(&[
+            "--listen-addr=127.0.0.1:4000",
+        ]))
+        .unwrap();
+        assert_eq!(c.listen_addr, "127.0.0.1:4000", "the command line wins");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -17,7 +17,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use clap::Parser;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -69,7 +68,21 @@ async fn notify_when_serving(cluster: &Cluster, listen_addr: &str) {
 }
 
 fn main() -> ExitCode {
-    let config = Config::parse();
+    let config: Config = match oxetcd_common::config_file::parse_with_config_file(
+        std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            // clap errors (including --help) print themselves with the right exit code.
+            if let Some(ce) = e.downcast_ref::<clap::Error>() {
+                ce.exit();
+            }
+            eprintln!("oxetcd-proxy: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let filter = tracing_subscriber::EnvFilter::try_new(format!(
         "{},pingora_core=warn,pingora_proxy=warn",
         config.log_level
