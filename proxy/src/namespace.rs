@@ -13,7 +13,7 @@
 //! Messages are length-prefixed gRPC frames that may be split across HTTP/2 DATA frames (or
 //! several may share one): [`Frames`] reassembles them before they are decoded.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use oxetcd_common::etcdserverpb::{
     request_op, response_op, watch_request, DeleteRangeRequest, DeleteRangeResponse,
     LeaseTimeToLiveResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
@@ -308,14 +308,11 @@ impl Frames {
         &mut self,
         mut rewrite: impl FnMut(&[u8]) -> Result<Vec<u8>, RewriteError>,
     ) -> Result<Bytes, RewriteError> {
-        let mut out = BytesMut::new();
+        let mut out = Vec::new();
         while let Some(msg) = self.next_message()? {
-            let m = rewrite(&msg)?;
-            out.put_u8(0);
-            out.put_u32(m.len() as u32);
-            out.extend_from_slice(&m);
+            crate::route::put_grpc_message(&mut out, &rewrite(&msg)?);
         }
-        Ok(out.freeze())
+        Ok(Bytes::from(out))
     }
 }
 
@@ -325,10 +322,8 @@ mod tests {
     use oxetcd_common::etcdserverpb::{Compare, WatchCreateRequest};
 
     fn frame(m: &impl Message) -> Vec<u8> {
-        let body = m.encode_to_vec();
-        let mut f = vec![0];
-        f.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        f.extend(body);
+        let mut f = Vec::new();
+        crate::route::put_grpc_message(&mut f, &m.encode_to_vec());
         f
     }
 

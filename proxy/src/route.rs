@@ -77,6 +77,13 @@ pub fn grpc_message(buf: &[u8]) -> Option<&[u8]> {
     buf.get(5..5 + len)
 }
 
+/// Appends `msg` to `out` as one uncompressed gRPC message: flag byte, big-endian length, bytes.
+pub fn put_grpc_message(out: &mut Vec<u8>, msg: &[u8]) {
+    out.push(0);
+    out.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    out.extend_from_slice(msg);
+}
+
 /// Length of the first gRPC message announced in `buf`'s frame header.
 pub fn grpc_frame_len(buf: &[u8]) -> Option<usize> {
     let h = buf.get(..5)?;
@@ -93,10 +100,8 @@ mod tests {
     use super::*;
 
     fn frame(m: &impl Message) -> Vec<u8> {
-        let body = m.encode_to_vec();
-        let mut f = vec![0];
-        f.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        f.extend(body);
+        let mut f = Vec::new();
+        put_grpc_message(&mut f, &m.encode_to_vec());
         f
     }
 

@@ -520,24 +520,7 @@ impl Cluster {
             .iter()
             .find(|m| m.child.is_some())
             .expect("a live member");
-        let mut args = vec![
-            "member".to_string(),
-            "add".into(),
-            name.clone(),
-            format!("--peer-urls={peer}"),
-        ];
-        if learner {
-            args.push("--learner".into());
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = via.etcdctl(&args);
-        let initial = out
-            .ok()
-            .lines()
-            .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER="))
-            .expect("ETCD_INITIAL_CLUSTER in member add output")
-            .trim_matches('"')
-            .to_string();
+        let initial = member_add(via, &name, &peer, learner);
         let mut m = Member::unstarted(
             via.kind,
             name,
@@ -585,14 +568,7 @@ impl Cluster {
             .unwrap_or_else(|| panic!("{name} not in the member list: {}", list.stdout))
             .to_string();
         via.etcdctl(&["member", "remove", &id]).ok();
-        let out = via.etcdctl(&["member", "add", &name, &format!("--peer-urls={peer}")]);
-        let initial = out
-            .ok()
-            .lines()
-            .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER="))
-            .expect("ETCD_INITIAL_CLUSTER in member add output")
-            .trim_matches('"')
-            .to_string();
+        let initial = member_add(via, &name, &peer, false);
         let m = &mut self.members[i];
         m.initial_cluster = initial;
         m.extra_args.extend([
@@ -649,9 +625,12 @@ pub async fn key_space(c: &mut etcd_client::Client) -> (i64, Vec<Row>) {
         .await
         .expect("range all");
     let rev = r.header().expect("header").revision();
-    let kvs = r
-        .kvs()
-        .iter()
+    (rev, rows(r.kvs()))
+}
+
+/// Keys with their values and revisions, to compare what two members hold.
+pub fn rows(kvs: &[etcd_client::KeyValue]) -> Vec<Row> {
+    kvs.iter()
         .map(|kv| {
             (
                 kv.key().to_vec(),
@@ -661,8 +640,24 @@ pub async fn key_space(c: &mut etcd_client::Client) -> (i64, Vec<Row>) {
                 kv.version(),
             )
         })
-        .collect();
-    (rev, kvs)
+        .collect()
+}
+
+/// `etcdctl member add` through `via`; returns the `ETCD_INITIAL_CLUSTER` it prints, for the
+/// new member's `--initial-cluster`.
+fn member_add(via: &Member, name: &str, peer: &str, learner: bool) -> String {
+    let peer_urls = format!("--peer-urls={peer}");
+    let mut args = vec!["member", "add", name, &peer_urls];
+    if learner {
+        args.push("--learner");
+    }
+    let out = via.etcdctl(&args);
+    out.ok()
+        .lines()
+        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER="))
+        .expect("ETCD_INITIAL_CLUSTER in member add output")
+        .trim_matches('"')
+        .to_string()
 }
 
 /// Runs real `etcdctl` (API v3) against any endpoints, e.g. `http://` URLs of several members.

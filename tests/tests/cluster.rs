@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use etcd_client::GetOptions;
-use oxetcd_tests::{client, key_space, Cluster, Kind, Row};
+use oxetcd_tests::{client, key_space, rows, Cluster, Kind};
 
 #[tokio::test]
 async fn any_member_serves_writes_and_linearizable_reads() {
@@ -220,21 +220,7 @@ async fn a_member_far_behind_catches_up_from_a_snapshot() {
         .await
         .unwrap();
     assert_eq!(got.header().unwrap().revision(), want_rev);
-    let kvs = |r: &etcd_client::GetResponse| -> Vec<Row> {
-        r.kvs()
-            .iter()
-            .map(|kv| {
-                (
-                    kv.key().to_vec(),
-                    kv.value().to_vec(),
-                    kv.create_revision(),
-                    kv.mod_revision(),
-                    kv.version(),
-                )
-            })
-            .collect()
-    };
-    assert_eq!(kvs(&got), kvs(&want));
+    assert_eq!(rows(got.kvs()), rows(want.kvs()));
     assert_eq!(got.kvs().len(), 299);
     // The compaction point came with the snapshot.
     let err = back
