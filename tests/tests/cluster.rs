@@ -413,6 +413,31 @@ async fn forwarded_writes_in_flight_survive_a_leader_kill_exactly_once() {
             (acked, failed)
         }));
     }
+    // A reader alternating between the followers: no linearizable read may go back in time,
+    // whichever member answers, across the leader change.
+    let reader = {
+        let stop = stop.clone();
+        let mut readers = [client(&followers[0]).await, client(&followers[1]).await];
+        tokio::spawn(async move {
+            let (mut last, mut reads, mut i) = (0i64, 0, 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = readers[i % 2]
+                    .get("f", Some(GetOptions::new().with_prefix().with_count_only()))
+                    .await;
+                i += 1;
+                // A read may time out while there is no leader; one that answers must be current.
+                let Ok(r) = r else { continue };
+                let rev = r.header().expect("header").revision();
+                assert!(
+                    rev >= last,
+                    "a linearizable read went back from revision {last} to {rev}"
+                );
+                last = rev;
+                reads += 1;
+            }
+            reads
+        })
+    };
     // Let the writers get going, then kill the leader with forwards in flight.
     let mut probe = client(&followers[0]).await;
     let mut watch = probe
@@ -433,6 +458,8 @@ async fn forwarded_writes_in_flight_survive_a_leader_kill_exactly_once() {
         after += resp.events().len();
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads = reader.await.expect("reader");
+    assert!(reads > 0, "the reader read nothing");
     let mut acked = Vec::new();
     for w in writers {
         let (a, failed) = w.await.expect("writer");
