@@ -321,11 +321,17 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let state_machine = StateMachine::open(storage.clone(), lessor.clone(), watch_hub.clone())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let state = state_machine.state();
+    // openraft 0.9: a follower that has a leader campaigns only after the leader's lease
+    // (`election_timeout_max`) plus a random `[min, max)` without a heartbeat, and voters refuse
+    // votes within the lease. With etcd's `--election-timeout` E as `[E, 2E)` that was 3–4 s
+    // after a leader died (`bench/failover.sh`). `[E/2, 3E/4)` puts the first campaign at
+    // `[1.25E, 1.5E)`, inside etcd's own `[E, 2E)`; `min` stays 5 heartbeats with the defaults.
+    let (election_min, election_max) = (cfg.election_timeout / 2, cfg.election_timeout * 3 / 4);
     let raft_config = openraft::Config {
         cluster_name: cfg.initial_cluster_token.clone(),
         heartbeat_interval: cfg.heartbeat_interval,
-        election_timeout_min: cfg.election_timeout,
-        election_timeout_max: cfg.election_timeout * 2,
+        election_timeout_min: election_min,
+        election_timeout_max: election_max,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_count),
         max_in_snapshot_log_to_keep: cfg.experimental_snapshot_catchup_entries,
         ..Default::default()
