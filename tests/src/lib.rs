@@ -781,6 +781,15 @@ impl Ctl {
         &self.stdout
     }
 
+    /// The lease ID of a successful `lease grant` (`lease <id> granted with TTL(...)`).
+    pub fn granted_lease_id(&self) -> String {
+        self.ok()
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("no lease ID in {:?}", self.stdout))
+            .to_string()
+    }
+
     /// The `Error: ...` line etcdctl prints on failure (without clientv3's retry log lines).
     pub fn error_line(&self) -> Option<&str> {
         self.stderr.lines().find(|l| l.starts_with("Error:"))

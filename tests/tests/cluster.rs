@@ -6,6 +6,15 @@ use std::time::{Duration, Instant};
 use etcd_client::GetOptions;
 use oxetcd_tests::{client, key_space, rows, Cluster, Kind};
 
+/// Snapshot every 100 entries and keep only 50 log entries behind it, so a member that is
+/// a few hundred writes behind must catch up from a snapshot.
+const SMALL_SNAPSHOTS: [&str; 4] = [
+    "--snapshot-count",
+    "100",
+    "--experimental-snapshot-catchup-entries",
+    "50",
+];
+
 #[tokio::test]
 async fn any_member_serves_writes_and_linearizable_reads() {
     let c = Cluster::start(Kind::Oxetcd, 3);
@@ -183,17 +192,7 @@ async fn leader_kill9_under_writes_loses_nothing_acknowledged() {
 
 #[tokio::test]
 async fn a_member_far_behind_catches_up_from_a_snapshot() {
-    // Snapshot every 100 entries and keep only 50 log entries behind it.
-    let mut c = Cluster::start_with(
-        Kind::Oxetcd,
-        3,
-        &[
-            "--snapshot-count",
-            "100",
-            "--experimental-snapshot-catchup-entries",
-            "50",
-        ],
-    );
+    let mut c = Cluster::start_with(Kind::Oxetcd, 3, &SMALL_SNAPSHOTS);
     let leader = c.leader().expect("leader");
     let lagger = (leader + 1) % 3;
     c.members[lagger].kill9();
@@ -327,16 +326,7 @@ async fn restarting_every_member_keeps_the_data_and_the_revision() {
 
 #[tokio::test]
 async fn a_member_that_lost_its_data_dir_is_replaced_and_catches_up_from_a_snapshot() {
-    let mut c = Cluster::start_with(
-        Kind::Oxetcd,
-        3,
-        &[
-            "--snapshot-count",
-            "100",
-            "--experimental-snapshot-catchup-entries",
-            "50",
-        ],
-    );
+    let mut c = Cluster::start_with(Kind::Oxetcd, 3, &SMALL_SNAPSHOTS);
     let leader = c.leader().expect("leader");
     let lost = (leader + 1) % 3;
     let mut cl = client(&c.members[leader].endpoint()).await;

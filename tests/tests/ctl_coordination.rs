@@ -117,7 +117,7 @@ fn watch_exec_mode_and_compacted_cancel_match_etcdctl() {
 fn lease_commands_match_etcdctl() {
     let m = Member::start(Kind::Oxetcd);
     let granted = m.etcdctl(&["lease", "grant", "600"]);
-    let id = granted.ok().split_whitespace().nth(1).unwrap().to_string();
+    let id = granted.granted_lease_id();
     m.etcdctl(&["put", "--lease", &id, "lk1", "v"]).ok();
     assert_eq!(
         m.oxetcdctl(&["put", "--lease", &id, "lk2", "v"]).ok(),
@@ -211,7 +211,7 @@ fn oxetcdctl_lock_and_elect_interoperate_with_etcdctl() {
 fn oxetcdctl_streams_work_against_real_etcd() {
     let m = Member::start(Kind::Etcd);
     let granted = m.oxetcdctl(&["lease", "grant", "60"]);
-    let id = granted.ok().split_whitespace().nth(1).unwrap().to_string();
+    let id = granted.granted_lease_id();
     assert_eq!(
         m.oxetcdctl(&["lease", "keep-alive", "--once", &id]).ok(),
         format!("lease {id} keepalived with TTL(60)\n")

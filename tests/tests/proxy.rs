@@ -80,12 +80,7 @@ fn etcdctl_through_the_proxy() {
 
     // Lease grant, keep-alive once, time-to-live.
     let grant = p.etcdctl(&["lease", "grant", "60"]);
-    let id = grant
-        .ok()
-        .split_whitespace()
-        .nth(1)
-        .expect("lease id")
-        .to_string();
+    let id = grant.granted_lease_id();
     let ka = p.etcdctl(&["lease", "keep-alive", "--once", &id]);
     assert!(ka.ok().contains("keepalived with TTL"), "{ka:?}");
     let ttl = p.etcdctl(&["lease", "timetolive", &id]);

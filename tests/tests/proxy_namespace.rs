@@ -155,12 +155,7 @@ fn namespace_rewrites_keys_as_etcds_grpc_proxy_does() {
 
     // Lease keys come back without the prefix.
     let grant = etcdctl_at(&ours_ep, &["lease", "grant", "60"]);
-    let id = grant
-        .ok()
-        .split_whitespace()
-        .nth(1)
-        .expect("lease id")
-        .to_string();
+    let id = grant.granted_lease_id();
     assert_eq!(
         etcdctl_at(&ours_ep, &["put", "--lease", &id, "leased", "v"]).ok(),
         "OK\n"
