@@ -73,18 +73,7 @@ pub struct DelArgs {
     pub from_key: bool,
 }
 
-/// clientv3's prefix end: the smallest key greater than every key with this prefix.
-pub fn prefix_end(key: &[u8]) -> Vec<u8> {
-    let mut end = key.to_vec();
-    while let Some(last) = end.last_mut() {
-        if *last < 0xff {
-            *last += 1;
-            return end;
-        }
-        end.pop();
-    }
-    vec![0]
-}
+pub use oxetcd_common::net::prefix_end;
 
 /// Resolves key/range_end from the positional args and --prefix / --from-key, as clientv3 does.
 fn key_range(

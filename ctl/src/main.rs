@@ -196,13 +196,7 @@ fn parse_member_id(s: &str) -> Result<u64, Failure> {
         .map_err(|e| bad_args(anyhow!("bad member ID arg ({e}), expecting ID in Hex")))
 }
 
-fn split_urls(s: &str) -> Vec<String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(String::from)
-        .collect()
-}
+use oxetcd_common::net::split_urls;
 
 #[derive(Subcommand)]
 enum EndpointCommand {
@@ -212,24 +206,7 @@ enum EndpointCommand {
     Health,
 }
 
-/// Go-style durations: "2s", "500ms", "1m".
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map(|i| s.split_at(i))
-        .ok_or_else(|| format!("missing unit in duration {s:?}"))?;
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    let secs = match unit {
-        "ns" => n / 1e9,
-        "us" | "µs" => n / 1e6,
-        "ms" => n / 1e3,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("unknown unit {unit:?} in duration {s:?}")),
-    };
-    Ok(Duration::from_secs_f64(secs))
-}
+use oxetcd_common::duration::parse_go_duration as parse_duration;
 
 /// A failure with etcdctl's exit code.
 struct Failure {

@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use crate::error::ServerError;
+use crate::server::EtcdServer;
 use oxetcd_common::etcdserverpb::{
     compare, request_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
     ResponseHeader, TxnRequest, TxnResponse,
@@ -13,9 +15,6 @@ use oxetcd_common::mvccpb::KeyValue;
 use oxetcd_common::oxetcdpb::internal_raft_request::Request as Proposal;
 use prost::Message;
 use tokio::sync::broadcast::error::RecvError;
-use tonic::Status;
-
-use crate::server::EtcdServer;
 
 /// `name/` : the prefix all contenders of a lock or election share.
 pub fn prefix(name: &[u8]) -> Vec<u8> {
@@ -31,22 +30,11 @@ pub fn contender_key(name: &[u8], lease: i64) -> Vec<u8> {
     k
 }
 
-fn prefix_end(p: &[u8]) -> Vec<u8> {
-    let mut end = p.to_vec();
-    while let Some(last) = end.last_mut() {
-        if *last < 0xff {
-            *last += 1;
-            return end;
-        }
-        end.pop();
-    }
-    vec![0]
-}
+use oxetcd_common::net::prefix_end;
 
-pub async fn txn(server: &EtcdServer, req: TxnRequest) -> Result<(TxnResponse, u64), Status> {
+pub async fn txn(server: &EtcdServer, req: TxnRequest) -> Result<(TxnResponse, u64), ServerError> {
     let (bytes, term) = server.propose(Proposal::Txn(req)).await?;
-    let resp = TxnResponse::decode(bytes.as_slice())
-        .map_err(|e| Status::internal(format!("etcdserver: bad apply result: {e}")))?;
+    let resp = TxnResponse::decode(bytes.as_slice()).map_err(ServerError::bad_apply_result)?;
     Ok((resp, term))
 }
 
@@ -97,7 +85,7 @@ pub async fn create_or_get(
     key: &[u8],
     value: &[u8],
     lease: i64,
-) -> Result<(i64, Option<KeyValue>), Status> {
+) -> Result<(i64, Option<KeyValue>), ServerError> {
     let (resp, _) = txn(
         server,
         TxnRequest {
@@ -117,7 +105,7 @@ pub async fn create_or_get(
         }
         _ => None,
     });
-    let kv = existing.ok_or_else(|| Status::internal("etcdserver: contender key vanished"))?;
+    let kv = existing.ok_or_else(|| ServerError::Internal("contender key vanished".into()))?;
     Ok((kv.create_revision, Some(kv)))
 }
 
@@ -128,7 +116,7 @@ pub async fn put_if_owner(
     rev: i64,
     value: &[u8],
     lease: i64,
-) -> Result<(bool, Option<ResponseHeader>), Status> {
+) -> Result<(bool, Option<ResponseHeader>), ServerError> {
     let (resp, term) = txn(
         server,
         TxnRequest {
@@ -147,7 +135,7 @@ pub async fn delete_if_owner(
     server: &EtcdServer,
     key: &[u8],
     rev: i64,
-) -> Result<Option<ResponseHeader>, Status> {
+) -> Result<Option<ResponseHeader>, ServerError> {
     let compare = if rev == 0 {
         vec![]
     } else {
@@ -166,7 +154,7 @@ pub async fn delete_if_owner(
 }
 
 /// The live key with the lowest create revision under `prefix`, and the current revision.
-pub fn owner(server: &EtcdServer, prefix: &[u8]) -> Result<(Option<KeyValue>, i64), Status> {
+pub fn owner(server: &EtcdServer, prefix: &[u8]) -> Result<(Option<KeyValue>, i64), ServerError> {
     let st = server.read_state()?;
     let end = prefix_end(prefix);
     let current = st.mvcc.current_rev();
@@ -189,7 +177,7 @@ pub async fn wait_until_owner(
     prefix: &[u8],
     key: &[u8],
     rev: i64,
-) -> Result<i64, Status> {
+) -> Result<i64, ServerError> {
     // Subscribe before checking, so no change between the check and the wait is missed.
     let mut feed = server.watch_hub.subscribe();
     loop {
@@ -197,26 +185,18 @@ pub async fn wait_until_owner(
         match first {
             Some(kv) if kv.key == key && kv.create_revision == rev => return Ok(current),
             Some(_) => {}
-            None => {
-                return Err(Status::unknown(
-                    "etcdserver: contender key was deleted while waiting",
-                ))
-            }
+            None => return Err(ServerError::ContenderDeleted),
         }
         {
             let st = server.read_state()?;
             let mine = st.mvcc.range_index(key, &[], current).next();
             if mine.map(|(_, at)| at.created.main) != Some(rev) {
-                return Err(Status::unknown(
-                    "etcdserver: contender key was deleted while waiting",
-                ));
+                return Err(ServerError::ContenderDeleted);
             }
         }
         match feed.recv().await {
             Ok(_) | Err(RecvError::Lagged(_)) => {}
-            Err(RecvError::Closed) => {
-                return Err(Status::unavailable("etcdserver: server stopping"))
-            }
+            Err(RecvError::Closed) => return Err(ServerError::Stopped),
         }
     }
 }

@@ -207,21 +207,11 @@ impl Config {
     }
 }
 
-pub fn split_urls(s: &str) -> Vec<String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(String::from)
-        .collect()
-}
+pub use oxetcd_common::net::split_urls;
 
 /// host:port of an `http://host:port` URL.
 pub fn url_host_port(url: &str) -> anyhow::Result<String> {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .unwrap_or(url);
-    let hp = rest.split('/').next().unwrap_or(rest);
+    let hp = oxetcd_common::net::url_host_port(url);
     if hp.is_empty() {
         bail!("bad URL {url:?}");
     }

@@ -16,10 +16,10 @@
 
 use std::time::Duration;
 
-use oxetcd_common::oxetcdpeerpb::PeerMessage;
 use serde::{Deserialize, Serialize};
-use tonic::Status;
 
+use crate::error::ServerError;
+use crate::peer::PeerError;
 use crate::server::EtcdServer;
 
 /// How long `MoveLeader` may take before etcd's timeout error.
@@ -36,17 +36,8 @@ pub enum TransferStep {
     Campaign,
 }
 
-pub fn not_leader() -> Status {
-    Status::failed_precondition("etcdserver: not leader")
-}
-
-pub fn bad_transferee() -> Status {
-    Status::failed_precondition("etcdserver: bad leader transferee")
-}
-
-pub fn transfer_timeout() -> Status {
-    Status::deadline_exceeded("etcdserver: request timed out, leader transfer took too long")
-}
+/// How long a member may take to answer a transfer step.
+const STEP_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl EtcdServer {
     /// Waits while a leadership transfer holds writes back (bounded by the transfer timeout).
@@ -56,16 +47,16 @@ impl EtcdServer {
     }
 
     /// The leader's side of `MoveLeader`: hands leadership to `target`.
-    pub async fn move_leader(&self, target: u64) -> Result<(), Status> {
+    pub async fn move_leader(&self, target: u64) -> Result<(), ServerError> {
         if !self.is_leader() {
-            return Err(not_leader());
+            return Err(ServerError::NotLeader);
         }
         if target == self.member_id {
             return Ok(());
         }
         let membership = self.read_state()?.membership.membership().clone();
         if !membership.voter_ids().any(|id| id == target) {
-            return Err(bad_transferee());
+            return Err(ServerError::BadTransferee);
         }
         let others: Vec<u64> = membership
             .voter_ids()
@@ -73,9 +64,7 @@ impl EtcdServer {
             .collect();
         if self.transferring.send_replace(true) {
             // Another transfer is under way; it keeps the gate.
-            return Err(Status::failed_precondition(
-                "etcdserver: a leader transfer is already in progress",
-            ));
+            return Err(ServerError::TransferInProgress);
         }
         tracing::info!(
             target = format!("{target:x}"),
@@ -94,8 +83,7 @@ impl EtcdServer {
             Ok(()) => tracing::info!(target = format!("{target:x}"), "leadership transferred"),
             Err(e) => tracing::warn!(
                 target = format!("{target:x}"),
-                "leadership transfer failed: {}",
-                e.message()
+                "leadership transfer failed: {e}"
             ),
         }
         result
@@ -106,7 +94,7 @@ impl EtcdServer {
         target: u64,
         others: &[u64],
         deadline: tokio::time::Instant,
-    ) -> Result<(), Status> {
+    ) -> Result<(), ServerError> {
         let election_max = Duration::from_millis(self.raft.config().election_timeout_max);
         // 2. The transferee catches up with everything this leader has.
         let caught_up = self
@@ -124,7 +112,7 @@ impl EtcdServer {
             )
             .await;
         if caught_up.is_err() {
-            return Err(transfer_timeout());
+            return Err(ServerError::TransferTimedOut);
         }
         // 3. Only the transferee may campaign.
         let hold = (deadline - tokio::time::Instant::now()).as_millis() as u64;
@@ -150,31 +138,19 @@ impl EtcdServer {
             .metrics(|m| m.current_leader == Some(target), "transferee leads")
             .await
             .map(|_| ())
-            .map_err(|_| transfer_timeout())
+            .map_err(|_| ServerError::TransferTimedOut)
     }
 
-    async fn send_transfer_step(&self, id: u64, step: TransferStep) -> Result<(), Status> {
-        let node = self
-            .read_state()?
-            .membership
-            .membership()
-            .get_node(&id)
-            .cloned()
-            .ok_or_else(bad_transferee)?;
-        let mut client = self.peer_client_of(&node)?;
-        let data = bincode::serialize(&step).map_err(|e| Status::internal(e.to_string()))?;
-        let call = client.transfer(PeerMessage {
-            cluster_id: self.cluster_id,
-            data,
-        });
-        tokio::time::timeout(Duration::from_secs(1), call)
+    async fn send_transfer_step(&self, id: u64, step: TransferStep) -> Result<(), ServerError> {
+        let node = self.member_node(id).ok_or(ServerError::BadTransferee)?;
+        self.peers
+            .transfer(&node, &step, STEP_TIMEOUT)
             .await
-            .map_err(|_| Status::unavailable("etcdserver: peer did not answer"))??;
-        Ok(())
+            .map_err(PeerError::into_server)
     }
 
     /// A member's side of a transfer step from the leader.
-    pub async fn transfer_step_here(&self, step: TransferStep) -> Result<(), Status> {
+    pub async fn transfer_step_here(&self, step: TransferStep) -> Result<(), ServerError> {
         match step {
             TransferStep::HoldElections { millis } => {
                 self.raft.runtime_config().elect(false);
@@ -202,7 +178,7 @@ impl EtcdServer {
                     .trigger()
                     .elect()
                     .await
-                    .map_err(|e| Status::unavailable(format!("etcdserver: {e}")))?;
+                    .map_err(|e| ServerError::Unavailable(e.to_string()))?;
             }
         }
         Ok(())

@@ -65,7 +65,9 @@ fn revoke_expired_leases(server: Arc<EtcdServer>) {
                 {
                     Ok(_) => tracing::info!(lease = format!("{id:x}"), "lease expired, revoked"),
                     // Already revoked by a client meanwhile: nothing left to do.
-                    Err(e) if e.code() == tonic::Code::NotFound => server.lessor.forget(id),
+                    Err(crate::error::ServerError::Kv(crate::mvcc::KvError::LeaseNotFound)) => {
+                        server.lessor.forget(id)
+                    }
                     Err(e) => tracing::warn!(
                         lease = format!("{id:x}"),
                         "cannot revoke expired lease: {e}"
@@ -131,27 +133,19 @@ async fn fetch_cluster_id(cfg: &Config) -> anyhow::Result<(u64, u64)> {
     let mut reached = false;
     loop {
         for url in &others {
-            let Ok(ch) = crate::raft::peer_channel(url) else {
-                continue;
-            };
-            let mut c = oxetcd_common::oxetcdpeerpb::raft_peer_client::RaftPeerClient::new(ch);
-            let Ok(r) = c
-                .cluster_id(oxetcd_common::oxetcdpeerpb::PeerMessage::default())
-                .await
+            let Ok((cluster_id, members)) =
+                crate::peer::Peers::cluster_members(url, Duration::from_secs(2)).await
             else {
                 continue;
             };
-            let r = r.into_inner();
             // Its members as it has applied them; `member add` put us there (a member that
             // has not applied the addition yet does not list us: ask again).
-            let members: Vec<(u64, Vec<String>)> =
-                bincode::deserialize(&r.data).unwrap_or_default();
             let me = members.into_iter().find_map(|(id, mut urls)| {
                 urls.sort();
                 (urls == mine_sorted).then_some(id)
             });
             if let Some(me) = me {
-                return Ok((r.cluster_id, me));
+                return Ok((cluster_id, me));
             }
             reached = true;
         }
@@ -338,10 +332,13 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     }
     .validate()
     .context("raft configuration")?;
+    let peers = Arc::new(crate::peer::Peers::new(cid));
     let raft = Raft::new(
         me,
         Arc::new(raft_config),
-        Network { cluster_id: cid },
+        Network {
+            peers: peers.clone(),
+        },
         LogStore::new(storage.clone()),
         state_machine,
     )
@@ -392,6 +389,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         lessor,
         watch_hub,
+        peers,
         lease_ids: std::sync::atomic::AtomicU64::new(
             (std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -486,7 +484,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on peer URL {url}"))?;
         tracing::info!(%url, "serving peer traffic");
         let peer = oxetcd_common::oxetcdpeerpb::raft_peer_server::RaftPeerServer::new(
-            crate::raft::PeerService::new(server.clone()),
+            crate::peer::PeerService::new(server.clone()),
         )
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);

@@ -5,12 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::ChangeMembers;
-use oxetcd_common::oxetcdpeerpb::PeerMessage;
 use serde::{Deserialize, Serialize};
-use tonic::Status;
 
+use crate::error::ServerError;
+use crate::peer::PeerError;
 use crate::raft::MemberNode;
-use crate::server::{member_id_at, no_leader, EtcdServer};
+use crate::server::{member_id_at, EtcdServer, REQUEST_TIMEOUT};
 
 /// A requested membership change.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -35,74 +35,99 @@ pub enum MembershipOp {
 /// readyPercent).
 const PROMOTE_READY: f64 = 0.9;
 
-fn member_not_found() -> Status {
-    Status::not_found("etcdserver: member not found")
+/// How long the removed member is given to hear that it was removed.
+const REMOVED_NOTICE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn raft_error(e: RaftError<u64, ClientWriteError<u64, MemberNode>>) -> PeerError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => PeerError::NotLeader,
+        e => ServerError::Unavailable(e.to_string()).into(),
+    }
 }
 
-fn raft_error(e: RaftError<u64, ClientWriteError<u64, MemberNode>>) -> Status {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => no_leader(),
-        e => Status::failed_precondition(format!("etcdserver: {e}")),
+/// etcd's `types.NewURLs`: at least one URL, each `http` or `https`, with a host and a port
+/// and nothing else. A member that cannot be reached would cost the cluster a voter for good.
+pub fn check_peer_urls(urls: &[String]) -> Result<(), ServerError> {
+    let valid = |u: &String| -> bool {
+        let Some((scheme, rest)) = u.split_once("://") else {
+            return false;
+        };
+        if scheme != "http" && scheme != "https" {
+            return false;
+        }
+        oxetcd_common::net::split_host_port(rest).is_some_and(|(host, _)| !host.is_empty())
+    };
+    if urls.is_empty() || !urls.iter().all(valid) {
+        return Err(ServerError::InvalidPeerUrls);
     }
+    Ok(())
+}
+
+/// etcd's strict reconfiguration check: a change must leave at least a quorum of the voters
+/// started (a member counts as started once it has published its name). `voters` are the
+/// voters after the change, `started` those of them that are started.
+fn enough_started(voters: usize, started: usize) -> Result<(), ServerError> {
+    // Going from one voter to two is allowed (etcd's exception): the second must start.
+    if voters == 2 && started == 1 {
+        return Ok(());
+    }
+    if started < voters / 2 + 1 {
+        return Err(ServerError::NotEnoughStartedMembers);
+    }
+    Ok(())
 }
 
 impl EtcdServer {
     /// Applies a membership change on the leader, forwarding it there from a follower.
     /// Returns the ID of the member concerned.
-    pub async fn change_membership(&self, op: MembershipOp) -> Result<u64, Status> {
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-        let node = loop {
-            if self.is_leader() {
-                match self.change_membership_here(op.clone()).await {
-                    // Leadership still settling (vote not committed yet): retry, bounded.
-                    Err(s)
-                        if s.message() == no_leader().message()
-                            && self.settle_leadership(deadline).await =>
-                    {
-                        continue
-                    }
-                    other => return other,
-                }
-            }
-            let leader = self.raft.metrics().borrow().current_leader;
-            match self.leader_node_of(leader) {
-                Some(node) => break node,
+    pub async fn change_membership(&self, op: MembershipOp) -> Result<u64, ServerError> {
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let leader = self.leader_id();
+            let result = if leader == Some(self.member_id) {
+                self.change_membership_here(op.clone()).await
+            } else if let Some(node) = self.leader_node_of(leader) {
+                let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                self.peers.change_membership(&node, &op, remaining).await
+            } else {
                 // Between leaders (a membership change can move leadership): wait, bounded.
-                None if self.settle_leadership(deadline).await => {}
-                None => return Err(no_leader()),
+                self.settle_leadership(deadline).await?;
+                continue;
+            };
+            match result {
+                Ok(id) => return Ok(id),
+                // Leadership still settling (vote not committed yet): retry, bounded. A change
+                // that did not reach the leader was not made.
+                Err(PeerError::NotLeader) => self.settle_leadership(deadline).await?,
+                Err(e) => return Err(e.into_server()),
             }
-        };
-        let mut client = self.peer_client_of(&node)?;
-        let data = bincode::serialize(&op).map_err(|e| Status::internal(e.to_string()))?;
-        let resp = client
-            .change_membership(PeerMessage {
-                cluster_id: self.cluster_id,
-                data,
-            })
-            .await?
-            .into_inner();
-        bincode::deserialize(&resp.data).map_err(|e| Status::internal(e.to_string()))
+        }
     }
 
     /// The leader's side of a membership change.
-    pub async fn change_membership_here(&self, op: MembershipOp) -> Result<u64, Status> {
-        let membership = self.read_state()?.membership.membership().clone();
+    pub async fn change_membership_here(&self, op: MembershipOp) -> Result<u64, PeerError> {
+        if !self.is_leader() {
+            return Err(PeerError::NotLeader);
+        }
+        let (membership, started) = {
+            let st = self.read_state()?;
+            let started: BTreeSet<u64> = st.attributes.keys().copied().collect();
+            (st.membership.membership().clone(), started)
+        };
+        let started_voters = |voters: &BTreeSet<u64>| voters.intersection(&started).count();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
         let exists = |id: u64| membership.get_node(&id).is_some();
         match op {
             MembershipOp::Add { peer_urls, learner } => {
-                if peer_urls.is_empty() {
-                    return Err(Status::invalid_argument(
-                        "etcdserver: member has no peer URLs",
-                    ));
-                }
+                check_peer_urls(&peer_urls)?;
                 let taken = membership
                     .nodes()
                     .any(|(_, n)| n.peer_urls.iter().any(|u| peer_urls.contains(u)));
                 if taken {
-                    return Err(Status::failed_precondition(
-                        "etcdserver: Peer URLs already exists",
-                    ));
+                    return Err(ServerError::PeerUrlExists.into());
+                }
+                if !learner {
+                    enough_started(voters.len() + 1, started_voters(&voters))?;
                 }
                 // As etcd: the time is part of a runtime-added member's ID, so a member removed
                 // and added back on the same peer URLs (say, after losing its data dir) is a
@@ -131,7 +156,12 @@ impl EtcdServer {
             }
             MembershipOp::Remove { id } => {
                 if !exists(id) {
-                    return Err(member_not_found());
+                    return Err(ServerError::MemberNotFound.into());
+                }
+                if voters.contains(&id) {
+                    let mut after = voters.clone();
+                    after.remove(&id);
+                    enough_started(after.len(), started_voters(&after))?;
                 }
                 let change = if voters.contains(&id) {
                     ChangeMembers::RemoveVoters(BTreeSet::from([id]))
@@ -146,29 +176,22 @@ impl EtcdServer {
                 // The removed member may never receive the entry that removes it (the leader
                 // stops replicating to it): tell it, best effort, so it shuts down as etcd's does.
                 if let Some(node) = node.filter(|_| id != self.member_id) {
-                    if let Ok(mut client) = self.peer_client_of(&node) {
-                        let msg = PeerMessage {
-                            cluster_id: self.cluster_id,
-                            data: Vec::new(),
-                        };
-                        tokio::spawn(async move {
-                            let call = client.removed(msg);
-                            let _ =
-                                tokio::time::timeout(std::time::Duration::from_secs(1), call).await;
-                        });
-                    }
+                    let peers = self.peers.clone();
+                    tokio::spawn(async move {
+                        let _ = peers.removed(&node, REMOVED_NOTICE_TIMEOUT).await;
+                    });
                 }
                 Ok(id)
             }
             MembershipOp::Promote { id } => {
                 if !exists(id) {
-                    return Err(member_not_found());
+                    return Err(ServerError::MemberNotFound.into());
                 }
                 if voters.contains(&id) {
-                    return Err(Status::failed_precondition(
-                        "etcdserver: can only promote a learner member",
-                    ));
+                    return Err(ServerError::NotALearner.into());
                 }
+                // The learner counts as started: it is being replicated to.
+                enough_started(voters.len() + 1, started_voters(&voters) + 1)?;
                 let m = self.raft.metrics().borrow().clone();
                 let last = m.last_log_index.unwrap_or(0) as f64;
                 let matched = m
@@ -178,9 +201,7 @@ impl EtcdServer {
                     .map(|l| l.index as f64)
                     .unwrap_or(0.0);
                 if matched < last * PROMOTE_READY {
-                    return Err(Status::failed_precondition(
-                        "etcdserver: can only promote a learner member which is in sync with leader",
-                    ));
+                    return Err(ServerError::LearnerNotReady.into());
                 }
                 self.raft
                     .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
@@ -189,8 +210,9 @@ impl EtcdServer {
                 Ok(id)
             }
             MembershipOp::Update { id, peer_urls } => {
+                check_peer_urls(&peer_urls)?;
                 let Some(node) = membership.get_node(&id) else {
-                    return Err(member_not_found());
+                    return Err(ServerError::MemberNotFound.into());
                 };
                 let node = MemberNode {
                     peer_urls,

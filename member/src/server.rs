@@ -1,31 +1,35 @@
 //! The member's core: turns requests into raft proposals or local reads, and owns the member's
 //! identity (member ID, cluster ID) and the response headers built from it.
+//!
+//! Any member serves any request. On a follower a write is forwarded to the leader and a
+//! linearizable read asks the leader for a read index (`peer`); every wait is bounded by
+//! etcd's request timeout and gives up on a leader as soon as another one is known, so a
+//! paused or partitioned leader costs a client at most one election.
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use oxetcd_common::etcdserverpb::ResponseHeader;
 use oxetcd_common::oxetcdpb::{internal_raft_request::Request, InternalRaftRequest, RaftBatch};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
-use tonic::Status;
+use tokio::time::Instant;
 
 use crate::apply::MemberState;
+use crate::error::ServerError;
 use crate::lease::Lessor;
 use crate::metrics::Metrics;
 use crate::mvcc::KvError;
+use crate::peer::{Forwarded, PeerError, Peers};
 use crate::raft::{MemberNode, Proposal, Raft};
 use crate::storage::Storage;
 use crate::watch::WatchHub;
-use oxetcd_common::oxetcdpeerpb::raft_peer_client::RaftPeerClient;
-use oxetcd_common::oxetcdpeerpb::PeerMessage;
-use tonic::transport::Channel;
 
-/// How long a request waits for a leader to be elected before giving up: etcd's request
-/// timeout, 5 s plus two election timeouts (7 s with the default 1 s election timeout), long
-/// enough for an election after a leader dies.
-const LEADER_WAIT: Duration = Duration::from_secs(7);
+/// How long a request waits for a leader, for its entry to be applied, or for a read index:
+/// etcd's request timeout, 5 s plus two election timeouts (7 s with the default 1 s election
+/// timeout), long enough for an election after a leader dies.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
 
 /// Most requests one raft entry carries.
 const MAX_BATCH_REQUESTS: usize = 1024;
@@ -33,7 +37,7 @@ const MAX_BATCH_REQUESTS: usize = 1024;
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// The result a proposer hands back: encoded response and the entry's raft term.
-type ProposalResult = Result<(Vec<u8>, u64), Status>;
+type ProposalResult = Result<(Vec<u8>, u64), ServerError>;
 
 /// A request waiting to be proposed.
 pub struct Pending {
@@ -41,6 +45,9 @@ pub struct Pending {
     size: usize,
     done: oneshot::Sender<ProposalResult>,
 }
+
+/// A read barrier waiting for the next read-index round.
+pub type ReadWaiter = oneshot::Sender<Result<u64, ServerError>>;
 
 /// Limits checked before a request is proposed.
 #[derive(Clone, Debug)]
@@ -62,12 +69,14 @@ pub struct EtcdServer {
     pub metrics: Metrics,
     pub lessor: Arc<Lessor>,
     pub watch_hub: WatchHub,
+    /// The other members, over their peer URLs.
+    pub peers: Arc<Peers>,
     /// Source of lease IDs (etcd's idutil: member ID bits on top, a counter below).
     pub lease_ids: std::sync::atomic::AtomicU64,
     /// Requests on their way to the proposer task (see [`run_proposer`]).
     pub proposals: mpsc::Sender<Pending>,
     /// Read barriers waiting for the next read-index round (see [`run_read_batcher`]).
-    pub reads: mpsc::Sender<oneshot::Sender<Result<u64, Status>>>,
+    pub reads: mpsc::Sender<ReadWaiter>,
     /// Source of the request IDs a follower gives the requests it forwards (see
     /// `tag_requests`); starts from the time, so IDs differ across restarts.
     pub forward_ids: std::sync::atomic::AtomicU64,
@@ -80,22 +89,22 @@ pub struct EtcdServer {
     pub removed: tokio::sync::watch::Sender<bool>,
 }
 
-/// etcd's "no leader" error, returned while no leader can be found in time.
-pub fn no_leader() -> Status {
-    Status::unavailable("etcdserver: no leader")
-}
-
 impl EtcdServer {
     /// The read side of the state machine.
-    pub fn read_state(&self) -> Result<RwLockReadGuard<'_, MemberState>, Status> {
+    pub fn read_state(&self) -> Result<RwLockReadGuard<'_, MemberState>, ServerError> {
         self.state
             .read()
-            .map_err(|_| Status::internal("etcdserver: state machine lock poisoned"))
+            .map_err(|_| ServerError::Internal("state machine lock poisoned".into()))
     }
 
     /// The current raft term, as this member sees it.
     pub fn term(&self) -> u64 {
         self.raft.metrics().borrow().current_term
+    }
+
+    /// The leader as this member knows it.
+    pub fn leader_id(&self) -> Option<u64> {
+        self.raft.metrics().borrow().current_leader
     }
 
     /// A response header for this member at `revision`.
@@ -127,12 +136,12 @@ impl EtcdServer {
     }
 
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.member_id)
+        self.leader_id() == Some(self.member_id)
     }
 
     /// The leader's lease clock, here: renew a lease (its granted TTL) or read its remaining
     /// TTL; `None` if there is no such lease.
-    pub fn lease_clock_here(&self, id: i64, renew: bool) -> Result<Option<i64>, Status> {
+    pub fn lease_clock_here(&self, id: i64, renew: bool) -> Result<Option<i64>, ServerError> {
         let exists = crate::mvcc::LeaseCheck::exists(&self.read_state()?.leases, id);
         if !exists {
             return Ok(None);
@@ -145,61 +154,40 @@ impl EtcdServer {
     }
 
     /// Asks the leader's lease clock (here or over the peer URL). Only the leader renews leases
-    /// and decides expiry, so a follower's own clock is never the answer.
-    pub async fn lease_clock(&self, id: i64, renew: bool) -> Result<Option<i64>, Status> {
-        let mut waited = false;
+    /// and decides expiry, so a follower's own clock is never the answer. A renewal is
+    /// idempotent: it is asked again of the next leader until the request timeout.
+    pub async fn lease_clock(&self, id: i64, renew: bool) -> Result<Option<i64>, ServerError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
-            let leader = self.raft.metrics().borrow().current_leader;
+            let leader = self.leader_id();
             if leader == Some(self.member_id) {
                 return self.lease_clock_here(id, renew);
             }
             let Some(node) = self.leader_node(leader, None) else {
-                if !waited && self.wait_for_leader().await {
-                    waited = true;
-                    continue;
-                }
-                return Err(no_leader());
+                self.settle_leadership(deadline).await?;
+                continue;
             };
-            let mut client = self.peer_client(&node)?;
-            let data =
-                bincode::serialize(&(id, renew)).map_err(|e| Status::internal(e.to_string()))?;
-            let resp = client
-                .lease_clock(PeerMessage {
-                    cluster_id: self.cluster_id,
-                    data,
-                })
-                .await;
-            match resp {
-                Ok(r) => {
-                    return bincode::deserialize(&r.into_inner().data)
-                        .map_err(|e| Status::internal(e.to_string()));
-                }
-                // A renewal is idempotent: retry once with the next leader.
-                Err(_) if !waited && self.wait_for_new_leader(leader.unwrap_or_default()).await => {
-                    waited = true;
-                }
-                Err(s) => return Err(Status::unavailable(format!("etcdserver: {}", s.message()))),
+            let ask = self
+                .peers
+                .lease_clock(&node, id, renew, remaining(deadline));
+            match self.until_leader_changes(leader, deadline, ask).await {
+                Some(Ok(ttl)) => return Ok(ttl),
+                Some(Err(PeerError::Server(e))) => return Err(e),
+                Some(Err(e)) if Instant::now() >= deadline => return Err(e.into_server()),
+                // Unreachable, not the leader, or a new leader meanwhile: ask again.
+                _ => self.wait_for_other_leader(leader, deadline).await,
             }
         }
     }
 
     /// Renews a lease: its granted TTL, `None` if there is no such lease.
-    pub async fn renew_lease(&self, id: i64) -> Result<Option<i64>, Status> {
+    pub async fn renew_lease(&self, id: i64) -> Result<Option<i64>, ServerError> {
         self.lease_clock(id, true).await
-    }
-
-    /// Waits (bounded) until some member is leader. Returns false on timeout.
-    async fn wait_for_leader(&self) -> bool {
-        self.raft
-            .wait(Some(LEADER_WAIT))
-            .metrics(|m| m.current_leader.is_some(), "leader elected")
-            .await
-            .is_ok()
     }
 
     /// Proposes a request through raft and waits until it is applied on this member.
     /// Returns the encoded response and the term of the entry.
-    pub async fn propose(&self, req: Request) -> Result<(Vec<u8>, u64), Status> {
+    pub async fn propose(&self, req: Request) -> Result<(Vec<u8>, u64), ServerError> {
         self.propose_once(req, String::new()).await
     }
 
@@ -210,7 +198,7 @@ impl EtcdServer {
         &self,
         req: Request,
         request_id: String,
-    ) -> Result<(Vec<u8>, u64), Status> {
+    ) -> Result<(Vec<u8>, u64), ServerError> {
         let request = InternalRaftRequest {
             request: Some(req),
             request_id,
@@ -227,89 +215,89 @@ impl EtcdServer {
                 done,
             })
             .await
-            .map_err(|_| Status::unavailable("etcdserver: server stopped"))?;
-        result
-            .await
-            .map_err(|_| Status::unavailable("etcdserver: server stopped"))?
+            .map_err(|_| ServerError::Stopped)?;
+        result.await.map_err(|_| ServerError::Stopped)?
     }
 
     /// Linearizable read barrier: confirms leadership with a quorum and waits until this member
-    /// has applied everything committed before the read started.
-    /// Linearizable read barrier: confirms leadership with a quorum and waits until this member
     /// has applied everything committed before the read started. Concurrent barriers share one
     /// round (see [`run_read_batcher`]), as etcd's read loop coalesces read-index requests.
-    pub async fn read_barrier(&self) -> Result<(), Status> {
+    pub async fn read_barrier(&self) -> Result<(), ServerError> {
         self.read_index().await.map(|_| ())
     }
 
     /// Like [`EtcdServer::read_barrier`], returning the read index (applied here).
-    pub async fn read_index(&self) -> Result<u64, Status> {
+    pub async fn read_index(&self) -> Result<u64, ServerError> {
         let (done, result) = oneshot::channel();
         self.reads
             .send(done)
             .await
-            .map_err(|_| Status::unavailable("etcdserver: server stopped"))?;
-        result
-            .await
-            .map_err(|_| Status::unavailable("etcdserver: server stopped"))?
+            .map_err(|_| ServerError::Stopped)?;
+        result.await.map_err(|_| ServerError::Stopped)?
     }
 
     /// One read-index round: on the leader, openraft's quorum check; on a follower, the
-    /// leader's read index, then wait until it is applied here.
-    async fn read_index_round(&self) -> Result<u64, Status> {
-        use openraft::error::CheckIsLeaderError;
-        let mut waited = false;
-        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+    /// leader's read index, then wait until it is applied here. A read is always safe to ask
+    /// again, so a stale or unreachable leader is left for the next one until the deadline.
+    async fn read_index_round(&self) -> Result<u64, ServerError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
-            match self.raft.ensure_linearizable().await {
-                Ok(read) => return Ok(read.map(|l| l.index).unwrap_or(0)),
-                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                    if let Some(node) = self.leader_node(f.leader_id, f.leader_node) {
-                        match self.read_index_from(&node).await {
-                            // A read is always safe to retry with the next leader.
-                            Err(s) if !waited => {
-                                waited = true;
-                                if self
-                                    .wait_for_new_leader(f.leader_id.unwrap_or_default())
-                                    .await
-                                {
-                                    continue;
-                                }
-                                return Err(s);
-                            }
-                            other => return other,
-                        }
-                    }
-                    if self.settle_leadership(deadline).await {
-                        continue;
-                    }
-                    return Err(no_leader());
+            let leader = match self.confirm_leadership(deadline).await {
+                Ok(index) => return Ok(index),
+                Err(Some(leader)) => leader,
+                Err(None) => {
+                    self.settle_leadership(deadline).await?;
+                    continue;
                 }
-                Err(e) => return Err(Status::unavailable(format!("etcdserver: {e}"))),
+            };
+            let Some(node) = self.leader_node(Some(leader), None) else {
+                self.settle_leadership(deadline).await?;
+                continue;
+            };
+            let ask = self.peers.read_index(&node, remaining(deadline));
+            match self.until_leader_changes(Some(leader), deadline, ask).await {
+                Some(Ok(index)) => {
+                    self.wait_applied(index, deadline).await?;
+                    return Ok(index);
+                }
+                Some(Err(PeerError::Server(e))) => return Err(e),
+                Some(Err(e)) if Instant::now() >= deadline => return Err(e.into_server()),
+                _ => self.wait_for_other_leader(Some(leader), deadline).await,
             }
         }
     }
 
-    async fn read_index_from(&self, leader: &MemberNode) -> Result<u64, Status> {
-        let mut client = self.peer_client(leader)?;
-        let data = bincode::serialize(&()).map_err(|e| Status::internal(e.to_string()))?;
-        let index = client
-            .read_index(PeerMessage {
-                cluster_id: self.cluster_id,
-                data,
-            })
-            .await
-            .map_err(|s| {
-                Status::unavailable(format!(
-                    "etcdserver: read index from the leader failed: {}",
-                    s.message()
-                ))
-            })?
-            .into_inner()
-            .index;
-        self.wait_applied(index).await?;
-        Ok(index)
+    /// openraft's read index on this member, if it is the leader: `Err(Some(leader))` names
+    /// the leader to ask instead, `Err(None)` means none is known yet.
+    async fn confirm_leadership(&self, deadline: Instant) -> Result<u64, Option<u64>> {
+        match tokio::time::timeout_at(deadline, self.raft.ensure_linearizable()).await {
+            Ok(Ok(read)) => Ok(read.map(|l| l.index).unwrap_or(0)),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(f.leader_id.filter(|l| *l != self.member_id))
+            }
+            // No quorum answered in time (a partition, a paused voter), or the deadline.
+            _ => Err(None),
+        }
     }
+
+    /// The leader's side of a follower's read index: confirmed here, never passed on (a member
+    /// that is no longer the leader says so, and the follower asks the new one itself).
+    pub async fn read_index_here(&self) -> Result<u64, PeerError> {
+        if !self.is_leader() {
+            return Err(PeerError::NotLeader);
+        }
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        match self.confirm_leadership(deadline).await {
+            Ok(index) => Ok(index),
+            Err(_) if Instant::now() >= deadline => Err(ServerError::TimedOut.into()),
+            Err(_) => Err(PeerError::NotLeader),
+        }
+    }
+}
+
+/// Time left until `deadline`.
+fn remaining(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
 }
 
 /// The read batcher: each round serves every barrier queued before it started, so a burst of
@@ -317,7 +305,7 @@ impl EtcdServer {
 /// each. A barrier queued during a round waits for the next round, which starts after it.
 pub async fn run_read_batcher(
     server: std::sync::Weak<EtcdServer>,
-    mut rx: mpsc::Receiver<oneshot::Sender<Result<u64, Status>>>,
+    mut rx: mpsc::Receiver<ReadWaiter>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut waiters = vec![first];
@@ -332,32 +320,6 @@ pub async fn run_read_batcher(
             let _ = w.send(result.clone());
         }
     }
-}
-
-/// How forwarding a write to the leader failed.
-pub enum Forward {
-    /// The leader was never reached, or it answered it is not the leader: nothing was applied,
-    /// retrying is safe.
-    NotSent(Status),
-    /// The connection broke with the request in flight: it may have been applied. Every
-    /// forwarded request carries a request ID the cluster applies once, so sending it again
-    /// (to the new leader) is safe too.
-    Lost(Status),
-    /// The leader answered with an error, or this member could not catch up: final.
-    Failed(Status),
-}
-
-/// What a member that is not (or no longer) the leader answers a forwarded entry: nothing was
-/// written, the follower tries the new leader.
-pub const NOT_LEADER_FORWARD: &str = "etcdserver: forwarded to a member that is not the leader";
-
-/// Did a peer call fail before the request could leave this member?
-fn never_connected(s: &Status) -> bool {
-    let msg = s.message();
-    s.code() == tonic::Code::Unavailable
-        && (msg.contains("tcp connect error")
-            || msg.contains("Connection refused")
-            || msg.contains("client error (Connect)"))
 }
 
 /// The proposer task: turns queued requests into raft entries. It takes every request queued
@@ -385,19 +347,21 @@ pub async fn run_proposer(server: std::sync::Weak<EtcdServer>, mut rx: mpsc::Rec
         let payload = RaftBatch { requests }.encode_to_vec();
         match server.write_entry(payload).await {
             Ok((responses, term)) => {
+                server.metrics.proposals_committed.inc();
                 let mut responses = responses.into_iter();
                 for w in waiters {
                     let r = match responses.next() {
                         Some(Ok(b)) => Ok((b, term)),
                         Some(Err(e)) => Err(e.into()),
-                        None => Err(Status::internal(
-                            "etcdserver: entry applied without a result",
+                        None => Err(ServerError::Internal(
+                            "entry applied without a result".into(),
                         )),
                     };
                     let _ = w.send(r);
                 }
             }
             Err(e) => {
+                server.metrics.proposals_failed.inc();
                 for w in waiters {
                     let _ = w.send(Err(e.clone()));
                 }
@@ -413,10 +377,8 @@ impl EtcdServer {
     async fn write_entry(
         &self,
         payload: Vec<u8>,
-    ) -> Result<(Vec<Result<Vec<u8>, KvError>>, u64), Status> {
-        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
-        // A lost forward is sent again once a leader change had time to show.
-        let retry_wait = Duration::from_millis(self.raft.config().election_timeout_max);
+    ) -> Result<(Vec<Result<Vec<u8>, KvError>>, u64), ServerError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
         // The payload as forwarded: with request IDs, the same on every attempt.
         let mut forwarded: Option<Vec<u8>> = None;
         loop {
@@ -424,70 +386,77 @@ impl EtcdServer {
             // Once forwarded, every attempt uses the tagged payload, also here: this member may
             // have become the leader with the forwarded entry already in its log.
             let attempt = forwarded.as_ref().unwrap_or(&payload).clone();
-            match self.raft.client_write(Proposal(attempt)).await {
-                Ok(resp) => {
-                    self.metrics.proposals_committed.inc();
-                    return Ok((resp.data.responses, resp.log_id.leader_id.term));
+            let leader = match self.write_here(attempt, deadline).await {
+                Ok(f) => return Ok((f.results, f.term)),
+                Err(Some(leader)) => leader,
+                Err(None) => {
+                    self.settle_leadership(deadline).await?;
+                    continue;
                 }
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                    if let Some(node) = self.leader_node(f.leader_id, f.leader_node) {
-                        let tagged = forwarded.get_or_insert_with(|| self.tag_requests(&payload));
-                        match self.forward_to_leader(&node, tagged.clone()).await {
-                            // Not applied, or applied at most once whatever happens (the
-                            // requests carry IDs): try again once a leader is known, which after
-                            // a failure is usually a new one.
-                            Err(Forward::NotSent(s) | Forward::Lost(s)) => {
-                                let old = f.leader_id.unwrap_or_default();
-                                let now = tokio::time::Instant::now();
-                                if now < deadline {
-                                    let _ = self
-                                        .wait_for_new_leader_until(
-                                            old,
-                                            deadline.min(now + retry_wait),
-                                        )
-                                        .await;
-                                    continue;
-                                }
-                                self.metrics.proposals_failed.inc();
-                                return Err(s);
-                            }
-                            Err(Forward::Failed(s)) => return Err(s),
-                            Ok(r) => return Ok(r),
-                        }
-                    }
-                    if self.settle_leadership(deadline).await {
-                        continue;
-                    }
-                    self.metrics.proposals_failed.inc();
-                    return Err(no_leader());
+            };
+            let Some(node) = self.leader_node(Some(leader), None) else {
+                self.settle_leadership(deadline).await?;
+                continue;
+            };
+            let tagged = forwarded.get_or_insert_with(|| self.tag_requests(&payload));
+            let send = self
+                .peers
+                .forward(&node, tagged.clone(), remaining(deadline));
+            match self
+                .until_leader_changes(Some(leader), deadline, send)
+                .await
+            {
+                Some(Ok(f)) => {
+                    self.wait_applied(f.log_index, deadline).await?;
+                    return Ok((f.results, f.term));
                 }
-                Err(e) => {
-                    self.metrics.proposals_failed.inc();
-                    return Err(Status::unavailable(format!("etcdserver: {e}")));
-                }
+                Some(Err(PeerError::Server(e))) => return Err(e),
+                Some(Err(e)) if Instant::now() >= deadline => return Err(e.into_server()),
+                // Not applied, or applied at most once whatever happens (the requests carry
+                // IDs): send it again once a leader is known, usually a new one.
+                _ => self.wait_for_other_leader(Some(leader), deadline).await,
             }
         }
     }
 
-    /// The leader's side of a forwarded entry: write it here (never forward again).
-    pub async fn write_entry_here(
+    /// Writes an entry if this member is the leader. `Err(Some(leader))` names the leader to
+    /// forward to; `Err(None)` means none is known yet. openraft only ever answers "forward to
+    /// the leader" for an entry it did not append, or one a new leader's log replaced.
+    async fn write_here(
         &self,
         payload: Vec<u8>,
-    ) -> Result<(Vec<Result<Vec<u8>, KvError>>, u64, u64), Status> {
+        deadline: Instant,
+    ) -> Result<Forwarded, Option<u64>> {
+        let write = self.raft.client_write(Proposal(payload));
+        match tokio::time::timeout_at(deadline, write).await {
+            Ok(Ok(resp)) => Ok(Forwarded {
+                results: resp.data.responses,
+                term: resp.log_id.leader_id.term,
+                log_index: resp.log_id.index,
+            }),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(f.leader_id.filter(|l| *l != self.member_id))
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("raft refused a write: {e}");
+                Err(None)
+            }
+            Err(_) => Err(None),
+        }
+    }
+
+    /// The leader's side of a forwarded entry: write it here, never forward it again.
+    pub async fn write_entry_here(&self, payload: Vec<u8>) -> Result<Forwarded, PeerError> {
         self.wait_transfer_gate().await;
-        match self.raft.client_write(Proposal(payload)).await {
-            Ok(resp) => {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        match self.write_here(payload, deadline).await {
+            Ok(f) => {
                 self.metrics.proposals_committed.inc();
-                Ok((
-                    resp.data.responses,
-                    resp.log_id.leader_id.term,
-                    resp.log_id.index,
-                ))
+                Ok(f)
             }
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                Err(Status::failed_precondition(NOT_LEADER_FORWARD))
-            }
-            Err(e) => Err(Status::unavailable(format!("etcdserver: {e}"))),
+            // In the log but neither committed nor replaced yet: it may still be applied.
+            Err(_) if Instant::now() >= deadline => Err(ServerError::TimedOut.into()),
+            Err(_) => Err(PeerError::NotLeader),
         }
     }
 
@@ -511,64 +480,32 @@ impl EtcdServer {
         batch.encode_to_vec()
     }
 
-    async fn forward_to_leader(
+    /// Runs a call to `leader` until it answers, the deadline passes, or another leader is
+    /// known (`None`): a call to a paused or partitioned old leader is then abandoned at once,
+    /// as everything sent to the leader is safe to send again.
+    pub async fn until_leader_changes<T>(
         &self,
-        leader: &MemberNode,
-        payload: Vec<u8>,
-    ) -> Result<(Vec<Result<Vec<u8>, KvError>>, u64), Forward> {
-        let mut client = self.peer_client(leader).map_err(Forward::NotSent)?;
-        let data = bincode::serialize(&payload)
-            .map_err(|e| Forward::NotSent(Status::internal(e.to_string())))?;
-        let resp = client
-            .forward(PeerMessage {
-                cluster_id: self.cluster_id,
-                data,
-            })
-            .await
-            .map_err(|s| {
-                let status = Status::unavailable(format!(
-                    "etcdserver: forwarding to the leader failed: {}",
-                    s.message()
-                ));
-                if never_connected(&s) || s.message() == NOT_LEADER_FORWARD {
-                    Forward::NotSent(status)
-                } else if matches!(
-                    s.code(),
-                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
-                ) {
-                    Forward::Lost(status)
-                } else {
-                    self.metrics.proposals_failed.inc();
-                    Forward::Failed(status)
-                }
-            })?
-            .into_inner();
-        let results: Vec<Result<Vec<u8>, KvError>> = bincode::deserialize(&resp.results)
-            .map_err(|e| Forward::Failed(Status::internal(e.to_string())))?;
-        self.wait_applied(resp.log_index)
-            .await
-            .map_err(Forward::Failed)?;
-        Ok((results, resp.term))
+        leader: Option<u64>,
+        deadline: Instant,
+        call: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        let mut metrics = self.raft.metrics();
+        let changed =
+            metrics.wait_for(|m| m.current_leader.is_some() && m.current_leader != leader);
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline, call) => r.ok(),
+            _ = changed => None,
+        }
     }
 
-    /// Waits (bounded) until a leader other than `old` is known.
-    async fn wait_for_new_leader(&self, old: u64) -> bool {
-        self.wait_for_new_leader_until(old, tokio::time::Instant::now() + LEADER_WAIT)
-            .await
-    }
-
-    /// Waits until a leader other than `old` is known, or `until`.
-    async fn wait_for_new_leader_until(&self, old: u64, until: tokio::time::Instant) -> bool {
-        self.raft
-            .wait(Some(
-                until.saturating_duration_since(tokio::time::Instant::now()),
-            ))
-            .metrics(
-                |m| m.current_leader.is_some() && m.current_leader != Some(old),
-                "new leader elected",
-            )
-            .await
-            .is_ok()
+    /// Waits until a leader other than `old` is known, for at most a leader lease (a failed
+    /// call to a live leader is tried again after that), or until `deadline`.
+    async fn wait_for_other_leader(&self, old: Option<u64>, deadline: Instant) {
+        let lease = Duration::from_millis(self.raft.config().election_timeout_max);
+        let until = deadline.min(Instant::now() + lease);
+        let mut metrics = self.raft.metrics();
+        let changed = metrics.wait_for(|m| m.current_leader.is_some() && m.current_leader != old);
+        let _ = tokio::time::timeout_at(until, changed).await;
     }
 
     /// The leader's node, from openraft's hint or else from the applied membership.
@@ -577,29 +514,17 @@ impl EtcdServer {
         if id == self.member_id {
             return None;
         }
-        node.or_else(|| {
-            self.read_state()
-                .ok()?
-                .membership
-                .membership()
-                .get_node(&id)
-                .cloned()
-        })
+        node.or_else(|| self.member_node(id))
     }
 
-    /// When openraft says "not leader" but names no other member (an election in progress, or a
-    /// new leader whose vote is not committed yet): wait for a leader or a moment, until
-    /// `deadline`. False once the deadline has passed.
-    pub async fn settle_leadership(&self, deadline: tokio::time::Instant) -> bool {
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        if self.raft.metrics().borrow().current_leader.is_none() {
-            let _ = tokio::time::timeout_at(deadline, self.wait_for_leader()).await;
-        } else {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        true
+    /// A member's node from the applied membership.
+    pub fn member_node(&self, id: u64) -> Option<MemberNode> {
+        self.read_state()
+            .ok()?
+            .membership
+            .membership()
+            .get_node(&id)
+            .cloned()
     }
 
     /// The leader's node by ID, from the applied membership (for other modules).
@@ -607,38 +532,34 @@ impl EtcdServer {
         self.leader_node(id, None)
     }
 
-    pub fn peer_client_of(&self, node: &MemberNode) -> Result<RaftPeerClient<Channel>, Status> {
-        self.peer_client(node)
+    /// When no leader is known (an election in progress, or a new leader whose vote is not
+    /// committed yet): wait for one, or a moment if one is named, until `deadline`; etcd's
+    /// "no leader" once it has passed.
+    pub async fn settle_leadership(&self, deadline: Instant) -> Result<(), ServerError> {
+        if Instant::now() >= deadline {
+            return Err(match self.leader_id() {
+                Some(_) => ServerError::TimedOut,
+                None => ServerError::NoLeader,
+            });
+        }
+        if self.leader_id().is_none() {
+            let mut metrics = self.raft.metrics();
+            let known = metrics.wait_for(|m| m.current_leader.is_some());
+            let _ = tokio::time::timeout_at(deadline, known).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(20).min(remaining(deadline))).await;
+        }
+        Ok(())
     }
 
-    /// A gRPC client for a member's peer URL.
-    fn peer_client(&self, node: &MemberNode) -> Result<RaftPeerClient<Channel>, Status> {
-        let url = node
-            .peer_urls
-            .first()
-            .ok_or_else(|| Status::unavailable("etcdserver: leader has no peer URL"))?;
-        let ch = crate::raft::peer_channel(url).map_err(|e| Status::unavailable(e.to_string()))?;
-        Ok(RaftPeerClient::new(ch).max_decoding_message_size(usize::MAX))
-    }
-
-    /// Waits (bounded) until this member has applied `index`.
-    async fn wait_applied(&self, index: u64) -> Result<(), Status> {
+    /// Waits until this member has applied `index`.
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ServerError> {
         self.raft
-            .wait(Some(LEADER_WAIT))
+            .wait(Some(remaining(deadline)))
             .applied_index_at_least(Some(index), "applied forwarded entry")
             .await
             .map(|_| ())
-            .map_err(|_| {
-                Status::unavailable("etcdserver: request timed out, waiting for the applied index")
-            })
-    }
-
-    /// On the leader: a read index (confirmed with a quorum, applied here), for a follower.
-    pub async fn leader_read_index(&self) -> Result<u64, Status> {
-        if !self.is_leader() {
-            return Err(no_leader());
-        }
-        self.read_index().await
+            .map_err(|_| ServerError::TimedOut)
     }
 }
 

@@ -137,12 +137,7 @@ impl Config {
     }
 }
 
-/// `host:port` of a member URL (`http://h:p`, `https://h:p`, or already `h:p`).
-pub fn host_port(url: &str) -> &str {
-    let s = url.trim();
-    let s = s.split_once("://").map_or(s, |(_, rest)| rest);
-    s.trim_end_matches('/')
-}
+pub use oxetcd_common::net::url_host_port as host_port;
 
 #[cfg(test)]
 mod tests {

@@ -252,18 +252,7 @@ impl Namespace {
     }
 }
 
-/// The first key after every key that starts with `prefix` (etcd's `GetPrefixRangeEnd`);
-/// `"\0"` when there is none (a prefix of only 0xff bytes).
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
+use oxetcd_common::net::prefix_end;
 
 fn edit<M: Message + Default>(msg: &[u8], f: impl FnOnce(&mut M)) -> Result<Vec<u8>, RewriteError> {
     let mut m = M::decode(msg).map_err(|e| RewriteError::Decode(e.to_string()))?;

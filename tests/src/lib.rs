@@ -232,6 +232,25 @@ impl Member {
         c.wait().expect("wait for member")
     }
 
+    /// SIGSTOP: the process keeps its sockets open but answers nothing (a long GC pause, a
+    /// stalled VM), which a peer cannot tell from a slow network.
+    pub fn pause(&self) {
+        let c = self.child.as_ref().expect("member is running");
+        // SAFETY: plain syscall on a pid we own.
+        unsafe {
+            libc_kill(c.id() as i32, 19);
+        }
+    }
+
+    /// SIGCONT after [`Member::pause`].
+    pub fn resume(&self) {
+        let c = self.child.as_ref().expect("member is running");
+        // SAFETY: plain syscall on a pid we own.
+        unsafe {
+            libc_kill(c.id() as i32, 18);
+        }
+    }
+
     /// Starts the member again on the same data dir and ports.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the member first");

@@ -133,7 +133,7 @@ impl Election for ElectionService {
                         }
                     }
                     Ok((None, _)) => None,
-                    Err(e) => Some(Err(e)),
+                    Err(e) => Some(Err(e.into())),
                 };
                 if let Some(resp) = resp {
                     let failed = resp.is_err();

@@ -101,7 +101,7 @@ impl Lease for LeaseService {
                             ttl: ttl.unwrap_or(0),
                         })
                     }
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.into()),
                 };
                 let failed = resp.is_err();
                 if tx.send(resp).await.is_err() || failed {

@@ -352,7 +352,7 @@ pub fn compact(
     req: &CompactionRequest,
     batch: &mut rocksdb::WriteBatch,
 ) -> Result<(), KvError> {
-    if req.revision <= store.compact_rev() {
+    if req.revision <= store.compaction_floor() {
         return Err(KvError::Compacted);
     }
     if req.revision > store.current_rev() {
@@ -414,7 +414,8 @@ fn check_txn_ops(req: &TxnRequest, max_ops: usize) -> Result<(), KvError> {
             Some(request_op::Request::RequestPut(r)) => check_put(r)?,
             Some(request_op::Request::RequestDeleteRange(r)) => check_delete(r)?,
             Some(request_op::Request::RequestTxn(r)) => check_txn_ops(r, max_ops)?,
-            None => {}
+            // etcd's checkRequestOp: an empty op is refused before it reaches raft.
+            None => return Err(KvError::KeyNotFound),
         }
     }
     Ok(())

@@ -21,6 +21,9 @@ pub struct Mvcc {
     index: KeyIndex,
     current_rev: i64,
     compact_rev: i64,
+    /// Whether any compaction ever ran: etcd's compacted revision starts at -1, so a first
+    /// `Compact(0)` succeeds and a second one finds revision 0 compacted.
+    ever_compacted: bool,
     /// Values committed by the apply call in progress: the index already has their revisions,
     /// but they are still in the caller's unwritten RocksDB batch. Later requests of the same
     /// apply read them from here; `batch_written` empties it.
@@ -39,7 +42,8 @@ impl Mvcc {
         };
         // A fresh store is at revision 1, as etcd's is.
         let current_rev = read_i64(META_CURRENT_REV)?.unwrap_or(1);
-        let compact_rev = read_i64(META_COMPACT_REV)?.unwrap_or(0);
+        let compacted = read_i64(META_COMPACT_REV)?;
+        let (compact_rev, ever_compacted) = (compacted.unwrap_or(0), compacted.is_some());
         let mut index = KeyIndex::default();
         for item in db.iterator_cf(storage.cf(CF_KV), rocksdb::IteratorMode::Start) {
             let (k, v) = item?;
@@ -69,6 +73,7 @@ impl Mvcc {
             index,
             current_rev,
             compact_rev,
+            ever_compacted,
             pending: Default::default(),
         })
     }
@@ -79,6 +84,15 @@ impl Mvcc {
 
     pub fn compact_rev(&self) -> i64 {
         self.compact_rev
+    }
+
+    /// The revision a compaction must be above: etcd's `compactMainRev`, -1 before the first.
+    pub fn compaction_floor(&self) -> i64 {
+        if self.ever_compacted {
+            self.compact_rev
+        } else {
+            -1
+        }
     }
 
     pub fn key_count(&self) -> usize {
@@ -287,6 +301,7 @@ impl Mvcc {
             batch.delete_cf(cf, r.to_key(tombstone));
         }
         self.compact_rev = rev;
+        self.ever_compacted = true;
         batch.put_cf(
             self.storage.cf(CF_META),
             META_COMPACT_REV,

@@ -2,7 +2,7 @@
 //! `oxetcdpeerpb.RaftPeer`), carried as bincode. A peer that cannot be reached is reported as
 //! `Unreachable`, which openraft answers with back-off: a dead peer costs a log line, not a stall.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -16,25 +16,16 @@ use oxetcd_common::oxetcdpeerpb::raft_peer_client::RaftPeerClient;
 use oxetcd_common::oxetcdpeerpb::PeerMessage;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::{MemberNode, TypeConfig};
+use crate::peer::Peers;
 
-/// How long connecting to a peer may take before it counts as unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// A lazily connecting gRPC channel to a peer URL.
-pub fn peer_channel(url: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(url.to_string())?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .connect_lazy())
-}
-
+/// openraft's network: its clients share the member's cached peer channels (openraft asks for
+/// a new client for every replication stream and every leadership check).
 #[derive(Clone)]
 pub struct Network {
-    pub cluster_id: u64,
+    pub peers: Arc<Peers>,
 }
 
 pub struct PeerClient {
@@ -102,15 +93,10 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, node: &MemberNode) -> Self::Network {
-        let client = node
-            .peer_urls
-            .first()
-            .and_then(|u| peer_channel(u).ok())
-            .map(|ch| RaftPeerClient::new(ch).max_decoding_message_size(usize::MAX));
         PeerClient {
             target,
-            cluster_id: self.cluster_id,
-            client,
+            cluster_id: self.peers.cluster_id(),
+            client: self.peers.client(node).ok(),
         }
     }
 }

@@ -91,13 +91,21 @@ pub async fn serve(
     let mut feed = server.watch_hub.subscribe();
     let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
     progress.tick().await;
+    // A client may close its sending side and keep receiving (etcd serves such a stream until
+    // the client goes away).
+    let mut receiving = true;
     loop {
         let ok = tokio::select! {
-            req = requests.message() => match req {
+            req = requests.message(), if receiving => match req {
                 Ok(Some(req)) => s.handle(req).await,
-                // Client closed its side or the connection broke: the stream is over.
-                Ok(None) | Err(_) => return,
+                Ok(None) => {
+                    receiving = false;
+                    true
+                }
+                // The connection broke: the stream is over.
+                Err(_) => return,
             },
+            _ = s.out.closed() => return,
             batch = feed.recv() => match batch {
                 Ok(batch) => s.live(&batch.revision, &batch.events).await,
                 Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -164,7 +172,7 @@ impl StreamState {
         true
     }
 
-    fn revisions(&self) -> Result<(i64, i64), Status> {
+    fn revisions(&self) -> Result<(i64, i64), crate::error::ServerError> {
         let st = self.server.read_state()?;
         Ok((st.mvcc.current_rev(), st.mvcc.compact_rev()))
     }
@@ -178,7 +186,7 @@ impl StreamState {
                 }
                 let (rev, _) = match self.revisions() {
                     Ok(r) => r,
-                    Err(e) => return self.out.send(Err(e)).await.is_ok(),
+                    Err(e) => return self.out.send(Err(e.into())).await.is_ok(),
                 };
                 self.send(WatchResponse {
                     header: self.header(rev),
@@ -191,7 +199,7 @@ impl StreamState {
             Some(watch_request::RequestUnion::ProgressRequest(_)) => {
                 let (rev, _) = match self.revisions() {
                     Ok(r) => r,
-                    Err(e) => return self.out.send(Err(e)).await.is_ok(),
+                    Err(e) => return self.out.send(Err(e.into())).await.is_ok(),
                 };
                 self.send(WatchResponse {
                     header: self.header(rev),
@@ -207,8 +215,26 @@ impl StreamState {
     async fn create(&mut self, c: WatchCreateRequest) -> bool {
         let (current, compacted) = match self.revisions() {
             Ok(r) => r,
-            Err(e) => return self.out.send(Err(e)).await.is_ok(),
+            Err(e) => return self.out.send(Err(e.into())).await.is_ok(),
         };
+        // etcd: an empty key is the smallest key, "\0" as range end means every key from it.
+        let key = if c.key.is_empty() {
+            vec![0]
+        } else {
+            c.key.clone()
+        };
+        if !c.range_end.is_empty() && c.range_end != [0] && key >= c.range_end {
+            return self
+                .send(WatchResponse {
+                    header: self.header(current),
+                    watch_id: NO_WATCH_ID,
+                    created: true,
+                    canceled: true,
+                    cancel_reason: "mvcc: watcher range is empty".into(),
+                    ..Default::default()
+                })
+                .await;
+        }
         let id = if c.watch_id != 0 {
             c.watch_id
         } else {
@@ -267,7 +293,7 @@ impl StreamState {
             id,
             Watcher {
                 fragment: c.fragment,
-                key: c.key,
+                key,
                 range_end: c.range_end,
                 next_rev: start,
                 no_put,
@@ -298,7 +324,7 @@ impl StreamState {
             return true;
         };
         // Read under the state lock, send after releasing it.
-        let read = (|| -> Result<(i64, i64, Option<Vec<Event>>), Status> {
+        let read = (|| -> Result<(i64, i64, Option<Vec<Event>>), crate::error::ServerError> {
             let st = self.server.read_state()?;
             let (current, compacted) = (st.mvcc.current_rev(), st.mvcc.compact_rev());
             if w.next_rev < compacted {
@@ -319,7 +345,7 @@ impl StreamState {
         })();
         let (current, compacted, events) = match read {
             Ok(r) => r,
-            Err(e) => return self.out.send(Err(e)).await.is_ok(),
+            Err(e) => return self.out.send(Err(e.into())).await.is_ok(),
         };
         let Some(events) = events else {
             return self.send_compacted(id, current, compacted).await;

@@ -1,16 +1,21 @@
-//! The peer URL's gRPC service: openraft's RPCs from other members, and the leader's side of
-//! forwarded writes and read-index requests from followers.
+//! The answering half of the peer protocol: openraft's RPCs from other members, and the
+//! leader's side of what followers ask of it. A leader never passes a peer's request on to
+//! another member: a follower that asked a stale leader hears `NotLeader` and asks the new one
+//! itself, so no two members can end up waiting on each other.
 
 use std::sync::Arc;
 
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use oxetcd_common::oxetcdpeerpb::raft_peer_server::RaftPeer;
-use oxetcd_common::oxetcdpeerpb::{ForwardResponse, PeerMessage, ReadIndexResponse};
+use oxetcd_common::oxetcdpeerpb::PeerMessage;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
-use super::TypeConfig;
+use super::PeerError;
+use crate::leadership::TransferStep;
+use crate::membership::MembershipOp;
+use crate::raft::TypeConfig;
 use crate::server::EtcdServer;
 
 pub struct PeerService {
@@ -42,6 +47,14 @@ impl PeerService {
             data,
         }))
     }
+
+    /// An answer to one of our own calls: `Result<T, PeerError>`.
+    fn answer<T: Serialize>(
+        &self,
+        result: Result<T, PeerError>,
+    ) -> Result<Response<PeerMessage>, Status> {
+        self.reply(&result)
+    }
 }
 
 #[tonic::async_trait]
@@ -70,76 +83,62 @@ impl RaftPeer for PeerService {
         self.reply(&res)
     }
 
-    async fn forward(&self, r: Request<PeerMessage>) -> Result<Response<ForwardResponse>, Status> {
+    async fn forward(&self, r: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
         let payload: Vec<u8> = self.open(r)?;
-        // Only the leader writes; a follower that forwarded to a stale leader retries.
-        let (results, term, log_index) = self.server.write_entry_here(payload).await?;
-        let results = bincode::serialize(&results).map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(ForwardResponse {
-            results,
-            term,
-            log_index,
-        }))
+        self.answer(self.server.write_entry_here(payload).await)
+    }
+
+    async fn read_index(&self, r: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
+        let () = self.open(r)?;
+        self.answer(self.server.read_index_here().await)
     }
 
     async fn lease_clock(&self, r: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
         let (id, renew): (i64, bool) = self.open(r)?;
-        if !self.server.is_leader() {
-            return Err(crate::server::no_leader());
-        }
-        let ttl = self.server.lease_clock_here(id, renew)?;
-        self.reply(&ttl)
+        let result = if self.server.is_leader() {
+            self.server
+                .lease_clock_here(id, renew)
+                .map_err(PeerError::Server)
+        } else {
+            Err(PeerError::NotLeader)
+        };
+        self.answer(result)
     }
 
     async fn change_membership(
         &self,
         r: Request<PeerMessage>,
     ) -> Result<Response<PeerMessage>, Status> {
-        let op: crate::membership::MembershipOp = self.open(r)?;
-        let id = self.server.change_membership_here(op).await?;
-        self.reply(&id)
+        let op: MembershipOp = self.open(r)?;
+        self.answer(self.server.change_membership_here(op).await)
     }
 
     async fn transfer(&self, r: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
-        let step: crate::leadership::TransferStep = self.open(r)?;
-        self.server.transfer_step_here(step).await?;
-        self.reply(&())
+        let step: TransferStep = self.open(r)?;
+        let result = self.server.transfer_step_here(step).await;
+        self.answer(result.map_err(PeerError::Server))
     }
 
     async fn removed(&self, r: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
-        let m = r.into_inner();
-        if m.cluster_id != self.server.cluster_id {
-            return Err(Status::permission_denied("member of another cluster"));
-        }
+        let () = self.open(r)?;
         self.server.removed.send_replace(true);
-        self.reply(&())
+        self.answer(Ok(()))
     }
 
     /// The cluster's ID and its members (ID, peer URLs) as applied here: a member joining
     /// with `--initial-cluster-state existing` finds its own ID (chosen by `member add`) by
-    /// its peer URLs.
+    /// its peer URLs. Answered to anyone: the asker does not know the cluster ID yet.
     async fn cluster_id(&self, _r: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
-        let members: Vec<(u64, Vec<String>)> = self
-            .server
-            .read_state()?
-            .membership
-            .membership()
-            .nodes()
-            .map(|(id, n)| (*id, n.peer_urls.clone()))
-            .collect();
-        let data = bincode::serialize(&members).map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(PeerMessage {
-            cluster_id: self.server.cluster_id,
-            data,
-        }))
-    }
-
-    async fn read_index(
-        &self,
-        r: Request<PeerMessage>,
-    ) -> Result<Response<ReadIndexResponse>, Status> {
-        let () = self.open(r)?;
-        let index = self.server.leader_read_index().await?;
-        Ok(Response::new(ReadIndexResponse { index }))
+        let members = self.server.read_state().map(|s| {
+            s.membership
+                .membership()
+                .nodes()
+                .map(|(id, n)| (*id, n.peer_urls.clone()))
+                .collect::<Vec<_>>()
+        });
+        let result = members
+            .map(|m| (self.server.cluster_id, m))
+            .map_err(PeerError::Server);
+        self.answer(result)
     }
 }
