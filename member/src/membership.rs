@@ -227,3 +227,49 @@ impl EtcdServer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_urls_as_etcd_checks_them() {
+        let urls = |u: &[&str]| u.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(check_peer_urls(&urls(&["http://127.0.0.1:2380"])).is_ok());
+        assert!(check_peer_urls(&urls(&["https://[::1]:2380", "http://h:1"])).is_ok());
+        for bad in [
+            &[][..],
+            &["not a url"],
+            &["http://"],
+            &["ftp://h:1"],
+            &["http://h"],
+        ] {
+            assert_eq!(
+                check_peer_urls(&urls(bad)),
+                Err(ServerError::InvalidPeerUrls),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn strict_reconfiguration_keeps_a_started_quorum() {
+        // 1 -> 2 voters is allowed (the new one must start), 2 -> 3 with one started is not.
+        assert!(enough_started(2, 1).is_ok());
+        assert_eq!(
+            enough_started(3, 1),
+            Err(ServerError::NotEnoughStartedMembers)
+        );
+        assert!(enough_started(4, 3).is_ok());
+        assert_eq!(
+            enough_started(6, 3),
+            Err(ServerError::NotEnoughStartedMembers)
+        );
+        // Removing a started voter from three leaves two of two.
+        assert!(enough_started(2, 2).is_ok());
+        assert_eq!(
+            enough_started(2, 0),
+            Err(ServerError::NotEnoughStartedMembers)
+        );
+    }
+}

@@ -54,3 +54,56 @@ impl From<KvError> for Status {
         ServerError::Kv(e).into()
     }
 }
+
+/// tonic refuses a request over the receive limit with OUT_OF_RANGE "Error, decoded message
+/// length too large: found N bytes, the limit is: M bytes"; etcd (grpc-go) with
+/// RESOURCE_EXHAUSTED "grpc: received message larger than max (N vs. M)", which clients
+/// recognise. Rewrites the first into the second (a trailers-only answer: in the headers).
+pub(super) async fn oversized_as_grpc_go(
+    mut resp: axum::response::Response,
+) -> axum::response::Response {
+    let headers = resp.headers_mut();
+    if headers.get("grpc-status").map(|v| v.as_bytes()) != Some(b"11") {
+        return resp;
+    }
+    let Some(message) = headers
+        .get("grpc-message")
+        .map(|v| percent_decode(v.as_bytes()))
+    else {
+        return resp;
+    };
+    let sizes = message
+        .strip_prefix("Error, decoded message length too large: found ")
+        .and_then(|rest| rest.strip_suffix(" bytes"))
+        .and_then(|rest| rest.split_once(" bytes, the limit is: "));
+    if let Some((found, limit)) = sizes {
+        let text = format!("grpc: received message larger than max ({found} vs. {limit})");
+        if let Ok(v) = axum::http::HeaderValue::from_str(&text.replace(' ', "%20")) {
+            headers.insert("grpc-status", axum::http::HeaderValue::from_static("8"));
+            headers.insert("grpc-message", v);
+        }
+    }
+    resp
+}
+
+/// gRPC's percent-encoding of `grpc-message`, undone.
+fn percent_decode(b: &[u8]) -> String {
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

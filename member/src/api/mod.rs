@@ -42,26 +42,36 @@ const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// All client routes: gRPC services plus the HTTP endpoints, on one port (like etcd).
 pub fn routes(server: Arc<EtcdServer>) -> Routes {
+    // etcd gives every service the same receive limit (grpc.MaxRecvMsgSize).
     let max = server.limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
-    let kv = KvServer::new(kv::KvService::new(server.clone()))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(usize::MAX);
-    let cluster = ClusterServer::new(cluster::ClusterService::new(server.clone()));
-    let maintenance = MaintenanceServer::new(maintenance::MaintenanceService::new(server.clone()))
-        .max_encoding_message_size(usize::MAX);
-    let watch = WatchServer::new(watch::WatchService::new(server.clone()))
-        .max_encoding_message_size(usize::MAX);
-    let lease = LeaseServer::new(lease::LeaseService::new(server.clone()));
-    let grpc = Routes::new(kv)
-        .add_service(watch)
-        .add_service(lease)
-        .add_service(LockServer::new(lock::LockService::new(server.clone())))
-        .add_service(ElectionServer::new(election::ElectionService::new(
-            server.clone(),
+    macro_rules! limited {
+        ($server:expr) => {
+            $server
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(usize::MAX)
+        };
+    }
+    let grpc = Routes::new(limited!(KvServer::new(kv::KvService::new(server.clone()))))
+        .add_service(limited!(WatchServer::new(watch::WatchService::new(
+            server.clone()
+        ))))
+        .add_service(limited!(LeaseServer::new(lease::LeaseService::new(
+            server.clone()
+        ))))
+        .add_service(limited!(LockServer::new(lock::LockService::new(
+            server.clone()
+        ))))
+        .add_service(limited!(ElectionServer::new(
+            election::ElectionService::new(server.clone())
         )))
-        .add_service(cluster)
-        .add_service(maintenance)
+        .add_service(limited!(ClusterServer::new(cluster::ClusterService::new(
+            server.clone()
+        ))))
+        .add_service(limited!(MaintenanceServer::new(
+            maintenance::MaintenanceService::new(server.clone())
+        )))
         .into_axum_router()
+        .layer(axum::middleware::map_response(error::oversized_as_grpc_go))
         .layer(axum::middleware::map_response_with_state(
             server.clone(),
             name_the_leader,
