@@ -5,7 +5,9 @@
 //! `--discovery-srv-name X` the services are `_etcd-server-X` and so on.
 //!
 //! SRV queries go over UDP to the nameservers of `/etc/resolv.conf`, or to `OXETCD_DNS_SERVER`
-//! (`host:port`) when set: a test runs its own DNS server on loopback that way. Targets are
+//! (`host:port`) when set: a test runs its own DNS server on loopback that way. An answer too
+//! large for UDP comes back truncated (the TC bit); the query is then repeated over TCP to the
+//! same server and port (RFC 1035 4.2.2), as every resolver does. Targets are
 //! resolved by the system resolver, as etcd (Go's resolver) does. A small client of our own
 //! keeps a DNS library's dependency tree out of the build; it asks one question and reads only
 //! SRV answers, so it is short.
@@ -13,7 +15,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
 
 /// Environment variable naming the DNS server (`host:port`) for SRV queries instead of
 /// `/etc/resolv.conf`'s.
@@ -75,12 +78,16 @@ fn nameservers() -> Vec<SocketAddr> {
 
 /// The SRV records of `name` (e.g. `_etcd-server._tcp.example.com`), in priority order.
 pub async fn lookup_srv(name: &str) -> Result<Vec<Srv>, DnsError> {
-    let servers = nameservers();
+    lookup_srv_at(&nameservers(), name).await
+}
+
+/// [`lookup_srv`] asking `servers`, in turn until one answers.
+async fn lookup_srv_at(servers: &[SocketAddr], name: &str) -> Result<Vec<Srv>, DnsError> {
     if servers.is_empty() {
         return Err(DnsError::NoServer);
     }
     let mut last = String::new();
-    for server in servers {
+    for &server in servers {
         match query(server, name).await {
             Ok(mut records) => {
                 records.sort_by_key(|r| (r.priority, std::cmp::Reverse(r.weight)));
@@ -116,17 +123,59 @@ async fn query(server: SocketAddr, name: &str) -> Result<Vec<Srv>, DnsError> {
         match tokio::time::timeout(QUERY_TIMEOUT, sock.recv(&mut buf)).await {
             Ok(Ok(n)) => match parse_response(id, &buf[..n])? {
                 // An answer to another (earlier) query: wait for ours.
-                None => continue,
-                Some(records) if records.is_empty() => {
-                    return Err(DnsError::NotFound(name.to_string()))
-                }
-                Some(records) => return Ok(records),
+                Answer::NotOurs => continue,
+                // Too large for UDP: ask again over TCP for the whole answer.
+                Answer::Truncated => return found(name, query_tcp(server, id, &q).await?),
+                Answer::Records(records) => return found(name, records),
             },
             Ok(Err(e)) => return Err(unreachable(e)),
             Err(_) => continue,
         }
     }
     Err(DnsError::Unreachable(format!("{server}: no answer")))
+}
+
+fn found(name: &str, records: Vec<Srv>) -> Result<Vec<Srv>, DnsError> {
+    if records.is_empty() {
+        return Err(DnsError::NotFound(name.to_string()));
+    }
+    Ok(records)
+}
+
+/// Query `q` (of ID `id`) over TCP (RFC 1035 4.2.2): the message and the answer each behind
+/// a two-byte big-endian length.
+async fn query_tcp(server: SocketAddr, id: u16, q: &[u8]) -> Result<Vec<Srv>, DnsError> {
+    let unreachable = |e: std::io::Error| DnsError::Unreachable(format!("{server} (TCP): {e}"));
+    let exchange = async {
+        let mut conn = TcpStream::connect(server).await?;
+        let len = u16::try_from(q.len())
+            .map_err(|_| std::io::Error::other("query too long"))?
+            .to_be_bytes();
+        let mut msg = Vec::with_capacity(2 + q.len());
+        msg.extend_from_slice(&len);
+        msg.extend_from_slice(q);
+        conn.write_all(&msg).await?;
+        let mut len = [0u8; 2];
+        conn.read_exact(&mut len).await?;
+        let mut answer = vec![0u8; u16::from_be_bytes(len) as usize];
+        conn.read_exact(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    let answer = tokio::time::timeout(QUERY_TIMEOUT, exchange)
+        .await
+        .map_err(|_| DnsError::Unreachable(format!("{server} (TCP): no answer")))?
+        .map_err(unreachable)?;
+    match parse_response(id, &answer)? {
+        Answer::Records(records) => Ok(records),
+        // One query per connection: any other answer is the server's fault.
+        Answer::NotOurs => Err(DnsError::Malformed(format!(
+            "{server} (TCP) answered another query"
+        ))),
+        // Even TCP could not carry it all: an incomplete set is not to be used.
+        Answer::Truncated => Err(DnsError::Malformed(format!(
+            "{server} (TCP) answered truncated"
+        ))),
+    }
 }
 
 fn encode_query(id: u16, name: &str) -> Result<Vec<u8>, DnsError> {
@@ -147,18 +196,36 @@ fn encode_query(id: u16, name: &str) -> Result<Vec<u8>, DnsError> {
     Ok(q)
 }
 
-/// The SRV answers of a response to query `id`; `None` if it answers another query.
-fn parse_response(id: u16, m: &[u8]) -> Result<Option<Vec<Srv>>, DnsError> {
+/// What a response says to a query.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    /// It answers another query (or is no response at all).
+    NotOurs,
+    /// The TC bit is set: the server cut the answer to fit; its records are not all there.
+    Truncated,
+    /// The SRV records (empty for NXDOMAIN or no SRV answer).
+    Records(Vec<Srv>),
+}
+
+/// Header flags (the third byte): QR (a response) and TC (truncated).
+const FLAG_QR: u8 = 0x80;
+const FLAG_TC: u8 = 0x02;
+
+/// Reads a response to query `id`.
+fn parse_response(id: u16, m: &[u8]) -> Result<Answer, DnsError> {
     let bad = |why: &str| DnsError::Malformed(why.to_string());
     if m.len() < 12 {
         return Err(bad("short header"));
     }
-    if u16::from_be_bytes([m[0], m[1]]) != id || m[2] & 0x80 == 0 {
-        return Ok(None);
+    if u16::from_be_bytes([m[0], m[1]]) != id || m[2] & FLAG_QR == 0 {
+        return Ok(Answer::NotOurs);
+    }
+    if m[2] & FLAG_TC != 0 {
+        return Ok(Answer::Truncated);
     }
     match m[3] & 0x0f {
         0 => {}
-        3 => return Ok(Some(Vec::new())), // NXDOMAIN
+        3 => return Ok(Answer::Records(Vec::new())), // NXDOMAIN
         rcode => {
             return Err(DnsError::Unreachable(format!(
                 "server answered rcode {rcode}"
@@ -195,7 +262,7 @@ fn parse_response(id: u16, m: &[u8]) -> Result<Option<Vec<Srv>>, DnsError> {
         }
         pos = data_at + len;
     }
-    Ok(Some(out))
+    Ok(Answer::Records(out))
 }
 
 /// Reads a (possibly compressed) name at `pos`: the name without its trailing dot, and the
@@ -304,10 +371,10 @@ mod tests {
     #[test]
     fn srv_answers_are_read_with_compressed_names() {
         let m = response(7, &[(0, 10, 2380), (1, 0, 2381)]);
-        let got = parse_response(7, &m).unwrap().unwrap();
+        let got = parse_response(7, &m).unwrap();
         assert_eq!(
             got,
-            vec![
+            Answer::Records(vec![
                 Srv {
                     priority: 0,
                     weight: 10,
@@ -320,10 +387,10 @@ mod tests {
                     port: 2381,
                     target: "m1.example.com".into()
                 },
-            ]
+            ])
         );
         // Another query's answer is not ours; a cut message is an error, not a panic.
-        assert_eq!(parse_response(8, &m).unwrap(), None);
+        assert_eq!(parse_response(8, &m).unwrap(), Answer::NotOurs);
         for cut in 0..m.len() {
             let _ = parse_response(7, &m[..cut]);
         }
@@ -333,6 +400,98 @@ mod tests {
         looped[at] = 0xc0;
         looped[at + 1] = (at - 3) as u8;
         assert!(parse_response(7, &looped).is_err());
+    }
+
+    #[test]
+    fn truncated_answers_are_detected() {
+        // A server that cut its answer to fit UDP: TC set, and fewer records than it counts.
+        let mut m = response(7, &[(0, 10, 2380)]);
+        m[2] |= FLAG_TC;
+        m[7] = 5;
+        assert_eq!(parse_response(7, &m).unwrap(), Answer::Truncated);
+        // Even with no record left at all.
+        let mut empty = response(7, &[]);
+        empty[2] |= FLAG_TC;
+        assert_eq!(parse_response(7, &empty).unwrap(), Answer::Truncated);
+        // Another query's truncated answer is still not ours.
+        assert_eq!(parse_response(8, &m).unwrap(), Answer::NotOurs);
+        // Without TC, the same message is read as it is (here: too short for its count).
+        m[2] &= !FLAG_TC;
+        assert!(parse_response(7, &m).is_err());
+    }
+
+    /// A DNS server on loopback, UDP and TCP on one port: over UDP it answers truncated (TC,
+    /// no records), over TCP with every record. The client must end up with them all.
+    #[tokio::test]
+    async fn truncated_udp_answer_is_asked_again_over_tcp() {
+        use tokio::net::{TcpListener, UdpSocket};
+
+        const NAME: &str = "_etcd-server._tcp.example.com";
+        // Enough records that they would not fit in 512 bytes of UDP; given in reverse
+        // priority order, so the client's sorting shows too.
+        let records: Vec<(u16, u16, u16)> = (0..40u16).rev().map(|i| (i, 0, 2000 + i)).collect();
+
+        // Port 0 for TCP, then UDP on the same port (retried if that one is taken for UDP).
+        let (tcp, udp) = 'bind: {
+            for _ in 0..20 {
+                let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = tcp.local_addr().unwrap();
+                if let Ok(udp) = UdpSocket::bind(addr).await {
+                    break 'bind (tcp, udp);
+                }
+            }
+            panic!("no loopback port free for both TCP and UDP");
+        };
+        let server = tcp.local_addr().unwrap();
+
+        let udp_task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 512];
+            let (n, from) = udp.recv_from(&mut buf).await.unwrap();
+            let q = buf[..n].to_vec();
+            // The question echoed, no answer, TC set.
+            let mut a = q.clone();
+            a[2] = FLAG_QR | FLAG_TC | (q[2] & 0x01);
+            a[3] = 0x80;
+            udp.send_to(&a, from).await.unwrap();
+            q
+        });
+        let tcp_records = records.clone();
+        let tcp_task = tokio::spawn(async move {
+            let (mut conn, _) = tcp.accept().await.unwrap();
+            let mut len = [0u8; 2];
+            conn.read_exact(&mut len).await.unwrap();
+            let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+            conn.read_exact(&mut q).await.unwrap();
+            let a = response(u16::from_be_bytes([q[0], q[1]]), &tcp_records);
+            assert!(a.len() > 512, "the full answer is larger than UDP carries");
+            conn.write_all(&(a.len() as u16).to_be_bytes())
+                .await
+                .unwrap();
+            conn.write_all(&a).await.unwrap();
+            q
+        });
+
+        let got = lookup_srv_at(&[server], NAME).await.unwrap();
+        let mut want: Vec<Srv> = records
+            .iter()
+            .map(|&(priority, weight, port)| Srv {
+                priority,
+                weight,
+                port,
+                target: "m1.example.com".into(),
+            })
+            .collect();
+        want.sort_by_key(|r| r.priority);
+        assert_eq!(got, want);
+
+        // The same message went over UDP, then over TCP.
+        let udp_q = udp_task.await.unwrap();
+        let tcp_q = tcp_task.await.unwrap();
+        assert_eq!(udp_q, tcp_q);
+        assert_eq!(
+            udp_q,
+            encode_query(u16::from_be_bytes([udp_q[0], udp_q[1]]), NAME).unwrap()
+        );
     }
 
     #[test]

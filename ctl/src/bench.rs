@@ -6,28 +6,32 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::bail;
 use clap::{Args, Subcommand};
 use oxetcd_common::etcdserverpb::kv_client::KvClient;
 use oxetcd_common::etcdserverpb::{PutRequest, RangeRequest};
 use tonic::transport::Channel;
 
-use crate::client;
+use crate::client::{self, Dialer};
+use crate::error::Failure;
 
-#[derive(Args, Debug)]
-pub struct BenchArgs {
+// `--conns` and `--clients` are global, as in etcd's benchmark (cobra persistent flags): they go
+// before or after the subcommand. `--endpoints`, `--dial-timeout` and the TLS flags are the
+// global flags of `oxetcdctl` itself.
+#[derive(Args, Debug, PartialEq)]
+pub(crate) struct BenchArgs {
     /// Total number of gRPC connections
-    #[arg(long, default_value_t = 1)]
-    pub conns: usize,
+    #[arg(long, global = true, default_value_t = 1)]
+    pub(crate) conns: usize,
     /// Total number of gRPC clients
-    #[arg(long, default_value_t = 1)]
-    pub clients: usize,
+    #[arg(long, global = true, default_value_t = 1)]
+    pub(crate) clients: usize,
     #[command(subcommand)]
-    pub command: BenchCommand,
+    pub(crate) command: BenchCommand,
 }
 
-#[derive(Subcommand, Debug)]
-pub enum BenchCommand {
+#[derive(Subcommand, Debug, PartialEq)]
+pub(crate) enum BenchCommand {
     /// Benchmark put
     Put {
         /// Total number of put requests
@@ -202,9 +206,10 @@ impl Load {
     }
 }
 
-pub async fn run(endpoints: &[String], dial: Duration, args: BenchArgs, json: bool) -> Result<()> {
+pub(crate) async fn run(d: &Dialer, args: BenchArgs, json: bool) -> Result<(), Failure> {
+    let (endpoints, dial) = (&d.endpoints, d.dial_timeout);
     if args.clients == 0 || args.conns == 0 {
-        bail!("--clients and --conns must be at least 1");
+        return Err(Failure::error("--clients and --conns must be at least 1"));
     }
     if let BenchCommand::WatchLatency {
         put_total,
@@ -226,7 +231,7 @@ pub async fn run(endpoints: &[String], dial: Duration, args: BenchArgs, json: bo
             slow_watchers,
             conns: args.conns,
         };
-        return watch_latency(endpoints, dial, opts, json).await;
+        return Ok(watch_latency(endpoints, dial, opts, json).await?);
     }
     let rate = match args.command {
         BenchCommand::Put { rate, .. } => rate,
@@ -326,7 +331,7 @@ pub async fn run(endpoints: &[String], dial: Duration, args: BenchArgs, json: bo
     }
     let mut lat = Vec::new();
     for t in tasks {
-        lat.extend(t.await?);
+        lat.extend(t.await.map_err(|e| Failure::error(e.to_string()))?);
     }
     let elapsed = start.elapsed().as_secs_f64();
     if let Some(b) = bar {
@@ -369,7 +374,7 @@ async fn open_watchers(
     ch: Channel,
     key: &[u8],
     n: usize,
-) -> Result<(
+) -> anyhow::Result<(
     tokio::sync::mpsc::Sender<oxetcd_common::etcdserverpb::WatchRequest>,
     tonic::Streaming<oxetcd_common::etcdserverpb::WatchResponse>,
 )> {
@@ -412,7 +417,7 @@ async fn watch_latency(
     dial: Duration,
     o: WatchLatency,
     json: bool,
-) -> Result<()> {
+) -> anyhow::Result<()> {
     let mut conns = Vec::new();
     for i in 0..o.conns.max(1) {
         conns.push(
@@ -664,6 +669,72 @@ fn progress(done: Arc<AtomicU64>, total: u64) -> Option<tokio::task::JoinHandle<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    /// Parses a whole `oxetcdctl` command line that must be a `bench`.
+    fn parse(line: &[&str]) -> (crate::Cli, BenchArgs) {
+        let mut cli = crate::Cli::try_parse_from(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        let command = std::mem::replace(&mut cli.command, crate::Command::Version);
+        match command {
+            crate::Command::Bench(b) => (cli, b),
+            _ => panic!("{line:?} is not a bench"),
+        }
+    }
+
+    #[test]
+    fn global_flags_before_or_after_the_subcommand() {
+        let before = parse(&[
+            "oxetcdctl",
+            "bench",
+            "--clients",
+            "10",
+            "--conns",
+            "2",
+            "--endpoints",
+            "a:1,b:2",
+            "--dial-timeout",
+            "3s",
+            "put",
+            "--total",
+            "500",
+        ]);
+        let after = parse(&[
+            "oxetcdctl",
+            "bench",
+            "put",
+            "--clients",
+            "10",
+            "--conns",
+            "2",
+            "--total",
+            "500",
+            "--endpoints",
+            "a:1,b:2",
+            "--dial-timeout",
+            "3s",
+        ]);
+        for (cli, args) in [&before, &after] {
+            assert_eq!((args.clients, args.conns), (10, 2));
+            assert!(matches!(args.command, BenchCommand::Put { total: 500, .. }));
+            assert_eq!(cli.endpoints, ["a:1", "b:2"]);
+            assert_eq!(cli.dial_timeout, Duration::from_secs(3));
+        }
+        assert_eq!(before.1, after.1);
+
+        // The bug report's command line; the defaults stay as they were.
+        let (_, args) = parse(&[
+            "oxetcdctl",
+            "bench",
+            "put",
+            "--total",
+            "500",
+            "--clients",
+            "10",
+        ]);
+        assert_eq!((args.clients, args.conns), (10, 1));
+        let (_, args) = parse(&["oxetcdctl", "bench", "range", "k", "--conns", "3"]);
+        assert_eq!((args.clients, args.conns), (1, 3));
+    }
 
     #[test]
     fn report_percentiles() {

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, Result};
 use oxetcd_common::etcdserverpb::cluster_client::ClusterClient;
 use oxetcd_common::etcdserverpb::kv_client::KvClient;
 use oxetcd_common::etcdserverpb::lease_client::LeaseClient;
@@ -14,14 +13,16 @@ use std::sync::OnceLock;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use crate::error::Failure;
+
 /// TLS for every connection of this process (`--cacert`, `--cert`, `--key`), set once at start.
 static TLS: OnceLock<ClientTlsConfig> = OnceLock::new();
 
 /// Connect with TLS from now on: etcdctl's `--cacert` (and `--cert`/`--key` for a client
 /// certificate). `host:port` endpoints then mean `https://`.
-pub fn use_tls(cacert: &str, cert: &str, key: &str) -> Result<()> {
+pub(crate) fn use_tls(cacert: &str, cert: &str, key: &str) -> Result<(), Failure> {
     let read = |flag: &str, path: &str| {
-        std::fs::read(path).map_err(|e| anyhow!("open {path}: {e} ({flag})"))
+        std::fs::read(path).map_err(|e| Failure::bad_args(format!("open {path}: {e} ({flag})")))
     };
     let mut tls = ClientTlsConfig::new();
     if !cacert.is_empty() {
@@ -29,7 +30,7 @@ pub fn use_tls(cacert: &str, cert: &str, key: &str) -> Result<()> {
     }
     if !cert.is_empty() || !key.is_empty() {
         if cert.is_empty() || key.is_empty() {
-            return Err(anyhow!("--cert and --key go together"));
+            return Err(Failure::bad_args("--cert and --key go together"));
         }
         tls = tls.identity(Identity::from_pem(
             read("--cert", cert)?,
@@ -41,7 +42,7 @@ pub fn use_tls(cacert: &str, cert: &str, key: &str) -> Result<()> {
 }
 
 /// etcdctl accepts `host:port` as well as URLs.
-pub fn endpoint_url(ep: &str) -> String {
+pub(crate) fn endpoint_url(ep: &str) -> String {
     if ep.contains("://") {
         ep.to_string()
     } else if TLS.get().is_some() {
@@ -51,14 +52,14 @@ pub fn endpoint_url(ep: &str) -> String {
     }
 }
 
-pub async fn connect_one(
+pub(crate) async fn connect_one(
     ep: &str,
     dial_timeout: Duration,
     command_timeout: Duration,
-) -> Result<Channel> {
+) -> Result<Channel, Failure> {
     let url = endpoint_url(ep);
     let mut endpoint = Endpoint::from_shared(url.clone())
-        .map_err(|e| anyhow!("invalid endpoint {ep:?}: {e}"))?
+        .map_err(|e| Failure::error(format!("invalid endpoint {ep:?}: {e}")))?
         .connect_timeout(dial_timeout)
         .timeout(command_timeout)
         .tcp_nodelay(true);
@@ -66,42 +67,53 @@ pub async fn connect_one(
         let tls = TLS.get().cloned().unwrap_or_default();
         endpoint = endpoint
             .tls_config(tls)
-            .map_err(|e| anyhow!("TLS for {ep:?}: {e}"))?;
+            .map_err(|e| Failure::error(format!("TLS for {ep:?}: {e}")))?;
     }
     endpoint
         .connect()
         .await
-        .map_err(|_| anyhow!("context deadline exceeded"))
+        .map_err(|_| Failure::error("context deadline exceeded"))
 }
 
-/// Connects to the first endpoint that answers, as etcdctl's balancer would pick one.
-pub async fn connect(
-    endpoints: &[String],
-    dial_timeout: Duration,
-    command_timeout: Duration,
-) -> Result<Channel> {
-    let mut last = anyhow!("no endpoints given");
-    for ep in endpoints {
-        match connect_one(ep, dial_timeout, command_timeout).await {
-            Ok(ch) => return Ok(ch),
-            Err(e) => last = e,
+/// The global connection flags: `--endpoints`, `--dial-timeout`, `--command-timeout`.
+pub(crate) struct Dialer {
+    pub(crate) endpoints: Vec<String>,
+    pub(crate) dial_timeout: Duration,
+    pub(crate) command_timeout: Duration,
+}
+
+impl Dialer {
+    /// Connects to the first endpoint that answers, as etcdctl's balancer would pick one.
+    pub(crate) async fn connect(&self) -> Result<Clients, Failure> {
+        let mut last = Failure::error("no endpoints given");
+        for ep in &self.endpoints {
+            match connect_one(ep, self.dial_timeout, self.command_timeout).await {
+                Ok(ch) => return Ok(Clients::new(ch)),
+                Err(e) => last = e,
+            }
         }
+        Err(last)
     }
-    Err(last)
+
+    /// Connects to `ep` only.
+    pub(crate) async fn connect_to(&self, ep: &str) -> Result<Clients, Failure> {
+        let ch = connect_one(ep, self.dial_timeout, self.command_timeout).await?;
+        Ok(Clients::new(ch))
+    }
 }
 
-pub struct Clients {
-    pub kv: KvClient<Channel>,
-    pub cluster: ClusterClient<Channel>,
-    pub maintenance: MaintenanceClient<Channel>,
-    pub lease: LeaseClient<Channel>,
-    pub watch: WatchClient<Channel>,
-    pub lock: LockClient<Channel>,
-    pub election: ElectionClient<Channel>,
+pub(crate) struct Clients {
+    pub(crate) kv: KvClient<Channel>,
+    pub(crate) cluster: ClusterClient<Channel>,
+    pub(crate) maintenance: MaintenanceClient<Channel>,
+    pub(crate) lease: LeaseClient<Channel>,
+    pub(crate) watch: WatchClient<Channel>,
+    pub(crate) lock: LockClient<Channel>,
+    pub(crate) election: ElectionClient<Channel>,
 }
 
 impl Clients {
-    pub fn new(ch: Channel) -> Self {
+    pub(crate) fn new(ch: Channel) -> Self {
         Self {
             kv: KvClient::new(ch.clone()).max_decoding_message_size(usize::MAX),
             cluster: ClusterClient::new(ch.clone()),
@@ -116,7 +128,7 @@ impl Clients {
 
 /// The text etcdctl prints for a failed call: etcd's own message for etcd errors, gRPC's
 /// description otherwise.
-pub fn status_text(s: &tonic::Status) -> String {
+pub(crate) fn status_text(s: &tonic::Status) -> String {
     match s.code() {
         tonic::Code::DeadlineExceeded => "context deadline exceeded".to_string(),
         _ if s.message().starts_with("etcdserver:") => s.message().to_string(),

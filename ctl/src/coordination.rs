@@ -6,15 +6,8 @@ use oxetcd_common::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest, Leas
 use oxetcd_common::v3electionpb::{CampaignRequest, LeaderRequest, ResignRequest};
 use oxetcd_common::v3lockpb::{LockRequest, UnlockRequest};
 
-use crate::client::{status_text, Clients};
-use crate::lease::CmdError;
-
-fn cmd_err(code: i32, message: impl Into<String>) -> CmdError {
-    CmdError {
-        code,
-        message: message.into(),
-    }
-}
+use crate::client::{status_text, Clients, Dialer};
+use crate::error::Failure;
 
 /// A lease kept alive until dropped (or until the process ends), like clientv3's Session.
 struct Session {
@@ -23,12 +16,12 @@ struct Session {
 }
 
 impl Session {
-    async fn new(c: &mut Clients, ttl: i64) -> Result<Self, CmdError> {
+    async fn new(c: &mut Clients, ttl: i64) -> Result<Self, Failure> {
         let r = c
             .lease
             .lease_grant(LeaseGrantRequest { ttl, id: 0 })
             .await
-            .map_err(|s| cmd_err(1, status_text(&s)))?
+            .map_err(|s| Failure::error(status_text(&s)))?
             .into_inner();
         let id = r.id;
         let mut lease = c.lease.clone();
@@ -74,25 +67,27 @@ impl Session {
     }
 }
 
-fn run_command(exec: &[String]) -> Result<i32, CmdError> {
+fn run_command(exec: &[String]) -> Result<i32, Failure> {
     let status = std::process::Command::new(&exec[0])
         .args(&exec[1..])
         .status()
-        .map_err(|e| cmd_err(1, format!("{e}")))?;
+        .map_err(|e| Failure::error(format!("{e}")))?;
     Ok(status.code().unwrap_or(1))
 }
 
 /// `lock <name> [-- cmd...]`: holds the lock until interrupted, or while running the command.
-pub async fn lock(
-    c: &mut Clients,
+pub(crate) async fn lock(
+    d: &Dialer,
     name: String,
     exec: Vec<String>,
     ttl: i64,
-) -> Result<(), CmdError> {
+) -> Result<(), Failure> {
+    let exec: Vec<String> = exec.into_iter().skip_while(|a| a == "--").collect();
+    let c = &mut d.connect().await?;
     let session = Session::new(c, ttl).await?;
     let key = tokio::select! {
         r = c.lock.lock(LockRequest { name: name.into_bytes(), lease: session.id }) => {
-            r.map_err(|s| cmd_err(1, status_text(&s)))?.into_inner().key
+            r.map_err(|s| Failure::error(status_text(&s)))?.into_inner().key
         }
         _ = oxetcd_common::signal::terminated() => {
             session.close(c).await;
@@ -117,13 +112,14 @@ pub async fn lock(
 
 /// `elect <name> <proposal>` campaigns and holds leadership until interrupted;
 /// `elect -l <name>` prints every leader it observes.
-pub async fn elect(
-    c: &mut Clients,
+pub(crate) async fn elect(
+    d: &Dialer,
     name: String,
     proposal: Option<String>,
     listen: bool,
     ttl: i64,
-) -> Result<(), CmdError> {
+) -> Result<(), Failure> {
+    let c = &mut d.connect().await?;
     if listen {
         let mut stream = c
             .election
@@ -131,7 +127,7 @@ pub async fn elect(
                 name: name.into_bytes(),
             })
             .await
-            .map_err(|s| cmd_err(1, status_text(&s)))?
+            .map_err(|s| Failure::error(status_text(&s)))?
             .into_inner();
         loop {
             tokio::select! {
@@ -142,20 +138,20 @@ pub async fn elect(
                             println!("{}", String::from_utf8_lossy(&kv.value));
                         }
                     }
-                    Ok(None) => return Err(cmd_err(1, "observe stream closed")),
-                    Err(s) => return Err(cmd_err(1, status_text(&s))),
+                    Ok(None) => return Err(Failure::error("observe stream closed")),
+                    Err(s) => return Err(Failure::error(status_text(&s))),
                 },
                 _ = oxetcd_common::signal::terminated() => return Ok(()),
             }
         }
     }
     let Some(proposal) = proposal else {
-        return Err(cmd_err(128, "no proposal argument but -l not set"));
+        return Err(Failure::bad_args("no proposal argument but -l not set"));
     };
     let session = Session::new(c, ttl).await?;
     let leader = tokio::select! {
         r = c.election.campaign(CampaignRequest { name: name.into_bytes(), lease: session.id, value: proposal.clone().into_bytes() }) => {
-            r.map_err(|s| cmd_err(1, status_text(&s)))?.into_inner().leader
+            r.map_err(|s| Failure::error(status_text(&s)))?.into_inner().leader
         }
         _ = oxetcd_common::signal::terminated() => {
             session.close(c).await;
@@ -163,7 +159,7 @@ pub async fn elect(
         }
     };
     let Some(leader) = leader else {
-        return Err(cmd_err(1, "campaign returned no leader key"));
+        return Err(Failure::error("campaign returned no leader key"));
     };
     println!("{}", String::from_utf8_lossy(&leader.key));
     println!("{proposal}");

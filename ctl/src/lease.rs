@@ -7,11 +7,12 @@ use oxetcd_common::etcdserverpb::{
 };
 use serde_json::{json, Map, Value};
 
-use crate::client::{status_text, Clients};
+use crate::client::{status_text, Dialer};
+use crate::error::{Failure, EXIT_BAD_CONNECTION};
 use crate::output::{Format, Printer};
 
 #[derive(Subcommand)]
-pub enum LeaseCommand {
+pub(crate) enum LeaseCommand {
     /// Creates leases
     Grant { ttl: String },
     /// Revokes leases
@@ -34,19 +35,9 @@ pub enum LeaseCommand {
     },
 }
 
-/// Failure with etcdctl's exit code.
-pub struct CmdError {
-    pub code: i32,
-    pub message: String,
-}
-
-fn err(code: i32, message: String) -> CmdError {
-    CmdError { code, message }
-}
-
-fn parse_id(s: &str) -> std::result::Result<i64, CmdError> {
+fn parse_id(s: &str) -> Result<i64, Failure> {
     i64::from_str_radix(s, 16)
-        .map_err(|e| err(128, format!("bad lease ID arg ({e}), expecting ID in Hex")))
+        .map_err(|e| Failure::bad_args(format!("bad lease ID arg ({e}), expecting ID in Hex")))
 }
 
 /// clientv3's lease responses embed the header: its fields come first, flattened.
@@ -57,22 +48,21 @@ fn flat_header(h: &Option<ResponseHeader>) -> Map<String, Value> {
     }
 }
 
-pub async fn run(
-    c: &mut Clients,
-    p: Printer,
-    cmd: LeaseCommand,
-) -> std::result::Result<(), CmdError> {
+pub(crate) async fn run(d: &Dialer, p: Printer, cmd: LeaseCommand) -> Result<(), Failure> {
+    let mut c = d.connect().await?;
     let json = p.format == Format::Json;
     match cmd {
         LeaseCommand::Grant { ttl } => {
             let ttl: i64 = ttl
                 .parse()
-                .map_err(|e| err(128, format!("bad TTL ({e})")))?;
+                .map_err(|e| Failure::bad_args(format!("bad TTL ({e})")))?;
             let r = c
                 .lease
                 .lease_grant(LeaseGrantRequest { ttl, id: 0 })
                 .await
-                .map_err(|s| err(1, format!("failed to grant lease ({})", status_text(&s))))?
+                .map_err(|s| {
+                    Failure::error(format!("failed to grant lease ({})", status_text(&s)))
+                })?
                 .into_inner();
             if json {
                 let mut m = flat_header(&r.header);
@@ -90,7 +80,9 @@ pub async fn run(
                 .lease
                 .lease_revoke(LeaseRevokeRequest { id })
                 .await
-                .map_err(|s| err(1, format!("failed to revoke lease ({})", status_text(&s))))?
+                .map_err(|s| {
+                    Failure::error(format!("failed to revoke lease ({})", status_text(&s)))
+                })?
                 .into_inner();
             if json {
                 println!("{}", Value::Object(flat_header(&r.header)));
@@ -104,7 +96,7 @@ pub async fn run(
                 .lease
                 .lease_time_to_live(LeaseTimeToLiveRequest { id, keys })
                 .await
-                .map_err(|s| err(1, status_text(&s)))?
+                .map_err(|s| Failure::error(status_text(&s)))?
                 .into_inner();
             if json {
                 let mut m = flat_header(&r.header);
@@ -144,7 +136,9 @@ pub async fn run(
                 .lease
                 .lease_leases(LeaseLeasesRequest {})
                 .await
-                .map_err(|s| err(1, format!("failed to list leases ({})", status_text(&s))))?
+                .map_err(|s| {
+                    Failure::error(format!("failed to list leases ({})", status_text(&s)))
+                })?
                 .into_inner();
             if json {
                 let mut m = flat_header(&r.header);
@@ -165,29 +159,32 @@ pub async fn run(
             let (tx, rx) = tokio::sync::mpsc::channel(1);
             tx.send(LeaseKeepAliveRequest { id })
                 .await
-                .map_err(|_| err(1, "keep-alive stream closed".into()))?;
+                .map_err(|_| Failure::error("keep-alive stream closed"))?;
             let mut responses = c
                 .lease
                 .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
                 .await
-                .map_err(|s| err(1, status_text(&s)))?
+                .map_err(|s| Failure::error(status_text(&s)))?
                 .into_inner();
             let mut first = true;
             loop {
                 if !first {
                     tx.send(LeaseKeepAliveRequest { id })
                         .await
-                        .map_err(|_| err(1, "keep-alive stream closed".into()))?;
+                        .map_err(|_| Failure::error("keep-alive stream closed"))?;
                 }
                 first = false;
                 let r = responses
                     .message()
                     .await
-                    .map_err(|s| err(1, status_text(&s)))?
-                    .ok_or_else(|| err(1, "keep-alive stream closed".into()))?;
+                    .map_err(|s| Failure::error(status_text(&s)))?
+                    .ok_or_else(|| Failure::error("keep-alive stream closed"))?;
                 if r.ttl <= 0 {
                     if once {
-                        return Err(err(2, "etcdserver: requested lease not found".into()));
+                        return Err(Failure::new(
+                            EXIT_BAD_CONNECTION,
+                            "etcdserver: requested lease not found",
+                        ));
                     }
                     println!("lease {id:016x} expired or revoked.");
                     return Ok(());

@@ -10,7 +10,7 @@ use oxetcd_common::mvccpb::KeyValue;
 use serde_json::{json, Map, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Simple,
     Json,
     Fields,
@@ -19,15 +19,15 @@ pub enum Format {
 }
 
 #[derive(Clone, Copy)]
-pub struct Printer {
-    pub format: Format,
-    pub hex: bool,
-    pub value_only: bool,
+pub(crate) struct Printer {
+    pub(crate) format: Format,
+    pub(crate) hex: bool,
+    pub(crate) value_only: bool,
 }
 
 // ---- JSON: field names and order of etcd's Go structs, zero values omitted ------------------------
 
-pub fn b64_value(b: &[u8]) -> Value {
+pub(crate) fn b64_value(b: &[u8]) -> Value {
     b64(b)
 }
 
@@ -47,7 +47,7 @@ fn put_nonzero_u(m: &mut Map<String, Value>, k: &str, v: u64) {
     }
 }
 
-pub fn header_json(h: &Option<ResponseHeader>) -> Value {
+pub(crate) fn header_json(h: &Option<ResponseHeader>) -> Value {
     let mut m = Map::new();
     if let Some(h) = h {
         put_nonzero_u(&mut m, "cluster_id", h.cluster_id);
@@ -58,7 +58,7 @@ pub fn header_json(h: &Option<ResponseHeader>) -> Value {
     Value::Object(m)
 }
 
-pub fn kv_json(kv: &KeyValue) -> Value {
+pub(crate) fn kv_json(kv: &KeyValue) -> Value {
     let mut m = Map::new();
     if !kv.key.is_empty() {
         m.insert("key".into(), b64(&kv.key));
@@ -81,7 +81,7 @@ fn with_header(h: &Option<ResponseHeader>) -> Map<String, Value> {
     m
 }
 
-pub fn range_json(r: &RangeResponse) -> Value {
+pub(crate) fn range_json(r: &RangeResponse) -> Value {
     let mut m = with_header(&r.header);
     if !r.kvs.is_empty() {
         m.insert(
@@ -96,7 +96,7 @@ pub fn range_json(r: &RangeResponse) -> Value {
     Value::Object(m)
 }
 
-pub fn put_json(r: &PutResponse) -> Value {
+pub(crate) fn put_json(r: &PutResponse) -> Value {
     let mut m = with_header(&r.header);
     if let Some(p) = &r.prev_kv {
         m.insert("prev_kv".into(), kv_json(p));
@@ -104,7 +104,7 @@ pub fn put_json(r: &PutResponse) -> Value {
     Value::Object(m)
 }
 
-pub fn del_json(r: &DeleteRangeResponse) -> Value {
+pub(crate) fn del_json(r: &DeleteRangeResponse) -> Value {
     let mut m = with_header(&r.header);
     put_nonzero_i(&mut m, "deleted", r.deleted);
     if !r.prev_kvs.is_empty() {
@@ -116,7 +116,7 @@ pub fn del_json(r: &DeleteRangeResponse) -> Value {
     Value::Object(m)
 }
 
-pub fn txn_json(r: &TxnResponse) -> Value {
+pub(crate) fn txn_json(r: &TxnResponse) -> Value {
     let mut m = with_header(&r.header);
     if r.succeeded {
         m.insert("succeeded".into(), json!(true));
@@ -149,7 +149,7 @@ pub fn txn_json(r: &TxnResponse) -> Value {
     Value::Object(m)
 }
 
-pub fn member_json(mb: &Member) -> Value {
+pub(crate) fn member_json(mb: &Member) -> Value {
     let mut m = Map::new();
     put_nonzero_u(&mut m, "ID", mb.id);
     if !mb.name.is_empty() {
@@ -167,7 +167,7 @@ pub fn member_json(mb: &Member) -> Value {
     Value::Object(m)
 }
 
-pub fn status_json(s: &StatusResponse) -> Value {
+pub(crate) fn status_json(s: &StatusResponse) -> Value {
     let mut m = with_header(&s.header);
     if !s.version.is_empty() {
         m.insert("version".into(), json!(s.version));
@@ -190,12 +190,12 @@ pub fn status_json(s: &StatusResponse) -> Value {
 // ---- text helpers -----------------------------------------------------------------------------
 
 /// `\x66\x6f\x6f`, etcdctl's --hex form.
-pub fn hex(b: &[u8]) -> String {
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("\\x{x:02x}")).collect()
 }
 
 /// Go's `%q`: a double-quoted string with Go escapes.
-pub fn go_quote(b: &[u8]) -> String {
+pub(crate) fn go_quote(b: &[u8]) -> String {
     let mut out = String::from("\"");
     let s = String::from_utf8_lossy(b);
     if std::str::from_utf8(b).is_err() {
@@ -231,7 +231,7 @@ pub fn go_quote(b: &[u8]) -> String {
 }
 
 /// go-humanize's `Bytes`: SI units, "20 kB".
-pub fn humanize_bytes(n: u64) -> String {
+pub(crate) fn humanize_bytes(n: u64) -> String {
     const SIZES: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
     if n < 10 {
         return format!("{n} B");
@@ -247,7 +247,7 @@ pub fn humanize_bytes(n: u64) -> String {
 }
 
 /// Go's `time.Duration.String()` for the durations etcdctl prints.
-pub fn go_duration(d: std::time::Duration) -> String {
+pub(crate) fn go_duration(d: std::time::Duration) -> String {
     let ns = d.as_nanos();
     let trim = |v: f64, prec: usize| {
         let s = format!("{v:.prec$}");
@@ -266,7 +266,7 @@ pub fn go_duration(d: std::time::Duration) -> String {
 }
 
 /// tablewriter's layout as etcdctl uses it: centred upper-case header, right-aligned cells.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, c) in row.iter().enumerate() {
@@ -315,7 +315,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 
 impl Printer {
     /// etcdctl's printKV: key (unless value-only) and value, each on its own line.
-    pub fn print_kv(&self, kv: &KeyValue) {
+    pub(crate) fn print_kv(&self, kv: &KeyValue) {
         self.kv_simple(kv)
     }
 
@@ -351,7 +351,7 @@ impl Printer {
         println!("\"{pfx}Lease\" : {}", kv.lease);
     }
 
-    pub fn get(&self, r: &RangeResponse, count_only: bool) {
+    pub(crate) fn get(&self, r: &RangeResponse, count_only: bool) {
         match self.format {
             Format::Json => println!("{}", range_json(r)),
             Format::Fields => {
@@ -374,7 +374,7 @@ impl Printer {
         }
     }
 
-    pub fn put(&self, r: &PutResponse) {
+    pub(crate) fn put(&self, r: &PutResponse) {
         match self.format {
             Format::Json => println!("{}", put_json(r)),
             Format::Fields => {
@@ -392,7 +392,7 @@ impl Printer {
         }
     }
 
-    pub fn del(&self, r: &DeleteRangeResponse) {
+    pub(crate) fn del(&self, r: &DeleteRangeResponse) {
         match self.format {
             Format::Json => println!("{}", del_json(r)),
             Format::Fields => {
@@ -411,7 +411,7 @@ impl Printer {
         }
     }
 
-    pub fn txn(&self, r: &TxnResponse) {
+    pub(crate) fn txn(&self, r: &TxnResponse) {
         match self.format {
             Format::Json => println!("{}", txn_json(r)),
             Format::Fields => {
@@ -444,7 +444,7 @@ impl Printer {
         }
     }
 
-    pub fn member_list(&self, r: &MemberListResponse) {
+    pub(crate) fn member_list(&self, r: &MemberListResponse) {
         let header = [
             "ID",
             "Status",
@@ -505,7 +505,7 @@ impl Printer {
         }
     }
 
-    pub fn move_leader(&self, from: u64, to: u64, r: &MoveLeaderResponse) {
+    pub(crate) fn move_leader(&self, from: u64, to: u64, r: &MoveLeaderResponse) {
         match self.format {
             Format::Json => println!(
                 "{}",
@@ -515,7 +515,7 @@ impl Printer {
         }
     }
 
-    pub fn endpoint_status(&self, list: &[(String, StatusResponse)]) {
+    pub(crate) fn endpoint_status(&self, list: &[(String, StatusResponse)]) {
         let header = [
             "endpoint",
             "ID",

@@ -11,11 +11,13 @@
 
 use std::io::BufRead;
 
-use anyhow::{anyhow, bail, Result};
 use clap::{Parser, Subcommand};
 use oxetcd_common::etcdserverpb::{compare, request_op, Compare, RequestOp, TxnRequest};
 
-use crate::kvargs::{DelArgs, GetArgs, PutArgs};
+use crate::client::Dialer;
+use crate::error::Failure;
+use crate::kv::{DelArgs, GetArgs, PutArgs};
+use crate::output::Printer;
 
 #[derive(Parser)]
 #[command(no_binary_name = true)]
@@ -32,7 +34,7 @@ enum Op {
 }
 
 /// Splits a line into words, honouring double and single quotes (etcdctl's argify).
-pub fn argify(line: &str) -> Vec<String> {
+pub(crate) fn argify(line: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;
@@ -93,8 +95,8 @@ fn take_quoted(s: &str) -> Option<(String, &str)> {
 }
 
 /// One compare line: `<target>("<key>") <op> "<value>"`.
-pub fn parse_compare(line: &str) -> Result<Compare> {
-    let malformed = || anyhow!("malformed comparison: {line}");
+pub(crate) fn parse_compare(line: &str) -> Result<Compare, Failure> {
+    let malformed = || Failure::bad_args(format!("malformed comparison: {line}"));
     let (target, rest) = line.split_once('(').ok_or_else(malformed)?;
     let (key, rest) = take_quoted(rest).ok_or_else(malformed)?;
     let rest = rest.strip_prefix(')').ok_or_else(malformed)?;
@@ -107,11 +109,15 @@ pub fn parse_compare(line: &str) -> Result<Compare> {
         "!=" => R::NotEqual,
         ">" => R::Greater,
         "<" => R::Less,
-        _ => bail!("malformed comparison: {line} (unknown op {op})"),
+        _ => {
+            return Err(Failure::bad_args(format!(
+                "malformed comparison: {line} (unknown op {op})"
+            )))
+        }
     };
-    let int = || -> Result<i64> {
+    let int = || -> Result<i64, Failure> {
         val.parse::<i64>()
-            .map_err(|_| anyhow!("invalid txn compare request: {line}"))
+            .map_err(|_| Failure::bad_args(format!("invalid txn compare request: {line}")))
     };
     let (target, union) = match target.trim() {
         "ver" | "version" => (T::Version, U::Version(int()?)),
@@ -119,7 +125,11 @@ pub fn parse_compare(line: &str) -> Result<Compare> {
         "m" | "mod" => (T::Mod, U::ModRevision(int()?)),
         "val" | "value" => (T::Value, U::Value(val.clone().into_bytes())),
         "lease" => (T::Lease, U::Lease(int()?)),
-        other => bail!("malformed comparison: {line} (unknown target {other})"),
+        other => {
+            return Err(Failure::bad_args(format!(
+                "malformed comparison: {line} (unknown target {other})"
+            )))
+        }
     };
     Ok(Compare {
         result: result as i32,
@@ -131,10 +141,10 @@ pub fn parse_compare(line: &str) -> Result<Compare> {
 }
 
 /// One request line: `get ...`, `put ...` or `del ...` with their flags.
-pub fn parse_request(line: &str) -> Result<RequestOp> {
+pub(crate) fn parse_request(line: &str) -> Result<RequestOp, Failure> {
     let words = argify(line);
     let parsed = OpLine::try_parse_from(&words)
-        .map_err(|e| anyhow!("invalid txn request: {line}: {}", e.kind()))?;
+        .map_err(|e| Failure::bad_args(format!("invalid txn request: {line}: {}", e.kind())))?;
     let request = match parsed.op {
         Op::Get(g) => request_op::Request::RequestRange(g.request()?),
         Op::Put(p) => request_op::Request::RequestPut(p.request(|| None)?),
@@ -146,11 +156,14 @@ pub fn parse_request(line: &str) -> Result<RequestOp> {
 }
 
 /// Reads lines until an empty line or end of input.
-fn read_section(input: &mut dyn BufRead) -> Result<Vec<String>> {
+fn read_section(input: &mut dyn BufRead) -> Result<Vec<String>, Failure> {
     let mut lines = Vec::new();
     loop {
         let mut line = String::new();
-        if input.read_line(&mut line)? == 0 {
+        let read = input
+            .read_line(&mut line)
+            .map_err(|e| Failure::bad_args(e.to_string()))?;
+        if read == 0 {
             return Ok(lines);
         }
         let line = line.trim_end_matches(['\n', '\r']);
@@ -162,7 +175,7 @@ fn read_section(input: &mut dyn BufRead) -> Result<Vec<String>> {
 }
 
 /// Reads a whole txn from `input`; with `interactive`, prints etcdctl's section prompts.
-pub fn read_txn(input: &mut dyn BufRead, interactive: bool) -> Result<TxnRequest> {
+pub(crate) fn read_txn(input: &mut dyn BufRead, interactive: bool) -> Result<TxnRequest, Failure> {
     let prompt = |s: &str| {
         if interactive {
             println!("{s}");
@@ -172,22 +185,31 @@ pub fn read_txn(input: &mut dyn BufRead, interactive: bool) -> Result<TxnRequest
     let compare = read_section(input)?
         .iter()
         .map(|l| parse_compare(l))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, Failure>>()?;
     prompt("success requests (get, put, del):");
     let success = read_section(input)?
         .iter()
         .map(|l| parse_request(l))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, Failure>>()?;
     prompt("failure requests (get, put, del):");
     let failure = read_section(input)?
         .iter()
         .map(|l| parse_request(l))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, Failure>>()?;
     Ok(TxnRequest {
         compare,
         success,
         failure,
     })
+}
+
+/// `txn [-i]`: the whole txn is read from stdin before connecting.
+pub(crate) async fn run(d: &Dialer, printer: Printer, interactive: bool) -> Result<(), Failure> {
+    let req = read_txn(&mut std::io::stdin().lock(), interactive)?;
+    let mut c = d.connect().await?;
+    let resp = c.kv.txn(req).await?.into_inner();
+    printer.txn(&resp);
+    Ok(())
 }
 
 #[cfg(test)]

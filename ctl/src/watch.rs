@@ -7,38 +7,38 @@ use oxetcd_common::etcdserverpb::{
     watch_request, WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
 };
 use oxetcd_common::mvccpb::event::EventType;
+use oxetcd_common::net::prefix_end;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
-use crate::client::{status_text, Clients};
-use crate::kvargs::prefix_end;
-use crate::lease::CmdError;
+use crate::client::{status_text, Dialer};
+use crate::error::{Failure, EXIT_INTERRUPTED};
 use crate::output::{go_quote, header_json, kv_json, Format, Printer};
 
 #[derive(Args, Debug, Clone, Default)]
-pub struct WatchArgs {
+pub(crate) struct WatchArgs {
     /// Interactive mode
     #[arg(short, long)]
-    pub interactive: bool,
+    pub(crate) interactive: bool,
     /// Watch on a prefix if prefix is set
     #[arg(long)]
-    pub prefix: bool,
+    pub(crate) prefix: bool,
     /// Revision to start watching
     #[arg(long, default_value_t = 0)]
-    pub rev: i64,
+    pub(crate) rev: i64,
     /// get the previous key-value pair before the event happens
     #[arg(long)]
-    pub prev_kv: bool,
+    pub(crate) prev_kv: bool,
     /// get periodic watch progress notification from server
     #[arg(long)]
-    pub progress_notify: bool,
+    pub(crate) progress_notify: bool,
     /// key or prefix to watch
-    pub key: Option<String>,
+    pub(crate) key: Option<String>,
     /// end of the range [key, range_end)
-    pub range_end: Option<String>,
+    pub(crate) range_end: Option<String>,
     /// -- exec-command arg1 arg2 ...: run for every event, with ETCD_WATCH_* set
     #[arg(last = true)]
-    pub exec: Vec<String>,
+    pub(crate) exec: Vec<String>,
 }
 
 /// One line of interactive input: `watch [options] key ...`.
@@ -49,20 +49,13 @@ struct InteractiveWatch {
     args: WatchArgs,
 }
 
-fn exit_err(code: i32, message: impl Into<String>) -> CmdError {
-    CmdError {
-        code,
-        message: message.into(),
-    }
-}
-
 /// Builds the create request of a `watch` command line.
-fn create_request(a: &WatchArgs) -> Result<WatchCreateRequest, CmdError> {
+fn create_request(a: &WatchArgs) -> Result<WatchCreateRequest, Failure> {
     let Some(key) = &a.key else {
-        return Err(exit_err(128, "watch in non-interactive mode requires one or two arguments as key or prefix, with range end"));
+        return Err(Failure::bad_args("watch in non-interactive mode requires one or two arguments as key or prefix, with range end"));
     };
     if a.prefix && a.range_end.is_some() {
-        return Err(exit_err(128, "too many arguments"));
+        return Err(Failure::bad_args("too many arguments"));
     }
     let mut key = key.clone().into_bytes();
     let range_end = if a.prefix {
@@ -163,7 +156,8 @@ fn run_exec(exec: &[String], r: &WatchResponse) {
     }
 }
 
-pub async fn run(c: &mut Clients, p: Printer, a: WatchArgs) -> Result<(), CmdError> {
+pub(crate) async fn run(d: &Dialer, p: Printer, a: WatchArgs) -> Result<(), Failure> {
+    let mut c = d.connect().await?;
     let (tx, rx) = mpsc::channel::<WatchRequest>(16);
     let mut exec = Vec::new();
     if !a.interactive {
@@ -173,7 +167,7 @@ pub async fn run(c: &mut Clients, p: Printer, a: WatchArgs) -> Result<(), CmdErr
             request_union: Some(watch_request::RequestUnion::CreateRequest(req)),
         })
         .await
-        .map_err(|_| exit_err(1, "watch stream closed"))?;
+        .map_err(|_| Failure::error("watch stream closed"))?;
     } else {
         // Interactive: each stdin line is `watch ...` or `progress`, read on a thread.
         let tx = tx.clone();
@@ -221,7 +215,7 @@ pub async fn run(c: &mut Clients, p: Printer, a: WatchArgs) -> Result<(), CmdErr
         .watch
         .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
-        .map_err(|s| exit_err(1, status_text(&s)))?
+        .map_err(|s| Failure::error(status_text(&s)))?
         .into_inner();
     // Keep our side of the stream open for as long as we read.
     let _keep = tx;
@@ -229,7 +223,7 @@ pub async fn run(c: &mut Clients, p: Printer, a: WatchArgs) -> Result<(), CmdErr
         let r = match stream.message().await {
             Ok(Some(r)) => r,
             Ok(None) => break,
-            Err(s) => return Err(exit_err(1, status_text(&s))),
+            Err(s) => return Err(Failure::error(status_text(&s))),
         };
         if r.created && r.events.is_empty() && !r.canceled {
             continue;
@@ -255,5 +249,8 @@ pub async fn run(c: &mut Clients, p: Printer, a: WatchArgs) -> Result<(), CmdErr
             break;
         }
     }
-    Err(exit_err(5, "watch is canceled by the server"))
+    Err(Failure::new(
+        EXIT_INTERRUPTED,
+        "watch is canceled by the server",
+    ))
 }

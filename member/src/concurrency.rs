@@ -17,14 +17,14 @@ use prost::Message;
 use tokio::sync::broadcast::error::RecvError;
 
 /// `name/` : the prefix all contenders of a lock or election share.
-pub fn prefix(name: &[u8]) -> Vec<u8> {
+pub(crate) fn prefix(name: &[u8]) -> Vec<u8> {
     let mut p = name.to_vec();
     p.push(b'/');
     p
 }
 
 /// `name/<lease hex>`: one contender's key.
-pub fn contender_key(name: &[u8], lease: i64) -> Vec<u8> {
+pub(crate) fn contender_key(name: &[u8], lease: i64) -> Vec<u8> {
     let mut k = prefix(name);
     k.extend_from_slice(format!("{lease:x}").as_bytes());
     k
@@ -32,7 +32,10 @@ pub fn contender_key(name: &[u8], lease: i64) -> Vec<u8> {
 
 use oxetcd_common::net::prefix_end;
 
-pub async fn txn(server: &EtcdServer, req: TxnRequest) -> Result<(TxnResponse, u64), ServerError> {
+pub(crate) async fn txn(
+    server: &EtcdServer,
+    req: TxnRequest,
+) -> Result<(TxnResponse, u64), ServerError> {
     let (bytes, term) = server.propose(Proposal::Txn(req)).await?;
     let resp = TxnResponse::decode(bytes.as_slice()).map_err(ServerError::bad_apply_result)?;
     Ok((resp, term))
@@ -80,7 +83,7 @@ fn op_delete(key: &[u8]) -> RequestOp {
 }
 
 /// Creates `key` under `lease` unless it exists; returns its create revision and current value.
-pub async fn create_or_get(
+pub(crate) async fn create_or_get(
     server: &EtcdServer,
     key: &[u8],
     value: &[u8],
@@ -110,7 +113,7 @@ pub async fn create_or_get(
 }
 
 /// Puts `value` on `key` if it still has create revision `rev`; false if someone else's now.
-pub async fn put_if_owner(
+pub(crate) async fn put_if_owner(
     server: &EtcdServer,
     key: &[u8],
     rev: i64,
@@ -131,7 +134,7 @@ pub async fn put_if_owner(
 }
 
 /// Deletes `key` if it still has create revision `rev` (any revision when `rev` is 0).
-pub async fn delete_if_owner(
+pub(crate) async fn delete_if_owner(
     server: &EtcdServer,
     key: &[u8],
     rev: i64,
@@ -154,7 +157,10 @@ pub async fn delete_if_owner(
 }
 
 /// The live key with the lowest create revision under `prefix`, and the current revision.
-pub fn owner(server: &EtcdServer, prefix: &[u8]) -> Result<(Option<KeyValue>, i64), ServerError> {
+pub(crate) fn owner(
+    server: &EtcdServer,
+    prefix: &[u8],
+) -> Result<(Option<KeyValue>, i64), ServerError> {
     let st = server.read_state()?;
     let end = prefix_end(prefix);
     let current = st.mvcc.current_rev();
@@ -172,7 +178,7 @@ pub fn owner(server: &EtcdServer, prefix: &[u8]) -> Result<(Option<KeyValue>, i6
 
 /// Waits until `key` (created at `rev`) is the oldest key under `prefix`. Fails if the key
 /// disappears meanwhile (its lease expired or someone deleted it).
-pub async fn wait_until_owner(
+pub(crate) async fn wait_until_owner(
     server: &Arc<EtcdServer>,
     prefix: &[u8],
     key: &[u8],
@@ -203,14 +209,14 @@ pub async fn wait_until_owner(
 
 /// Deletes a contender key if the request that created it goes away before it is returned
 /// (the client gave up waiting), as etcd's Mutex.Lock does on cancellation.
-pub struct Abandon {
+pub(crate) struct Abandon {
     server: Option<Arc<EtcdServer>>,
     key: Vec<u8>,
     rev: i64,
 }
 
 impl Abandon {
-    pub fn new(server: Arc<EtcdServer>, key: Vec<u8>, rev: i64) -> Self {
+    pub(crate) fn new(server: Arc<EtcdServer>, key: Vec<u8>, rev: i64) -> Self {
         Self {
             server: Some(server),
             key,
@@ -219,7 +225,7 @@ impl Abandon {
     }
 
     /// The request completed: keep the key.
-    pub fn keep(mut self) {
+    pub(crate) fn keep(mut self) {
         self.server = None;
     }
 }

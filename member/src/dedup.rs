@@ -17,10 +17,10 @@ use crate::mvcc::KvError;
 use crate::storage::{Storage, CF_META};
 
 /// How many request IDs are remembered (oldest dropped first).
-pub const CAPACITY: usize = 100_000;
+pub(crate) const CAPACITY: usize = 100_000;
 
 /// Longest ID accepted; a longer one is ignored (the request is applied without dedup).
-pub const MAX_ID_LEN: usize = 64;
+pub(crate) const MAX_ID_LEN: usize = 64;
 
 const PREFIX: &[u8] = b"reqid/";
 
@@ -33,7 +33,7 @@ struct Record {
 }
 
 #[derive(Default)]
-pub struct AppliedRequests {
+pub(crate) struct AppliedRequests {
     by_id: HashMap<String, Record>,
     /// IDs in apply order, oldest first.
     order: VecDeque<String>,
@@ -47,7 +47,7 @@ fn row_key(id: &str) -> Vec<u8> {
 
 impl AppliedRequests {
     /// Loads the remembered IDs from the meta column family.
-    pub fn open(storage: &Storage) -> Result<Self, String> {
+    pub(crate) fn open(storage: &Storage) -> Result<Self, String> {
         let db = storage.db();
         let mut records: Vec<(String, Record)> = Vec::new();
         let iter = db.iterator_cf(
@@ -73,13 +73,13 @@ impl AppliedRequests {
     }
 
     /// The result of `id` if it was applied already.
-    pub fn get(&self, id: &str) -> Option<Result<Vec<u8>, KvError>> {
+    pub(crate) fn get(&self, id: &str) -> Option<Result<Vec<u8>, KvError>> {
         self.by_id.get(id).map(|r| r.result.clone())
     }
 
     /// Remembers `id`'s result, staging the row (and the removal of the oldest beyond
     /// [`CAPACITY`]) in `batch`.
-    pub fn record(
+    pub(crate) fn record(
         &mut self,
         storage: &Storage,
         id: String,
@@ -106,13 +106,5 @@ impl AppliedRequests {
                 self.by_id.remove(&old);
             }
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.order.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
     }
 }

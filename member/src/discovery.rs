@@ -24,7 +24,7 @@ async fn resolve(url: &str) -> anyhow::Result<HashSet<SocketAddr>> {
 
 /// Fills `initial_cluster` (and this member's advertised peer URLs, spelled as DNS spells
 /// them) from the SRV records of `--discovery-srv`.
-pub async fn apply_srv(cfg: &mut Config) -> anyhow::Result<()> {
+pub(crate) async fn apply_srv(cfg: &mut Config) -> anyhow::Result<()> {
     let domain = cfg.discovery_srv.clone();
     let urls = dns::service_urls("etcd-server", &cfg.discovery_srv_name, &domain)
         .await

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::mvcc::KvError;
+pub(crate) use crate::mvcc::KvError;
 
 /// Errors of the server, raft, membership and leadership layers; key-space and lease errors
 /// found at apply time come through as [`ServerError::Kv`].
@@ -64,6 +64,3 @@ impl ServerError {
         ServerError::Internal(format!("bad apply result: {e}"))
     }
 }
-
-/// The core's result type.
-pub type Result<T, E = ServerError> = std::result::Result<T, E>;

@@ -27,7 +27,7 @@ const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the leader asks of another member during a transfer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum TransferStep {
+pub(crate) enum TransferStep {
     /// Do not start an election for this long (a voter that is not the transferee).
     HoldElections { millis: u64 },
     /// Elections are allowed again.
@@ -41,13 +41,13 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl EtcdServer {
     /// Waits while a leadership transfer holds writes back (bounded by the transfer timeout).
-    pub async fn wait_transfer_gate(&self) {
+    pub(crate) async fn wait_transfer_gate(&self) {
         let mut rx = self.transferring.subscribe();
         let _ = tokio::time::timeout(TRANSFER_TIMEOUT, rx.wait_for(|t| !*t)).await;
     }
 
     /// The leader's side of `MoveLeader`: hands leadership to `target`.
-    pub async fn move_leader(&self, target: u64) -> Result<(), ServerError> {
+    pub(crate) async fn move_leader(&self, target: u64) -> Result<(), ServerError> {
         if !self.is_leader() {
             return Err(ServerError::NotLeader);
         }
@@ -150,7 +150,7 @@ impl EtcdServer {
     }
 
     /// A member's side of a transfer step from the leader.
-    pub async fn transfer_step_here(&self, step: TransferStep) -> Result<(), ServerError> {
+    pub(crate) async fn transfer_step_here(&self, step: TransferStep) -> Result<(), ServerError> {
         match step {
             TransferStep::HoldElections { millis } => {
                 self.raft.runtime_config().elect(false);

@@ -7,22 +7,26 @@
 // openraft's storage traits return its `StorageError` (224 bytes) by value; our helpers on that
 // path return the same type rather than boxing and unboxing at every trait boundary.
 #![allow(clippy::result_large_err)]
+// Only `config` and `member` are the binary's; everything else is the crate's own, so rustc
+// can tell what is dead.
+#![deny(unreachable_pub)]
 
-pub mod api;
-pub mod apply;
-pub mod concurrency;
+mod api;
+mod apply;
+mod concurrency;
 pub mod config;
-pub mod dedup;
-pub mod discovery;
-pub mod error;
-pub mod leadership;
-pub mod lease;
+mod dedup;
+mod discovery;
+mod error;
+mod leadership;
+mod lease;
 pub mod member;
-pub mod membership;
-pub mod metrics;
-pub mod mvcc;
-pub mod peer;
-pub mod raft;
-pub mod server;
-pub mod storage;
-pub mod watch;
+mod membership;
+mod metrics;
+mod mvcc;
+mod peer;
+mod raft;
+mod server;
+mod storage;
+mod tasks;
+mod watch;

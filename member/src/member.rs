@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::raft::{LogStore, MemberNode, Network, Raft};
 use crate::server::{cluster_id, member_id, EtcdServer, Limits};
 use crate::storage::{Storage, CF_RAFT_META};
+use crate::tasks::Tasks;
 use crate::watch::WatchHub;
 
 /// `oxetcd --version`.
@@ -37,47 +38,6 @@ const PROPOSAL_QUEUE: usize = 4096;
 const WATCH_FEED_CAPACITY: usize = 1024;
 
 /// How often the leader looks for expired leases (etcd checks every 500ms).
-const LEASE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
-
-/// On the leader: proposes the revoke of every expired lease, so that all members delete its
-/// keys at the same revision. A member that becomes leader first gives every lease a full TTL.
-fn revoke_expired_leases(server: Arc<EtcdServer>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(LEASE_CHECK_INTERVAL);
-        let mut was_leader = false;
-        loop {
-            tick.tick().await;
-            let leader = server.raft.metrics().borrow().current_leader == Some(server.member_id);
-            if leader && !was_leader {
-                server.lessor.refresh_all();
-            }
-            was_leader = leader;
-            if !leader {
-                continue;
-            }
-            for id in server.lessor.expired() {
-                let req = oxetcd_common::etcdserverpb::LeaseRevokeRequest { id };
-                match server
-                    .propose(
-                        oxetcd_common::oxetcdpb::internal_raft_request::Request::LeaseRevoke(req),
-                    )
-                    .await
-                {
-                    Ok(_) => tracing::info!(lease = format!("{id:x}"), "lease expired, revoked"),
-                    // Already revoked by a client meanwhile: nothing left to do.
-                    Err(crate::error::ServerError::Kv(crate::mvcc::KvError::LeaseNotFound)) => {
-                        server.lessor.forget(id)
-                    }
-                    Err(e) => tracing::warn!(
-                        lease = format!("{id:x}"),
-                        "cannot revoke expired lease: {e}"
-                    ),
-                }
-            }
-        }
-    });
-}
-
 /// The member and cluster IDs: fixed at bootstrap and kept in `raft_meta` (not in the state
 /// machine, so a snapshot from another member never overwrites them).
 fn load_or_create_identity(
@@ -162,27 +122,44 @@ async fn fetch_cluster_id(cfg: &Config) -> anyhow::Result<(u64, u64)> {
 }
 
 /// Keeps the leader gauges up to date from raft's metrics.
-fn watch_leadership(raft: Raft, me: u64, metrics: Metrics) {
-    tokio::spawn(async move {
-        let mut rx = raft.metrics();
-        let mut last_leader = None;
-        loop {
-            let leader = rx.borrow().current_leader;
-            metrics.has_leader.set(leader.is_some() as i64);
-            metrics.is_leader.set((leader == Some(me)) as i64);
-            if leader.is_some() && leader != last_leader {
-                metrics.leader_changes.inc();
-                tracing::info!(
-                    leader = format!("{:x}", leader.unwrap_or(0)),
-                    "leader elected"
-                );
-            }
-            last_leader = leader;
-            if rx.changed().await.is_err() {
-                return;
-            }
+async fn watch_leadership(raft: Raft, me: u64, metrics: Metrics) {
+    let mut rx = raft.metrics();
+    let mut last_leader = None;
+    loop {
+        let leader = rx.borrow().current_leader;
+        metrics.has_leader.set(leader.is_some() as i64);
+        metrics.is_leader.set((leader == Some(me)) as i64);
+        if leader.is_some() && leader != last_leader {
+            metrics.leader_changes.inc();
+            tracing::info!(
+                leader = format!("{:x}", leader.unwrap_or(0)),
+                "leader elected"
+            );
         }
-    });
+        last_leader = leader;
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Keeps the size gauges (database size, keys, revision) current.
+async fn refresh_gauges(server: std::sync::Weak<EtcdServer>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let Some(server) = server.upgrade() else {
+            return;
+        };
+        server.metrics.db_size.set(server.storage.size_on_disk());
+        let sizes = server
+            .read_state()
+            .map(|s| (s.mvcc.key_count() as i64, s.mvcc.current_rev()));
+        if let Ok((keys, revision)) = sizes {
+            server.metrics.keys_total.set(keys);
+            server.metrics.current_revision.set(revision);
+        }
+    }
 }
 
 /// The TLS configuration of `https://` client URLs from `--cert-file`, `--key-file` and, with
@@ -240,8 +217,15 @@ async fn removed_from_cluster(server: &EtcdServer) {
 /// Announces this member's name and client URLs through raft once a leader is known, unless the
 /// cluster already has them (etcd's publish), so every member lists every client URL. Then tells
 /// systemd the member is ready.
-fn publish_attributes(server: Arc<EtcdServer>, name: String, client_urls: Vec<String>) {
-    tokio::spawn(async move {
+async fn publish_attributes(
+    server: std::sync::Weak<EtcdServer>,
+    name: String,
+    client_urls: Vec<String>,
+) {
+    {
+        let Some(server) = server.upgrade() else {
+            return;
+        };
         let mut backoff = Duration::from_millis(200);
         loop {
             let known = server
@@ -274,7 +258,7 @@ fn publish_attributes(server: Arc<EtcdServer>, name: String, client_urls: Vec<St
                 }
             }
         }
-    });
+    }
 }
 
 /// Runs a member until SIGTERM or SIGINT.
@@ -371,7 +355,11 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     }
 
     let metrics = Metrics::new();
-    watch_leadership(raft.clone(), me, metrics.clone());
+    let mut tasks = Tasks::default();
+    tasks.spawn(
+        "leadership-metrics",
+        watch_leadership(raft.clone(), me, metrics.clone()),
+    );
     let (proposals, proposal_rx) = tokio::sync::mpsc::channel(PROPOSAL_QUEUE);
     let (reads, read_rx) = tokio::sync::mpsc::channel(PROPOSAL_QUEUE);
     let server = Arc::new(EtcdServer {
@@ -409,29 +397,17 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         removed: tokio::sync::watch::channel(false).0,
         election_holds: Default::default(),
     });
-    tokio::spawn(crate::server::run_read_batcher(
-        Arc::downgrade(&server),
-        read_rx,
-    ));
-    tokio::spawn(crate::server::run_proposer(
-        Arc::downgrade(&server),
-        proposal_rx,
-    ));
-    revoke_expired_leases(server.clone());
-    {
-        let (server, metrics) = (server.clone(), metrics.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tick.tick().await;
-                metrics.db_size.set(server.storage.size_on_disk());
-                if let Ok(s) = server.read_state() {
-                    metrics.keys_total.set(s.mvcc.key_count() as i64);
-                    metrics.current_revision.set(s.mvcc.current_rev());
-                }
-            }
-        });
-    }
+    let weak = Arc::downgrade(&server);
+    tasks.spawn(
+        "read-index-batcher",
+        crate::server::run_read_batcher(weak.clone(), read_rx),
+    );
+    tasks.spawn(
+        "proposer",
+        crate::server::run_proposer(weak.clone(), proposal_rx),
+    );
+    tasks.spawn("lease-expiry", crate::lease::run_expiry(weak.clone()));
+    tasks.spawn("size-gauges", refresh_gauges(weak.clone()));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
@@ -504,10 +480,9 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
 
     // Ready (systemd READY=1) once this member's attributes are committed, as etcd's is: by
     // then a leader exists and the member list shows this member's client URLs.
-    publish_attributes(
-        server.clone(),
-        cfg.name.clone(),
-        cfg.advertised_client_urls(),
+    tasks.spawn(
+        "publish-attributes",
+        publish_attributes(weak, cfg.name.clone(), cfg.advertised_client_urls()),
     );
 
     tokio::select! {
@@ -515,7 +490,9 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         _ = removed_from_cluster(&server) => {
             tracing::warn!("the member has been permanently removed from the cluster; shutting down");
         }
+        _ = tasks.ended() => {}
     }
+    tasks.shutdown().await;
     let _ = stop_tx.send(true);
     for s in servers {
         let _ = tokio::time::timeout(Duration::from_secs(5), s).await;

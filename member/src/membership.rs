@@ -14,7 +14,7 @@ use crate::server::{member_id_at, EtcdServer, REQUEST_TIMEOUT};
 
 /// A requested membership change.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum MembershipOp {
+pub(crate) enum MembershipOp {
     Add {
         peer_urls: Vec<String>,
         learner: bool,
@@ -47,7 +47,7 @@ fn raft_error(e: RaftError<u64, ClientWriteError<u64, MemberNode>>) -> PeerError
 
 /// etcd's `types.NewURLs`: at least one URL, each `http` or `https`, with a host and a port
 /// and nothing else. A member that cannot be reached would cost the cluster a voter for good.
-pub fn check_peer_urls(urls: &[String]) -> Result<(), ServerError> {
+pub(crate) fn check_peer_urls(urls: &[String]) -> Result<(), ServerError> {
     let valid = |u: &String| -> bool {
         let Some((scheme, rest)) = u.split_once("://") else {
             return false;
@@ -80,7 +80,7 @@ fn enough_started(voters: usize, started: usize) -> Result<(), ServerError> {
 impl EtcdServer {
     /// Applies a membership change on the leader, forwarding it there from a follower.
     /// Returns the ID of the member concerned.
-    pub async fn change_membership(&self, op: MembershipOp) -> Result<u64, ServerError> {
+    pub(crate) async fn change_membership(&self, op: MembershipOp) -> Result<u64, ServerError> {
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
         loop {
             let leader = self.leader_id();
@@ -105,7 +105,7 @@ impl EtcdServer {
     }
 
     /// The leader's side of a membership change.
-    pub async fn change_membership_here(&self, op: MembershipOp) -> Result<u64, PeerError> {
+    pub(crate) async fn change_membership_here(&self, op: MembershipOp) -> Result<u64, PeerError> {
         if !self.is_leader() {
             return Err(PeerError::NotLeader);
         }

@@ -3,7 +3,7 @@
 use prometheus::{Encoder, IntCounter, IntGauge, Registry, TextEncoder};
 
 #[derive(Clone)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     pub has_leader: IntGauge,
     pub is_leader: IntGauge,
@@ -29,7 +29,7 @@ fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let r = Registry::new();
         Self {
             has_leader: gauge(
@@ -82,7 +82,7 @@ impl Metrics {
     }
 
     /// The registry in Prometheus text format.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()

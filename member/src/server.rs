@@ -29,7 +29,7 @@ use crate::watch::WatchHub;
 /// How long a request waits for a leader, for its entry to be applied, or for a read index:
 /// etcd's request timeout, 5 s plus two election timeouts (7 s with the default 1 s election
 /// timeout), long enough for an election after a leader dies.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
 
 /// Most requests one raft entry carries.
 const MAX_BATCH_REQUESTS: usize = 1024;
@@ -40,24 +40,24 @@ const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 type ProposalResult = Result<(Vec<u8>, u64), ServerError>;
 
 /// A request waiting to be proposed.
-pub struct Pending {
+pub(crate) struct Pending {
     request: InternalRaftRequest,
     size: usize,
     done: oneshot::Sender<ProposalResult>,
 }
 
 /// A read barrier waiting for the next read-index round.
-pub type ReadWaiter = oneshot::Sender<Result<u64, ServerError>>;
+pub(crate) type ReadWaiter = oneshot::Sender<Result<u64, ServerError>>;
 
 /// Limits checked before a request is proposed.
 #[derive(Clone, Debug)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     pub quota_backend_bytes: i64,
 }
 
-pub struct EtcdServer {
+pub(crate) struct EtcdServer {
     pub raft: Raft,
     pub state: Arc<RwLock<MemberState>>,
     pub storage: Storage,
@@ -91,24 +91,24 @@ pub struct EtcdServer {
 
 impl EtcdServer {
     /// The read side of the state machine.
-    pub fn read_state(&self) -> Result<RwLockReadGuard<'_, MemberState>, ServerError> {
+    pub(crate) fn read_state(&self) -> Result<RwLockReadGuard<'_, MemberState>, ServerError> {
         self.state
             .read()
             .map_err(|_| ServerError::Internal("state machine lock poisoned".into()))
     }
 
     /// The current raft term, as this member sees it.
-    pub fn term(&self) -> u64 {
+    pub(crate) fn term(&self) -> u64 {
         self.raft.metrics().borrow().current_term
     }
 
     /// The leader as this member knows it.
-    pub fn leader_id(&self) -> Option<u64> {
+    pub(crate) fn leader_id(&self) -> Option<u64> {
         self.raft.metrics().borrow().current_leader
     }
 
     /// A response header for this member at `revision`.
-    pub fn header(&self, revision: i64, raft_term: u64) -> Option<ResponseHeader> {
+    pub(crate) fn header(&self, revision: i64, raft_term: u64) -> Option<ResponseHeader> {
         Some(ResponseHeader {
             cluster_id: self.cluster_id,
             member_id: self.member_id,
@@ -119,7 +119,7 @@ impl EtcdServer {
 
     /// A fresh lease ID: the low 16 bits of the member ID on top, then a counter started from the
     /// clock, masked positive (etcd's scheme, so IDs from different members do not collide).
-    pub fn next_lease_id(&self) -> i64 {
+    pub(crate) fn next_lease_id(&self) -> i64 {
         loop {
             let n = self
                 .lease_ids
@@ -135,66 +135,20 @@ impl EtcdServer {
         }
     }
 
-    pub fn is_leader(&self) -> bool {
+    pub(crate) fn is_leader(&self) -> bool {
         self.leader_id() == Some(self.member_id)
-    }
-
-    /// The leader's lease clock, here: renew a lease (its granted TTL) or read its remaining
-    /// TTL; `None` if there is no such lease.
-    pub fn lease_clock_here(&self, id: i64, renew: bool) -> Result<Option<i64>, ServerError> {
-        let exists = crate::mvcc::LeaseCheck::exists(&self.read_state()?.leases, id);
-        if !exists {
-            return Ok(None);
-        }
-        Ok(if renew {
-            self.lessor.renew(id)
-        } else {
-            self.lessor.remaining(id)
-        })
-    }
-
-    /// Asks the leader's lease clock (here or over the peer URL). Only the leader renews leases
-    /// and decides expiry, so a follower's own clock is never the answer. A renewal is
-    /// idempotent: it is asked again of the next leader until the request timeout.
-    pub async fn lease_clock(&self, id: i64, renew: bool) -> Result<Option<i64>, ServerError> {
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
-        loop {
-            let leader = self.leader_id();
-            if leader == Some(self.member_id) {
-                return self.lease_clock_here(id, renew);
-            }
-            let Some(node) = self.leader_node(leader, None) else {
-                self.settle_leadership(deadline).await?;
-                continue;
-            };
-            let ask = self
-                .peers
-                .lease_clock(&node, id, renew, remaining(deadline));
-            match self.until_leader_changes(leader, deadline, ask).await {
-                Some(Ok(ttl)) => return Ok(ttl),
-                Some(Err(PeerError::Server(e))) => return Err(e),
-                Some(Err(e)) if Instant::now() >= deadline => return Err(e.into_server()),
-                // Unreachable, not the leader, or a new leader meanwhile: ask again.
-                _ => self.wait_for_other_leader(leader, deadline).await,
-            }
-        }
-    }
-
-    /// Renews a lease: its granted TTL, `None` if there is no such lease.
-    pub async fn renew_lease(&self, id: i64) -> Result<Option<i64>, ServerError> {
-        self.lease_clock(id, true).await
     }
 
     /// Proposes a request through raft and waits until it is applied on this member.
     /// Returns the encoded response and the term of the entry.
-    pub async fn propose(&self, req: Request) -> Result<(Vec<u8>, u64), ServerError> {
+    pub(crate) async fn propose(&self, req: Request) -> Result<(Vec<u8>, u64), ServerError> {
         self.propose_once(req, String::new()).await
     }
 
     /// [`EtcdServer::propose`] with a client's request ID: if a request with this ID was
     /// applied already (the client sent it again after a failover), the first result comes
     /// back and nothing is applied twice (see `dedup`).
-    pub async fn propose_once(
+    pub(crate) async fn propose_once(
         &self,
         req: Request,
         request_id: String,
@@ -222,12 +176,12 @@ impl EtcdServer {
     /// Linearizable read barrier: confirms leadership with a quorum and waits until this member
     /// has applied everything committed before the read started. Concurrent barriers share one
     /// round (see [`run_read_batcher`]), as etcd's read loop coalesces read-index requests.
-    pub async fn read_barrier(&self) -> Result<(), ServerError> {
+    pub(crate) async fn read_barrier(&self) -> Result<(), ServerError> {
         self.read_index().await.map(|_| ())
     }
 
     /// Like [`EtcdServer::read_barrier`], returning the read index (applied here).
-    pub async fn read_index(&self) -> Result<u64, ServerError> {
+    pub(crate) async fn read_index(&self) -> Result<u64, ServerError> {
         let (done, result) = oneshot::channel();
         self.reads
             .send(done)
@@ -282,7 +236,7 @@ impl EtcdServer {
 
     /// The leader's side of a follower's read index: confirmed here, never passed on (a member
     /// that is no longer the leader says so, and the follower asks the new one itself).
-    pub async fn read_index_here(&self) -> Result<u64, PeerError> {
+    pub(crate) async fn read_index_here(&self) -> Result<u64, PeerError> {
         if !self.is_leader() {
             return Err(PeerError::NotLeader);
         }
@@ -296,14 +250,14 @@ impl EtcdServer {
 }
 
 /// Time left until `deadline`.
-fn remaining(deadline: Instant) -> Duration {
+pub(crate) fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
 
 /// The read batcher: each round serves every barrier queued before it started, so a burst of
 /// linearizable reads costs one quorum round (or one ReadIndex call from a follower), not one
 /// each. A barrier queued during a round waits for the next round, which starts after it.
-pub async fn run_read_batcher(
+pub(crate) async fn run_read_batcher(
     server: std::sync::Weak<EtcdServer>,
     mut rx: mpsc::Receiver<ReadWaiter>,
 ) {
@@ -326,7 +280,10 @@ pub async fn run_read_batcher(
 /// while the previous entry was in flight (bounded by count and bytes) and proposes them as one
 /// entry, applied in order. openraft 0.9 writes and syncs one entry's log I/O before starting
 /// the next, so this is where write throughput comes from: one fsync per batch, not per request.
-pub async fn run_proposer(server: std::sync::Weak<EtcdServer>, mut rx: mpsc::Receiver<Pending>) {
+pub(crate) async fn run_proposer(
+    server: std::sync::Weak<EtcdServer>,
+    mut rx: mpsc::Receiver<Pending>,
+) {
     while let Some(first) = rx.recv().await {
         let mut bytes = first.size;
         let mut batch = vec![first];
@@ -446,7 +403,7 @@ impl EtcdServer {
     }
 
     /// The leader's side of a forwarded entry: write it here, never forward it again.
-    pub async fn write_entry_here(&self, payload: Vec<u8>) -> Result<Forwarded, PeerError> {
+    pub(crate) async fn write_entry_here(&self, payload: Vec<u8>) -> Result<Forwarded, PeerError> {
         self.wait_transfer_gate().await;
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         match self.write_here(payload, deadline).await {
@@ -483,7 +440,7 @@ impl EtcdServer {
     /// Runs a call to `leader` until it answers, the deadline passes, or another leader is
     /// known (`None`): a call to a paused or partitioned old leader is then abandoned at once,
     /// as everything sent to the leader is safe to send again.
-    pub async fn until_leader_changes<T>(
+    pub(crate) async fn until_leader_changes<T>(
         &self,
         leader: Option<u64>,
         deadline: Instant,
@@ -500,7 +457,7 @@ impl EtcdServer {
 
     /// Waits until a leader other than `old` is known, for at most a leader lease (a failed
     /// call to a live leader is tried again after that), or until `deadline`.
-    async fn wait_for_other_leader(&self, old: Option<u64>, deadline: Instant) {
+    pub(crate) async fn wait_for_other_leader(&self, old: Option<u64>, deadline: Instant) {
         let lease = Duration::from_millis(self.raft.config().election_timeout_max);
         let until = deadline.min(Instant::now() + lease);
         let mut metrics = self.raft.metrics();
@@ -509,7 +466,11 @@ impl EtcdServer {
     }
 
     /// The leader's node, from openraft's hint or else from the applied membership.
-    fn leader_node(&self, id: Option<u64>, node: Option<MemberNode>) -> Option<MemberNode> {
+    pub(crate) fn leader_node(
+        &self,
+        id: Option<u64>,
+        node: Option<MemberNode>,
+    ) -> Option<MemberNode> {
         let id = id?;
         if id == self.member_id {
             return None;
@@ -518,7 +479,7 @@ impl EtcdServer {
     }
 
     /// A member's node from the applied membership.
-    pub fn member_node(&self, id: u64) -> Option<MemberNode> {
+    pub(crate) fn member_node(&self, id: u64) -> Option<MemberNode> {
         self.read_state()
             .ok()?
             .membership
@@ -528,14 +489,14 @@ impl EtcdServer {
     }
 
     /// The leader's node by ID, from the applied membership (for other modules).
-    pub fn leader_node_of(&self, id: Option<u64>) -> Option<MemberNode> {
+    pub(crate) fn leader_node_of(&self, id: Option<u64>) -> Option<MemberNode> {
         self.leader_node(id, None)
     }
 
     /// When no leader is known (an election in progress, or a new leader whose vote is not
     /// committed yet): wait for one, or a moment if one is named, until `deadline`; etcd's
     /// "no leader" once it has passed.
-    pub async fn settle_leadership(&self, deadline: Instant) -> Result<(), ServerError> {
+    pub(crate) async fn settle_leadership(&self, deadline: Instant) -> Result<(), ServerError> {
         if Instant::now() >= deadline {
             return Err(match self.leader_id() {
                 Some(_) => ServerError::TimedOut,
@@ -579,7 +540,7 @@ fn fnv64(parts: &[&[u8]]) -> u64 {
 
 /// A member's ID, derived (as etcd does) from its peer URLs and the cluster token, so that every
 /// member of a new cluster computes the same IDs for everyone. Never zero.
-pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
+pub(crate) fn member_id(peer_urls: &[String], token: &str) -> u64 {
     let mut urls = peer_urls.to_vec();
     urls.sort();
     let joined = urls.join(",");
@@ -589,7 +550,7 @@ pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
 /// The ID of a member added at runtime (`member add`): its peer URLs, the cluster token and
 /// the time (etcd's `NewMember` uses seconds; nanoseconds here, so a remove and add back within
 /// a second still gets a new ID). The new member learns it from the cluster when it joins.
-pub fn member_id_at(peer_urls: &[String], token: &str, unix_nanos: u64) -> u64 {
+pub(crate) fn member_id_at(peer_urls: &[String], token: &str, unix_nanos: u64) -> u64 {
     let mut urls = peer_urls.to_vec();
     urls.sort();
     let joined = urls.join(",");
@@ -602,7 +563,7 @@ pub fn member_id_at(peer_urls: &[String], token: &str, unix_nanos: u64) -> u64 {
 }
 
 /// The cluster ID, derived from the sorted member IDs of the initial cluster and its token.
-pub fn cluster_id(member_ids: &[u64], token: &str) -> u64 {
+pub(crate) fn cluster_id(member_ids: &[u64], token: &str) -> u64 {
     let mut ids = member_ids.to_vec();
     ids.sort();
     let bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_be_bytes()).collect();

@@ -10,29 +10,29 @@ use std::sync::Arc;
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, DB};
 
 /// Raft log entries: index (u64 big-endian) -> entry.
-pub const CF_RAFT_LOG: &str = "raft_log";
+pub(crate) const CF_RAFT_LOG: &str = "raft_log";
 /// Raft hard state: vote, committed, last purged log id.
-pub const CF_RAFT_META: &str = "raft_meta";
+pub(crate) const CF_RAFT_META: &str = "raft_meta";
 /// MVCC key space: revision (main, sub, big-endian; + 't' for a tombstone) -> mvccpb.KeyValue.
-pub const CF_KV: &str = "kv";
+pub(crate) const CF_KV: &str = "kv";
 /// State-machine metadata: applied log id, membership, current and compacted revision, identity.
-pub const CF_META: &str = "meta";
+pub(crate) const CF_META: &str = "meta";
 
 /// Leases: id (i64 big-endian) -> granted TTL (i64 big-endian). Attached keys are derived from
 /// the key space at start-up.
-pub const CF_LEASE: &str = "lease";
+pub(crate) const CF_LEASE: &str = "lease";
 
 const ALL_CFS: [&str; 5] = [CF_RAFT_LOG, CF_RAFT_META, CF_KV, CF_META, CF_LEASE];
 
 /// Shared handle to the member's database.
 #[derive(Clone)]
-pub struct Storage {
+pub(crate) struct Storage {
     db: Arc<DB>,
 }
 
 impl Storage {
     /// Opens (creating if needed) the database under `dir`.
-    pub fn open(dir: &Path) -> Result<Self, rocksdb::Error> {
+    pub(crate) fn open(dir: &Path) -> Result<Self, rocksdb::Error> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -45,19 +45,19 @@ impl Storage {
         Ok(Self { db: Arc::new(db) })
     }
 
-    pub fn db(&self) -> &DB {
+    pub(crate) fn db(&self) -> &DB {
         &self.db
     }
 
     /// A column family handle; the names are fixed at open, so a missing one is a bug.
-    pub fn cf(&self, name: &str) -> &ColumnFamily {
+    pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
         self.db
             .cf_handle(name)
             .unwrap_or_else(|| panic!("column family {name} is opened with the database"))
     }
 
     /// Approximate on-disk size of the database, for `Status.dbSize`.
-    pub fn size_on_disk(&self) -> i64 {
+    pub(crate) fn size_on_disk(&self) -> i64 {
         let mut total = 0u64;
         for name in ALL_CFS {
             if let Ok(Some(v)) = self

@@ -7,6 +7,7 @@
 
 mod cluster;
 mod config;
+mod http;
 mod metrics;
 mod namespace;
 mod route;
@@ -25,7 +26,8 @@ use tracing::{error, info};
 
 use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::metrics::{Metrics, MetricsApp};
+use crate::http::MetricsApp;
+use crate::metrics::Metrics;
 use crate::namespace::Namespace;
 use crate::service::EtcdProxy;
 
@@ -115,8 +117,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Member client URLs from `_etcd-client._tcp.<--discovery-srv>` (etcd's `srv.GetClient`).
-/// Members behind `https://` records are skipped: TLS towards members is not supported yet.
+/// Member client URLs from `_etcd-client-ssl._tcp.<--discovery-srv>` (`https://`) and
+/// `_etcd-client._tcp.<--discovery-srv>` (`http://`), as etcd's `srv.GetClient`. They take the
+/// place of `--endpoints` and go the same way: TLS towards members follows `--cacert`
+/// (and `--cert`/`--key`), whatever the URL's scheme.
 fn endpoints_from_srv(config: &Config) -> anyhow::Result<Vec<String>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -126,22 +130,8 @@ fn endpoints_from_srv(config: &Config) -> anyhow::Result<Vec<String>> {
         &config.discovery_srv_name,
         &config.discovery_srv,
     ))?;
-    let (plain, tls): (Vec<String>, Vec<String>) =
-        urls.into_iter().partition(|u| u.starts_with("http://"));
-    if !tls.is_empty() {
-        tracing::warn!(
-            ?tls,
-            "TLS members from DNS skipped: TLS towards members is not supported yet"
-        );
-    }
-    if plain.is_empty() {
-        anyhow::bail!(
-            "DNS SRV of {} lists no plaintext member",
-            config.discovery_srv
-        );
-    }
-    info!(endpoints = ?plain, "members from DNS SRV");
-    Ok(plain)
+    info!(endpoints = ?urls, "members from DNS SRV");
+    Ok(urls)
 }
 
 fn run(config: Config) -> anyhow::Result<()> {

@@ -126,7 +126,8 @@ async fn serializable_reads_are_balanced_linearizable_ones_go_to_the_leader() {
             .get("k", Some(GetOptions::new().with_serializable()))
             .await
             .expect("serializable get");
-        assert_eq!(r.kvs()[0].value(), b"v");
+        // A serializable read may be served by a member that has not applied the put yet.
+        assert!(r.kvs().iter().all(|kv| kv.value() == b"v"), "{r:?}");
         cl.get("k", None).await.expect("linearizable get");
     }
     let leader = leader_name(&c);

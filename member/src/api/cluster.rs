@@ -13,12 +13,12 @@ use tonic::{Request, Response, Status};
 use crate::membership::MembershipOp;
 use crate::server::EtcdServer;
 
-pub struct ClusterService {
+pub(super) struct ClusterService {
     server: Arc<EtcdServer>,
 }
 
 impl ClusterService {
-    pub fn new(server: Arc<EtcdServer>) -> Self {
+    pub(super) fn new(server: Arc<EtcdServer>) -> Self {
         Self { server }
     }
 

@@ -29,12 +29,12 @@ fn missing_leader_key() -> Status {
     Status::unknown("\"leader\" field must be provided")
 }
 
-pub struct ElectionService {
+pub(super) struct ElectionService {
     server: Arc<EtcdServer>,
 }
 
 impl ElectionService {
-    pub fn new(server: Arc<EtcdServer>) -> Self {
+    pub(super) fn new(server: Arc<EtcdServer>) -> Self {
         Self { server }
     }
 }

@@ -11,7 +11,7 @@ use oxetcd_common::version::{ETCD_CLUSTER_VERSION, ETCD_SERVER_VERSION};
 
 use crate::server::EtcdServer;
 
-pub fn router(server: Arc<EtcdServer>) -> Router {
+pub(super) fn router(server: Arc<EtcdServer>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/version", get(version))
@@ -49,7 +49,7 @@ async fn metrics(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
 
 /// Anything else: gRPC's "unimplemented" for a gRPC call to an unknown service, etcd's plain
 /// 404 for HTTP.
-pub async fn not_found(headers: HeaderMap) -> axum::response::Response {
+pub(super) async fn not_found(headers: HeaderMap) -> axum::response::Response {
     let grpc = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

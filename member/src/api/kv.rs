@@ -16,12 +16,12 @@ use super::request_id;
 use crate::mvcc;
 use crate::server::EtcdServer;
 
-pub struct KvService {
+pub(super) struct KvService {
     server: Arc<EtcdServer>,
 }
 
 impl KvService {
-    pub fn new(server: Arc<EtcdServer>) -> Self {
+    pub(super) fn new(server: Arc<EtcdServer>) -> Self {
         Self { server }
     }
 

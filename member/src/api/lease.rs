@@ -21,12 +21,12 @@ use crate::lease::MAX_LEASE_TTL;
 use crate::mvcc::KvError;
 use crate::server::EtcdServer;
 
-pub struct LeaseService {
+pub(super) struct LeaseService {
     server: Arc<EtcdServer>,
 }
 
 impl LeaseService {
-    pub fn new(server: Arc<EtcdServer>) -> Self {
+    pub(super) fn new(server: Arc<EtcdServer>) -> Self {
         Self { server }
     }
 }

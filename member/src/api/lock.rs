@@ -9,12 +9,12 @@ use tonic::{Request, Response, Status};
 use crate::concurrency::{self, Abandon};
 use crate::server::EtcdServer;
 
-pub struct LockService {
+pub(super) struct LockService {
     server: Arc<EtcdServer>,
 }
 
 impl LockService {
-    pub fn new(server: Arc<EtcdServer>) -> Self {
+    pub(super) fn new(server: Arc<EtcdServer>) -> Self {
         Self { server }
     }
 }

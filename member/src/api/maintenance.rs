@@ -18,12 +18,12 @@ use crate::server::EtcdServer;
 /// etcd's default backend quota (2 GiB) when `--quota-backend-bytes` is 0.
 const DEFAULT_QUOTA_BYTES: i64 = 2 * 1024 * 1024 * 1024;
 
-pub struct MaintenanceService {
+pub(super) struct MaintenanceService {
     server: Arc<EtcdServer>,
 }
 
 impl MaintenanceService {
-    pub fn new(server: Arc<EtcdServer>) -> Self {
+    pub(super) fn new(server: Arc<EtcdServer>) -> Self {
         Self { server }
     }
 

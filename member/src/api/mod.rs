@@ -41,7 +41,7 @@ pub(crate) fn request_id<T>(request: &tonic::Request<T>) -> String {
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// All client routes: gRPC services plus the HTTP endpoints, on one port (like etcd).
-pub fn routes(server: Arc<EtcdServer>) -> Routes {
+pub(crate) fn routes(server: Arc<EtcdServer>) -> Routes {
     // etcd gives every service the same receive limit (grpc.MaxRecvMsgSize).
     let max = server.limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
     macro_rules! limited {

@@ -15,12 +15,12 @@ use crate::server::EtcdServer;
 /// lags and catches up from the store: writers never wait for a watcher).
 const STREAM_BUFFER: usize = 128;
 
-pub struct WatchService {
+pub(super) struct WatchService {
     server: Arc<EtcdServer>,
 }
 
 impl WatchService {
-    pub fn new(server: Arc<EtcdServer>) -> Self {
+    pub(super) fn new(server: Arc<EtcdServer>) -> Self {
         Self { server }
     }
 }

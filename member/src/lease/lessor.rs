@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 
 /// When each lease expires, as this member sees it. Only the leader's view matters: it alone
 /// renews leases and proposes the revoke of expired ones.
-pub struct Lessor {
+pub(crate) struct Lessor {
     expiry: Mutex<HashMap<i64, (Instant, i64)>>,
     /// Smallest TTL granted (etcd: 1.5 election timeouts, rounded up to a second).
     pub min_ttl: i64,
 }
 
 impl Lessor {
-    pub fn new(election_timeout: Duration) -> Self {
+    pub(crate) fn new(election_timeout: Duration) -> Self {
         let min_ttl = ((election_timeout.as_millis() as i64 * 3) / 2 + 999) / 1000;
         Self {
             expiry: Mutex::new(HashMap::new()),
@@ -27,17 +27,17 @@ impl Lessor {
     }
 
     /// Starts (or restarts) a lease's full TTL from now.
-    pub fn start(&self, id: i64, ttl: i64) {
+    pub(crate) fn start(&self, id: i64, ttl: i64) {
         let at = Instant::now() + Duration::from_secs(ttl.max(0) as u64);
         self.map().insert(id, (at, ttl));
     }
 
-    pub fn forget(&self, id: i64) {
+    pub(crate) fn forget(&self, id: i64) {
         self.map().remove(&id);
     }
 
     /// Renews a lease for its granted TTL; `None` if this member knows no such lease.
-    pub fn renew(&self, id: i64) -> Option<i64> {
+    pub(crate) fn renew(&self, id: i64) -> Option<i64> {
         let mut m = self.map();
         let (at, ttl) = m.get_mut(&id)?;
         *at = Instant::now() + Duration::from_secs((*ttl).max(0) as u64);
@@ -45,14 +45,14 @@ impl Lessor {
     }
 
     /// Remaining whole seconds of a lease, `None` if unknown.
-    pub fn remaining(&self, id: i64) -> Option<i64> {
+    pub(crate) fn remaining(&self, id: i64) -> Option<i64> {
         let m = self.map();
         let (at, _) = m.get(&id)?;
         Some(at.saturating_duration_since(Instant::now()).as_secs() as i64)
     }
 
     /// Leases whose time is up.
-    pub fn expired(&self) -> Vec<i64> {
+    pub(crate) fn expired(&self) -> Vec<i64> {
         let now = Instant::now();
         self.map()
             .iter()
@@ -62,12 +62,12 @@ impl Lessor {
     }
 
     /// Forgets every lease (before a snapshot replaces the lease table).
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.map().clear();
     }
 
     /// Gives every lease a full TTL again (on becoming leader, as etcd's Promote does).
-    pub fn refresh_all(&self) {
+    pub(crate) fn refresh_all(&self) {
         let now = Instant::now();
         for (at, ttl) in self.map().values_mut() {
             *at = now + Duration::from_secs((*ttl).max(0) as u64);

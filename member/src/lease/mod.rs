@@ -7,10 +7,15 @@
 //! - [`Lessor`] is the leader's clock: when each lease expires. Keep-alives renew it locally (no
 //!   raft entry, as in etcd); an expired lease is revoked by proposing a LeaseRevoke. A member
 //!   that becomes leader (or restarts) gives every lease a full TTL again, as etcd does.
+//!   `expiry` is its loop (revoke what expired, on the leader), `clock` how any member reads or
+//!   renews it (a follower asks the leader).
 
+mod clock;
+mod expiry;
 mod lessor;
 
-pub use lessor::Lessor;
+pub(crate) use expiry::run_expiry;
+pub(crate) use lessor::Lessor;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,10 +26,10 @@ use crate::mvcc::{KvError, LeaseCheck};
 use crate::storage::{Storage, CF_LEASE};
 
 /// etcd's largest TTL (MaxLeaseTTL).
-pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
+pub(crate) const MAX_LEASE_TTL: i64 = 9_000_000_000;
 
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Lease {
+pub(crate) struct Lease {
     pub id: i64,
     /// The TTL granted, in seconds.
     pub ttl: i64,
@@ -33,7 +38,7 @@ pub struct Lease {
 
 /// Every lease, with its attached keys.
 #[derive(Default)]
-pub struct LeaseTable {
+pub(crate) struct LeaseTable {
     leases: BTreeMap<i64, Lease>,
 }
 
@@ -46,7 +51,7 @@ impl LeaseCheck for LeaseTable {
 impl LeaseTable {
     /// Loads the leases; their keys are attached afterwards from the key space
     /// ([`LeaseTable::attach`] for each live key with a lease).
-    pub fn open(storage: &Storage) -> Result<Self, KvError> {
+    pub(crate) fn open(storage: &Storage) -> Result<Self, KvError> {
         let mut leases = BTreeMap::new();
         for item in storage
             .db()
@@ -72,19 +77,19 @@ impl LeaseTable {
         Ok(Self { leases })
     }
 
-    pub fn get(&self, id: i64) -> Option<&Lease> {
+    pub(crate) fn get(&self, id: i64) -> Option<&Lease> {
         self.leases.get(&id)
     }
 
-    pub fn ids(&self) -> impl Iterator<Item = i64> + '_ {
+    pub(crate) fn ids(&self) -> impl Iterator<Item = i64> + '_ {
         self.leases.keys().copied()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Lease> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Lease> {
         self.leases.values()
     }
 
-    pub fn grant(
+    pub(crate) fn grant(
         &mut self,
         storage: &Storage,
         id: i64,
@@ -107,13 +112,18 @@ impl LeaseTable {
     }
 
     /// Forgets a lease (its keys are deleted by the caller, in the same revision).
-    pub fn remove(&mut self, storage: &Storage, id: i64, batch: &mut WriteBatch) -> Option<Lease> {
+    pub(crate) fn remove(
+        &mut self,
+        storage: &Storage,
+        id: i64,
+        batch: &mut WriteBatch,
+    ) -> Option<Lease> {
         let lease = self.leases.remove(&id)?;
         batch.delete_cf(storage.cf(CF_LEASE), id.to_be_bytes());
         Some(lease)
     }
 
-    pub fn attach(&mut self, id: i64, key: &[u8]) {
+    pub(crate) fn attach(&mut self, id: i64, key: &[u8]) {
         if let Some(l) = self.leases.get_mut(&id) {
             l.keys.insert(key.to_vec());
         }
@@ -126,7 +136,7 @@ impl LeaseTable {
     }
 
     /// Follows key changes: a put moves the key to its new lease, a delete detaches it.
-    pub fn observe(&mut self, events: &[Event]) {
+    pub(crate) fn observe(&mut self, events: &[Event]) {
         for ev in events {
             if let Some(prev) = &ev.prev_kv {
                 if prev.lease != 0 {

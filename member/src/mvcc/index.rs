@@ -9,7 +9,7 @@ use super::revision::Revision;
 
 /// One life of a key: from its creation to its delete (the tombstone), if any.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Generation {
+pub(super) struct Generation {
     /// Revision at which this generation created the key.
     pub created: Revision,
     /// Number of changes in the generation (the version of its newest revision), including
@@ -23,13 +23,13 @@ pub struct Generation {
 
 /// The history of one key.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct KeyHistory {
+pub(super) struct KeyHistory {
     pub generations: Vec<Generation>,
 }
 
 /// Where a key stood at some revision.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct KeyAt {
+pub(crate) struct KeyAt {
     pub modified: Revision,
     pub created: Revision,
     pub version: i64,
@@ -37,7 +37,7 @@ pub struct KeyAt {
 
 impl KeyHistory {
     /// The key as of revision `at`, `None` if it did not exist then.
-    pub fn get(&self, at: i64) -> Option<KeyAt> {
+    pub(super) fn get(&self, at: i64) -> Option<KeyAt> {
         for g in self.generations.iter().rev() {
             let Some(first) = g.revs.first() else {
                 continue;
@@ -60,14 +60,14 @@ impl KeyHistory {
     }
 
     /// Is the key alive now?
-    pub fn is_live(&self) -> bool {
+    pub(super) fn is_live(&self) -> bool {
         self.generations
             .last()
             .is_some_and(|g| !g.tombstone && !g.revs.is_empty())
     }
 
     /// Records a put at `rev`; returns the (create revision, version) the new value gets.
-    pub fn put(&mut self, rev: Revision) -> (Revision, i64) {
+    pub(super) fn put(&mut self, rev: Revision) -> (Revision, i64) {
         match self.generations.last_mut() {
             Some(g) if !g.tombstone => {
                 g.ver += 1;
@@ -87,7 +87,7 @@ impl KeyHistory {
     }
 
     /// Records a delete at `rev`. The caller checks that the key is live.
-    pub fn tombstone(&mut self, rev: Revision) {
+    pub(super) fn tombstone(&mut self, rev: Revision) {
         if let Some(g) = self.generations.last_mut() {
             g.ver += 1;
             g.revs.push(rev);
@@ -98,7 +98,7 @@ impl KeyHistory {
     /// Drops history that no read at revision >= `at` can see: every revision older than the
     /// newest one at or before `at`, and that one too if it is a tombstone. Returns the dropped
     /// revisions with their tombstone flag, for physical removal.
-    pub fn compact(&mut self, at: i64, dropped: &mut Vec<(Revision, bool)>) {
+    pub(super) fn compact(&mut self, at: i64, dropped: &mut Vec<(Revision, bool)>) {
         let mut keep_from = 0;
         for (gi, g) in self.generations.iter_mut().enumerate() {
             let Some(last) = g.revs.last() else { continue };
@@ -122,19 +122,19 @@ impl KeyHistory {
         self.generations.drain(..keep_from);
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.generations.iter().all(|g| g.revs.is_empty())
     }
 }
 
 /// All keys, ordered.
 #[derive(Default)]
-pub struct KeyIndex {
+pub(super) struct KeyIndex {
     keys: BTreeMap<Vec<u8>, KeyHistory>,
 }
 
 impl KeyIndex {
-    pub fn entry(&mut self, key: &[u8]) -> &mut KeyHistory {
+    pub(super) fn entry(&mut self, key: &[u8]) -> &mut KeyHistory {
         if !self.keys.contains_key(key) {
             self.keys.insert(key.to_vec(), KeyHistory::default());
         }
@@ -142,7 +142,7 @@ impl KeyIndex {
     }
 
     /// Keys in `[start, end)` (`end` empty: just `start`; `end` = "\0": everything >= start).
-    pub fn range<'a>(
+    pub(super) fn range<'a>(
         &'a self,
         start: &'a [u8],
         end: &'a [u8],
@@ -161,7 +161,7 @@ impl KeyIndex {
     }
 
     /// Compacts every key's history at `at`, forgetting keys left with none.
-    pub fn compact(&mut self, at: i64) -> Vec<(Revision, bool)> {
+    pub(super) fn compact(&mut self, at: i64) -> Vec<(Revision, bool)> {
         let mut dropped = Vec::new();
         self.keys.retain(|_, h| {
             h.compact(at, &mut dropped);
@@ -170,7 +170,7 @@ impl KeyIndex {
         dropped
     }
 
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.keys.len()
     }
 }

@@ -4,58 +4,17 @@
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
 
+use super::error::KvError;
+use super::store::{Mvcc, WriteTxn};
 use oxetcd_common::etcdserverpb::{
     compare, range_request, request_op, response_op, CompactionRequest, Compare,
     DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
     RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use oxetcd_common::mvccpb::KeyValue;
-use serde::{Deserialize, Serialize};
-
-use super::store::{Mvcc, WriteTxn};
-
-/// Why a KV request failed. Each maps to one etcd error (gRPC code and message) in `api`.
-/// Serializable because apply results travel back through openraft.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum KvError {
-    #[error("etcdserver: key is not provided")]
-    EmptyKey,
-    #[error("etcdserver: key not found")]
-    KeyNotFound,
-    #[error("etcdserver: value is provided")]
-    ValueProvided,
-    #[error("etcdserver: lease is provided")]
-    LeaseProvided,
-    #[error("etcdserver: too many operations in txn request")]
-    TooManyOps,
-    #[error("etcdserver: duplicate key given in txn request")]
-    DuplicateKey,
-    #[error("etcdserver: mvcc: required revision has been compacted")]
-    Compacted,
-    #[error("etcdserver: mvcc: required revision is a future revision")]
-    FutureRev,
-    #[error("etcdserver: requested lease not found")]
-    LeaseNotFound,
-    #[error("etcdserver: request is too large")]
-    RequestTooLarge,
-    #[error("etcdserver: lease already exists")]
-    LeaseExists,
-    #[error("etcdserver: too large lease TTL")]
-    LeaseTtlTooLarge,
-    #[error("storage: {0}")]
-    Storage(String),
-    #[error("corrupt store: {0}")]
-    Corrupt(String),
-}
-
-impl From<rocksdb::Error> for KvError {
-    fn from(e: rocksdb::Error) -> Self {
-        KvError::Storage(e.to_string())
-    }
-}
 
 /// Which leases exist, as the apply path sees them (the lease module owns them).
-pub trait LeaseCheck {
+pub(crate) trait LeaseCheck {
     fn exists(&self, id: i64) -> bool;
 }
 
@@ -69,7 +28,7 @@ fn header(revision: i64) -> Option<ResponseHeader> {
 // ---- Range ---------------------------------------------------------------------------------------
 
 /// A Range outside any transaction (serializable or after a linearizable barrier).
-pub fn range(store: &Mvcc, req: &RangeRequest) -> Result<RangeResponse, KvError> {
+pub(crate) fn range(store: &Mvcc, req: &RangeRequest) -> Result<RangeResponse, KvError> {
     let at = store.read_rev(req.revision)?;
     let entries: Vec<_> = store.range_index(&req.key, &req.range_end, at).collect();
     let count = entries.len() as i64;
@@ -194,7 +153,7 @@ fn shape(req: &RangeRequest, mut kvs: Vec<KeyValue>, count: i64) -> RangeRespons
 // ---- Writes (apply path) -------------------------------------------------------------------------
 
 /// Stages a Put in `txn`.
-pub fn put(
+pub(crate) fn put(
     store: &Mvcc,
     txn: &mut WriteTxn,
     req: &PutRequest,
@@ -225,7 +184,7 @@ pub fn put(
 }
 
 /// Stages a DeleteRange in `txn`.
-pub fn delete_range(
+pub(crate) fn delete_range(
     store: &Mvcc,
     txn: &mut WriteTxn,
     req: &DeleteRangeRequest,
@@ -239,7 +198,7 @@ pub fn delete_range(
 }
 
 /// Evaluates a Txn's compares and runs the chosen branch in `txn`.
-pub fn txn(
+pub(crate) fn txn(
     store: &Mvcc,
     txn: &mut WriteTxn,
     req: &TxnRequest,
@@ -347,7 +306,7 @@ fn compare_kv(kv: &KeyValue, c: &Compare) -> bool {
 }
 
 /// Checks a Compact against the store, then compacts.
-pub fn compact(
+pub(crate) fn compact(
     store: &mut Mvcc,
     req: &CompactionRequest,
     batch: &mut rocksdb::WriteBatch,
@@ -364,14 +323,14 @@ pub fn compact(
 
 // ---- Checks before proposing ---------------------------------------------------------------------
 
-pub fn check_range(req: &RangeRequest) -> Result<(), KvError> {
+pub(crate) fn check_range(req: &RangeRequest) -> Result<(), KvError> {
     if req.key.is_empty() {
         return Err(KvError::EmptyKey);
     }
     Ok(())
 }
 
-pub fn check_put(req: &PutRequest) -> Result<(), KvError> {
+pub(crate) fn check_put(req: &PutRequest) -> Result<(), KvError> {
     if req.key.is_empty() {
         return Err(KvError::EmptyKey);
     }
@@ -384,7 +343,7 @@ pub fn check_put(req: &PutRequest) -> Result<(), KvError> {
     Ok(())
 }
 
-pub fn check_delete(req: &DeleteRangeRequest) -> Result<(), KvError> {
+pub(crate) fn check_delete(req: &DeleteRangeRequest) -> Result<(), KvError> {
     if req.key.is_empty() {
         return Err(KvError::EmptyKey);
     }
@@ -392,7 +351,7 @@ pub fn check_delete(req: &DeleteRangeRequest) -> Result<(), KvError> {
 }
 
 /// etcd's checkTxnRequest: op counts, each op's own checks, and no key written twice in a branch.
-pub fn check_txn(req: &TxnRequest, max_ops: usize) -> Result<(), KvError> {
+pub(crate) fn check_txn(req: &TxnRequest, max_ops: usize) -> Result<(), KvError> {
     check_txn_ops(req, max_ops)?;
     check_intervals(&req.success)?;
     check_intervals(&req.failure)?;

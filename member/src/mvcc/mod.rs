@@ -4,6 +4,7 @@
 //! `store` keeps the key index and revisions and reads values from RocksDB; `kv` turns the
 //! etcd requests (Range, Put, DeleteRange, Txn, Compact) into reads and staged writes.
 
+mod error;
 mod index;
 mod kv;
 mod revision;
@@ -11,19 +12,19 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-pub use kv::{
+pub(crate) use error::KvError;
+pub(crate) use kv::{
     check_delete, check_put, check_range, check_txn, compact, delete_range, put, range, txn,
-    KvError, LeaseCheck,
+    LeaseCheck,
 };
-pub use revision::Revision;
 
 /// Is `key` in the etcd range `[start, end)`? `end` empty: just `start`; `end` = "\0": every key
 /// >= `start`.
-pub fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
+pub(crate) fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
     match end {
         [] => key == start,
         [0] => key >= start,
         _ => key >= start && key < end,
     }
 }
-pub use store::{Mvcc, WriteTxn};
+pub(crate) use store::{Mvcc, WriteTxn};

@@ -3,19 +3,19 @@
 
 /// A point in the store's history.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Default, Hash)]
-pub struct Revision {
+pub(crate) struct Revision {
     pub main: i64,
     pub sub: i64,
 }
 
 impl Revision {
-    pub fn new(main: i64, sub: i64) -> Self {
+    pub(crate) fn new(main: i64, sub: i64) -> Self {
         Self { main, sub }
     }
 
     /// The key of this revision in the `kv` column family. Big-endian so that RocksDB orders
     /// entries by revision; a trailing `t` marks a tombstone (as etcd's bbolt layout does).
-    pub fn to_key(self, tombstone: bool) -> Vec<u8> {
+    pub(crate) fn to_key(self, tombstone: bool) -> Vec<u8> {
         let mut k = Vec::with_capacity(17);
         k.extend_from_slice(&self.main.to_be_bytes());
         k.extend_from_slice(&self.sub.to_be_bytes());
@@ -26,7 +26,7 @@ impl Revision {
     }
 
     /// Parses a `kv` column-family key; `None` for a key this layout never writes.
-    pub fn from_key(k: &[u8]) -> Option<(Self, bool)> {
+    pub(crate) fn from_key(k: &[u8]) -> Option<(Self, bool)> {
         if k.len() != 16 && !(k.len() == 17 && k[16] == b't') {
             return None;
         }

@@ -6,8 +6,8 @@ use oxetcd_common::mvccpb::{event::EventType, Event, KeyValue};
 use prost::Message;
 use rocksdb::WriteBatch;
 
+use super::error::KvError;
 use super::index::{KeyAt, KeyIndex};
-use super::kv::KvError;
 use super::revision::Revision;
 use crate::storage::{Storage, CF_KV, CF_META};
 
@@ -16,7 +16,7 @@ const META_COMPACT_REV: &[u8] = b"compact_rev";
 
 /// The key space. Mutated only by the apply path (under the state machine's write lock);
 /// read concurrently by serializable and linearizable Range.
-pub struct Mvcc {
+pub(crate) struct Mvcc {
     storage: Storage,
     index: KeyIndex,
     current_rev: i64,
@@ -32,7 +32,7 @@ pub struct Mvcc {
 
 impl Mvcc {
     /// Opens the store, rebuilding the key index from the `kv` column family.
-    pub fn open(storage: Storage) -> Result<Self, KvError> {
+    pub(crate) fn open(storage: Storage) -> Result<Self, KvError> {
         let db = storage.db();
         let meta = storage.cf(CF_META);
         let read_i64 = |k: &[u8]| -> Result<Option<i64>, KvError> {
@@ -78,16 +78,16 @@ impl Mvcc {
         })
     }
 
-    pub fn current_rev(&self) -> i64 {
+    pub(crate) fn current_rev(&self) -> i64 {
         self.current_rev
     }
 
-    pub fn compact_rev(&self) -> i64 {
+    pub(crate) fn compact_rev(&self) -> i64 {
         self.compact_rev
     }
 
     /// The revision a compaction must be above: etcd's `compactMainRev`, -1 before the first.
-    pub fn compaction_floor(&self) -> i64 {
+    pub(crate) fn compaction_floor(&self) -> i64 {
         if self.ever_compacted {
             self.compact_rev
         } else {
@@ -95,13 +95,13 @@ impl Mvcc {
         }
     }
 
-    pub fn key_count(&self) -> usize {
+    pub(crate) fn key_count(&self) -> usize {
         self.index.len()
     }
 
     /// Resolves a requested read revision (<= 0: the newest) and checks it against the
     /// compaction point and the current revision.
-    pub fn read_rev(&self, requested: i64) -> Result<i64, KvError> {
+    pub(crate) fn read_rev(&self, requested: i64) -> Result<i64, KvError> {
         if requested <= 0 {
             return Ok(self.current_rev);
         }
@@ -115,7 +115,7 @@ impl Mvcc {
     }
 
     /// Where every key in `[start, end)` stood at revision `at`, in key order.
-    pub fn range_index<'a>(
+    pub(crate) fn range_index<'a>(
         &'a self,
         start: &'a [u8],
         end: &'a [u8],
@@ -128,7 +128,7 @@ impl Mvcc {
 
     /// Reads the values of the given revisions (which the index says exist): from the apply in
     /// progress if it wrote them, else from RocksDB.
-    pub fn fetch(&self, revs: &[Revision]) -> Result<Vec<KeyValue>, KvError> {
+    pub(crate) fn fetch(&self, revs: &[Revision]) -> Result<Vec<KeyValue>, KvError> {
         let cf = self.storage.cf(CF_KV);
         let stored: Vec<_> = revs
             .iter()
@@ -157,14 +157,14 @@ impl Mvcc {
     }
 
     /// The caller wrote the batch of this apply: its values are readable from RocksDB now.
-    pub fn batch_written(&mut self) {
+    pub(crate) fn batch_written(&mut self) {
         self.pending.clear();
     }
 
     /// The events of revisions `from..=to` on keys in `[start, end)`, in revision order, as a
     /// watcher replaying history sees them. With `prev_kv`, each event carries the key's value
     /// before it (when that is not compacted away).
-    pub fn events(
+    pub(crate) fn events(
         &self,
         from: i64,
         to: i64,
@@ -212,7 +212,7 @@ impl Mvcc {
     }
 
     /// The value of one key at revision `at`, if it existed then and is not compacted away.
-    pub fn value_at(&self, key: &[u8], at: i64) -> Result<Option<KeyValue>, KvError> {
+    pub(crate) fn value_at(&self, key: &[u8], at: i64) -> Result<Option<KeyValue>, KvError> {
         let Some((_, k)) = self.range_index(key, &[], at).next() else {
             return Ok(None);
         };
@@ -220,7 +220,7 @@ impl Mvcc {
     }
 
     /// Live keys that carry a lease, to attach them to their leases at start-up.
-    pub fn leased_keys(&self) -> Result<Vec<(Vec<u8>, i64)>, KvError> {
+    pub(crate) fn leased_keys(&self) -> Result<Vec<(Vec<u8>, i64)>, KvError> {
         let revs: Vec<Revision> = self
             .range_index(&[0], &[0], self.current_rev)
             .map(|(_, at)| at.modified)
@@ -237,7 +237,7 @@ impl Mvcc {
     }
 
     /// Starts a write transaction on top of the current revision.
-    pub fn write_txn(&self) -> WriteTxn {
+    pub(crate) fn write_txn(&self) -> WriteTxn {
         WriteTxn {
             begin_rev: self.current_rev,
             changes: Vec::new(),
@@ -249,7 +249,7 @@ impl Mvcc {
     /// watch events (each with the key's previous value). The batch is written by the caller
     /// together with the applied index; the in-memory state is updated now, which is safe because
     /// only the apply path writes and it writes the batch before answering anyone.
-    pub fn commit(&mut self, txn: WriteTxn, batch: &mut WriteBatch) -> Vec<Event> {
+    pub(crate) fn commit(&mut self, txn: WriteTxn, batch: &mut WriteBatch) -> Vec<Event> {
         if txn.changes.is_empty() {
             return Vec::new();
         }
@@ -295,7 +295,7 @@ impl Mvcc {
     }
 
     /// Compacts history up to `rev` (checked by the caller), removing superseded revisions.
-    pub fn compact(&mut self, rev: i64, batch: &mut WriteBatch) {
+    pub(crate) fn compact(&mut self, rev: i64, batch: &mut WriteBatch) {
         let cf = self.storage.cf(CF_KV);
         for (r, tombstone) in self.index.compact(rev) {
             batch.delete_cf(cf, r.to_key(tombstone));
@@ -323,7 +323,7 @@ enum Change {
 
 /// A write transaction being built: its changes are staged here and are visible to its own later
 /// reads (etcd's txn semantics), and reach the store only on [`Mvcc::commit`].
-pub struct WriteTxn {
+pub(crate) struct WriteTxn {
     begin_rev: i64,
     changes: Vec<Change>,
     /// Newest staged state per key: `Some(kv)` put, `None` deleted.
@@ -332,7 +332,7 @@ pub struct WriteTxn {
 
 impl WriteTxn {
     /// The revision the transaction's reads see and, with changes, writes at.
-    pub fn rev(&self) -> i64 {
+    pub(crate) fn rev(&self) -> i64 {
         if self.changes.is_empty() {
             self.begin_rev
         } else {
@@ -340,12 +340,13 @@ impl WriteTxn {
         }
     }
 
-    pub fn has_changes(&self) -> bool {
-        !self.changes.is_empty()
-    }
-
     /// Current values of the keys in `[start, end)`, including this transaction's own writes.
-    pub fn range(&self, store: &Mvcc, start: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, KvError> {
+    pub(crate) fn range(
+        &self,
+        store: &Mvcc,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<Vec<KeyValue>, KvError> {
         let (keys, revs): (Vec<_>, Vec<_>) = store
             .range_index(start, end, self.begin_rev)
             .filter(|(k, _)| !self.overlay.contains_key(*k))
@@ -364,12 +365,12 @@ impl WriteTxn {
     }
 
     /// The current value of one key.
-    pub fn get(&self, store: &Mvcc, key: &[u8]) -> Result<Option<KeyValue>, KvError> {
+    pub(crate) fn get(&self, store: &Mvcc, key: &[u8]) -> Result<Option<KeyValue>, KvError> {
         Ok(self.range(store, key, &[])?.pop())
     }
 
     /// Stages a put; returns the stored key-value (with its revisions and version).
-    pub fn put(
+    pub(crate) fn put(
         &mut self,
         store: &Mvcc,
         key: Vec<u8>,
@@ -399,7 +400,7 @@ impl WriteTxn {
     }
 
     /// Stages deletes of every live key in the range; returns the deleted key-values.
-    pub fn delete_range(
+    pub(crate) fn delete_range(
         &mut self,
         store: &Mvcc,
         start: &[u8],

@@ -26,13 +26,13 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(2);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The member's client of its peers, shared by the raft network and the server.
-pub struct Peers {
+pub(crate) struct Peers {
     cluster_id: u64,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
 impl Peers {
-    pub fn new(cluster_id: u64) -> Self {
+    pub(crate) fn new(cluster_id: u64) -> Self {
         Self {
             cluster_id,
             channels: Mutex::default(),
@@ -41,7 +41,7 @@ impl Peers {
 
     /// The channel to a peer URL, created (lazily connecting) on first use and kept: tonic
     /// reconnects it by itself after the peer restarts.
-    pub fn channel(&self, url: &str) -> Result<Channel, PeerError> {
+    pub(crate) fn channel(&self, url: &str) -> Result<Channel, PeerError> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(ch) = channels.get(url) {
             return Ok(ch.clone());
@@ -59,7 +59,7 @@ impl Peers {
     }
 
     /// A gRPC client of a member's first peer URL.
-    pub fn client(&self, node: &MemberNode) -> Result<RaftPeerClient<Channel>, PeerError> {
+    pub(crate) fn client(&self, node: &MemberNode) -> Result<RaftPeerClient<Channel>, PeerError> {
         let url = node
             .peer_urls
             .first()
@@ -67,7 +67,7 @@ impl Peers {
         Ok(RaftPeerClient::new(self.channel(url)?).max_decoding_message_size(usize::MAX))
     }
 
-    pub fn cluster_id(&self) -> u64 {
+    pub(crate) fn cluster_id(&self) -> u64 {
         self.cluster_id
     }
 
@@ -110,7 +110,7 @@ impl Peers {
     }
 
     /// Hands an encoded `RaftBatch` to the leader, which writes it as one entry.
-    pub async fn forward(
+    pub(crate) async fn forward(
         &self,
         leader: &MemberNode,
         batch: Vec<u8>,
@@ -120,7 +120,7 @@ impl Peers {
     }
 
     /// The leader's read index, confirmed with a quorum.
-    pub async fn read_index(
+    pub(crate) async fn read_index(
         &self,
         leader: &MemberNode,
         timeout: Duration,
@@ -130,7 +130,7 @@ impl Peers {
 
     /// The leader's lease clock: renew lease `id` (its granted TTL) or read its remaining TTL;
     /// `None` if the leader knows no such lease.
-    pub async fn lease_clock(
+    pub(crate) async fn lease_clock(
         &self,
         leader: &MemberNode,
         id: i64,
@@ -142,7 +142,7 @@ impl Peers {
     }
 
     /// A membership change, run by the leader; the ID of the member concerned.
-    pub async fn change_membership(
+    pub(crate) async fn change_membership(
         &self,
         leader: &MemberNode,
         op: &MembershipOp,
@@ -152,7 +152,7 @@ impl Peers {
     }
 
     /// A step of a leadership transfer, asked of another member.
-    pub async fn transfer(
+    pub(crate) async fn transfer(
         &self,
         member: &MemberNode,
         step: &TransferStep,
@@ -162,13 +162,17 @@ impl Peers {
     }
 
     /// Tells a member it was removed from the cluster.
-    pub async fn removed(&self, member: &MemberNode, timeout: Duration) -> Result<(), PeerError> {
+    pub(crate) async fn removed(
+        &self,
+        member: &MemberNode,
+        timeout: Duration,
+    ) -> Result<(), PeerError> {
         self.call(member, Call::Removed, &(), timeout).await
     }
 
     /// The cluster ID and the members (ID, peer URLs) as a peer has applied them; asked by a
     /// member joining an existing cluster, before it knows the cluster ID.
-    pub async fn cluster_members(
+    pub(crate) async fn cluster_members(
         url: &str,
         timeout: Duration,
     ) -> Result<(u64, Vec<(u64, Vec<String>)>), PeerError> {

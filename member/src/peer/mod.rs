@@ -13,8 +13,8 @@ mod service;
 
 use serde::{Deserialize, Serialize};
 
-pub use client::Peers;
-pub use service::PeerService;
+pub(crate) use client::Peers;
+pub(crate) use service::PeerService;
 
 use crate::error::ServerError;
 use crate::mvcc::KvError;
@@ -33,7 +33,7 @@ enum Call {
 
 /// How a peer call failed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum PeerError {
+pub(crate) enum PeerError {
     /// The call did not complete: not connected, timed out, or the connection broke. The peer
     /// may or may not have acted on it (a forwarded write carries request IDs, so it is safe to
     /// send again).
@@ -63,7 +63,7 @@ impl PeerError {
     }
 
     /// As the core reports it: a failure to reach the leader is etcd's "unavailable".
-    pub fn into_server(self) -> ServerError {
+    pub(crate) fn into_server(self) -> ServerError {
         match self {
             PeerError::Server(e) => e,
             PeerError::NotLeader => ServerError::NoLeader,
@@ -75,7 +75,7 @@ impl PeerError {
 /// The leader's answer to a forwarded batch: each request's result, and the entry's term and
 /// log index (the follower answers once it has applied that index itself).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Forwarded {
+pub(crate) struct Forwarded {
     pub results: Vec<Result<Vec<u8>, KvError>>,
     pub term: u64,
     pub log_index: u64,

@@ -18,12 +18,12 @@ use crate::membership::MembershipOp;
 use crate::raft::TypeConfig;
 use crate::server::EtcdServer;
 
-pub struct PeerService {
+pub(crate) struct PeerService {
     server: Arc<EtcdServer>,
 }
 
 impl PeerService {
-    pub fn new(server: Arc<EtcdServer>) -> Self {
+    pub(crate) fn new(server: Arc<EtcdServer>) -> Self {
         Self { server }
     }
 

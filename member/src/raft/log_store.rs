@@ -27,7 +27,7 @@ const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
 /// Log storage; cheap to clone (it is a handle on the shared database).
 #[derive(Clone)]
-pub struct LogStore {
+pub(crate) struct LogStore {
     storage: Storage,
 }
 
@@ -42,7 +42,7 @@ fn index_key(index: u64) -> [u8; 8] {
 }
 
 impl LogStore {
-    pub fn new(storage: Storage) -> Self {
+    pub(crate) fn new(storage: Storage) -> Self {
         Self { storage }
     }
 

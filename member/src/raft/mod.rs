@@ -11,14 +11,21 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-pub use log_store::LogStore;
-pub use network::Network;
+pub(crate) use log_store::LogStore;
+pub(crate) use network::Network;
 
-use crate::apply::ApplyResult;
+use crate::mvcc::KvError;
+
+/// The result of applying one entry, handed back to the proposer through openraft: for each
+/// request of the batch, the protobuf-encoded response of its kind, or its error.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct ApplyResult {
+    pub responses: Vec<Result<Vec<u8>, KvError>>,
+}
 
 /// What a member knows of another: enough to reach its peer URL and to list it in MemberList.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberNode {
+pub(crate) struct MemberNode {
     pub name: String,
     pub peer_urls: Vec<String>,
     pub client_urls: Vec<String>,
@@ -33,7 +40,7 @@ impl fmt::Display for MemberNode {
 /// A raft log entry's payload: a protobuf-encoded `oxetcdpb.InternalRaftRequest`. Kept as bytes
 /// so the log stores exactly what was proposed, and decoding happens once, at apply.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Proposal(#[serde(with = "serde_bytes")] pub Vec<u8>);
+pub(crate) struct Proposal(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
 impl fmt::Display for Proposal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -43,7 +50,7 @@ impl fmt::Display for Proposal {
 
 openraft::declare_raft_types!(
     /// oxetcd's raft types: member IDs are etcd member IDs (u64).
-    pub TypeConfig:
+    pub(crate) TypeConfig:
         D = Proposal,
         R = ApplyResult,
         NodeId = u64,
@@ -53,6 +60,6 @@ openraft::declare_raft_types!(
         AsyncRuntime = openraft::TokioRuntime,
 );
 
-pub type Raft = openraft::Raft<TypeConfig>;
-pub type LogId = openraft::LogId<u64>;
-pub type StorageError = openraft::StorageError<u64>;
+pub(crate) type Raft = openraft::Raft<TypeConfig>;
+pub(crate) type LogId = openraft::LogId<u64>;
+pub(crate) type StorageError = openraft::StorageError<u64>;

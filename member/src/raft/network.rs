@@ -24,11 +24,11 @@ use crate::peer::Peers;
 /// openraft's network: its clients share the member's cached peer channels (openraft asks for
 /// a new client for every replication stream and every leadership check).
 #[derive(Clone)]
-pub struct Network {
+pub(crate) struct Network {
     pub peers: Arc<Peers>,
 }
 
-pub struct PeerClient {
+pub(crate) struct PeerClient {
     target: u64,
     cluster_id: u64,
     client: Option<RaftPeerClient<Channel>>,

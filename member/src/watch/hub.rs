@@ -7,7 +7,7 @@ use tokio::sync::broadcast;
 
 /// All events of one revision, in the order the revision made them.
 #[derive(Debug)]
-pub struct RevisionEvents {
+pub(crate) struct RevisionEvents {
     pub revision: i64,
     pub events: Vec<Event>,
 }
@@ -16,22 +16,22 @@ pub struct RevisionEvents {
 /// more than `capacity` revisions behind is told it lagged and catches up from the store
 /// (etcd's unsynced watchers), so a slow consumer costs writers nothing.
 #[derive(Clone)]
-pub struct WatchHub {
+pub(crate) struct WatchHub {
     tx: broadcast::Sender<Arc<RevisionEvents>>,
 }
 
 impl WatchHub {
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         let (tx, _) = broadcast::channel(capacity);
         Self { tx }
     }
 
-    pub fn publish(&self, revision: i64, events: Vec<Event>) {
+    pub(crate) fn publish(&self, revision: i64, events: Vec<Event>) {
         // No receiver is fine: nobody is watching.
         let _ = self.tx.send(Arc::new(RevisionEvents { revision, events }));
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<RevisionEvents>> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<RevisionEvents>> {
         self.tx.subscribe()
     }
 }

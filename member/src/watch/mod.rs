@@ -7,6 +7,6 @@
 //! so events come in revision order, none missed and none twice, across those switches.
 
 mod hub;
-pub mod stream;
+pub(crate) mod stream;
 
-pub use hub::{RevisionEvents, WatchHub};
+pub(crate) use hub::WatchHub;

@@ -77,7 +77,7 @@ fn fragments(events: Vec<Event>, limit: usize) -> Vec<Vec<Event>> {
 }
 
 /// Serves one watch stream until the client goes away.
-pub async fn serve(
+pub(crate) async fn serve(
     server: Arc<EtcdServer>,
     mut requests: tonic::Streaming<WatchRequest>,
     out: mpsc::Sender<Result<WatchResponse, Status>>,

@@ -1,79 +1,86 @@
-//! The flags of `get`, `put` and `del`, shared by the commands and by `txn`'s request lines.
+//! `put`, `get`, `del` and `compaction`. The flags of `put`, `get` and `del` are shared with
+//! `txn`'s request lines.
 
-use anyhow::{bail, Result};
+use std::io::{IsTerminal, Read};
+
 use clap::Args;
-use oxetcd_common::etcdserverpb::{range_request, DeleteRangeRequest, PutRequest, RangeRequest};
+use oxetcd_common::etcdserverpb::{
+    range_request, CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest,
+};
+use oxetcd_common::net::prefix_end;
+
+use crate::client::Dialer;
+use crate::error::Failure;
+use crate::output::{self, Format, Printer};
 
 #[derive(Args, Debug, Clone, Default)]
-pub struct GetArgs {
-    pub key: String,
-    pub range_end: Option<String>,
+pub(crate) struct GetArgs {
+    pub(crate) key: String,
+    pub(crate) range_end: Option<String>,
     /// Linearizable(l) or Serializable(s)
     #[arg(long, default_value = "l")]
-    pub consistency: String,
+    pub(crate) consistency: String,
     /// Order of results; ASCEND or DESCEND (ASCEND by default)
     #[arg(long, default_value = "")]
-    pub order: String,
+    pub(crate) order: String,
     /// Sort target; CREATE, KEY, MODIFY, VALUE, or VERSION
     #[arg(long, default_value = "")]
-    pub sort_by: String,
+    pub(crate) sort_by: String,
     /// Maximum number of results
     #[arg(long, default_value_t = 0)]
-    pub limit: i64,
+    pub(crate) limit: i64,
     /// Get keys with matching prefix
     #[arg(long)]
-    pub prefix: bool,
+    pub(crate) prefix: bool,
     /// Get keys that are greater than or equal to the given key using byte compare
     #[arg(long)]
-    pub from_key: bool,
+    pub(crate) from_key: bool,
     /// Specify the kv revision
     #[arg(long, default_value_t = 0)]
-    pub rev: i64,
+    pub(crate) rev: i64,
     /// Get only the keys
     #[arg(long)]
-    pub keys_only: bool,
+    pub(crate) keys_only: bool,
     /// Get only the count
     #[arg(long)]
-    pub count_only: bool,
+    pub(crate) count_only: bool,
     /// Only write values when using the "simple" output format
     #[arg(long)]
-    pub print_value_only: bool,
+    pub(crate) print_value_only: bool,
 }
 
 #[derive(Args, Debug, Clone, Default)]
-pub struct PutArgs {
-    pub key: String,
-    pub value: Option<String>,
+pub(crate) struct PutArgs {
+    pub(crate) key: String,
+    pub(crate) value: Option<String>,
     /// lease ID (in hexadecimal) to attach to the key
     #[arg(long, default_value = "0")]
-    pub lease: String,
+    pub(crate) lease: String,
     /// return the previous key-value pair before modification
     #[arg(long)]
-    pub prev_kv: bool,
+    pub(crate) prev_kv: bool,
     /// updates the key using its current value
     #[arg(long)]
-    pub ignore_value: bool,
+    pub(crate) ignore_value: bool,
     /// updates the key using its current lease
     #[arg(long)]
-    pub ignore_lease: bool,
+    pub(crate) ignore_lease: bool,
 }
 
 #[derive(Args, Debug, Clone, Default)]
-pub struct DelArgs {
-    pub key: String,
-    pub range_end: Option<String>,
+pub(crate) struct DelArgs {
+    pub(crate) key: String,
+    pub(crate) range_end: Option<String>,
     /// delete keys with matching prefix
     #[arg(long)]
-    pub prefix: bool,
+    pub(crate) prefix: bool,
     /// return deleted key-value pairs
     #[arg(long)]
-    pub prev_kv: bool,
+    pub(crate) prev_kv: bool,
     /// delete keys that are greater than or equal to the given key using byte compare
     #[arg(long)]
-    pub from_key: bool,
+    pub(crate) from_key: bool,
 }
-
-pub use oxetcd_common::net::prefix_end;
 
 /// Resolves key/range_end from the positional args and --prefix / --from-key, as clientv3 does.
 fn key_range(
@@ -82,14 +89,16 @@ fn key_range(
     prefix: bool,
     from_key: bool,
     cmd: &str,
-) -> Result<(Vec<u8>, Vec<u8>)> {
+) -> Result<(Vec<u8>, Vec<u8>), Failure> {
     if prefix && from_key {
-        bail!("`--prefix` and `--from-key` cannot be set at the same time, choose one");
+        return Err(Failure::bad_args(
+            "`--prefix` and `--from-key` cannot be set at the same time, choose one",
+        ));
     }
     if end.is_some() && (prefix || from_key) {
-        bail!(
-            "too many arguments, only accept one argument when `--prefix` or `--from-key` is set"
-        );
+        return Err(Failure::bad_args(
+            "too many arguments, only accept one argument when `--prefix` or `--from-key` is set",
+        ));
     }
     let _ = cmd;
     let mut k = key.as_bytes().to_vec();
@@ -112,7 +121,7 @@ fn key_range(
 }
 
 impl GetArgs {
-    pub fn request(&self) -> Result<RangeRequest> {
+    pub(crate) fn request(&self) -> Result<RangeRequest, Failure> {
         let (key, range_end) = key_range(
             &self.key,
             &self.range_end,
@@ -123,13 +132,17 @@ impl GetArgs {
         let serializable = match self.consistency.as_str() {
             "l" => false,
             "s" => true,
-            other => bail!("unknown consistency flag {other:?}"),
+            other => {
+                return Err(Failure::bad_args(format!(
+                    "unknown consistency flag {other:?}"
+                )))
+            }
         };
         let order = match self.order.as_str() {
             "" => range_request::SortOrder::None,
             "ASCEND" => range_request::SortOrder::Ascend,
             "DESCEND" => range_request::SortOrder::Descend,
-            other => bail!("bad sort order {other}"),
+            other => return Err(Failure::bad_args(format!("bad sort order {other}"))),
         };
         let target = match self.sort_by.as_str() {
             "" | "KEY" => range_request::SortTarget::Key,
@@ -137,7 +150,7 @@ impl GetArgs {
             "MODIFY" => range_request::SortTarget::Mod,
             "VALUE" => range_request::SortTarget::Value,
             "VERSION" => range_request::SortTarget::Version,
-            other => bail!("bad sort target {other}"),
+            other => return Err(Failure::bad_args(format!("bad sort target {other}"))),
         };
         // etcdctl: a sort target without an order sorts ascending; KEY ascending is the natural
         // order, sent as no sort at all.
@@ -165,9 +178,14 @@ impl GetArgs {
 
 impl PutArgs {
     /// `value` comes from the argument or, without one, from stdin (etcdctl's argOrStdin).
-    pub fn request(&self, stdin_value: impl FnOnce() -> Option<String>) -> Result<PutRequest> {
+    pub(crate) fn request(
+        &self,
+        stdin_value: impl FnOnce() -> Option<String>,
+    ) -> Result<PutRequest, Failure> {
         if self.ignore_value && self.value.is_some() {
-            bail!("put command needs only 1 argument when 'ignore-value' is set");
+            return Err(Failure::bad_args(
+                "put command needs only 1 argument when 'ignore-value' is set",
+            ));
         }
         let value = if self.ignore_value {
             String::new()
@@ -175,14 +193,14 @@ impl PutArgs {
             match &self.value {
                 Some(v) => v.clone(),
                 None => stdin_value().ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "put command needs 1 argument and input from stdin or 2 arguments"
+                    Failure::bad_args(
+                        "put command needs 1 argument and input from stdin or 2 arguments",
                     )
                 })?,
             }
         };
         let lease = i64::from_str_radix(&self.lease, 16)
-            .map_err(|e| anyhow::anyhow!("bad lease ID ({e}), expecting ID in Hex"))?;
+            .map_err(|e| Failure::bad_args(format!("bad lease ID ({e}), expecting ID in Hex")))?;
         Ok(PutRequest {
             key: self.key.clone().into_bytes(),
             value: value.into_bytes(),
@@ -195,7 +213,7 @@ impl PutArgs {
 }
 
 impl DelArgs {
-    pub fn request(&self) -> Result<DeleteRangeRequest> {
+    pub(crate) fn request(&self) -> Result<DeleteRangeRequest, Failure> {
         let (key, range_end) = key_range(
             &self.key,
             &self.range_end,
@@ -209,6 +227,73 @@ impl DelArgs {
             prev_kv: self.prev_kv,
         })
     }
+}
+
+/// etcdctl's argOrStdin: the value from stdin when it is not a terminal.
+fn read_stdin_value() -> Option<String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return None;
+    }
+    let mut s = String::new();
+    stdin.lock().read_to_string(&mut s).ok()?;
+    Some(s)
+}
+
+/// `put`: the flags are checked before connecting.
+pub(crate) async fn put(d: &Dialer, printer: Printer, args: PutArgs) -> Result<(), Failure> {
+    let req = args.request(read_stdin_value)?;
+    let mut c = d.connect().await?;
+    let resp = c.kv.put(req).await?.into_inner();
+    printer.put(&resp);
+    Ok(())
+}
+
+/// `get`
+pub(crate) async fn get(d: &Dialer, printer: Printer, args: GetArgs) -> Result<(), Failure> {
+    let req = args.request()?;
+    let printer = Printer {
+        value_only: args.print_value_only,
+        ..printer
+    };
+    let mut c = d.connect().await?;
+    let resp = c.kv.range(req).await?.into_inner();
+    printer.get(&resp, args.count_only);
+    Ok(())
+}
+
+/// `del`
+pub(crate) async fn del(d: &Dialer, printer: Printer, args: DelArgs) -> Result<(), Failure> {
+    let req = args.request()?;
+    let mut c = d.connect().await?;
+    let resp = c.kv.delete_range(req).await?.into_inner();
+    printer.del(&resp);
+    Ok(())
+}
+
+/// `compaction <revision> [--physical]`
+pub(crate) async fn compaction(
+    d: &Dialer,
+    printer: Printer,
+    revision: String,
+    physical: bool,
+) -> Result<(), Failure> {
+    let rev: i64 = revision
+        .parse()
+        .map_err(|e| Failure::bad_args(format!("bad revision {revision:?}: {e}")))?;
+    let mut c = d.connect().await?;
+    let resp =
+        c.kv.compact(CompactionRequest {
+            revision: rev,
+            physical,
+        })
+        .await?
+        .into_inner();
+    match printer.format {
+        Format::Json => println!("{{\"header\":{}}}", output::header_json(&resp.header)),
+        _ => println!("compacted revision {rev}"),
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,60 @@
+//! The crate's one error type: the message etcdctl prints after `Error: ` and the code it exits
+//! with.
+
+use std::fmt;
+
+use crate::client::status_text;
+
+/// etcdctl's exit codes (cobrautl's `Exit*`).
+pub(crate) const EXIT_ERROR: i32 = 1;
+pub(crate) const EXIT_BAD_CONNECTION: i32 = 2;
+pub(crate) const EXIT_INTERRUPTED: i32 = 5;
+pub(crate) const EXIT_BAD_ARGS: i32 = 128;
+
+/// A failed command: its message and etcdctl's exit code.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) code: i32,
+    pub(crate) message: String,
+}
+
+impl Failure {
+    pub(crate) fn new(code: i32, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A failure with the general exit code.
+    pub(crate) fn error(message: impl Into<String>) -> Self {
+        Self::new(EXIT_ERROR, message)
+    }
+
+    /// Bad arguments or flags.
+    pub(crate) fn bad_args(message: impl Into<String>) -> Self {
+        Self::new(EXIT_BAD_ARGS, message)
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Errors of the load generator's internals (`bench`) fail with the general exit code.
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::error(format!("{e:#}"))
+    }
+}
+
+/// A failed call prints as etcdctl prints it.
+impl From<tonic::Status> for Failure {
+    fn from(s: tonic::Status) -> Self {
+        Failure::error(status_text(&s))
+    }
+}

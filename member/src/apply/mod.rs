@@ -1,0 +1,174 @@
+//! The state machine: applies committed raft entries to the member's state.
+//!
+//! `StateMachine` is openraft's side: it walks the committed entries, keeps the applied log
+//! id and membership, and writes one RocksDB batch per apply call holding every change of its
+//! entries, so a crash never half-applies an entry (after a restart openraft replays the log
+//! from the applied id). The batch is not synced on its own; the raft log's synced appends make
+//! it durable, and anything lost is re-applied. Each client request goes through the apply
+//! pipeline (`layers`) to the `interpreter`; `snapshot` builds and installs raft snapshots;
+//! `state` is what the read path shares.
+
+mod interpreter;
+mod layers;
+mod snapshot;
+mod state;
+
+use std::io::Cursor;
+use std::sync::{Arc, RwLock};
+
+use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{Entry, EntryPayload, RaftSnapshotBuilder, StoredMembership};
+use oxetcd_common::oxetcdpb::RaftBatch;
+use prost::Message;
+use rocksdb::WriteBatch;
+
+pub(crate) use state::MemberState;
+
+use interpreter::Interpreter;
+use layers::{Context, Dedup};
+use state::{load_state, read_err, restart_lease_clock, write_err, META_APPLIED, META_MEMBERSHIP};
+
+use crate::lease::Lessor;
+use crate::raft::{ApplyResult, LogId, MemberNode, StorageError, TypeConfig};
+use crate::storage::{Storage, CF_META};
+use crate::watch::WatchHub;
+
+#[derive(Clone)]
+pub(crate) struct StateMachine {
+    storage: Storage,
+    state: Arc<RwLock<MemberState>>,
+    lessor: Arc<Lessor>,
+    hub: WatchHub,
+    /// The apply pipeline every client request goes through.
+    pipeline: Arc<Dedup<Interpreter>>,
+}
+
+impl StateMachine {
+    pub(crate) fn open(
+        storage: Storage,
+        lessor: Arc<Lessor>,
+        hub: WatchHub,
+    ) -> Result<Self, StorageError> {
+        let state = load_state(&storage)?;
+        restart_lease_clock(&lessor, &state.leases);
+        let pipeline = Arc::new(Dedup {
+            storage: storage.clone(),
+            inner: Interpreter {
+                storage: storage.clone(),
+                lessor: lessor.clone(),
+            },
+        });
+        Ok(Self {
+            storage,
+            state: Arc::new(RwLock::new(state)),
+            lessor,
+            hub,
+            pipeline,
+        })
+    }
+
+    pub(crate) fn state(&self) -> Arc<RwLock<MemberState>> {
+        self.state.clone()
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        self.build()
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId>, StoredMembership<u64, MemberNode>), StorageError> {
+        let state = self.state.read().map_err(read_err)?;
+        Ok((state.applied, state.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut state = self.state.write().map_err(write_err)?;
+        let mut batch = WriteBatch::default();
+        let mut results = Vec::new();
+        let mut published = Vec::new();
+        for entry in entries {
+            state.applied = Some(entry.log_id);
+            let responses = match entry.payload {
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Membership(m) => {
+                    state.membership = StoredMembership::new(Some(entry.log_id), m);
+                    Vec::new()
+                }
+                EntryPayload::Normal(proposal) => match RaftBatch::decode(proposal.0.as_slice()) {
+                    Ok(b) => {
+                        let mut out = Vec::with_capacity(b.requests.len());
+                        for (position, req) in b.requests.into_iter().enumerate() {
+                            let mut cx = Context {
+                                state: &mut state,
+                                batch: &mut batch,
+                                published: &mut published,
+                                log_index: entry.log_id.index,
+                                position: position as u32,
+                            };
+                            out.push(self.pipeline.apply_request(&mut cx, req));
+                        }
+                        out
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            index = entry.log_id.index,
+                            "undecodable proposal skipped: {e}"
+                        );
+                        Vec::new()
+                    }
+                },
+            };
+            results.push(ApplyResult { responses });
+        }
+        let meta = self.storage.cf(CF_META);
+        batch.put_cf(
+            meta,
+            META_APPLIED,
+            bincode::serialize(&state.applied).map_err(write_err)?,
+        );
+        batch.put_cf(
+            meta,
+            META_MEMBERSHIP,
+            bincode::serialize(&state.membership).map_err(write_err)?,
+        );
+        self.storage.db().write(batch).map_err(write_err)?;
+        state.mvcc.batch_written();
+        // Watchers hear of a revision only once it is readable from the store.
+        for (rev, events) in published {
+            self.hub.publish(rev, events);
+        }
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, MemberNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        self.install(meta, &snapshot)
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        // Built on demand: the state machine itself is the snapshot.
+        Ok(Some(self.build()?))
+    }
+}

@@ -1,0 +1,71 @@
+//! The member's applied state and how it is loaded from RocksDB.
+
+use openraft::{StorageIOError, StoredMembership};
+
+use crate::dedup::AppliedRequests;
+use crate::lease::{LeaseTable, Lessor};
+use crate::mvcc::Mvcc;
+use crate::raft::{LogId, MemberNode, StorageError};
+use crate::storage::{Storage, CF_META};
+
+pub(super) const META_APPLIED: &[u8] = b"applied";
+pub(super) const META_MEMBERSHIP: &[u8] = b"membership";
+pub(super) const META_MEMBER_ATTRS: &[u8] = b"member_attrs";
+
+/// The member's applied state, shared with the read path.
+pub(crate) struct MemberState {
+    pub mvcc: Mvcc,
+    pub leases: LeaseTable,
+    pub applied: Option<LogId>,
+    pub membership: StoredMembership<u64, MemberNode>,
+    /// What each member published about itself: name and client URLs.
+    pub attributes: std::collections::BTreeMap<u64, (String, Vec<String>)>,
+    /// Request IDs already applied, with their results.
+    pub requests: AppliedRequests,
+}
+
+pub(super) fn read_err(e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::read_state_machine(&std::io::Error::other(e.to_string())).into()
+}
+
+pub(super) fn write_err(e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::write_state_machine(&std::io::Error::other(e.to_string())).into()
+}
+
+pub(super) fn load_state(storage: &Storage) -> Result<MemberState, StorageError> {
+    let meta = storage.cf(CF_META);
+    let get = |k: &[u8]| storage.db().get_cf(meta, k).map_err(read_err);
+    let applied = match get(META_APPLIED)? {
+        Some(b) => bincode::deserialize(&b).map_err(read_err)?,
+        None => None,
+    };
+    let membership = match get(META_MEMBERSHIP)? {
+        Some(b) => bincode::deserialize(&b).map_err(read_err)?,
+        None => StoredMembership::default(),
+    };
+    let attributes = match get(META_MEMBER_ATTRS)? {
+        Some(b) => bincode::deserialize(&b).map_err(read_err)?,
+        None => Default::default(),
+    };
+    let mvcc = Mvcc::open(storage.clone()).map_err(read_err)?;
+    let mut leases = LeaseTable::open(storage).map_err(read_err)?;
+    for (key, lease) in mvcc.leased_keys().map_err(read_err)? {
+        leases.attach(lease, &key);
+    }
+    let requests = AppliedRequests::open(storage).map_err(read_err)?;
+    Ok(MemberState {
+        mvcc,
+        leases,
+        applied,
+        membership,
+        attributes,
+        requests,
+    })
+}
+
+/// Every lease gets a full TTL on the clock (at start-up and after a snapshot install).
+pub(super) fn restart_lease_clock(lessor: &Lessor, leases: &LeaseTable) {
+    for l in leases.iter() {
+        lessor.start(l.id, l.ttl);
+    }
+}

@@ -1,0 +1,53 @@
+//! The etcd-client helpers (connect, read the whole key space) and a plain HTTP GET.
+
+/// A plain HTTP/1.1 GET on loopback; the whole response (status line, headers, body), or ""
+/// if nothing listens.
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// An etcd-client connected to one endpoint (`host:port`).
+pub async fn client(endpoint: &str) -> etcd_client::Client {
+    etcd_client::Client::connect([format!("http://{endpoint}")], None)
+        .await
+        .expect("connect")
+}
+
+/// (key, value, create revision, mod revision, version) of one key.
+pub type Row = (Vec<u8>, Vec<u8>, i64, i64, i64);
+
+/// The store revision and every key with its revisions: two members with the same state
+/// answer the same.
+pub async fn key_space(c: &mut etcd_client::Client) -> (i64, Vec<Row>) {
+    let r = c
+        .get("", Some(etcd_client::GetOptions::new().with_all_keys()))
+        .await
+        .expect("range all");
+    let rev = r.header().expect("header").revision();
+    (rev, rows(r.kvs()))
+}
+
+/// Keys with their values and revisions, to compare what two members hold.
+pub fn rows(kvs: &[etcd_client::KeyValue]) -> Vec<Row> {
+    kvs.iter()
+        .map(|kv| {
+            (
+                kv.key().to_vec(),
+                kv.value().to_vec(),
+                kv.create_revision(),
+                kv.mod_revision(),
+                kv.version(),
+            )
+        })
+        .collect()
+}
