@@ -125,13 +125,3 @@ impl Clients {
         }
     }
 }
-
-/// The text etcdctl prints for a failed call: etcd's own message for etcd errors, gRPC's
-/// description otherwise.
-pub(crate) fn status_text(s: &tonic::Status) -> String {
-    match s.code() {
-        tonic::Code::DeadlineExceeded => "context deadline exceeded".to_string(),
-        _ if s.message().starts_with("etcdserver:") => s.message().to_string(),
-        _ => format!("rpc error: code = {:?} desc = {}", s.code(), s.message()),
-    }
-}

@@ -6,7 +6,8 @@ use oxetcd_common::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest, Leas
 use oxetcd_common::v3electionpb::{CampaignRequest, LeaderRequest, ResignRequest};
 use oxetcd_common::v3lockpb::{LockRequest, UnlockRequest};
 
-use crate::client::{status_text, Clients, Dialer};
+use crate::client::{Clients, Dialer};
+use crate::error::status_text;
 use crate::error::Failure;
 
 /// A lease kept alive until dropped (or until the process ends), like clientv3's Session.

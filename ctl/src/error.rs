@@ -3,8 +3,6 @@
 
 use std::fmt;
 
-use crate::client::status_text;
-
 /// etcdctl's exit codes (cobrautl's `Exit*`).
 pub(crate) const EXIT_ERROR: i32 = 1;
 pub(crate) const EXIT_BAD_CONNECTION: i32 = 2;
@@ -56,5 +54,15 @@ impl From<anyhow::Error> for Failure {
 impl From<tonic::Status> for Failure {
     fn from(s: tonic::Status) -> Self {
         Failure::error(status_text(&s))
+    }
+}
+
+/// The text etcdctl prints for a failed call: etcd's own message for etcd errors, gRPC's
+/// description otherwise.
+pub(crate) fn status_text(s: &tonic::Status) -> String {
+    match s.code() {
+        tonic::Code::DeadlineExceeded => "context deadline exceeded".to_string(),
+        _ if s.message().starts_with("etcdserver:") => s.message().to_string(),
+        _ => format!("rpc error: code = {:?} desc = {}", s.code(), s.message()),
     }
 }

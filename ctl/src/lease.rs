@@ -7,7 +7,8 @@ use oxetcd_common::etcdserverpb::{
 };
 use serde_json::{json, Map, Value};
 
-use crate::client::{status_text, Dialer};
+use crate::client::Dialer;
+use crate::error::status_text;
 use crate::error::{Failure, EXIT_BAD_CONNECTION};
 use crate::output::{Format, Printer};
 

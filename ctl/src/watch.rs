@@ -11,7 +11,8 @@ use oxetcd_common::net::prefix_end;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
-use crate::client::{status_text, Dialer};
+use crate::client::Dialer;
+use crate::error::status_text;
 use crate::error::{Failure, EXIT_INTERRUPTED};
 use crate::output::{go_quote, header_json, kv_json, Format, Printer};
 

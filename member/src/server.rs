@@ -196,16 +196,11 @@ impl EtcdServer {
     async fn read_index_round(&self) -> Result<u64, ServerError> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
-            let leader = match self.confirm_leadership(deadline).await {
+            let named = match self.confirm_leadership(deadline).await {
                 Ok(index) => return Ok(index),
-                Err(Some(leader)) => leader,
-                Err(None) => {
-                    self.settle_leadership(deadline).await?;
-                    continue;
-                }
+                Err(named) => named,
             };
-            let Some(node) = self.leader_node(Some(leader), None) else {
-                self.settle_leadership(deadline).await?;
+            let Some((leader, node)) = self.leader_to_ask(named, deadline).await? else {
                 continue;
             };
             let ask = self.peers.read_index(&node, remaining(deadline));
@@ -343,16 +338,11 @@ impl EtcdServer {
             // Once forwarded, every attempt uses the tagged payload, also here: this member may
             // have become the leader with the forwarded entry already in its log.
             let attempt = forwarded.as_ref().unwrap_or(&payload).clone();
-            let leader = match self.write_here(attempt, deadline).await {
+            let named = match self.write_here(attempt, deadline).await {
                 Ok(f) => return Ok((f.results, f.term)),
-                Err(Some(leader)) => leader,
-                Err(None) => {
-                    self.settle_leadership(deadline).await?;
-                    continue;
-                }
+                Err(named) => named,
             };
-            let Some(node) = self.leader_node(Some(leader), None) else {
-                self.settle_leadership(deadline).await?;
+            let Some((leader, node)) = self.leader_to_ask(named, deadline).await? else {
                 continue;
             };
             let tagged = forwarded.get_or_insert_with(|| self.tag_requests(&payload));
@@ -435,6 +425,20 @@ impl EtcdServer {
             r.request_id = format!("fwd-{:x}-{n:x}", self.member_id);
         }
         batch.encode_to_vec()
+    }
+
+    /// Where to send what this member could not do itself: the leader openraft named, with its
+    /// node; or `None`, after waiting a moment for a leader to be known, to try again here.
+    async fn leader_to_ask(
+        &self,
+        named: Option<u64>,
+        deadline: Instant,
+    ) -> Result<Option<(u64, MemberNode)>, ServerError> {
+        if let Some(found) = named.and_then(|l| self.leader_node(Some(l), None).map(|n| (l, n))) {
+            return Ok(Some(found));
+        }
+        self.settle_leadership(deadline).await?;
+        Ok(None)
     }
 
     /// Runs a call to `leader` until it answers, the deadline passes, or another leader is

@@ -476,3 +476,65 @@ async fn forwarded_writes_in_flight_survive_a_leader_kill_exactly_once() {
         );
     }
 }
+
+/// Local ports of the established TCP connections to `port` on loopback (the connecting
+/// side's entries in /proc/net/tcp and tcp6).
+fn connections_to(port: u16) -> std::collections::BTreeSet<u16> {
+    let mut out = std::collections::BTreeSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address rem_address st: hex "ADDR:PORT", state 01 = ESTABLISHED
+            let port_of = |a: &str| {
+                a.rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+            };
+            if f.len() > 3 && f[3] == "01" && port_of(f[2]) == Some(port) {
+                if let Some(local) = port_of(f[1]) {
+                    out.insert(local);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn followers_keep_one_connection_to_the_leader_under_forwarded_writes() {
+    let c = Cluster::start(Kind::Oxetcd, 3);
+    let leader = c.leader().expect("a leader");
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let peer_port = c.members[leader].peer_port;
+    // Writes and linearizable reads through both followers: each forwards batches and asks
+    // for read indexes, about a thousand peer calls in all.
+    let mut workers = Vec::new();
+    for (n, f) in followers.iter().enumerate() {
+        for w in 0..4 {
+            let mut cl = client(&c.members[*f].endpoint()).await;
+            workers.push(tokio::spawn(async move {
+                for i in 0..150 {
+                    let key = format!("c{n}-{w}-{i}");
+                    cl.put(key.clone(), "v", None).await.expect("put");
+                    cl.get(key, None).await.expect("get");
+                }
+            }));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    while workers.iter().any(|w| !w.is_finished()) {
+        seen.extend(connections_to(peer_port));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for w in workers {
+        w.await.expect("worker");
+    }
+    // One HTTP/2 connection per follower carries raft, forwards and read indexes alike.
+    assert!(
+        !seen.is_empty() && seen.len() <= 2,
+        "connections to the leader's peer port over the run: {seen:?}"
+    );
+}

@@ -224,16 +224,7 @@ impl StreamState {
             c.key.clone()
         };
         if !c.range_end.is_empty() && c.range_end != [0] && key >= c.range_end {
-            return self
-                .send(WatchResponse {
-                    header: self.header(current),
-                    watch_id: NO_WATCH_ID,
-                    created: true,
-                    canceled: true,
-                    cancel_reason: "mvcc: watcher range is empty".into(),
-                    ..Default::default()
-                })
-                .await;
+            return self.refuse(current, "mvcc: watcher range is empty").await;
         }
         let id = if c.watch_id != 0 {
             c.watch_id
@@ -246,14 +237,10 @@ impl StreamState {
         if self.watchers.contains_key(&id) || id < 0 {
             // etcd: a watch ID already in use on this stream is refused.
             return self
-                .send(WatchResponse {
-                    header: self.header(current),
-                    watch_id: NO_WATCH_ID,
-                    created: true,
-                    canceled: true,
-                    cancel_reason: "mvcc: duplicate watch ID provided on the WatchStream".into(),
-                    ..Default::default()
-                })
+                .refuse(
+                    current,
+                    "mvcc: duplicate watch ID provided on the WatchStream",
+                )
                 .await;
         }
         if c.watch_id == 0 {
@@ -303,6 +290,20 @@ impl StreamState {
             },
         );
         self.catch_up(id).await
+    }
+
+    /// etcd's answer to a watch it cannot create: created and canceled at once, with the reason,
+    /// under no watch ID; the stream goes on.
+    async fn refuse(&self, current: i64, reason: &str) -> bool {
+        self.send(WatchResponse {
+            header: self.header(current),
+            watch_id: NO_WATCH_ID,
+            created: true,
+            canceled: true,
+            cancel_reason: reason.into(),
+            ..Default::default()
+        })
+        .await
     }
 
     async fn send_compacted(&mut self, id: i64, current: i64, compacted: i64) -> bool {
