@@ -114,10 +114,7 @@ fn add_learner_promote_and_remove() {
 fn ids_out(s: &str) -> String {
     // etcdctl prints IDs with %16x: an ID whose top hex digit is 0 is padded with a space, so
     // the spacing around an ID depends on the (random) ID; compare words.
-    s.lines()
-        .map(ids_in_line)
-        .collect::<Vec<_>>()
-        .join("\n")
+    s.lines().map(ids_in_line).collect::<Vec<_>>().join("\n")
 }
 
 fn ids_in_line(s: &str) -> String {

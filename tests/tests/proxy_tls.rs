@@ -187,3 +187,50 @@ fn the_proxy_reaches_tls_members_with_a_client_certificate() {
         );
     }
 }
+
+/// TLS members found by DNS (`_etcd-client-ssl._tcp`): the proxy reaches them with the same
+/// TLS settings as members given with `--endpoints`.
+#[test]
+fn the_proxy_reaches_tls_members_found_by_dns() {
+    use oxetcd_tests::dns::{DnsServer, SrvTable};
+    const DOMAIN: &str = "oxetcd-tls.test";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = pki(dir.path());
+    let member_tls = [
+        arg("cert-file", &pki.server_cert),
+        arg("key-file", &pki.server_key),
+        arg("trusted-ca-file", &pki.ca),
+        "--client-cert-auth".to_string(),
+    ];
+    let member_tls: Vec<&str> = member_tls.iter().map(String::as_str).collect();
+    let c = Cluster::start_tls(Kind::Oxetcd, 3, &member_tls);
+    let mut table = SrvTable::new();
+    table.insert(
+        format!("_etcd-client-ssl._tcp.{DOMAIN}"),
+        c.members
+            .iter()
+            .map(|m| (m.client_port, "127.0.0.1".to_string()))
+            .collect(),
+    );
+    let dns = DnsServer::start(table);
+    let args = [
+        "--discovery-srv".to_string(),
+        DOMAIN.to_string(),
+        arg("cacert", &pki.ca),
+        arg("cert", &pki.client_cert),
+        arg("key", &pki.client_key),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let p = Proxy::start_with_env("", &args, &[("OXETCD_DNS_SERVER", dns.addr.as_str())]);
+    assert_eq!(
+        p.etcdctl(&["put", "k", "via-dns"]).ok(),
+        "OK\n",
+        "{}",
+        p.log()
+    );
+    assert_eq!(
+        p.etcdctl(&["get", "k", "--consistency=s", "--print-value-only"])
+            .ok(),
+        "via-dns\n"
+    );
+}
