@@ -211,6 +211,8 @@ impl EtcdServer {
                 }
                 Some(Err(PeerError::Server(e))) => return Err(e),
                 Some(Err(e)) if Instant::now() >= deadline => return Err(e.into_server()),
+                // Neither an answer nor a new leader before the deadline.
+                None if Instant::now() >= deadline => return Err(ServerError::TimedOut),
                 _ => self.wait_for_other_leader(Some(leader), deadline).await,
             }
         }
@@ -359,6 +361,8 @@ impl EtcdServer {
                 }
                 Some(Err(PeerError::Server(e))) => return Err(e),
                 Some(Err(e)) if Instant::now() >= deadline => return Err(e.into_server()),
+                // Neither an answer nor a new leader before the deadline.
+                None if Instant::now() >= deadline => return Err(ServerError::TimedOut),
                 // Not applied, or applied at most once whatever happens (the requests carry
                 // IDs): send it again once a leader is known, usually a new one.
                 _ => self.wait_for_other_leader(Some(leader), deadline).await,

@@ -48,6 +48,27 @@ fn pki(dir: &Path) -> Pki {
     }
 }
 
+impl Pki {
+    /// A member's flags: serve TLS with the server certificate, require client certificates.
+    fn member_args(&self) -> Vec<String> {
+        vec![
+            arg("cert-file", &self.server_cert),
+            arg("key-file", &self.server_key),
+            arg("trusted-ca-file", &self.ca),
+            "--client-cert-auth".to_string(),
+        ]
+    }
+
+    /// etcdctl's (and the proxy's towards members) flags with the client certificate.
+    fn client_args(&self) -> Vec<String> {
+        vec![
+            arg("cacert", &self.ca),
+            arg("cert", &self.client_cert),
+            arg("key", &self.client_key),
+        ]
+    }
+}
+
 fn arg(flag: &str, p: &Path) -> String {
     format!("--{flag}={}", p.display())
 }
@@ -128,18 +149,9 @@ fn tls_with_and_without_client_certificates() {
 fn the_proxy_reaches_tls_members_with_a_client_certificate() {
     let dir = tempfile::tempdir().expect("temp dir");
     let pki = pki(dir.path());
-    let member_tls = [
-        arg("cert-file", &pki.server_cert),
-        arg("key-file", &pki.server_key),
-        arg("trusted-ca-file", &pki.ca),
-        "--client-cert-auth".to_string(),
-    ];
+    let member_tls = pki.member_args();
     let member_tls: Vec<&str> = member_tls.iter().map(String::as_str).collect();
-    let client_tls = [
-        arg("cacert", &pki.ca),
-        arg("cert", &pki.client_cert),
-        arg("key", &pki.client_key),
-    ];
+    let client_tls = pki.client_args();
     let client_tls: Vec<&str> = client_tls.iter().map(String::as_str).collect();
     for kind in [Kind::Etcd, Kind::Oxetcd] {
         let c = Cluster::start_tls(kind, 3, &member_tls);
@@ -196,12 +208,7 @@ fn the_proxy_reaches_tls_members_found_by_dns() {
     const DOMAIN: &str = "oxetcd-tls.test";
     let dir = tempfile::tempdir().expect("temp dir");
     let pki = pki(dir.path());
-    let member_tls = [
-        arg("cert-file", &pki.server_cert),
-        arg("key-file", &pki.server_key),
-        arg("trusted-ca-file", &pki.ca),
-        "--client-cert-auth".to_string(),
-    ];
+    let member_tls = pki.member_args();
     let member_tls: Vec<&str> = member_tls.iter().map(String::as_str).collect();
     let c = Cluster::start_tls(Kind::Oxetcd, 3, &member_tls);
     let mut table = SrvTable::new();
@@ -213,13 +220,8 @@ fn the_proxy_reaches_tls_members_found_by_dns() {
             .collect(),
     );
     let dns = DnsServer::start(table);
-    let args = [
-        "--discovery-srv".to_string(),
-        DOMAIN.to_string(),
-        arg("cacert", &pki.ca),
-        arg("cert", &pki.client_cert),
-        arg("key", &pki.client_key),
-    ];
+    let mut args = vec!["--discovery-srv".to_string(), DOMAIN.to_string()];
+    args.extend(pki.client_args());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let p = Proxy::start_with_env("", &args, &[("OXETCD_DNS_SERVER", dns.addr.as_str())]);
     assert_eq!(

@@ -51,6 +51,8 @@ impl EtcdServer {
                 Some(Ok(ttl)) => return Ok(ttl),
                 Some(Err(PeerError::Server(e))) => return Err(e),
                 Some(Err(e)) if Instant::now() >= deadline => return Err(e.into_server()),
+                // Neither an answer nor a new leader before the deadline.
+                None if Instant::now() >= deadline => return Err(ServerError::TimedOut),
                 // Unreachable, not the leader, or a new leader meanwhile: ask again.
                 _ => self.wait_for_other_leader(leader, deadline).await,
             }
