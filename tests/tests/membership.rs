@@ -262,7 +262,7 @@ fn member_ids(c: &Cluster) -> Vec<String> {
 }
 
 /// `move-leader` as against etcd: refused through a follower alone and for a stranger, and
-/// done (same output) to a follower, while writes keep succeeding.
+/// done (same output) to a follower, while writes keep succeeding (on oxetcd).
 #[test]
 fn move_leader_hands_leadership_over_as_etcd_does() {
     let mut errors = Vec::new();
@@ -310,7 +310,12 @@ fn move_leader_hands_leadership_over_as_etcd_does() {
             "{kind:?}"
         );
         assert_eq!(c.leader(), Some(to), "{kind:?}: the transferee leads");
-        assert!(writes > 0 && failed.is_empty(), "{kind:?}: {failed:?}");
+        assert!(writes > 0, "{kind:?}: no write went through");
+        // Ours: no write fails while leadership moves. etcd promises no such thing: on a
+        // loaded machine its puts time out now and then during a transfer.
+        if kind == Kind::Oxetcd {
+            assert!(failed.is_empty(), "{kind:?}: {failed:?}");
+        }
         if kind == Kind::Oxetcd {
             // oxetcdctl says the same, and leadership can go back.
             let back = c.members[to].oxetcdctl(&["--endpoints", &all, "move-leader", &ids[from]]);
