@@ -14,12 +14,31 @@ use crate::ctl::Ctl;
 /// How long a member may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A free loopback port (the OS picks it; the listener is closed before the member binds it).
+/// Ports handed out are drawn from below the kernel's ephemeral range (32768-60999 on Linux):
+/// a port the OS picked with bind(0) comes from that range, and between our check and the
+/// member's bind any outgoing connection on the machine may take it as its local port.
+const PORTS: std::ops::Range<u16> = 15000..32000;
+
+/// A free loopback port: a random one below the ephemeral range that nothing listens on now
+/// (the listener is closed before the member binds it), never the same twice in one process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::hash::{BuildHasher, Hasher};
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    for attempt in 0u64.. {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(attempt);
+        h.write_u32(std::process::id());
+        let span = (PORTS.end - PORTS.start) as u64;
+        let port = PORTS.start + (h.finish() % span) as u16;
+        if given.contains(&port) || TcpListener::bind(("127.0.0.1", port)).is_err() {
+            assert!(attempt < 10_000, "no free loopback port in {PORTS:?}");
+            continue;
+        }
+        given.push(port);
+        return port;
+    }
+    unreachable!("the loop returns or panics")
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
