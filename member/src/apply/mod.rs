@@ -26,11 +26,11 @@ pub(crate) use state::MemberState;
 
 use interpreter::Interpreter;
 use layers::{Context, Dedup};
-use state::{load_state, read_err, restart_lease_clock, write_err, META_APPLIED, META_MEMBERSHIP};
+use state::{load_state, read_err, restart_lease_clock, stage_applied, write_err};
 
 use crate::lease::Lessor;
 use crate::raft::{ApplyResult, LogId, MemberNode, StorageError, TypeConfig};
-use crate::storage::{Storage, CF_META};
+use crate::storage::Storage;
 use crate::watch::WatchHub;
 
 #[derive(Clone)]
@@ -131,17 +131,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             results.push(ApplyResult { responses });
         }
-        let meta = self.storage.cf(CF_META);
-        batch.put_cf(
-            meta,
-            META_APPLIED,
-            bincode::serialize(&state.applied).map_err(write_err)?,
-        );
-        batch.put_cf(
-            meta,
-            META_MEMBERSHIP,
-            bincode::serialize(&state.membership).map_err(write_err)?,
-        );
+        stage_applied(&self.storage, &mut batch, &state.applied, &state.membership)?;
         self.storage.db().write(batch).map_err(write_err)?;
         state.mvcc.batch_written();
         // Watchers hear of a revision only once it is readable from the store.

@@ -8,9 +8,7 @@ use openraft::storage::{Snapshot, SnapshotMeta};
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
-use super::state::{
-    load_state, read_err, restart_lease_clock, write_err, META_APPLIED, META_MEMBERSHIP,
-};
+use super::state::{load_state, read_err, restart_lease_clock, stage_applied, write_err};
 use super::StateMachine;
 use crate::raft::{MemberNode, StorageError, TypeConfig};
 use crate::storage::{CF_KV, CF_LEASE, CF_META};
@@ -85,17 +83,12 @@ impl StateMachine {
                 batch.put_cf(self.storage.cf(cf_name), k, v);
             }
         }
-        let meta_cf = self.storage.cf(CF_META);
-        batch.put_cf(
-            meta_cf,
-            META_APPLIED,
-            bincode::serialize(&meta.last_log_id).map_err(write_err)?,
-        );
-        batch.put_cf(
-            meta_cf,
-            META_MEMBERSHIP,
-            bincode::serialize(&meta.last_membership).map_err(write_err)?,
-        );
+        stage_applied(
+            &self.storage,
+            &mut batch,
+            &meta.last_log_id,
+            &meta.last_membership,
+        )?;
         db.write(batch).map_err(write_err)?;
         *state = load_state(&self.storage)?;
         tracing::info!(

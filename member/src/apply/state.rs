@@ -8,8 +8,8 @@ use crate::mvcc::Mvcc;
 use crate::raft::{LogId, MemberNode, StorageError};
 use crate::storage::{Storage, CF_META};
 
-pub(super) const META_APPLIED: &[u8] = b"applied";
-pub(super) const META_MEMBERSHIP: &[u8] = b"membership";
+const META_APPLIED: &[u8] = b"applied";
+const META_MEMBERSHIP: &[u8] = b"membership";
 pub(super) const META_MEMBER_ATTRS: &[u8] = b"member_attrs";
 
 /// The member's applied state, shared with the read path.
@@ -68,4 +68,26 @@ pub(super) fn restart_lease_clock(lessor: &Lessor, leases: &LeaseTable) {
     for l in leases.iter() {
         lessor.start(l.id, l.ttl);
     }
+}
+
+/// Stages the applied log id and membership in `batch`: written with the changes they
+/// describe, so the state on disk always says how far it got.
+pub(super) fn stage_applied(
+    storage: &Storage,
+    batch: &mut rocksdb::WriteBatch,
+    applied: &Option<LogId>,
+    membership: &StoredMembership<u64, MemberNode>,
+) -> Result<(), StorageError> {
+    let meta = storage.cf(CF_META);
+    batch.put_cf(
+        meta,
+        META_APPLIED,
+        bincode::serialize(applied).map_err(write_err)?,
+    );
+    batch.put_cf(
+        meta,
+        META_MEMBERSHIP,
+        bincode::serialize(membership).map_err(write_err)?,
+    );
+    Ok(())
 }
