@@ -100,6 +100,18 @@ pub struct Config {
     )]
     pub client_cert_auth: bool,
 
+    /// Auth tokens: "simple", or "jwt,pub-key=<path>,priv-key=<path>,sign-method=<alg>,ttl=<dur>".
+    #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
+    pub auth_token: String,
+
+    /// Seconds a simple token stays valid without use.
+    #[arg(long, env = "ETCD_AUTH_TOKEN_TTL", default_value_t = 300)]
+    pub auth_token_ttl: u64,
+
+    /// bcrypt cost of password hashes (4 to 31).
+    #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = 10)]
+    pub bcrypt_cost: u32,
+
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1572864)]
     pub max_request_bytes: u64,

@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
-use crate::mvcc::KvError;
+use crate::error::Applied;
 use crate::storage::{Storage, CF_META};
 
 /// How many request IDs are remembered (oldest dropped first).
@@ -29,7 +29,7 @@ const PREFIX: &[u8] = b"reqid/";
 struct Record {
     log_index: u64,
     position: u32,
-    result: Result<Vec<u8>, KvError>,
+    result: Applied,
 }
 
 #[derive(Default)]
@@ -73,7 +73,7 @@ impl AppliedRequests {
     }
 
     /// The result of `id` if it was applied already.
-    pub(crate) fn get(&self, id: &str) -> Option<Result<Vec<u8>, KvError>> {
+    pub(crate) fn get(&self, id: &str) -> Option<Applied> {
         self.by_id.get(id).map(|r| r.result.clone())
     }
 
@@ -85,7 +85,7 @@ impl AppliedRequests {
         id: String,
         log_index: u64,
         position: u32,
-        result: &Result<Vec<u8>, KvError>,
+        result: &Applied,
         batch: &mut WriteBatch,
     ) {
         let rec = Record {

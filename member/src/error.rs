@@ -7,7 +7,12 @@
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use crate::auth::AuthError;
 pub(crate) use crate::mvcc::KvError;
+
+/// What applying one request answered: its encoded response, or why it was refused. Stored
+/// with the request ID (`dedup`) and sent back to a forwarding follower.
+pub(crate) type Applied = Result<Vec<u8>, ServerError>;
 
 /// Errors of the server, raft, membership and leadership layers; key-space and lease errors
 /// found at apply time come through as [`ServerError::Kv`].
@@ -16,6 +21,9 @@ pub enum ServerError {
     /// An mvcc or lease rule refused the request.
     #[error(transparent)]
     Kv(#[from] KvError),
+    /// Authentication failed, or the user may not do this.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     /// No leader could be found within the request timeout.
     #[error("etcdserver: no leader")]
     NoLeader,

@@ -13,11 +13,13 @@
 
 mod api;
 mod apply;
+mod auth;
 mod concurrency;
 pub mod config;
 mod dedup;
 mod discovery;
 mod error;
+mod identity;
 mod leadership;
 mod lease;
 pub mod member;

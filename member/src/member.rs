@@ -296,8 +296,23 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
 
     let lessor = Arc::new(Lessor::new(Duration::from_millis(cfg.election_timeout)));
     let watch_hub = WatchHub::new(WATCH_FEED_CAPACITY);
-    let state_machine = StateMachine::open(storage.clone(), lessor.clone(), watch_hub.clone())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let tokens = Arc::new(
+        crate::auth::Tokens::from_flags(&cfg.auth_token, cfg.auth_token_ttl)
+            .context("--auth-token")?,
+    );
+    if !(4..=31).contains(&cfg.bcrypt_cost) {
+        bail!(
+            "--bcrypt-cost must be between 4 and 31, not {}",
+            cfg.bcrypt_cost
+        );
+    }
+    let state_machine = StateMachine::open(
+        storage.clone(),
+        lessor.clone(),
+        watch_hub.clone(),
+        tokens.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let state = state_machine.state();
     // openraft 0.9: a follower that has a leader campaigns only after the leader's lease
     // (`election_timeout_max`) plus a random `[min, max)` without a heartbeat, and voters refuse
@@ -396,6 +411,11 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         transferring: tokio::sync::watch::channel(false).0,
         removed: tokio::sync::watch::channel(false).0,
         election_holds: Default::default(),
+        tokens,
+        auth_settings: crate::server::AuthSettings {
+            bcrypt_cost: cfg.bcrypt_cost,
+            client_cert_auth: cfg.client_cert_auth,
+        },
     });
     let weak = Arc::downgrade(&server);
     tasks.spawn(

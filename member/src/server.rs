@@ -17,7 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::apply::MemberState;
-use crate::error::ServerError;
+use crate::auth::{AuthInfo, Tokens};
+use crate::error::{Applied, ServerError};
 use crate::lease::Lessor;
 use crate::metrics::Metrics;
 use crate::mvcc::KvError;
@@ -87,6 +88,19 @@ pub(crate) struct EtcdServer {
     pub election_holds: Arc<std::sync::atomic::AtomicU64>,
     /// Set when the leader tells this member it was removed from the cluster: it shuts down.
     pub removed: tokio::sync::watch::Sender<bool>,
+    /// This member's auth tokens (simple or JWT).
+    pub tokens: Arc<Tokens>,
+    /// Settings of authentication at the API (`--bcrypt-cost`, `--client-cert-auth`).
+    pub auth_settings: AuthSettings,
+}
+
+/// How the API authenticates clients.
+#[derive(Clone, Debug)]
+pub(crate) struct AuthSettings {
+    /// bcrypt cost of new password hashes (`--bcrypt-cost`).
+    pub bcrypt_cost: u32,
+    /// `--client-cert-auth`: a request without a token is the user its certificate names.
+    pub client_cert_auth: bool,
 }
 
 impl EtcdServer {
@@ -139,24 +153,41 @@ impl EtcdServer {
         self.leader_id() == Some(self.member_id)
     }
 
-    /// Proposes a request through raft and waits until it is applied on this member.
-    /// Returns the encoded response and the term of the entry.
+    /// Proposes a member's own request (lease expiry, its attributes, the steps of a Lock
+    /// or Election the API has permitted) through raft and waits until it is applied on this
+    /// member; no permission check applies. Returns the encoded response and the entry's term.
     pub(crate) async fn propose(&self, req: Request) -> Result<(Vec<u8>, u64), ServerError> {
-        self.propose_once(req, String::new()).await
+        self.submit(InternalRaftRequest {
+            request: Some(req),
+            from_member: true,
+            ..Default::default()
+        })
+        .await
     }
 
-    /// [`EtcdServer::propose`] with a client's request ID: if a request with this ID was
-    /// applied already (the client sent it again after a failover), the first result comes
-    /// back and nothing is applied twice (see `dedup`).
-    pub(crate) async fn propose_once(
+    /// Proposes a client's request, checked at apply against `who` (`None`: the client gave
+    /// no credentials). With a request ID, a request applied already (the client sent it again
+    /// after a failover) answers its first result and nothing is applied twice (see `dedup`).
+    pub(crate) async fn propose_for(
         &self,
         req: Request,
         request_id: String,
+        who: Option<&AuthInfo>,
     ) -> Result<(Vec<u8>, u64), ServerError> {
-        let request = InternalRaftRequest {
+        let (username, auth_revision) = who
+            .map(|w| (w.username.clone(), w.revision))
+            .unwrap_or_default();
+        self.submit(InternalRaftRequest {
             request: Some(req),
             request_id,
-        };
+            username,
+            auth_revision,
+            from_member: false,
+        })
+        .await
+    }
+
+    async fn submit(&self, request: InternalRaftRequest) -> Result<(Vec<u8>, u64), ServerError> {
         let size = request.encoded_len();
         if size > self.limits.max_request_bytes {
             return Err(KvError::RequestTooLarge.into());
@@ -306,7 +337,7 @@ pub(crate) async fn run_proposer(
                 for w in waiters {
                     let r = match responses.next() {
                         Some(Ok(b)) => Ok((b, term)),
-                        Some(Err(e)) => Err(e.into()),
+                        Some(Err(e)) => Err(e),
                         None => Err(ServerError::Internal(
                             "entry applied without a result".into(),
                         )),
@@ -328,10 +359,7 @@ impl EtcdServer {
     /// Writes one raft entry and waits until it is applied here; returns the per-request results.
     /// On a follower the entry goes to the leader over the peer URL (clients never see
     /// "not leader"), and the answer waits until this member has applied it too.
-    async fn write_entry(
-        &self,
-        payload: Vec<u8>,
-    ) -> Result<(Vec<Result<Vec<u8>, KvError>>, u64), ServerError> {
+    async fn write_entry(&self, payload: Vec<u8>) -> Result<(Vec<Applied>, u64), ServerError> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         // The payload as forwarded: with request IDs, the same on every attempt.
         let mut forwarded: Option<Vec<u8>> = None;

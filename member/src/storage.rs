@@ -22,7 +22,10 @@ pub(crate) const CF_META: &str = "meta";
 /// the key space at start-up.
 pub(crate) const CF_LEASE: &str = "lease";
 
-const ALL_CFS: [&str; 5] = [CF_RAFT_LOG, CF_RAFT_META, CF_KV, CF_META, CF_LEASE];
+/// Auth: users, roles, the enabled flag and the auth revision (see `auth::AuthStore`).
+pub(crate) const CF_AUTH: &str = "auth";
+
+const ALL_CFS: [&str; 6] = [CF_RAFT_LOG, CF_RAFT_META, CF_KV, CF_META, CF_LEASE, CF_AUTH];
 
 /// Shared handle to the member's database.
 #[derive(Clone)]

@@ -10,6 +10,7 @@ use oxetcd_common::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::identity::Credentials;
 use crate::membership::MembershipOp;
 use crate::server::EtcdServer;
 
@@ -59,6 +60,10 @@ impl Cluster for ClusterService {
         &self,
         r: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        // Membership changes are root only (etcd checks at the API, before raft).
+        Credentials::of(&self.server, &r)
+            .require_admin(&self.server)
+            .await?;
         let req = r.into_inner();
         let op = MembershipOp::Add {
             peer_urls: req.peer_ur_ls.clone(),
@@ -84,6 +89,10 @@ impl Cluster for ClusterService {
         &self,
         r: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        // Membership changes are root only (etcd checks at the API, before raft).
+        Credentials::of(&self.server, &r)
+            .require_admin(&self.server)
+            .await?;
         let id = r.into_inner().id;
         self.server
             .change_membership(MembershipOp::Remove { id })
@@ -99,6 +108,10 @@ impl Cluster for ClusterService {
         &self,
         r: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        // Membership changes are root only (etcd checks at the API, before raft).
+        Credentials::of(&self.server, &r)
+            .require_admin(&self.server)
+            .await?;
         let req = r.into_inner();
         let op = MembershipOp::Update {
             id: req.id,
@@ -129,6 +142,10 @@ impl Cluster for ClusterService {
         &self,
         r: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        // Membership changes are root only (etcd checks at the API, before raft).
+        Credentials::of(&self.server, &r)
+            .require_admin(&self.server)
+            .await?;
         let id = r.into_inner().id;
         self.server
             .change_membership(MembershipOp::Promote { id })

@@ -13,6 +13,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Access::{Read, Write};
 use crate::concurrency::{self, Abandon};
 use crate::server::EtcdServer;
 
@@ -45,6 +46,8 @@ impl Election for ElectionService {
         &self,
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
+        let name = &request.get_ref().name;
+        super::permit_contenders(&self.server, &request, name, &[Read, Write]).await?;
         let req = request.into_inner();
         let key = concurrency::contender_key(&req.name, req.lease);
         let (rev, existing) =
@@ -74,6 +77,9 @@ impl Election for ElectionService {
         &self,
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
+        let name = request.get_ref().leader.as_ref().map(|l| l.name.clone());
+        let name = name.ok_or_else(missing_leader_key)?;
+        super::permit_contenders(&self.server, &request, &name, &[Write]).await?;
         let req = request.into_inner();
         let leader = req.leader.ok_or_else(missing_leader_key)?;
         let (ok, header) = concurrency::put_if_owner(
@@ -94,6 +100,8 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
+        let name = &request.get_ref().name;
+        super::permit_contenders(&self.server, &request, name, &[Read]).await?;
         let req = request.into_inner();
         self.server.read_barrier().await?;
         let (kv, current) = concurrency::owner(&self.server, &concurrency::prefix(&req.name))?;
@@ -110,6 +118,8 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
+        let name = &request.get_ref().name;
+        super::permit_contenders(&self.server, &request, name, &[Read]).await?;
         let req = request.into_inner();
         let server = self.server.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -154,6 +164,9 @@ impl Election for ElectionService {
         &self,
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
+        let name = request.get_ref().leader.as_ref().map(|l| l.name.clone());
+        let name = name.ok_or_else(missing_leader_key)?;
+        super::permit_contenders(&self.server, &request, &name, &[Write]).await?;
         let req = request.into_inner();
         let leader = req.leader.ok_or_else(missing_leader_key)?;
         let header = concurrency::delete_if_owner(&self.server, &leader.key, leader.rev).await?;

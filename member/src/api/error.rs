@@ -3,6 +3,7 @@
 
 use tonic::{Code, Status};
 
+use crate::auth::AuthError;
 use crate::error::ServerError;
 use crate::mvcc::KvError;
 
@@ -22,6 +23,25 @@ fn code(e: &ServerError) -> Code {
             KvError::LeaseExists => Code::FailedPrecondition,
             KvError::LeaseTtlTooLarge => Code::OutOfRange,
             KvError::Storage(_) | KvError::Corrupt(_) => Code::Internal,
+        },
+        ServerError::Auth(a) => match a {
+            AuthError::RootUserNotExist
+            | AuthError::RootRoleNotExist
+            | AuthError::UserAlreadyExist
+            | AuthError::UserNotFound
+            | AuthError::RoleAlreadyExist
+            | AuthError::RoleNotFound
+            | AuthError::RoleNotGranted
+            | AuthError::PermissionNotGranted
+            | AuthError::AuthNotEnabled => Code::FailedPrecondition,
+            AuthError::UserEmpty
+            | AuthError::RoleEmpty
+            | AuthError::AuthFailed
+            | AuthError::InvalidAuthMgmt
+            | AuthError::AuthOldRevision
+            | AuthError::PermissionNotGiven => Code::InvalidArgument,
+            AuthError::PermissionDenied => Code::PermissionDenied,
+            AuthError::InvalidAuthToken => Code::Unauthenticated,
         },
         ServerError::NoLeader
         | ServerError::TimedOut
@@ -46,6 +66,12 @@ fn code(e: &ServerError) -> Code {
 impl From<ServerError> for Status {
     fn from(e: ServerError) -> Self {
         Status::new(code(&e), e.to_string())
+    }
+}
+
+impl From<AuthError> for Status {
+    fn from(e: AuthError) -> Self {
+        ServerError::Auth(e).into()
     }
 }
 

@@ -13,6 +13,7 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::request_id;
+use crate::identity::Credentials;
 use crate::mvcc;
 use crate::server::EtcdServer;
 
@@ -25,12 +26,19 @@ impl KvService {
         Self { server }
     }
 
-    async fn propose<R: Message + Default>(
+    /// Proposes a write as the request's caller (permissions are checked at apply).
+    async fn propose<R: Message + Default, T>(
         &self,
+        request: &Request<T>,
         p: Proposal,
-        request_id: String,
     ) -> Result<(R, u64), Status> {
-        let (bytes, term) = self.server.propose_once(p, request_id).await?;
+        let who = Credentials::of(&self.server, request)
+            .who(&self.server)
+            .await?;
+        let (bytes, term) = self
+            .server
+            .propose_for(p, request_id(request), who.as_ref())
+            .await?;
         let resp = R::decode(bytes.as_slice())
             .map_err(|e| Status::internal(format!("etcdserver: bad apply result: {e}")))?;
         Ok((resp, term))
@@ -76,13 +84,16 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
+        let creds = Credentials::of(&self.server, &request);
         let req = request.into_inner();
         mvcc::check_range(&req)?;
         if !req.serializable {
             self.server.read_barrier().await?;
         }
+        let who = creds.who(&self.server).await?.unwrap_or_default();
         let mut resp = {
             let state = self.server.read_state()?;
+            state.auth.check_range(&who, &req)?;
             mvcc::range(&state.mvcc, &req)?
         };
         resp.header = self
@@ -92,10 +103,9 @@ impl Kv for KvService {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let id = request_id(&request);
-        let req = request.into_inner();
+        let req = request.get_ref().clone();
         mvcc::check_put(&req)?;
-        let (mut resp, term): (PutResponse, _) = self.propose(Proposal::Put(req), id).await?;
+        let (mut resp, term): (PutResponse, _) = self.propose(&request, Proposal::Put(req)).await?;
         resp.header = self.server.header(Self::revision_of(&resp.header), term);
         Ok(Response::new(resp))
     }
@@ -104,26 +114,29 @@ impl Kv for KvService {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        let id = request_id(&request);
-        let req = request.into_inner();
+        let req = request.get_ref().clone();
         mvcc::check_delete(&req)?;
         let (mut resp, term): (DeleteRangeResponse, _) =
-            self.propose(Proposal::DeleteRange(req), id).await?;
+            self.propose(&request, Proposal::DeleteRange(req)).await?;
         resp.header = self.server.header(Self::revision_of(&resp.header), term);
         Ok(Response::new(resp))
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        let id = request_id(&request);
-        let req = request.into_inner();
+        let req = request.get_ref().clone();
         mvcc::check_txn(&req, self.server.limits.max_txn_ops)?;
         let (read_only, serializable) = txn_reads(&req);
         if read_only {
             if !serializable {
                 self.server.read_barrier().await?;
             }
+            let who = Credentials::of(&self.server, &request)
+                .who(&self.server)
+                .await?
+                .unwrap_or_default();
             let mut resp = {
                 let state = self.server.read_state()?;
+                state.auth.check_txn(&who, &req, &|_| Vec::new())?;
                 let mut txn = state.mvcc.write_txn();
                 mvcc::txn(&state.mvcc, &mut txn, &req, &AnyLease)?
             };
@@ -132,7 +145,7 @@ impl Kv for KvService {
                 .header(Self::revision_of(&resp.header), self.server.term());
             return Ok(Response::new(resp));
         }
-        let (mut resp, term): (TxnResponse, _) = self.propose(Proposal::Txn(req), id).await?;
+        let (mut resp, term): (TxnResponse, _) = self.propose(&request, Proposal::Txn(req)).await?;
         resp.header = self.server.header(Self::revision_of(&resp.header), term);
         Ok(Response::new(resp))
     }
@@ -141,10 +154,9 @@ impl Kv for KvService {
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        let id = request_id(&request);
-        let req = request.into_inner();
+        let req = *request.get_ref();
         let (mut resp, term): (CompactionResponse, _) =
-            self.propose(Proposal::Compaction(req), id).await?;
+            self.propose(&request, Proposal::Compaction(req)).await?;
         resp.header = self.server.header(Self::revision_of(&resp.header), term);
         Ok(Response::new(resp))
     }

@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::request_id;
+use crate::identity::Credentials;
 use crate::lease::MAX_LEASE_TTL;
 use crate::mvcc::KvError;
 use crate::server::EtcdServer;
@@ -38,6 +39,9 @@ impl Lease for LeaseService {
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         let id = request_id(&request);
+        let who = Credentials::of(&self.server, &request)
+            .who(&self.server)
+            .await?;
         let mut req = request.into_inner();
         if req.ttl > MAX_LEASE_TTL {
             return Err(KvError::LeaseTtlTooLarge.into());
@@ -48,7 +52,7 @@ impl Lease for LeaseService {
         }
         let (bytes, term) = self
             .server
-            .propose_once(Proposal::LeaseGrant(req), id)
+            .propose_for(Proposal::LeaseGrant(req), id, who.as_ref())
             .await?;
         let mut resp = LeaseGrantResponse::decode(bytes.as_slice())
             .map_err(|e| Status::internal(format!("etcdserver: bad apply result: {e}")))?;
@@ -63,10 +67,13 @@ impl Lease for LeaseService {
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         let id = request_id(&request);
+        let who = Credentials::of(&self.server, &request)
+            .who(&self.server)
+            .await?;
         let req = request.into_inner();
         let (bytes, term) = self
             .server
-            .propose_once(Proposal::LeaseRevoke(req), id)
+            .propose_for(Proposal::LeaseRevoke(req), id, who.as_ref())
             .await?;
         let mut resp = LeaseRevokeResponse::decode(bytes.as_slice())
             .map_err(|e| Status::internal(format!("etcdserver: bad apply result: {e}")))?;
@@ -116,11 +123,18 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let creds = Credentials::of(&self.server, &request);
         let req = request.into_inner();
         self.server.read_barrier().await?;
+        let who = creds.who(&self.server).await?.unwrap_or_default();
         let (rev, lease) = {
             let st = self.server.read_state()?;
-            (st.mvcc.current_rev(), st.leases.get(req.id).cloned())
+            let lease = st.leases.get(req.id).cloned();
+            if let (Some(l), true) = (&lease, req.keys) {
+                let keys: Vec<Vec<u8>> = l.keys.iter().cloned().collect();
+                st.auth.check_read_keys(&who, &keys)?;
+            }
+            (st.mvcc.current_rev(), lease)
         };
         let header = self.server.header(rev, self.server.term());
         let Some(lease) = lease else {

@@ -6,7 +6,9 @@ use oxetcd_common::v3lockpb::lock_server::Lock;
 use oxetcd_common::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 use tonic::{Request, Response, Status};
 
+use crate::auth::Access::{Read, Write};
 use crate::concurrency::{self, Abandon};
+use crate::identity::Credentials;
 use crate::server::EtcdServer;
 
 pub(super) struct LockService {
@@ -22,6 +24,8 @@ impl LockService {
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let name = &request.get_ref().name;
+        super::permit_contenders(&self.server, &request, name, &[Read, Write]).await?;
         let req = request.into_inner();
         let key = concurrency::contender_key(&req.name, req.lease);
         let (rev, _) = concurrency::create_or_get(&self.server, &key, b"", req.lease).await?;
@@ -40,6 +44,11 @@ impl Lock for LockService {
         &self,
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
+        Credentials::of(&self.server, &request)
+            .require(&self.server, |auth, who| {
+                auth.check(who, &request.get_ref().key, &[], Write)
+            })
+            .await?;
         let req = request.into_inner();
         let header = concurrency::delete_if_owner(&self.server, &req.key, 0).await?;
         Ok(Response::new(UnlockResponse { header }))

@@ -13,6 +13,7 @@ use oxetcd_common::etcdserverpb::{
 use oxetcd_common::version::{ETCD_SERVER_VERSION, ETCD_STORAGE_VERSION};
 use tonic::{Request, Response, Status};
 
+use crate::identity::Credentials;
 use crate::server::EtcdServer;
 
 /// etcd's default backend quota (2 GiB) when `--quota-backend-bytes` is 0.
@@ -25,6 +26,14 @@ pub(super) struct MaintenanceService {
 impl MaintenanceService {
     pub(super) fn new(server: Arc<EtcdServer>) -> Self {
         Self { server }
+    }
+
+    /// With auth enabled, defragment, hashes, snapshots, move-leader and downgrade are root
+    /// only (etcd's authMaintenanceServer); status and alarms are open to all, as in 3.4.
+    async fn require_admin<T>(&self, r: &Request<T>) -> Result<(), Status> {
+        Credentials::of(&self.server, r)
+            .require_admin(&self.server)
+            .await
     }
 
     fn not_yet(what: &str) -> Status {
@@ -84,8 +93,9 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _r: Request<DefragmentRequest>,
+        r: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        self.require_admin(&r).await?;
         // RocksDB's equivalent of a bbolt defrag: a full manual compaction of every column family.
         let storage = self.server.storage.clone();
         tokio::task::spawn_blocking(move || {
@@ -106,14 +116,13 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn hash(&self, _r: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, r: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        self.require_admin(&r).await?;
         Err(Self::not_yet("hash"))
     }
 
-    async fn hash_kv(
-        &self,
-        _r: Request<HashKvRequest>,
-    ) -> Result<Response<HashKvResponse>, Status> {
+    async fn hash_kv(&self, r: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        self.require_admin(&r).await?;
         Err(Self::not_yet("hashkv"))
     }
 
@@ -121,8 +130,9 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _r: Request<SnapshotRequest>,
+        r: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.require_admin(&r).await?;
         Err(Self::not_yet("snapshot"))
     }
 
@@ -130,6 +140,7 @@ impl Maintenance for MaintenanceService {
         &self,
         r: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        self.require_admin(&r).await?;
         self.server.move_leader(r.into_inner().target_id).await?;
         let rev = self.server.read_state()?.mvcc.current_rev();
         Ok(Response::new(MoveLeaderResponse {
@@ -139,8 +150,9 @@ impl Maintenance for MaintenanceService {
 
     async fn downgrade(
         &self,
-        _r: Request<DowngradeRequest>,
+        r: Request<DowngradeRequest>,
     ) -> Result<Response<DowngradeResponse>, Status> {
+        self.require_admin(&r).await?;
         Err(Self::not_yet("downgrade"))
     }
 }

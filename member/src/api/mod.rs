@@ -1,6 +1,7 @@
 //! The client-facing API on the client URLs: etcd's gRPC services and the HTTP endpoints
 //! (`/health`, `/version`, `/metrics`). Thin: validate, hand on to `server`, shape the answer.
 
+mod auth;
 mod cluster;
 mod election;
 mod error;
@@ -13,6 +14,7 @@ mod watch;
 
 use std::sync::Arc;
 
+use oxetcd_common::etcdserverpb::auth_server::AuthServer;
 use oxetcd_common::etcdserverpb::cluster_server::ClusterServer;
 use oxetcd_common::etcdserverpb::kv_server::KvServer;
 use oxetcd_common::etcdserverpb::lease_server::LeaseServer;
@@ -34,6 +36,26 @@ pub(crate) fn request_id<T>(request: &tonic::Request<T>) -> String {
         .filter(|id| id.len() <= crate::dedup::MAX_ID_LEN)
         .unwrap_or_default()
         .to_string()
+}
+
+/// Lock and Election act for the caller on the contender keys `name/...` (etcd's recipes run
+/// with the caller's token): with auth enabled the caller needs `access` on the whole prefix.
+pub(crate) async fn permit_contenders<T>(
+    server: &EtcdServer,
+    request: &tonic::Request<T>,
+    name: &[u8],
+    access: &[crate::auth::Access],
+) -> Result<(), tonic::Status> {
+    let prefix = crate::concurrency::prefix(name);
+    let end = oxetcd_common::net::prefix_end(&prefix);
+    crate::identity::Credentials::of(server, request)
+        .require(server, |auth, who| {
+            access
+                .iter()
+                .try_for_each(|a| auth.check(who, &prefix, &end, *a))
+        })
+        .await
+        .map(|_| ())
 }
 
 /// gRPC's framing overhead allowed on top of `--max-request-bytes`, as etcd allows, so that an
@@ -70,6 +92,9 @@ pub(crate) fn routes(server: Arc<EtcdServer>) -> Routes {
         .add_service(limited!(MaintenanceServer::new(
             maintenance::MaintenanceService::new(server.clone())
         )))
+        .add_service(limited!(AuthServer::new(auth::AuthService::new(
+            server.clone()
+        ))))
         .into_axum_router()
         .layer(axum::middleware::map_response(error::oversized_as_grpc_go))
         .layer(axum::middleware::map_response_with_state(

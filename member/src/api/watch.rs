@@ -9,6 +9,7 @@ use oxetcd_common::etcdserverpb::{WatchRequest, WatchResponse};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::identity::Credentials;
 use crate::server::EtcdServer;
 
 /// Responses queued per stream before the stream task waits for the client (then the stream
@@ -34,9 +35,11 @@ impl Watch for WatchService {
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+        let creds = Credentials::of(&self.server, &request);
         tokio::spawn(crate::watch::stream::serve(
             self.server.clone(),
             request.into_inner(),
+            creds,
             tx,
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

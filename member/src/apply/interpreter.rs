@@ -3,34 +3,46 @@
 
 use std::sync::Arc;
 
-use oxetcd_common::etcdserverpb::{LeaseGrantResponse, LeaseRevokeResponse, ResponseHeader};
+use oxetcd_common::etcdserverpb::{
+    AuthDisableResponse, AuthEnableResponse, AuthRoleAddResponse, AuthRoleDeleteResponse,
+    AuthRoleGrantPermissionResponse, AuthRoleRevokePermissionResponse, AuthUserAddResponse,
+    AuthUserChangePasswordResponse, AuthUserDeleteResponse, AuthUserGrantRoleResponse,
+    AuthUserRevokeRoleResponse, AuthenticateResponse, LeaseGrantResponse, LeaseRevokeResponse,
+    ResponseHeader,
+};
 use oxetcd_common::oxetcdpb::internal_raft_request::Request;
 use prost::Message;
 use rocksdb::WriteBatch;
 
 use super::layers::{Applier, Context};
 use super::state::{MemberState, META_MEMBER_ATTRS};
+use crate::auth::Tokens;
+use crate::error::{Applied, ServerError};
 use crate::lease::{LeaseTable, Lessor};
 use crate::mvcc::{self, KvError, Mvcc};
 use crate::storage::{Storage, CF_META};
 
-/// Applies requests to mvcc, the lease table and the member attributes.
+/// Applies requests to mvcc, the lease table, the auth store and the member attributes.
 pub(super) struct Interpreter {
     pub(super) storage: Storage,
     pub(super) lessor: Arc<Lessor>,
+    /// This member's tokens: a login registers one, a deleted user loses theirs.
+    pub(super) tokens: Arc<Tokens>,
 }
 
 impl Applier for Interpreter {
     /// Stages the request's writes in `cx.batch` and the events it made in `cx.published`
     /// (handed to watchers once the batch is written).
-    fn apply(&self, cx: &mut Context<'_>, req: Request) -> Result<Vec<u8>, KvError> {
+    fn apply(&self, cx: &mut Context<'_>, req: Request) -> Applied {
         let (state, batch, published) = (&mut *cx.state, &mut *cx.batch, &mut *cx.published);
         let MemberState {
             mvcc,
             leases,
             attributes,
+            auth,
             ..
         } = state;
+        let st = &self.storage;
         let header = |rev: i64| {
             Some(ResponseHeader {
                 revision: rev,
@@ -84,6 +96,73 @@ impl Applier for Interpreter {
                 };
                 Ok(resp.encode_to_vec())
             }
+            Request::AuthEnable(_) => {
+                auth.enable(st, batch)?;
+                let header = header(mvcc.current_rev());
+                Ok(AuthEnableResponse { header }.encode_to_vec())
+            }
+            Request::AuthDisable(_) => {
+                auth.disable(st, batch);
+                self.tokens.clear();
+                let header = header(mvcc.current_rev());
+                Ok(AuthDisableResponse { header }.encode_to_vec())
+            }
+            Request::Authenticate(a) => {
+                auth.authenticate(&a.name, a.checked_revision)?;
+                let token = self
+                    .tokens
+                    .assign(&a.name, &a.simple_token, cx.log_index, auth.revision())
+                    .map_err(ServerError::Internal)?;
+                let header = header(mvcc.current_rev());
+                Ok(AuthenticateResponse { header, token }.encode_to_vec())
+            }
+            Request::UserAdd(r) => {
+                auth.user_add(st, batch, &r)?;
+                let header = header(mvcc.current_rev());
+                Ok(AuthUserAddResponse { header }.encode_to_vec())
+            }
+            Request::UserDelete(r) => {
+                auth.user_delete(st, batch, &r.name)?;
+                self.tokens.invalidate_user(&r.name);
+                let header = header(mvcc.current_rev());
+                Ok(AuthUserDeleteResponse { header }.encode_to_vec())
+            }
+            Request::UserChangePassword(r) => {
+                auth.user_change_password(st, batch, &r.name, &r.hashed_password)?;
+                self.tokens.invalidate_user(&r.name);
+                let header = header(mvcc.current_rev());
+                Ok(AuthUserChangePasswordResponse { header }.encode_to_vec())
+            }
+            Request::UserGrantRole(r) => {
+                auth.user_grant_role(st, batch, &r.user, &r.role)?;
+                let header = header(mvcc.current_rev());
+                Ok(AuthUserGrantRoleResponse { header }.encode_to_vec())
+            }
+            Request::UserRevokeRole(r) => {
+                auth.user_revoke_role(st, batch, &r.name, &r.role)?;
+                let header = header(mvcc.current_rev());
+                Ok(AuthUserRevokeRoleResponse { header }.encode_to_vec())
+            }
+            Request::RoleAdd(r) => {
+                auth.role_add(st, batch, &r.name)?;
+                let header = header(mvcc.current_rev());
+                Ok(AuthRoleAddResponse { header }.encode_to_vec())
+            }
+            Request::RoleDelete(r) => {
+                auth.role_delete(st, batch, &r.role)?;
+                let header = header(mvcc.current_rev());
+                Ok(AuthRoleDeleteResponse { header }.encode_to_vec())
+            }
+            Request::RoleGrantPermission(r) => {
+                auth.role_grant_permission(st, batch, &r)?;
+                let header = header(mvcc.current_rev());
+                Ok(AuthRoleGrantPermissionResponse { header }.encode_to_vec())
+            }
+            Request::RoleRevokePermission(r) => {
+                auth.role_revoke_permission(st, batch, &r)?;
+                let header = header(mvcc.current_rev());
+                Ok(AuthRoleRevokePermissionResponse { header }.encode_to_vec())
+            }
             Request::MemberAttributes(a) => {
                 attributes.insert(a.id, (a.name, a.client_urls));
                 let bytes = bincode::serialize(&*attributes)
@@ -94,7 +173,7 @@ impl Applier for Interpreter {
             Request::LeaseRevoke(r) => {
                 let keys = match leases.get(r.id) {
                     Some(l) => l.keys.clone(),
-                    None => return Err(KvError::LeaseNotFound),
+                    None => return Err(KvError::LeaseNotFound.into()),
                 };
                 // Every attached key goes in one revision.
                 let mut txn = mvcc.write_txn();

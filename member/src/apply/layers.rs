@@ -5,8 +5,9 @@
 //! RocksDB batch as the request's own writes, so a layer's record and the request it guards
 //! are durable together.
 //!
-//! Today: [`Dedup`] (request IDs applied once) around [`super::interpreter::Interpreter`].
-//! Permission and quota checks come in as layers here.
+//! Today: [`Dedup`] (request IDs applied once), then [`Permissions`] (etcd's auth applier:
+//! may the request's user do this, at this point of the log?) around
+//! [`super::interpreter::Interpreter`]. Quota checks come in as a layer here.
 
 use oxetcd_common::mvccpb::Event;
 use oxetcd_common::oxetcdpb::internal_raft_request::Request;
@@ -14,7 +15,9 @@ use oxetcd_common::oxetcdpb::InternalRaftRequest;
 use rocksdb::WriteBatch;
 
 use super::state::MemberState;
+use crate::auth::AuthInfo;
 use crate::dedup;
+use crate::error::{Applied, ServerError};
 use crate::mvcc::KvError;
 use crate::storage::Storage;
 
@@ -26,11 +29,13 @@ pub(super) struct Context<'a> {
     pub(super) published: &'a mut Vec<(i64, Vec<Event>)>,
     pub(super) log_index: u64,
     pub(super) position: u32,
+    /// Who proposed the request; `None` for a member's own requests (never checked).
+    pub(super) who: Option<AuthInfo>,
 }
 
 /// One layer of the pipeline.
 pub(super) trait Applier {
-    fn apply(&self, cx: &mut Context<'_>, req: Request) -> Result<Vec<u8>, KvError>;
+    fn apply(&self, cx: &mut Context<'_>, req: Request) -> Applied;
 }
 
 /// Answers a request whose ID was applied before with its first result, and records the
@@ -43,20 +48,20 @@ pub(super) struct Dedup<A> {
 
 impl<A: Applier> Dedup<A> {
     /// The pipeline's entry: a request as proposed, with its optional ID.
-    pub(super) fn apply_request(
-        &self,
-        cx: &mut Context<'_>,
-        req: InternalRaftRequest,
-    ) -> Result<Vec<u8>, KvError> {
+    pub(super) fn apply_request(&self, cx: &mut Context<'_>, req: InternalRaftRequest) -> Applied {
         let id = Some(req.request_id).filter(|id| !id.is_empty() && id.len() <= dedup::MAX_ID_LEN);
         if let Some(first) = id.as_deref().and_then(|id| cx.state.requests.get(id)) {
             return first;
         }
+        cx.who = (!req.from_member).then_some(AuthInfo {
+            username: req.username,
+            revision: req.auth_revision,
+        });
         let result = match req.request {
             Some(r) => self.inner.apply(cx, r),
             // A request kind this member does not know (a newer member proposed it): every
             // member of this version skips it the same way.
-            None => Err(KvError::Corrupt("unknown request kind".into())),
+            None => Err(KvError::Corrupt("unknown request kind".into()).into()),
         };
         if let Some(id) = id {
             cx.state.requests.record(
@@ -70,4 +75,56 @@ impl<A: Applier> Dedup<A> {
         }
         result
     }
+}
+
+/// etcd's auth applier: checks the request's user against the auth state as of this point of
+/// the log, so a permission revoked by an earlier entry is never used by a later one. Member
+/// requests (`who` is `None`) pass.
+pub(super) struct Permissions<A> {
+    pub(super) inner: A,
+}
+
+impl<A: Applier> Applier for Permissions<A> {
+    fn apply(&self, cx: &mut Context<'_>, req: Request) -> Applied {
+        if let Some(who) = &cx.who {
+            check(cx.state, who, &req)?;
+        }
+        self.inner.apply(cx, req)
+    }
+}
+
+fn check(state: &MemberState, who: &AuthInfo, req: &Request) -> Result<(), ServerError> {
+    let auth = &state.auth;
+    if !auth.is_enabled() {
+        return Ok(());
+    }
+    let lease_keys = |id: i64| -> Vec<Vec<u8>> {
+        state
+            .leases
+            .get(id)
+            .map(|l| l.keys.iter().cloned().collect())
+            .unwrap_or_default()
+    };
+    match req {
+        Request::Put(r) => auth.check_put(who, r, &lease_keys)?,
+        Request::DeleteRange(r) => auth.check_delete(who, r)?,
+        Request::Txn(t) => auth.check_txn(who, t, &lease_keys)?,
+        Request::LeaseRevoke(r) => auth.check_lease_keys(who, &lease_keys(r.id))?,
+        // etcd checks neither a lease grant nor a login's permissions.
+        Request::LeaseGrant(_) | Request::Authenticate(_) | Request::MemberAttributes(_) => {}
+        // Compaction is cluster-wide and destroys history: root only (etcd lets any user).
+        Request::Compaction(_)
+        | Request::AuthEnable(_)
+        | Request::AuthDisable(_)
+        | Request::UserAdd(_)
+        | Request::UserDelete(_)
+        | Request::UserChangePassword(_)
+        | Request::UserGrantRole(_)
+        | Request::UserRevokeRole(_)
+        | Request::RoleAdd(_)
+        | Request::RoleDelete(_)
+        | Request::RoleGrantPermission(_)
+        | Request::RoleRevokePermission(_) => auth.check_admin(who)?,
+    }
+    Ok(())
 }

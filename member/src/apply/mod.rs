@@ -25,9 +25,10 @@ use rocksdb::WriteBatch;
 pub(crate) use state::MemberState;
 
 use interpreter::Interpreter;
-use layers::{Context, Dedup};
+use layers::{Context, Dedup, Permissions};
 use state::{load_state, read_err, restart_lease_clock, stage_applied, write_err};
 
+use crate::auth::Tokens;
 use crate::lease::Lessor;
 use crate::raft::{ApplyResult, LogId, MemberNode, StorageError, TypeConfig};
 use crate::storage::Storage;
@@ -40,7 +41,7 @@ pub(crate) struct StateMachine {
     lessor: Arc<Lessor>,
     hub: WatchHub,
     /// The apply pipeline every client request goes through.
-    pipeline: Arc<Dedup<Interpreter>>,
+    pipeline: Arc<Dedup<Permissions<Interpreter>>>,
 }
 
 impl StateMachine {
@@ -48,14 +49,18 @@ impl StateMachine {
         storage: Storage,
         lessor: Arc<Lessor>,
         hub: WatchHub,
+        tokens: Arc<Tokens>,
     ) -> Result<Self, StorageError> {
         let state = load_state(&storage)?;
         restart_lease_clock(&lessor, &state.leases);
         let pipeline = Arc::new(Dedup {
             storage: storage.clone(),
-            inner: Interpreter {
-                storage: storage.clone(),
-                lessor: lessor.clone(),
+            inner: Permissions {
+                inner: Interpreter {
+                    storage: storage.clone(),
+                    lessor: lessor.clone(),
+                    tokens,
+                },
             },
         });
         Ok(Self {
@@ -115,6 +120,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                 published: &mut published,
                                 log_index: entry.log_id.index,
                                 position: position as u32,
+                                who: None,
                             };
                             out.push(self.pipeline.apply_request(&mut cx, req));
                         }

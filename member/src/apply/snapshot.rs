@@ -1,5 +1,5 @@
-//! Raft snapshots of the state machine: today the whole key space, lease table and meta rows
-//! in one blob (fine for small stores; a streamed RocksDB checkpoint replaces it when
+//! Raft snapshots of the state machine: today the whole key space, lease table, auth and meta
+//! rows in one blob (fine for small stores; a streamed RocksDB checkpoint replaces it when
 //! snapshots have to scale).
 
 use std::io::Cursor;
@@ -11,18 +11,16 @@ use serde::{Deserialize, Serialize};
 use super::state::{load_state, read_err, restart_lease_clock, stage_applied, write_err};
 use super::StateMachine;
 use crate::raft::{MemberNode, StorageError, TypeConfig};
-use crate::storage::{CF_KV, CF_LEASE, CF_META};
+use crate::storage::{CF_AUTH, CF_KV, CF_LEASE, CF_META};
 
-/// The whole state machine in one blob.
+/// The whole state machine in one blob: the rows of each column family it carries.
 #[derive(Serialize, Deserialize)]
 struct SnapshotBlob {
-    meta_rows: Rows,
-    kv_rows: Rows,
-    lease_rows: Rows,
+    column_families: Vec<(String, Rows)>,
 }
 
-/// The column families a snapshot carries, in `SnapshotBlob` order.
-const SNAPSHOT_CFS: [&str; 3] = [CF_META, CF_KV, CF_LEASE];
+/// The column families a snapshot carries.
+const SNAPSHOT_CFS: [&str; 4] = [CF_META, CF_KV, CF_LEASE, CF_AUTH];
 
 /// Raw (key, value) rows of a column family.
 type Rows = Vec<(Vec<u8>, Vec<u8>)>;
@@ -39,9 +37,10 @@ impl StateMachine {
                 .collect()
         };
         let blob = SnapshotBlob {
-            meta_rows: rows(CF_META)?,
-            kv_rows: rows(CF_KV)?,
-            lease_rows: rows(CF_LEASE)?,
+            column_families: SNAPSHOT_CFS
+                .iter()
+                .map(|cf| Ok((cf.to_string(), rows(cf)?)))
+                .collect::<Result<_, StorageError>>()?,
         };
         let data = bincode::serialize(&blob).map_err(read_err)?;
         let last = state.applied;
@@ -77,8 +76,12 @@ impl StateMachine {
                 batch.delete_cf(cf, k);
             }
         }
-        let blob_rows = [blob.meta_rows, blob.kv_rows, blob.lease_rows];
-        for (cf_name, rows) in SNAPSHOT_CFS.into_iter().zip(blob_rows) {
+        for (cf_name, rows) in blob.column_families {
+            let Some(cf_name) = SNAPSHOT_CFS.into_iter().find(|cf| *cf == cf_name) else {
+                return Err(write_err(format!(
+                    "snapshot has an unknown column family {cf_name}"
+                )));
+            };
             for (k, v) in rows {
                 batch.put_cf(self.storage.cf(cf_name), k, v);
             }

@@ -2,6 +2,7 @@
 
 use openraft::{StorageIOError, StoredMembership};
 
+use crate::auth::AuthStore;
 use crate::dedup::AppliedRequests;
 use crate::lease::{LeaseTable, Lessor};
 use crate::mvcc::Mvcc;
@@ -22,6 +23,8 @@ pub(crate) struct MemberState {
     pub attributes: std::collections::BTreeMap<u64, (String, Vec<String>)>,
     /// Request IDs already applied, with their results.
     pub requests: AppliedRequests,
+    /// Users, roles and whether auth is enabled.
+    pub auth: AuthStore,
 }
 
 pub(super) fn read_err(e: impl std::fmt::Display) -> StorageError {
@@ -53,7 +56,9 @@ pub(super) fn load_state(storage: &Storage) -> Result<MemberState, StorageError>
         leases.attach(lease, &key);
     }
     let requests = AppliedRequests::open(storage).map_err(read_err)?;
+    let auth = AuthStore::open(storage).map_err(read_err)?;
     Ok(MemberState {
+        auth,
         mvcc,
         leases,
         applied,

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 pub(crate) use client::Peers;
 pub(crate) use service::PeerService;
 
+use crate::error::Applied;
 use crate::error::ServerError;
-use crate::mvcc::KvError;
 
 /// The calls besides openraft's.
 #[derive(Clone, Copy, Debug)]
@@ -76,7 +76,7 @@ impl PeerError {
 /// log index (the follower answers once it has applied that index itself).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Forwarded {
-    pub results: Vec<Result<Vec<u8>, KvError>>,
+    pub results: Vec<Applied>,
     pub term: u64,
     pub log_index: u64,
 }

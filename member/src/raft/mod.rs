@@ -14,13 +14,13 @@ use serde::{Deserialize, Serialize};
 pub(crate) use log_store::LogStore;
 pub(crate) use network::Network;
 
-use crate::mvcc::KvError;
+use crate::error::Applied;
 
 /// The result of applying one entry, handed back to the proposer through openraft: for each
 /// request of the batch, the protobuf-encoded response of its kind, or its error.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct ApplyResult {
-    pub responses: Vec<Result<Vec<u8>, KvError>>,
+    pub responses: Vec<Applied>,
 }
 
 /// What a member knows of another: enough to reach its peer URL and to list it in MemberList.

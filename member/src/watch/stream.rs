@@ -12,6 +12,8 @@ use oxetcd_common::mvccpb::{event::EventType, Event};
 use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
+use crate::auth::AuthError;
+use crate::identity::Credentials;
 use crate::mvcc::{self, KvError};
 use crate::server::EtcdServer;
 
@@ -76,14 +78,33 @@ fn fragments(events: Vec<Event>, limit: usize) -> Vec<Vec<Event>> {
     pieces
 }
 
+/// Why a watch the user may not read is canceled: etcd puts the text of the gRPC error there
+/// (`serverWatchStream.recvLoop`), with every other auth error as "permission denied".
+fn cancel_reason(e: &AuthError) -> &'static str {
+    match e {
+        AuthError::InvalidAuthToken => {
+            "rpc error: code = Unauthenticated desc = etcdserver: invalid auth token"
+        }
+        AuthError::AuthOldRevision => {
+            "rpc error: code = InvalidArgument desc = etcdserver: revision of auth store is old"
+        }
+        AuthError::UserEmpty => {
+            "rpc error: code = InvalidArgument desc = etcdserver: user name is empty"
+        }
+        _ => "rpc error: code = PermissionDenied desc = etcdserver: permission denied",
+    }
+}
+
 /// Serves one watch stream until the client goes away.
 pub(crate) async fn serve(
     server: Arc<EtcdServer>,
     mut requests: tonic::Streaming<WatchRequest>,
+    creds: Credentials,
     out: mpsc::Sender<Result<WatchResponse, Status>>,
 ) {
     let mut s = StreamState {
         server: server.clone(),
+        creds,
         out,
         watchers: BTreeMap::new(),
         next_id: 0,
@@ -124,6 +145,8 @@ pub(crate) async fn serve(
 
 struct StreamState {
     server: Arc<EtcdServer>,
+    /// What the stream was opened with: each watch must be readable by its user.
+    creds: Credentials,
     out: mpsc::Sender<Result<WatchResponse, Status>>,
     watchers: BTreeMap<i64, Watcher>,
     next_id: i64,
@@ -226,6 +249,9 @@ impl StreamState {
         if !c.range_end.is_empty() && c.range_end != [0] && key >= c.range_end {
             return self.refuse(current, "mvcc: watcher range is empty").await;
         }
+        if let Err(e) = self.permitted(&key, &c.range_end).await {
+            return self.refuse(current, cancel_reason(&e)).await;
+        }
         let id = if c.watch_id != 0 {
             c.watch_id
         } else {
@@ -290,6 +316,22 @@ impl StreamState {
             },
         );
         self.catch_up(id).await
+    }
+
+    /// May the stream's user read the whole watched range? (Checked at each create, with
+    /// the credentials the stream was opened with, as etcd does.)
+    async fn permitted(&self, key: &[u8], range_end: &[u8]) -> Result<(), AuthError> {
+        let who = match self.creds.who(&self.server).await {
+            Ok(w) => w.unwrap_or_default(),
+            Err(crate::error::ServerError::Auth(e)) => return Err(e),
+            Err(_) => return Err(AuthError::PermissionDenied),
+        };
+        let st = self
+            .server
+            .read_state()
+            .map_err(|_| AuthError::PermissionDenied)?;
+        st.auth
+            .check(&who, key, range_end, crate::auth::Access::Read)
     }
 
     /// etcd's answer to a watch it cannot create: created and canceled at once, with the reason,
