@@ -53,6 +53,114 @@ fn split_args(line: &str) -> Vec<String> {
     out
 }
 
+/// Users, roles and permissions with etcdctl, then requests as each user: the auth part of
+/// `shared/etcd-reference/transcript-cluster.sh`, plus every permission form (key, range,
+/// prefix, from-key), the refusals etcd gives, and `-w json` of the auth commands.
+pub fn auth_script() -> Vec<Step> {
+    let alice = "--user=alice:alicepw";
+    let root = "--user=root:rootpw";
+    let mut s: Vec<Step> = [
+        "user add root:rootpw",
+        "role add root",
+        "user grant-role root root",
+        "role add reader",
+        "role grant-permission reader read /app/ --prefix=true",
+        "role grant-permission reader readwrite /rw/key",
+        "role grant-permission reader write /w/a /w/c",
+        "role grant-permission reader read /from --from-key",
+        "role grant-permission reader readwrite /rw/key",
+        "role get reader",
+        "role get reader -w json",
+        "user add alice:alicepw",
+        "user grant-role alice reader",
+        "user grant-role alice reader",
+        "user get alice",
+        "user get alice -w json",
+        "user list",
+        "user list -w json",
+        "role list",
+        "auth enable",
+        "auth enable -w json",
+        "get /app/x",
+    ]
+    .into_iter()
+    .map(step)
+    .collect();
+    for line in [
+        "get /app/x -w json",
+        "put /app/x 1",
+        "get /app/ --from-key",
+        "put /rw/key ok",
+        "get /rw/key",
+        "del /rw/key --prev-kv",
+        "put /w/b x",
+        "del /w/a /w/c",
+        "del /w/a /w/d",
+        "user get alice",
+        "user get root",
+        "role get reader",
+        "role get root",
+        "user list",
+        "role list",
+        "auth disable",
+    ] {
+        s.push(step(&format!("{alice} {line}")));
+    }
+    s.push(step_in(
+        &format!("{alice} txn"),
+        "\nput /w/b y\nput /app/x n\n\n",
+    ));
+    s.push(step("--user=alice:wrong get /app/x"));
+    s.push(step("--user=nobody:x get /app/x"));
+    for line in [
+        "put /app/x 1",
+        "get /app/ --prefix",
+        "user get root",
+        "role get root",
+        "role revoke-permission reader /nope",
+        "role revoke-permission reader /w/a /w/c",
+        "role get reader",
+        "user revoke-role alice nope",
+        "user revoke-role root root",
+        "user delete root",
+        "role delete root",
+        "user add alice:x",
+        "role add reader",
+        "user grant-role alice nope",
+        "user get nobody",
+        "role get nobody",
+        "user passwd alice --interactive=false",
+    ] {
+        s.push(step(&format!("{root} {line}")));
+    }
+    s.push(step_in(
+        &format!("{root} user passwd alice --interactive=false"),
+        "newpw\n",
+    ));
+    s.push(step(&format!("{alice} get /app/x")));
+    s.push(step("--user=alice:newpw get /app/x"));
+    for line in [
+        "user revoke-role alice reader",
+        "role delete reader",
+        "auth disable",
+    ] {
+        s.push(step(&format!("{root} {line}")));
+    }
+    for line in [
+        "get /app/x",
+        "user delete alice",
+        "user delete root",
+        "role delete root",
+        "role add root2",
+        "auth enable",
+        "role delete root2",
+        "--user=root:rootpw get /app/x",
+    ] {
+        s.push(step(line));
+    }
+    s
+}
+
 /// The KV script of `shared/etcd-reference/transcript-kv.sh` (the etcdctl part), plus the
 /// request checks etcd makes (empty key, request too large, txn limits). Every command runs
 /// against a fresh member, so revisions are deterministic.
