@@ -6,6 +6,7 @@
 //! sends the same message when it is ready to serve).
 
 pub mod dns;
+pub mod pki;
 
 mod binaries;
 mod client;

@@ -1,82 +1,13 @@
 //! Client TLS terminated by the proxy: certificates made by the test (rcgen), real etcdctl as
 //! the client.
 
-use std::path::{Path, PathBuf};
-
+use oxetcd_tests::pki::{arg, pki};
 use oxetcd_tests::{etcdctl_at, Cluster, Kind, Proxy};
-use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files in `dir`.
-struct Pki {
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-}
-
-fn pki(dir: &Path) -> Pki {
-    let write = |name: &str, pem: String| {
-        let p = dir.join(name);
-        std::fs::write(&p, pem).expect("write pem");
-        p
-    };
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().expect("ca key");
-    let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
-    let issuer = Issuer::from_params(&ca_params, &ca_key);
-
-    let leaf = |san: Vec<String>, usage: ExtendedKeyUsagePurpose| {
-        let mut params = CertificateParams::new(san).expect("params");
-        params.extended_key_usages = vec![usage];
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &issuer).expect("sign");
-        (cert.pem(), key.serialize_pem())
-    };
-    let (sc, sk) = leaf(
-        vec!["127.0.0.1".into(), "localhost".into()],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
-    let (cc, ck) = leaf(vec!["client".into()], ExtendedKeyUsagePurpose::ClientAuth);
-    Pki {
-        ca: write("ca.pem", ca_cert.pem()),
-        server_cert: write("server.pem", sc),
-        server_key: write("server-key.pem", sk),
-        client_cert: write("client.pem", cc),
-        client_key: write("client-key.pem", ck),
-    }
-}
-
-impl Pki {
-    /// A member's flags: serve TLS with the server certificate, require client certificates.
-    fn member_args(&self) -> Vec<String> {
-        vec![
-            arg("cert-file", &self.server_cert),
-            arg("key-file", &self.server_key),
-            arg("trusted-ca-file", &self.ca),
-            "--client-cert-auth".to_string(),
-        ]
-    }
-
-    /// etcdctl's (and the proxy's towards members) flags with the client certificate.
-    fn client_args(&self) -> Vec<String> {
-        vec![
-            arg("cacert", &self.ca),
-            arg("cert", &self.client_cert),
-            arg("key", &self.client_key),
-        ]
-    }
-}
-
-fn arg(flag: &str, p: &Path) -> String {
-    format!("--{flag}={}", p.display())
-}
 
 #[test]
 fn tls_with_and_without_client_certificates() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let pki = pki(dir.path());
+    let pki = pki(dir.path(), "client");
     let c = Cluster::start(Kind::Oxetcd, 3);
 
     // Server certificate only.
@@ -148,7 +79,7 @@ fn tls_with_and_without_client_certificates() {
 #[test]
 fn the_proxy_reaches_tls_members_with_a_client_certificate() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let pki = pki(dir.path());
+    let pki = pki(dir.path(), "client");
     let member_tls = pki.member_args();
     let member_tls: Vec<&str> = member_tls.iter().map(String::as_str).collect();
     let client_tls = pki.client_args();
@@ -207,7 +138,7 @@ fn the_proxy_reaches_tls_members_found_by_dns() {
     use oxetcd_tests::dns::{DnsServer, SrvTable};
     const DOMAIN: &str = "oxetcd-tls.test";
     let dir = tempfile::tempdir().expect("temp dir");
-    let pki = pki(dir.path());
+    let pki = pki(dir.path(), "client");
     let member_tls = pki.member_args();
     let member_tls: Vec<&str> = member_tls.iter().map(String::as_str).collect();
     let c = Cluster::start_tls(Kind::Oxetcd, 3, &member_tls);
