@@ -267,7 +267,6 @@ async fn permission_probe(endpoint: &str) -> Vec<String> {
                 key: "/app/".into(),
                 range_end: "/app0".into(),
                 prev_kv: true,
-                ..Default::default()
             }
         ))
     );
