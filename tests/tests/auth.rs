@@ -818,3 +818,61 @@ fn the_client_certificate_common_name_is_the_user_as_in_etcd() {
         "{ours}"
     );
 }
+
+/// oxetcd-proxy in front of a cluster with auth enabled: tokens pass through untouched (the
+/// login too), and the proxy's own discovery and health checks need no user.
+#[test]
+fn the_proxy_passes_tokens_through_to_an_auth_enabled_cluster() {
+    let c = Cluster::start(Kind::Oxetcd, 3);
+    let m = &c.members[0];
+    for step in [
+        "user add root:rootpw",
+        "role add root",
+        "user grant-role root root",
+        "user add alice:alicepw",
+        "role add app",
+        "role grant-permission app readwrite /app/ --prefix=true",
+        "user grant-role alice app",
+        "auth enable",
+    ] {
+        let args: Vec<&str> = step.split(' ').collect();
+        m.etcdctl(&args).ok();
+    }
+    let p = oxetcd_tests::Proxy::start(&c.endpoints(), &[]);
+    assert_eq!(
+        p.etcdctl(&["--user=alice:alicepw", "put", "/app/x", "1"])
+            .ok(),
+        "OK\n"
+    );
+    assert_eq!(
+        p.etcdctl(&[
+            "--user=alice:alicepw",
+            "get",
+            "/app/x",
+            "--print-value-only"
+        ])
+        .ok(),
+        "1\n"
+    );
+    let denied = p.etcdctl(&["--user=alice:alicepw", "put", "/other", "1"]);
+    assert_eq!(
+        denied.error_line(),
+        Some("Error: etcdserver: permission denied"),
+        "{denied:?}"
+    );
+    let anonymous = p.etcdctl(&["get", "/app/x"]);
+    assert_eq!(
+        anonymous.error_line(),
+        Some("Error: etcdserver: user name is empty"),
+        "{anonymous:?}"
+    );
+    let wrong = p.etcdctl(&["--user=alice:nope", "get", "/app/x"]);
+    assert_eq!(
+        wrong.error_line(),
+        Some("Error: etcdserver: authentication failed, invalid user ID or password"),
+        "{wrong:?}"
+    );
+    // Watches through the proxy are checked too.
+    let w = p.etcdctl(&["--user=alice:alicepw", "watch", "/other", "--rev=1"]);
+    assert_ne!(w.code, 0, "{w:?}");
+}
