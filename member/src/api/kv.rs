@@ -27,21 +27,21 @@ impl KvService {
     }
 
     /// Proposes a write as the request's caller (permissions are checked at apply).
-    async fn propose<R: Message + Default, T>(
+    async fn propose<R: Message + Default>(
         &self,
-        request: &Request<T>,
+        (creds, id): (Credentials, String),
         p: Proposal,
     ) -> Result<(R, u64), Status> {
-        let who = Credentials::of(&self.server, request)
-            .who(&self.server)
-            .await?;
-        let (bytes, term) = self
-            .server
-            .propose_for(p, request_id(request), who.as_ref())
-            .await?;
+        let who = creds.who(&self.server).await?;
+        let (bytes, term) = self.server.propose_for(p, id, who.as_ref()).await?;
         let resp = R::decode(bytes.as_slice())
             .map_err(|e| Status::internal(format!("etcdserver: bad apply result: {e}")))?;
         Ok((resp, term))
+    }
+
+    /// Who sent the request, and its request ID, taken before the body is.
+    fn sender<T>(&self, request: &Request<T>) -> (Credentials, String) {
+        (Credentials::of(&self.server, request), request_id(request))
     }
 
     fn revision_of(h: &Option<oxetcd_common::etcdserverpb::ResponseHeader>) -> i64 {
@@ -103,9 +103,10 @@ impl Kv for KvService {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let req = request.get_ref().clone();
+        let from = self.sender(&request);
+        let req = request.into_inner();
         mvcc::check_put(&req)?;
-        let (mut resp, term): (PutResponse, _) = self.propose(&request, Proposal::Put(req)).await?;
+        let (mut resp, term): (PutResponse, _) = self.propose(from, Proposal::Put(req)).await?;
         resp.header = self.server.header(Self::revision_of(&resp.header), term);
         Ok(Response::new(resp))
     }
@@ -114,26 +115,25 @@ impl Kv for KvService {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        let req = request.get_ref().clone();
+        let from = self.sender(&request);
+        let req = request.into_inner();
         mvcc::check_delete(&req)?;
         let (mut resp, term): (DeleteRangeResponse, _) =
-            self.propose(&request, Proposal::DeleteRange(req)).await?;
+            self.propose(from, Proposal::DeleteRange(req)).await?;
         resp.header = self.server.header(Self::revision_of(&resp.header), term);
         Ok(Response::new(resp))
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        let req = request.get_ref().clone();
+        let (creds, id) = self.sender(&request);
+        let req = request.into_inner();
         mvcc::check_txn(&req, self.server.limits.max_txn_ops)?;
         let (read_only, serializable) = txn_reads(&req);
         if read_only {
             if !serializable {
                 self.server.read_barrier().await?;
             }
-            let who = Credentials::of(&self.server, &request)
-                .who(&self.server)
-                .await?
-                .unwrap_or_default();
+            let who = creds.who(&self.server).await?.unwrap_or_default();
             let mut resp = {
                 let state = self.server.read_state()?;
                 state.auth.check_txn(&who, &req, &|_| Vec::new())?;
@@ -145,7 +145,8 @@ impl Kv for KvService {
                 .header(Self::revision_of(&resp.header), self.server.term());
             return Ok(Response::new(resp));
         }
-        let (mut resp, term): (TxnResponse, _) = self.propose(&request, Proposal::Txn(req)).await?;
+        let (mut resp, term): (TxnResponse, _) =
+            self.propose((creds, id), Proposal::Txn(req)).await?;
         resp.header = self.server.header(Self::revision_of(&resp.header), term);
         Ok(Response::new(resp))
     }
@@ -154,9 +155,10 @@ impl Kv for KvService {
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        let req = *request.get_ref();
+        let from = self.sender(&request);
+        let req = request.into_inner();
         let (mut resp, term): (CompactionResponse, _) =
-            self.propose(&request, Proposal::Compaction(req)).await?;
+            self.propose(from, Proposal::Compaction(req)).await?;
         resp.header = self.server.header(Self::revision_of(&resp.header), term);
         Ok(Response::new(resp))
     }
