@@ -8,6 +8,7 @@ pub mod net;
 pub mod proto;
 pub mod signal;
 pub mod systemd;
+pub mod tls;
 pub mod version;
 
 pub use proto::{authpb, etcdserverpb, mvccpb, oxetcdpb, oxetcdpeerpb, v3electionpb, v3lockpb};

@@ -112,6 +112,59 @@ pub struct Config {
     #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = 10)]
     pub bcrypt_cost: u32,
 
+    /// Client TLS with a self-signed certificate (made in the data dir) when no --cert-file.
+    #[arg(long, env = "ETCD_AUTO_TLS", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub auto_tls: bool,
+
+    /// Peer TLS: this member's certificate, served on `https://` peer URLs and presented to
+    /// the other members.
+    #[arg(long, env = "ETCD_PEER_CERT_FILE", default_value = "")]
+    pub peer_cert_file: String,
+
+    /// Peer TLS: the key of `--peer-cert-file`.
+    #[arg(long, env = "ETCD_PEER_KEY_FILE", default_value = "")]
+    pub peer_key_file: String,
+
+    /// Peer TLS: CA bundle the other members' certificates must chain to.
+    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE", default_value = "")]
+    pub peer_trusted_ca_file: String,
+
+    /// Peer TLS: require a certificate from members that connect to this one.
+    #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub peer_client_cert_auth: bool,
+
+    /// Peer TLS: the other members' certificates must have this common name.
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_CN", default_value = "")]
+    pub peer_cert_allowed_cn: String,
+
+    /// Peer TLS: the other members' certificates must be valid for this host name.
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_HOSTNAME", default_value = "")]
+    pub peer_cert_allowed_hostname: String,
+
+    /// Peer TLS with a self-signed certificate (made in the data dir) when no
+    /// --peer-cert-file; the other members' certificates are then not checked.
+    #[arg(long, env = "ETCD_PEER_AUTO_TLS", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub peer_auto_tls: bool,
+
+    /// Years a self-signed certificate of --auto-tls / --peer-auto-tls is valid.
+    #[arg(long, env = "ETCD_SELF_SIGNED_CERT_VALIDITY", default_value_t = 1)]
+    pub self_signed_cert_validity: u32,
+
+    /// TLS 1.2 cipher suites (Go names, comma-separated) for client and peer links.
+    #[arg(long, env = "ETCD_CIPHER_SUITES", default_value = "")]
+    pub cipher_suites: String,
+
+    /// Lowest TLS version of client and peer links: TLS1.2 or TLS1.3.
+    #[arg(long, env = "ETCD_TLS_MIN_VERSION", default_value = "TLS1.2")]
+    pub tls_min_version: String,
+
+    /// Highest TLS version of client and peer links: TLS1.2 or TLS1.3 (default: the highest).
+    #[arg(long, env = "ETCD_TLS_MAX_VERSION", default_value = "")]
+    pub tls_max_version: String,
+
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1572864)]
     pub max_request_bytes: u64,

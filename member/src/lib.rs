@@ -31,4 +31,5 @@ mod raft;
 mod server;
 mod storage;
 mod tasks;
+mod tls;
 mod watch;

@@ -79,7 +79,10 @@ fn load_or_create_identity(
 
 /// Asks the other members of `--initial-cluster` for the cluster's ID (joining with
 /// `--initial-cluster-state existing`, after `member add`).
-async fn fetch_cluster_id(cfg: &Config) -> anyhow::Result<(u64, u64)> {
+async fn fetch_cluster_id(
+    cfg: &Config,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> anyhow::Result<(u64, u64)> {
     let mine = cfg.peer_urls();
     let mut mine_sorted = mine.clone();
     mine_sorted.sort();
@@ -94,7 +97,7 @@ async fn fetch_cluster_id(cfg: &Config) -> anyhow::Result<(u64, u64)> {
     loop {
         for url in &others {
             let Ok((cluster_id, members)) =
-                crate::peer::Peers::cluster_members(url, Duration::from_secs(2)).await
+                crate::peer::Peers::cluster_members(url, tls.clone(), Duration::from_secs(2)).await
             else {
                 continue;
             };
@@ -162,26 +165,36 @@ async fn refresh_gauges(server: std::sync::Weak<EtcdServer>) {
     }
 }
 
-/// The TLS configuration of `https://` client URLs from `--cert-file`, `--key-file` and, with
-/// `--client-cert-auth`, `--trusted-ca-file`; `None` without a certificate.
-fn client_tls_config(cfg: &Config) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
-    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-    if cfg.cert_file.is_empty() != cfg.key_file.is_empty() {
-        bail!("--cert-file and --key-file go together");
-    }
-    if cfg.client_cert_auth && cfg.trusted_ca_file.is_empty() {
-        bail!("--client-cert-auth needs --trusted-ca-file");
-    }
-    if cfg.cert_file.is_empty() {
-        return Ok(None);
-    }
-    let read = |path: &str| std::fs::read(path).with_context(|| format!("cannot read {path}"));
-    let identity = Identity::from_pem(read(&cfg.cert_file)?, read(&cfg.key_file)?);
-    let mut tls = ServerTlsConfig::new().identity(identity);
-    if cfg.client_cert_auth {
-        tls = tls.client_ca_root(Certificate::from_pem(read(&cfg.trusted_ca_file)?));
-    }
-    Ok(Some(tls))
+/// Serves `router` on `listener` (with TLS when `tls` is given) until `stop` is set.
+fn serve(
+    router: tonic::transport::server::Router,
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::spawn(async move {
+        match tls {
+            Some(tls) => {
+                router
+                    .serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), stopped)
+                    .await
+            }
+            // Accepted sockets need TCP_NODELAY set here: the builder's tcp_nodelay applies
+            // only to listeners tonic binds itself. Without it a response written right after
+            // a watch event on the same connection waits ~40 ms for a delayed ACK.
+            None => {
+                router
+                    .serve_with_incoming_shutdown(
+                        TcpIncoming::from(listener).with_nodelay(Some(true)),
+                        stopped,
+                    )
+                    .await
+            }
+        }
+    })
 }
 
 /// Resolves once this member is no longer in the cluster: the leader said so (peer RPC
@@ -280,8 +293,15 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     if !has_identity && !cfg.discovery_srv.is_empty() {
         crate::discovery::apply_srv(&mut cfg).await?;
     }
+    let client_link = crate::tls::client_link(&cfg, &data_dir).context("client TLS")?;
+    let peer_link = crate::tls::peer_link(&cfg, &data_dir).context("peer TLS")?;
+    let peer_client_tls = peer_link
+        .as_ref()
+        .map(|l| oxetcd_common::tls::client_config(&l.files, &l.policy))
+        .transpose()
+        .context("peer TLS")?;
     let existing_cluster = match cfg.initial_cluster_state.as_str() {
-        "existing" if !has_identity => Some(fetch_cluster_id(&cfg).await?),
+        "existing" if !has_identity => Some(fetch_cluster_id(&cfg, peer_client_tls.clone()).await?),
         "existing" | "new" => None,
         other => bail!("--initial-cluster-state must be 'new' or 'existing', not {other:?}"),
     };
@@ -331,7 +351,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     }
     .validate()
     .context("raft configuration")?;
-    let peers = Arc::new(crate::peer::Peers::new(cid));
+    let peers = Arc::new(crate::peer::Peers::new(cid, peer_client_tls.clone()));
     let raft = Raft::new(
         me,
         Arc::new(raft_config),
@@ -431,49 +451,47 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
-    let client_tls = client_tls_config(&cfg)?;
+    // Client URLs offer HTTP/1.1 too (for /health and /metrics); peer URLs only HTTP/2.
+    let client_tls = client_link
+        .as_ref()
+        .map(|l| oxetcd_common::tls::server_config(&l.files, &l.policy, &[b"h2", b"http/1.1"]))
+        .transpose()
+        .context("client TLS")?;
     for url in cfg.client_urls() {
-        let tls = if url.starts_with("https://") {
-            Some(client_tls.clone().with_context(|| {
-                format!("{url}: an https client URL needs --cert-file and --key-file")
-            })?)
-        } else {
-            None
+        let tls = match url.starts_with("https://") {
+            true => Some(client_tls.clone().with_context(|| {
+                format!(
+                    "{url}: an https client URL needs --cert-file and --key-file (or --auto-tls)"
+                )
+            })?),
+            false => None,
         };
         let addr = url_host_port(&url)?;
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .with_context(|| format!("cannot listen on {url}"))?;
         tracing::info!(%url, "serving client requests");
-        let routes = crate::api::routes(server.clone());
-        let mut stop = stop_rx.clone();
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = tls {
-            builder = builder
-                .tls_config(tls)
-                .with_context(|| format!("{url}: TLS configuration"))?;
-        }
-        servers.push(tokio::spawn(async move {
-            builder
-                .accept_http1(true)
-                .add_routes(routes)
-                // Accepted sockets need TCP_NODELAY set here: the builder's tcp_nodelay applies
-                // only to listeners tonic binds itself. Without it a response written right
-                // after a watch event on the same connection waits ~40 ms for a delayed ACK.
-                .serve_with_incoming_shutdown(
-                    TcpIncoming::from(listener).with_nodelay(Some(true)),
-                    async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    },
-                )
-                .await
-        }));
+        let router = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .add_routes(crate::api::routes(server.clone()));
+        servers.push(serve(router, listener, tls, stop_rx.clone()));
     }
 
+    let peer_tls = peer_link
+        .as_ref()
+        .map(|l| oxetcd_common::tls::server_config(&l.files, &l.policy, &[b"h2"]))
+        .transpose()
+        .context("peer TLS")?;
     for url in split_urls(&cfg.listen_peer_urls) {
-        if url.starts_with("https://") {
-            bail!("{url}: TLS on peer URLs is not supported yet");
-        }
+        let tls = match url.starts_with("https://") {
+            true => Some(peer_tls.clone().with_context(|| {
+                format!(
+                    "{url}: an https peer URL needs --peer-cert-file, --peer-key-file and \
+                     --peer-trusted-ca-file (or --peer-auto-tls)"
+                )
+            })?),
+            false => None,
+        };
         let addr = url_host_port(&url)?;
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
@@ -484,18 +502,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         )
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
-        let mut stop = stop_rx.clone();
-        servers.push(tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(peer)
-                .serve_with_incoming_shutdown(
-                    TcpIncoming::from(listener).with_nodelay(Some(true)),
-                    async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    },
-                )
-                .await
-        }));
+        let router = tonic::transport::Server::builder().add_service(peer);
+        servers.push(serve(router, listener, tls, stop_rx.clone()));
     }
 
     // Ready (systemd READY=1) once this member's attributes are committed, as etcd's is: by

@@ -4,7 +4,10 @@
 //! deadline would wait for it for as long as the pause lasts.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use oxetcd_common::oxetcdpeerpb::raft_peer_client::RaftPeerClient;
@@ -29,13 +32,17 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct Peers {
     cluster_id: u64,
     channels: Mutex<HashMap<String, Channel>>,
+    /// How `https://` peer URLs are dialed (`--peer-cert-file` and friends); `None`: they
+    /// cannot be.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Peers {
-    pub(crate) fn new(cluster_id: u64) -> Self {
+    pub(crate) fn new(cluster_id: u64, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
         Self {
             cluster_id,
             channels: Mutex::default(),
+            tls,
         }
     }
 
@@ -46,14 +53,30 @@ impl Peers {
         if let Some(ch) = channels.get(url) {
             return Ok(ch.clone());
         }
-        let ch = Endpoint::from_shared(url.to_string())
+        let https = url.starts_with("https://");
+        // tonic speaks plain HTTP/2 to the connector's stream; TLS is the connector's.
+        let plain = match url.strip_prefix("https://") {
+            Some(rest) => format!("http://{rest}"),
+            None => url.to_string(),
+        };
+        let endpoint = Endpoint::from_shared(plain)
             .map_err(|e| PeerError::Unreachable(format!("peer URL {url}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
             .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+            .keep_alive_while_idle(true);
+        let ch = if https {
+            let tls = self.tls.clone().ok_or_else(|| {
+                PeerError::Unreachable(format!(
+                    "{url}: https peer URLs need --peer-cert-file, --peer-key-file and \
+                     --peer-trusted-ca-file (or --peer-auto-tls)"
+                ))
+            })?;
+            endpoint.connect_with_connector_lazy(TlsConnector(tls))
+        } else {
+            endpoint.connect_lazy()
+        };
         channels.insert(url.to_string(), ch.clone());
         Ok(ch)
     }
@@ -174,13 +197,54 @@ impl Peers {
     /// member joining an existing cluster, before it knows the cluster ID.
     pub(crate) async fn cluster_members(
         url: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
         timeout: Duration,
     ) -> Result<(u64, Vec<(u64, Vec<String>)>), PeerError> {
-        let peers = Peers::new(0);
+        let peers = Peers::new(0, tls);
         let node = MemberNode {
             peer_urls: vec![url.to_string()],
             ..Default::default()
         };
         peers.call(&node, Call::ClusterMembers, &(), timeout).await
+    }
+}
+
+/// Dials a peer with TLS: TCP to the URI's host and port, then the handshake, with the host
+/// as the server name (an IP address is checked against the certificate's IP addresses).
+#[derive(Clone)]
+struct TlsConnector(Arc<rustls::ClientConfig>);
+
+type TlsIo = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+impl tower::Service<http::Uri> for TlsConnector {
+    type Response = TlsIo;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<TlsIo, std::io::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let config = self.0.clone();
+        Box::pin(async move {
+            let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
+            let host = uri.host().ok_or_else(|| bad("peer URL without a host"))?;
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let port = uri
+                .port_u16()
+                .ok_or_else(|| bad("peer URL without a port"))?;
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|_| bad("peer URL host is not a valid server name"))?;
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await?;
+            Ok(hyper_util::rt::TokioIo::new(tls))
+        })
     }
 }
