@@ -81,3 +81,58 @@ impl Pki {
 pub fn arg(flag: &str, p: &Path) -> String {
     format!("--{flag}={}", p.display())
 }
+
+/// A CA that issues member certificates: valid for 127.0.0.1 and localhost, for server and
+/// client use (a member presents its peer certificate both ways), with a chosen common name.
+pub struct Ca {
+    params: CertificateParams,
+    key: KeyPair,
+    pub cert_pem: String,
+}
+
+impl Default for Ca {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Ca {
+    pub fn new() -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().expect("ca key");
+        let cert_pem = params.self_signed(&key).expect("ca cert").pem();
+        Ca {
+            params,
+            key,
+            cert_pem,
+        }
+    }
+
+    /// (certificate PEM, key PEM) for a member named `cn`.
+    pub fn issue(&self, cn: &str) -> (String, String) {
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+                .expect("params");
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &issuer).expect("sign");
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// Writes `pem` to `dir/name` in one step (a rename), as an operator rotating files should,
+/// so a reader sees the old file or the new one.
+pub fn write_pem(dir: &Path, name: &str, pem: &str) -> PathBuf {
+    let p = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, pem).expect("write pem");
+    std::fs::rename(&tmp, &p).expect("rename pem");
+    p
+}

@@ -65,6 +65,8 @@ pub struct Member {
     env: Vec<(String, String)>,
     /// `https` for client URLs served with TLS (the TLS flags are in `extra_args`).
     scheme: &'static str,
+    /// `https` for peer URLs served with TLS.
+    peer_scheme: &'static str,
 }
 
 impl Member {
@@ -103,6 +105,7 @@ impl Member {
             initial_cluster,
             env: Vec::new(),
             scheme: "http",
+            peer_scheme: "http",
         }
     }
 
@@ -112,6 +115,11 @@ impl Member {
 
     pub fn url(&self) -> String {
         format!("{}://127.0.0.1:{}", self.scheme, self.client_port)
+    }
+
+    /// The member's peer URL.
+    pub fn peer_url(&self) -> String {
+        format!("{}://127.0.0.1:{}", self.peer_scheme, self.peer_port)
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -130,7 +138,7 @@ impl Member {
             Kind::Oxetcd => bin("oxetcd"),
             Kind::Etcd => PathBuf::from("etcd"),
         };
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let peer = self.peer_url();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -441,22 +449,33 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with extra flags for every member.
     pub fn start_with(kind: Kind, n: usize, extra_args: &[&str]) -> Self {
-        Self::start_scheme(kind, n, extra_args, "http")
+        Self::start_scheme(kind, n, extra_args, "http", "http")
     }
 
     /// Members serving their client URLs over TLS (`https://`); `tls_args` name the
     /// certificate files (`--cert-file`, `--key-file`, ...). Peer URLs stay plaintext. Readiness
     /// is by systemd notification, so nothing here needs the certificates.
     pub fn start_tls(kind: Kind, n: usize, tls_args: &[&str]) -> Self {
-        Self::start_scheme(kind, n, tls_args, "https")
+        Self::start_scheme(kind, n, tls_args, "https", "http")
     }
 
-    fn start_scheme(kind: Kind, n: usize, extra_args: &[&str], scheme: &'static str) -> Self {
+    /// `n` members with `https://` peer URLs (the peer TLS flags are in `tls_args`).
+    pub fn start_peer_tls(kind: Kind, n: usize, tls_args: &[&str]) -> Self {
+        Self::start_scheme(kind, n, tls_args, "http", "https")
+    }
+
+    fn start_scheme(
+        kind: Kind,
+        n: usize,
+        extra_args: &[&str],
+        scheme: &'static str,
+        peer_scheme: &'static str,
+    ) -> Self {
         let peers: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let initial: Vec<String> = peers
             .iter()
             .enumerate()
-            .map(|(i, p)| format!("m{}=http://127.0.0.1:{p}", i + 1))
+            .map(|(i, p)| format!("m{}={peer_scheme}://127.0.0.1:{p}", i + 1))
             .collect();
         let initial = initial.join(",");
         let mut members = Vec::new();
@@ -470,6 +489,7 @@ impl Cluster {
                 extra_args,
             );
             m.scheme = scheme;
+            m.peer_scheme = peer_scheme;
             sockets.push(m.start_process());
             members.push(m);
         }
@@ -550,7 +570,7 @@ impl Cluster {
     pub fn replace_member(&mut self, i: usize) {
         assert!(self.members[i].child.is_none(), "stop the member first");
         let name = self.members[i].name.clone();
-        let peer = format!("http://127.0.0.1:{}", self.members[i].peer_port);
+        let peer = self.members[i].peer_url();
         let via = self
             .members
             .iter()
