@@ -503,16 +503,32 @@ impl Cluster {
     /// queries to `dns` (`OXETCD_DNS_SERVER`). `peer_ports` and `client_ports` were chosen
     /// beforehand, to be published in the DNS server's records.
     pub fn start_srv(peer_ports: &[u16], client_ports: &[u16], domain: &str, dns: &str) -> Self {
+        Self::start_srv_with(peer_ports, client_ports, domain, dns, "http", &[])
+    }
+
+    /// [`Cluster::start_srv`] with `peer_scheme` peer URLs (`https`: the records are
+    /// `_etcd-server-ssl._tcp`) and more flags.
+    pub fn start_srv_with(
+        peer_ports: &[u16],
+        client_ports: &[u16],
+        domain: &str,
+        dns: &str,
+        peer_scheme: &'static str,
+        extra_args: &[&str],
+    ) -> Self {
         let mut members = Vec::new();
         let mut sockets = Vec::new();
+        let mut args = vec!["--discovery-srv", domain];
+        args.extend_from_slice(extra_args);
         for (i, (peer, client)) in peer_ports.iter().zip(client_ports).enumerate() {
             let mut m = Member::unstarted(
                 Kind::Oxetcd,
                 format!("m{}", i + 1),
                 *peer,
                 String::new(),
-                &["--discovery-srv", domain],
+                &args,
             );
+            m.peer_scheme = peer_scheme;
             m.client_port = *client;
             m.env
                 .push(("OXETCD_DNS_SERVER".to_string(), dns.to_string()));

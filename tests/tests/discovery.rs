@@ -98,3 +98,51 @@ fn a_domain_without_records_is_a_clear_startup_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("multiple discovery or bootstrap flags"));
 }
+
+/// `_etcd-server-ssl._tcp` records: the members bootstrap with `https://` peer URLs and
+/// mutual TLS between them.
+#[test]
+fn members_bootstrap_from_ssl_srv_records_with_peer_tls() {
+    use oxetcd_tests::pki::{write_pem, Ca};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = Ca::new();
+    let (cert, key) = ca.issue("member");
+    let args = [
+        format!(
+            "--peer-trusted-ca-file={}",
+            write_pem(dir.path(), "ca.pem", &ca.cert_pem).display()
+        ),
+        format!(
+            "--peer-cert-file={}",
+            write_pem(dir.path(), "peer.pem", &cert).display()
+        ),
+        format!(
+            "--peer-key-file={}",
+            write_pem(dir.path(), "peer-key.pem", &key).display()
+        ),
+        "--peer-client-cert-auth".to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let peers: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut table = SrvTable::new();
+    let records = peers
+        .iter()
+        .map(|p| (*p, "127.0.0.1".to_string()))
+        .collect();
+    table.insert(format!("_etcd-server-ssl._tcp.{DOMAIN}"), records);
+    let dns = DnsServer::start(table);
+    let c = Cluster::start_srv_with(&peers, &clients, DOMAIN, &dns.addr, "https", &args);
+    let list = etcdctl_at(&c.endpoints(), &["member", "list"]);
+    for p in &peers {
+        let url = format!("https://127.0.0.1:{p}");
+        assert!(list.stdout.contains(&url), "{url} missing: {}", list.stdout);
+    }
+    assert_eq!(c.members[0].etcdctl(&["put", "k", "ssl"]).ok(), "OK\n");
+    assert_eq!(
+        c.members[2]
+            .etcdctl(&["get", "k", "--print-value-only"])
+            .ok(),
+        "ssl\n"
+    );
+}
