@@ -397,9 +397,13 @@ fn provider(policy: &TlsPolicy) -> anyhow::Result<Arc<CryptoProvider>> {
             .collect();
         for name in &policy.cipher_suites {
             let name = name.trim();
+            // IANA names, as Go uses them; Go also has short CHACHA20 names without `_SHA256`.
             let suite = all
                 .iter()
-                .find(|s| format!("{:?}", s.suite()) == name)
+                .find(|s| {
+                    let iana = format!("{:?}", s.suite());
+                    iana == name || iana.strip_suffix("_SHA256") == Some(name)
+                })
                 .with_context(|| format!("unsupported cipher suite {name:?}"))?;
             chosen.push(*suite);
         }
@@ -430,6 +434,14 @@ fn versions(policy: &TlsPolicy) -> anyhow::Result<Vec<&'static SupportedProtocol
         out.push(&rustls::version::TLS12);
     }
     Ok(out)
+}
+
+/// Checks the versions and cipher suites of `policy` (a bad flag is a start-up error even
+/// where no TLS is served yet).
+pub fn check_policy(policy: &TlsPolicy) -> anyhow::Result<()> {
+    provider(policy)?;
+    versions(policy)?;
+    Ok(())
 }
 
 /// A server configuration: this side's certificate (reloaded), client certificates required

@@ -27,13 +27,16 @@ pub(crate) struct LinkTls {
     pub policy: TlsPolicy,
 }
 
-fn policy(cfg: &Config) -> TlsPolicy {
-    TlsPolicy {
+fn policy(cfg: &Config) -> anyhow::Result<TlsPolicy> {
+    let policy = TlsPolicy {
         min_version: cfg.tls_min_version.clone(),
         max_version: cfg.tls_max_version.clone(),
         cipher_suites: oxetcd_common::net::split_urls(&cfg.cipher_suites),
         ..Default::default()
-    }
+    };
+    oxetcd_common::tls::check_policy(&policy)
+        .context("--tls-min-version, --tls-max-version or --cipher-suites")?;
+    Ok(policy)
 }
 
 /// Client URLs: `None` without a certificate (then `https://` client URLs are refused).
@@ -44,7 +47,7 @@ pub(crate) fn client_link(cfg: &Config, data_dir: &Path) -> anyhow::Result<Optio
     if cfg.client_cert_auth && cfg.trusted_ca_file.is_empty() {
         bail!("--client-cert-auth needs --trusted-ca-file");
     }
-    let mut policy = policy(cfg);
+    let mut policy = policy(cfg)?;
     policy.client_cert_auth = cfg.client_cert_auth;
     let files = if !cfg.cert_file.is_empty() {
         TlsFiles {
@@ -68,7 +71,7 @@ pub(crate) fn peer_link(cfg: &Config, data_dir: &Path) -> anyhow::Result<Option<
     if cfg.peer_cert_file.is_empty() != cfg.peer_key_file.is_empty() {
         bail!("--peer-cert-file and --peer-key-file go together");
     }
-    let mut policy = policy(cfg);
+    let mut policy = policy(cfg)?;
     policy.client_cert_auth = cfg.peer_client_cert_auth;
     policy.allowed_cn = non_empty(&cfg.peer_cert_allowed_cn);
     policy.allowed_hostname = non_empty(&cfg.peer_cert_allowed_hostname);

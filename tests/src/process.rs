@@ -464,7 +464,9 @@ impl Cluster {
         Self::start_scheme(kind, n, tls_args, "http", "https")
     }
 
-    fn start_scheme(
+    /// `n` members with `scheme` client URLs and `peer_scheme` peer URLs (TLS flags in
+    /// `extra_args`).
+    pub fn start_scheme(
         kind: Kind,
         n: usize,
         extra_args: &[&str],

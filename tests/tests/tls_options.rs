@@ -1,0 +1,189 @@
+//! TLS options of a member's listeners: versions, cipher suites, certificate rotation on the
+//! client URLs, auto TLS, and what a client that does not speak TLS gets.
+
+use std::sync::Arc;
+
+use oxetcd_tests::pki::{write_pem, Ca};
+use oxetcd_tests::{Cluster, Kind};
+use rustls::crypto::ring;
+use rustls::pki_types::ServerName;
+use rustls::{CipherSuite, ClientConfig, RootCertStore, SupportedProtocolVersion};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Client TLS flags with a certificate of `ca` in `dir`.
+fn client_tls_args(dir: &std::path::Path, ca: &Ca) -> Vec<String> {
+    let (cert, key) = ca.issue("member");
+    vec![
+        format!(
+            "--cert-file={}",
+            write_pem(dir, "cert.pem", &cert).display()
+        ),
+        format!("--key-file={}", write_pem(dir, "key.pem", &key).display()),
+    ]
+}
+
+/// A TLS handshake with 127.0.0.1:`port`: the negotiated (version, suite), or the error.
+async fn handshake(
+    port: u16,
+    ca_pem: &str,
+    versions: &[&'static SupportedProtocolVersion],
+    suites: Option<&[CipherSuite]>,
+) -> Result<(String, CipherSuite), String> {
+    let mut provider = ring::default_provider();
+    if let Some(only) = suites {
+        provider.cipher_suites.retain(|s| only.contains(&s.suite()));
+    }
+    let mut roots = RootCertStore::empty();
+    for c in rustls_pemfile_certs(ca_pem) {
+        roots.add(c).expect("ca");
+    }
+    let config = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(versions)
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from("127.0.0.1").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (_, session) = tls.get_ref();
+    Ok((
+        format!("{:?}", session.protocol_version().expect("version")),
+        session.negotiated_cipher_suite().expect("suite").suite(),
+    ))
+}
+
+fn rustls_pemfile_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("pem")
+}
+
+fn client_port(c: &Cluster) -> u16 {
+    c.members[0]
+        .endpoint()
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("port")
+}
+
+const TLS12: &[&SupportedProtocolVersion] = &[&rustls::version::TLS12];
+const TLS13: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
+
+#[tokio::test]
+async fn tls_versions_and_cipher_suites_are_bounded_by_the_flags() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = Ca::new();
+    let mut args = client_tls_args(dir.path(), &ca);
+    args.push("--tls-min-version=TLS1.3".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let c = Cluster::start_tls(Kind::Oxetcd, 1, &args);
+    let port = client_port(&c);
+    let ok = handshake(port, &ca.cert_pem, TLS13, None).await;
+    assert!(ok.is_ok_and(|(v, _)| v == "TLSv1_3"));
+    let refused = handshake(port, &ca.cert_pem, TLS12, None).await;
+    assert!(refused.is_err(), "TLS 1.2 below the minimum: {refused:?}");
+    drop(c);
+
+    let mut args = client_tls_args(dir.path(), &ca);
+    args.push("--tls-max-version=TLS1.2".into());
+    args.push("--cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let c = Cluster::start_tls(Kind::Oxetcd, 1, &args);
+    let port = client_port(&c);
+    let aes128 = CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256;
+    let aes256 = CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384;
+    assert_eq!(
+        handshake(port, &ca.cert_pem, TLS12, Some(&[aes128])).await,
+        Ok(("TLSv1_2".to_string(), aes128))
+    );
+    assert!(handshake(port, &ca.cert_pem, TLS12, Some(&[aes256]))
+        .await
+        .is_err());
+    assert!(
+        handshake(port, &ca.cert_pem, TLS13, None).await.is_err(),
+        "TLS 1.3 above the maximum"
+    );
+    // A bad flag is a clear start-up error, not a member that serves something else.
+    for bad in ["--tls-min-version=TLS1.1", "--cipher-suites=TLS_NOPE"] {
+        let out = std::process::Command::new(oxetcd_tests::bin("oxetcd"))
+            .args([bad, "--data-dir"])
+            .arg(dir.path().join("bad"))
+            .output()
+            .expect("run oxetcd");
+        assert!(!out.status.success(), "{bad} was accepted");
+    }
+}
+
+/// The certificate and key of a client URL replaced on disk: new connections get the new
+/// certificate, with no restart; a plaintext client on the TLS port gets nothing, and the
+/// member keeps serving TLS clients.
+#[tokio::test]
+async fn client_certificates_rotate_and_plaintext_gets_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let old = Ca::new();
+    let args = client_tls_args(dir.path(), &old);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let c = Cluster::start_tls(Kind::Oxetcd, 1, &args);
+    let port = client_port(&c);
+    assert!(handshake(port, &old.cert_pem, TLS13, None).await.is_ok());
+
+    let new = Ca::new();
+    let (cert, key) = new.issue("member");
+    write_pem(dir.path(), "key.pem", &key);
+    write_pem(dir.path(), "cert.pem", &cert);
+    assert!(handshake(port, &new.cert_pem, TLS13, None).await.is_ok());
+    assert!(
+        handshake(port, &old.cert_pem, TLS13, None).await.is_err(),
+        "the old certificate is still served"
+    );
+
+    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    plain
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let _ = plain.read_to_end(&mut buf).await;
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("health"),
+        "a plaintext request was answered: {buf:?}"
+    );
+    let health = c.members[0].etcdctl(&[
+        &format!(
+            "--cacert={}",
+            write_pem(dir.path(), "ca.pem", &new.cert_pem).display()
+        ),
+        "endpoint",
+        "health",
+    ]);
+    assert_eq!(health.code, 0, "{health:?}");
+}
+
+/// `--auto-tls` and `--peer-auto-tls`: self-signed certificates on both links, as etcd; a
+/// client that skips verification works. The same against real etcd.
+#[test]
+fn auto_tls_on_both_links_as_etcd() {
+    for kind in [Kind::Etcd, Kind::Oxetcd] {
+        let c = Cluster::start_scheme(
+            kind,
+            3,
+            &["--auto-tls", "--peer-auto-tls"],
+            "https",
+            "https",
+        );
+        let insecure = ["--insecure-transport=false", "--insecure-skip-tls-verify"];
+        let put = c.members[0].etcdctl(&[insecure[0], insecure[1], "put", "k", "auto"]);
+        assert_eq!(put.ok(), "OK\n", "{kind:?}");
+        let get =
+            c.members[2].etcdctl(&[insecure[0], insecure[1], "get", "k", "--print-value-only"]);
+        assert_eq!(get.ok(), "auto\n", "{kind:?}");
+    }
+}
