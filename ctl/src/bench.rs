@@ -6,14 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::client::{self, Conn, Dialer, Token};
+use crate::error::Failure;
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use oxetcd_common::etcdserverpb::kv_client::KvClient;
 use oxetcd_common::etcdserverpb::{PutRequest, RangeRequest};
-use tonic::transport::Channel;
-
-use crate::client::{self, Dialer};
-use crate::error::Failure;
 
 // `--conns` and `--clients` are global, as in etcd's benchmark (cobra persistent flags): they go
 // before or after the subcommand. `--endpoints`, `--dial-timeout` and the TLS flags are the
@@ -145,7 +143,7 @@ fn key_bytes(k: u64, size: usize) -> Vec<u8> {
 }
 
 impl Load {
-    async fn run(&self, kv: &mut KvClient<Channel>, n: u64) -> Result<(), tonic::Status> {
+    async fn run(&self, kv: &mut KvClient<Conn>, n: u64) -> Result<(), tonic::Status> {
         match self {
             Load::Put {
                 key_size,
@@ -231,7 +229,8 @@ pub(crate) async fn run(d: &Dialer, args: BenchArgs, json: bool) -> Result<(), F
             slow_watchers,
             conns: args.conns,
         };
-        return Ok(watch_latency(endpoints, dial, opts, json).await?);
+        let token = d.authenticate(endpoints).await?;
+        return Ok(watch_latency(endpoints, dial, &token, opts, json).await?);
     }
     let rate = match args.command {
         BenchCommand::Put { rate, .. } => rate,
@@ -285,10 +284,12 @@ pub(crate) async fn run(d: &Dialer, args: BenchArgs, json: bool) -> Result<(), F
             total,
         ),
     };
+    // With `--user`, every connection's requests carry the token (as etcd's benchmark).
+    let token = d.authenticate(endpoints).await?;
     let mut conns = Vec::new();
     for i in 0..args.conns {
         let ep = &endpoints[i % endpoints.len()];
-        conns.push(client::connect_one(ep, dial, Duration::from_secs(60)).await?);
+        conns.push(token.attach(client::connect_one(ep, dial, Duration::from_secs(60)).await?));
     }
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -371,7 +372,7 @@ struct WatchLatency {
 /// Opens a watch stream with `n` watchers on `key`; returns the sender (kept alive by the
 /// caller) and the response stream, once every watcher is created.
 async fn open_watchers(
-    ch: Channel,
+    ch: Conn,
     key: &[u8],
     n: usize,
 ) -> anyhow::Result<(
@@ -415,18 +416,21 @@ async fn open_watchers(
 async fn watch_latency(
     endpoints: &[String],
     dial: Duration,
+    token: &Token,
     o: WatchLatency,
     json: bool,
 ) -> anyhow::Result<()> {
     let mut conns = Vec::new();
     for i in 0..o.conns.max(1) {
         conns.push(
-            client::connect_one(
-                &endpoints[i % endpoints.len()],
-                dial,
-                Duration::from_secs(60),
-            )
-            .await?,
+            token.attach(
+                client::connect_one(
+                    &endpoints[i % endpoints.len()],
+                    dial,
+                    Duration::from_secs(60),
+                )
+                .await?,
+            ),
         );
     }
     let key = {

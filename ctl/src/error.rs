@@ -6,6 +6,10 @@ use std::fmt;
 /// etcdctl's exit codes (cobrautl's `Exit*`).
 pub(crate) const EXIT_ERROR: i32 = 1;
 pub(crate) const EXIT_BAD_CONNECTION: i32 = 2;
+/// etcdctl's ExitInvalidInput: unreadable input (a txn cut short).
+pub(crate) const EXIT_INVALID_INPUT: i32 = 3;
+/// A valid flag with a value the command does not support (an output format).
+pub(crate) const EXIT_BAD_FEATURE: i32 = 4;
 pub(crate) const EXIT_INTERRUPTED: i32 = 5;
 pub(crate) const EXIT_BAD_ARGS: i32 = 128;
 

@@ -2,6 +2,7 @@
 //!
 //! This file parses the command line and dispatches; each command group lives in its module.
 
+mod auth;
 mod bench;
 mod client;
 mod coordination;
@@ -12,6 +13,7 @@ mod lease;
 mod maintenance;
 mod member;
 mod output;
+mod prompt;
 mod txn;
 mod version;
 mod watch;
@@ -86,6 +88,24 @@ struct Cli {
         default_value = ""
     )]
     key: String,
+    /// username[:password] for authentication (prompt if password is not supplied)
+    #[arg(
+        long,
+        global = true,
+        env = "ETCDCTL_USER",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    user: String,
+    /// password for authentication (if this option is used, --user option shouldn't include password)
+    #[arg(
+        long,
+        global = true,
+        env = "ETCDCTL_PASSWORD",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    password: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -146,6 +166,21 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         ttl: i64,
     },
+    /// User related commands
+    User {
+        #[command(subcommand)]
+        command: auth::UserCommand,
+    },
+    /// Role related commands
+    Role {
+        #[command(subcommand)]
+        command: auth::RoleCommand,
+    },
+    /// Enable or disable authentication
+    Auth {
+        #[command(subcommand)]
+        command: auth::AuthCommand,
+    },
     /// Benchmark: load generator with etcd benchmark's flags and report
     Bench(bench::BenchArgs),
     /// Transfers leadership to another etcd cluster member.
@@ -172,11 +207,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     if !cli.cacert.is_empty() || !cli.cert.is_empty() || !cli.key.is_empty() {
         client::use_tls(&cli.cacert, &cli.cert, &cli.key)?;
     }
-    let d = &Dialer {
-        endpoints: cli.endpoints,
-        dial_timeout: cli.dial_timeout,
-        command_timeout: cli.command_timeout,
-    };
+    let d = &Dialer::new(
+        cli.endpoints,
+        cli.dial_timeout,
+        cli.command_timeout,
+        cli.user,
+        cli.password,
+    );
     match cli.command {
         Command::Version => version::run(),
         Command::Put(args) => kv::put(d, printer, args).await,
@@ -199,6 +236,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             listen,
             ttl,
         } => coordination::elect(d, election_name, proposal, listen, ttl).await,
+        Command::User { command } => auth::user(d, printer, command).await,
+        Command::Role { command } => auth::role(d, printer, command).await,
+        Command::Auth { command } => auth::auth(d, command).await,
         Command::Bench(args) => bench::run(d, args, printer.format == Format::Json).await,
         Command::Member { command } => member::run(d, printer, command).await,
         Command::MoveLeader { transferee_id } => {

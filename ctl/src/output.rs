@@ -1,13 +1,20 @@
 //! etcdctl 3.4's output formats: `simple`, `json`, `fields`, `table` (table falls back to simple
 //! for key-value commands, as etcdctl's does).
 
+use std::io::Write;
+
 use base64::Engine;
+use oxetcd_common::authpb::{permission, Permission};
 use oxetcd_common::etcdserverpb::{
-    response_op, DeleteRangeResponse, Member, MemberListResponse, MoveLeaderResponse, PutResponse,
-    RangeResponse, ResponseHeader, StatusResponse, TxnResponse,
+    response_op, AuthRoleGetResponse, AuthRoleListResponse, AuthUserGetResponse,
+    AuthUserListResponse, DeleteRangeResponse, Member, MemberListResponse, MoveLeaderResponse,
+    PutResponse, RangeResponse, ResponseHeader, StatusResponse, TxnResponse,
 };
 use oxetcd_common::mvccpb::KeyValue;
+use oxetcd_common::net::prefix_end;
 use serde_json::{json, Map, Value};
+
+use crate::error::{Failure, EXIT_BAD_FEATURE};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Format {
@@ -579,6 +586,321 @@ impl Printer {
     }
 }
 
+// ---- auth: users, roles and their permissions ------------------------------------------------
+
+/// Go's `json.Marshal` text for `v`: serde_json's, with the characters Go escapes for HTML
+/// safety escaped too (they only occur inside strings, so replacing them is safe).
+pub(crate) fn go_json(v: &Value) -> String {
+    let s = v.to_string();
+    if !s.contains(['<', '>', '&', '\u{2028}', '\u{2029}']) {
+        return s;
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Protobuf's wire form, for `-w protobuf` (etcdctl prints a response's Marshal bytes).
+mod pb {
+    use oxetcd_common::authpb::Permission;
+    use oxetcd_common::etcdserverpb::ResponseHeader;
+
+    pub(super) fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    /// A varint field, left out when zero (proto3).
+    pub(super) fn uint(out: &mut Vec<u8>, field: u64, v: u64) {
+        if v != 0 {
+            varint(out, field << 3);
+            varint(out, v);
+        }
+    }
+
+    /// A length-delimited field (bytes, string or message), always written.
+    pub(super) fn bytes(out: &mut Vec<u8>, field: u64, b: &[u8]) {
+        varint(out, field << 3 | 2);
+        varint(out, b.len() as u64);
+        out.extend_from_slice(b);
+    }
+
+    /// Field 1 of every response: its header.
+    pub(super) fn header(h: &Option<ResponseHeader>) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Some(h) = h {
+            let mut m = Vec::new();
+            uint(&mut m, 1, h.cluster_id);
+            uint(&mut m, 2, h.member_id);
+            uint(&mut m, 3, h.revision as u64);
+            uint(&mut m, 4, h.raft_term);
+            bytes(&mut out, 1, &m);
+        }
+        out
+    }
+
+    pub(super) fn permission(p: &Permission) -> Vec<u8> {
+        let mut m = Vec::new();
+        uint(&mut m, 1, p.perm_type as i64 as u64);
+        if !p.key.is_empty() {
+            bytes(&mut m, 2, &p.key);
+        }
+        if !p.range_end.is_empty() {
+            bytes(&mut m, 3, &p.range_end);
+        }
+        m
+    }
+
+    /// Repeated strings in field 2 (`roles`, `users`).
+    pub(super) fn strings(list: &[String]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for s in list {
+            bytes(&mut out, 2, s.as_bytes());
+        }
+        out
+    }
+}
+
+/// One auth response in each form etcdctl prints it in.
+struct AuthOut<'a> {
+    header: &'a Option<ResponseHeader>,
+    /// The JSON fields after "header", empty ones left out (Go's omitempty).
+    json: Vec<(&'static str, Value)>,
+    /// The protobuf fields after the header, encoded.
+    pb: Vec<u8>,
+    /// The `fields` lines after the header's; `None` where etcdctl has no fields printer.
+    fields: Option<String>,
+    /// The `simple` text, raw bytes: etcdctl prints keys unescaped.
+    simple: Vec<u8>,
+}
+
+impl<'a> AuthOut<'a> {
+    /// A response that is only a header (and a sentence in `simple`).
+    fn header_only(header: &'a Option<ResponseHeader>, simple: Vec<u8>) -> Self {
+        AuthOut {
+            header,
+            json: Vec::new(),
+            pb: Vec::new(),
+            fields: Some(String::new()),
+            simple,
+        }
+    }
+}
+
+fn write_stdout(b: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(b);
+    let _ = out.flush();
+}
+
+/// etcdctl's printerUnsupported: the call was made, the printing fails.
+fn unsupported(format: &str) -> Failure {
+    Failure::new(
+        EXIT_BAD_FEATURE,
+        format!("{format} not supported as output format"),
+    )
+}
+
+fn perm_type_name(t: i32) -> String {
+    permission::Type::try_from(t)
+        .map(|t| t.as_str_name().to_string())
+        .unwrap_or_else(|_| t.to_string())
+}
+
+fn perm_json(p: &Permission) -> Value {
+    let mut m = Map::new();
+    put_nonzero_i(&mut m, "permType", p.perm_type.into());
+    if !p.key.is_empty() {
+        m.insert("key".into(), b64(&p.key));
+    }
+    if !p.range_end.is_empty() {
+        m.insert("range_end".into(), b64(&p.range_end));
+    }
+    Value::Object(m)
+}
+
+/// A list of names as the JSON of a repeated string field, left out when empty.
+fn names_json(key: &'static str, list: &[String]) -> Vec<(&'static str, Value)> {
+    if list.is_empty() {
+        Vec::new()
+    } else {
+        vec![(key, json!(list))]
+    }
+}
+
+/// `simple`'s line for one permission of `role get`.
+fn perm_simple(out: &mut Vec<u8>, p: &Permission) {
+    out.push(b'\t');
+    if p.range_end.is_empty() {
+        out.extend_from_slice(&p.key);
+        out.push(b'\n');
+        return;
+    }
+    out.push(b'[');
+    out.extend_from_slice(&p.key);
+    out.extend_from_slice(b", ");
+    if p.range_end != [0] {
+        out.extend_from_slice(&p.range_end);
+        out.push(b')');
+    } else {
+        out.extend_from_slice(b"<open ended>");
+    }
+    if prefix_end(&p.key) == p.range_end {
+        out.extend_from_slice(b" (prefix ");
+        out.extend_from_slice(&p.key);
+        out.push(b')');
+    }
+    out.push(b'\n');
+}
+
+impl Printer {
+    fn auth(&self, o: AuthOut<'_>) -> Result<(), Failure> {
+        match self.format {
+            Format::Simple => write_stdout(&o.simple),
+            Format::Json => {
+                let mut m = with_header(o.header);
+                for (k, v) in o.json {
+                    m.insert(k.into(), v);
+                }
+                println!("{}", go_json(&Value::Object(m)));
+            }
+            Format::Protobuf => {
+                let mut b = pb::header(o.header);
+                b.extend_from_slice(&o.pb);
+                write_stdout(&b);
+            }
+            Format::Fields => {
+                let Some(f) = o.fields else {
+                    return Err(unsupported("fields"));
+                };
+                Self::hdr_fields(o.header);
+                print!("{f}");
+            }
+            Format::Table => return Err(unsupported("table")),
+        }
+        Ok(())
+    }
+
+    /// The responses that are only a header: `role add|delete|grant-permission|revoke-permission`,
+    /// `user add|delete|passwd|grant-role|revoke-role`, with etcdctl's sentence for `simple`.
+    pub(crate) fn auth_done(
+        &self,
+        header: &Option<ResponseHeader>,
+        simple: impl Into<Vec<u8>>,
+    ) -> Result<(), Failure> {
+        self.auth(AuthOut::header_only(header, simple.into()))
+    }
+
+    pub(crate) fn role_get(&self, role: &str, r: &AuthRoleGetResponse) -> Result<(), Failure> {
+        let mut simple = format!("Role {role}\nKV Read:\n").into_bytes();
+        let read = |p: &&Permission| {
+            p.perm_type == permission::Type::Read as i32
+                || p.perm_type == permission::Type::Readwrite as i32
+        };
+        let write = |p: &&Permission| {
+            p.perm_type == permission::Type::Write as i32
+                || p.perm_type == permission::Type::Readwrite as i32
+        };
+        for p in r.perm.iter().filter(read) {
+            perm_simple(&mut simple, p);
+        }
+        simple.extend_from_slice(b"KV Write:\n");
+        for p in r.perm.iter().filter(write) {
+            perm_simple(&mut simple, p);
+        }
+        let mut fields = String::new();
+        for p in &r.perm {
+            // Go's Println puts a space between `"PermType" : ` and the name: two spaces.
+            fields.push_str(&format!(
+                "\"PermType\" :  {}\n",
+                perm_type_name(p.perm_type)
+            ));
+            fields.push_str(&format!("\"Key\" : {}\n", go_quote(&p.key)));
+            fields.push_str(&format!("\"RangeEnd\" : {}\n", go_quote(&p.range_end)));
+        }
+        let json = if r.perm.is_empty() {
+            Vec::new()
+        } else {
+            vec![("perm", Value::Array(r.perm.iter().map(perm_json).collect()))]
+        };
+        let mut pb = Vec::new();
+        for p in &r.perm {
+            pb::bytes(&mut pb, 2, &pb::permission(p));
+        }
+        self.auth(AuthOut {
+            header: &r.header,
+            json,
+            pb,
+            fields: Some(fields),
+            simple,
+        })
+    }
+
+    pub(crate) fn role_list(&self, r: &AuthRoleListResponse) -> Result<(), Failure> {
+        let mut fields = String::from("\"Roles\" :");
+        for role in &r.roles {
+            fields.push(' ');
+            fields.push_str(&go_quote(role.as_bytes()));
+        }
+        fields.push('\n');
+        self.auth(AuthOut {
+            header: &r.header,
+            json: names_json("roles", &r.roles),
+            pb: pb::strings(&r.roles),
+            fields: Some(fields),
+            simple: r
+                .roles
+                .iter()
+                .map(|x| format!("{x}\n"))
+                .collect::<String>()
+                .into_bytes(),
+        })
+    }
+
+    pub(crate) fn user_get(&self, name: &str, r: &AuthUserGetResponse) -> Result<(), Failure> {
+        let mut simple = format!("User: {name}\nRoles:");
+        for role in &r.roles {
+            simple.push(' ');
+            simple.push_str(role);
+        }
+        simple.push('\n');
+        self.auth(AuthOut {
+            header: &r.header,
+            json: names_json("roles", &r.roles),
+            pb: pb::strings(&r.roles),
+            fields: None,
+            simple: simple.into_bytes(),
+        })
+    }
+
+    pub(crate) fn user_list(&self, r: &AuthUserListResponse) -> Result<(), Failure> {
+        self.auth(AuthOut {
+            header: &r.header,
+            json: names_json("users", &r.users),
+            pb: pb::strings(&r.users),
+            fields: None,
+            simple: r
+                .users
+                .iter()
+                .map(|x| format!("{x}\n"))
+                .collect::<String>()
+                .into_bytes(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -632,6 +954,25 @@ mod tests {
         assert_eq!(
             range_json(&r).to_string(),
             r#"{"header":{"cluster_id":1,"member_id":2,"revision":6,"raft_term":2},"kvs":[{"key":"Zm9v","create_revision":2,"mod_revision":3,"version":2,"value":"YmFyMg=="}],"count":1}"#
+        );
+    }
+
+    #[test]
+    fn auth_protobuf_and_json_like_etcdctl() {
+        // `user get -w protobuf` of etcd 3.4 (a user with roles r2 and root).
+        let h = Some(ResponseHeader {
+            cluster_id: 324952591200643719,
+            member_id: 3319814642761637952,
+            revision: 1,
+            raft_term: 2,
+        });
+        let mut b = pb::header(&h);
+        b.extend(pb::strings(&["r2".to_string(), "root".to_string()]));
+        let want = b"\n\x18\x08\x87\xd5\xed\xba\x8f\xd5\x9d\xc1\x04\x10\xc0\xc0\xca\xaf\xc1\xba\x96\x89\x2e\x18\x01\x20\x02\x12\x02r2\x12\x04root";
+        assert_eq!(b, want.to_vec());
+        assert_eq!(
+            go_json(&json!({"roles": ["a<b&c>"]})),
+            r#"{"roles":["a\u003cb\u0026c\u003e"]}"#
         );
     }
 

@@ -155,16 +155,17 @@ pub(crate) fn parse_request(line: &str) -> Result<RequestOp, Failure> {
     })
 }
 
-/// Reads lines until an empty line or end of input.
+/// Reads lines until an empty line. As etcdctl's (Go's `ReadString('\n')`), input that ends
+/// before the empty line, or a last line without its newline, is "Error: EOF".
 fn read_section(input: &mut dyn BufRead) -> Result<Vec<String>, Failure> {
     let mut lines = Vec::new();
     loop {
         let mut line = String::new();
-        let read = input
+        input
             .read_line(&mut line)
             .map_err(|e| Failure::bad_args(e.to_string()))?;
-        if read == 0 {
-            return Ok(lines);
+        if !line.ends_with('\n') {
+            return Err(Failure::new(crate::error::EXIT_INVALID_INPUT, "EOF"));
         }
         let line = line.trim_end_matches(['\n', '\r']);
         if line.is_empty() {

@@ -56,6 +56,20 @@ fn etcdctl_auth_script_matches_real_etcd() {
     }
 }
 
+#[test]
+fn oxetcdctl_auth_commands_print_what_etcdctl_prints() {
+    let script = auth_script();
+    let a = Member::start(Kind::Oxetcd);
+    let theirs = run_script(&a, &script, false);
+    let b = Member::start(Kind::Oxetcd);
+    let ours = run_script(&b, &script, true);
+    assert!(
+        theirs == ours,
+        "oxetcdctl differs from etcdctl at {}\n--- oxetcdctl:\n{ours}",
+        first_difference(&theirs, &ours)
+    );
+}
+
 async fn channel(endpoint: &str) -> Channel {
     Channel::from_shared(format!("http://{endpoint}"))
         .expect("url")
