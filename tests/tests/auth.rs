@@ -890,3 +890,114 @@ fn the_proxy_passes_tokens_through_to_an_auth_enabled_cluster() {
     let w = p.etcdctl(&["--user=alice:alicepw", "watch", "/other", "--rev=1"]);
     assert_ne!(w.code, 0, "{w:?}");
 }
+
+/// Permission edits racing with a user's requests on other members: every request is either
+/// applied or refused with an auth error (never anything else), and once a revocation is
+/// acknowledged, no write or linearizable read that starts after it gets through, on any
+/// member. Then the grant comes back and works again.
+#[tokio::test]
+async fn permission_changes_racing_with_requests_take_effect_in_log_order() {
+    let c = Cluster::start(Kind::Oxetcd, 3);
+    let first = channel(&c.members[0].endpoint()).await;
+    let root = set_up_users(&first).await;
+    let alice_on: Vec<Channel> = {
+        let mut v = Vec::new();
+        for m in &c.members {
+            v.push(channel(&m.endpoint()).await);
+        }
+        v
+    };
+    let mut auth = AuthClient::new(first.clone());
+    let grant = AuthRoleGrantPermissionRequest {
+        name: "app".into(),
+        perm: perm(PermType::Readwrite, "/app/", "/app0"),
+    };
+    let revoke = AuthRoleRevokePermissionRequest {
+        role: "app".into(),
+        key: "/app/".into(),
+        range_end: "/app0".into(),
+    };
+    for round in 0..3 {
+        // Writers on the other members, as alice, while root revokes on the first.
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let applied: std::sync::Arc<[AtomicUsize; 3]> = std::sync::Arc::new(Default::default());
+        let mut writers = Vec::new();
+        for (w, ch) in alice_on.iter().enumerate().skip(1) {
+            let (ch, stop, applied) = (ch.clone(), stop.clone(), applied.clone());
+            writers.push(tokio::spawn(async move {
+                let token = login(&ch, "alice", "alicepw").await.expect("login");
+                let mut kv = KvClient::new(ch);
+                let (mut ok, mut refused) = (0, Vec::new());
+                while !stop.load(Relaxed) {
+                    let key = format!("/app/r{round}-w{w}-{}", ok + refused.len());
+                    match kv.put(as_user(&token, put(&key, false, 0))).await {
+                        Ok(_) => {
+                            ok += 1;
+                            applied[w].fetch_add(1, Relaxed);
+                        }
+                        Err(s)
+                            if s.code() == tonic::Code::PermissionDenied
+                                || s.message() == "etcdserver: revision of auth store is old" =>
+                        {
+                            refused.push(key)
+                        }
+                        Err(s) => panic!("an answer that is neither applied nor refused: {s}"),
+                    }
+                }
+                (ok, refused)
+            }));
+        }
+        // The revocation lands among the writes: once both writers got some through.
+        while applied[1].load(Relaxed) < 5 || applied[2].load(Relaxed) < 5 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        auth.role_revoke_permission(as_user(&root, revoke.clone()))
+            .await
+            .expect("revoke");
+        // Started after the acknowledgement: refused everywhere.
+        for ch in &alice_on {
+            let token = login(ch, "alice", "alicepw").await.expect("login");
+            let mut kv = KvClient::new(ch.clone());
+            let r = kv.put(as_user(&token, put("/app/after", false, 0))).await;
+            assert_eq!(
+                outcome(r),
+                "PermissionDenied: etcdserver: permission denied"
+            );
+            let r = kv.range(as_user(&token, range("/app/x", ""))).await;
+            assert_eq!(
+                outcome(r),
+                "PermissionDenied: etcdserver: permission denied"
+            );
+        }
+        stop.store(true, Relaxed);
+        for w in writers {
+            let (ok, refused) = w.await.expect("writer");
+            assert!(
+                ok > 0 && !refused.is_empty(),
+                "round {round}: {ok} applied, {} refused",
+                refused.len()
+            );
+            // A refused write was not applied.
+            let mut kv = KvClient::new(first.clone());
+            for key in refused {
+                let got = kv
+                    .range(as_user(&root, range(&key, "")))
+                    .await
+                    .expect("root reads")
+                    .into_inner();
+                assert!(got.kvs.is_empty(), "{key} was refused yet applied");
+            }
+        }
+        auth.role_grant_permission(as_user(&root, grant.clone()))
+            .await
+            .expect("grant again");
+        for ch in &alice_on {
+            let token = login(ch, "alice", "alicepw").await.expect("login");
+            KvClient::new(ch.clone())
+                .put(as_user(&token, put("/app/again", false, 0)))
+                .await
+                .expect("allowed again once granted");
+        }
+    }
+}
