@@ -107,3 +107,65 @@ async fn kv_txn_and_errors_through_etcd_client() {
     assert_eq!(status.leader(), members.members()[0].id());
     assert!(status.raft_index() >= 6);
 }
+
+/// The Rust `etcd-client` crate, as an application uses auth: an admin sets up users and
+/// roles through its API, a user connects with `ConnectOptions::with_user` (the crate logs in
+/// and sends the token), is refused outside its role, and a wrong password fails to connect.
+#[tokio::test]
+async fn etcd_client_crate_with_users_and_roles() {
+    use etcd_client::{Client, ConnectOptions, Permission};
+    let m = oxetcd_tests::Member::start(oxetcd_tests::Kind::Oxetcd);
+    let ep = m.endpoint();
+    let mut admin = Client::connect([&ep], None).await.expect("connect");
+    admin.user_add("root", "rootpw", None).await.expect("root");
+    admin.role_add("root").await.expect("root role");
+    admin.user_grant_role("root", "root").await.expect("grant");
+    admin.user_add("svc", "svcpw", None).await.expect("svc");
+    admin.role_add("svc").await.expect("svc role");
+    admin
+        .role_grant_permission("svc", Permission::read_write("/svc/").with_prefix())
+        .await
+        .expect("permission");
+    admin
+        .user_grant_role("svc", "svc")
+        .await
+        .expect("grant svc");
+    admin.auth_enable().await.expect("enable");
+
+    let options = ConnectOptions::new().with_user("svc", "svcpw");
+    let mut svc = Client::connect([&ep], Some(options))
+        .await
+        .expect("svc connects");
+    svc.put("/svc/a", "1", None).await.expect("own prefix");
+    let got = svc.get("/svc/a", None).await.expect("read back");
+    assert_eq!(got.kvs()[0].value(), b"1");
+    match svc.put("/other", "1", None).await {
+        Err(etcd_client::Error::GRpcStatus(s)) => {
+            assert_eq!(s.code(), tonic::Code::PermissionDenied);
+            assert_eq!(s.message(), "etcdserver: permission denied");
+        }
+        other => panic!("a put outside the role: {other:?}"),
+    }
+    match svc.user_list().await {
+        Err(etcd_client::Error::GRpcStatus(s)) => {
+            assert_eq!(s.code(), tonic::Code::PermissionDenied)
+        }
+        other => panic!("user list as a non-root user: {other:?}"),
+    }
+    let wrong = ConnectOptions::new().with_user("svc", "nope");
+    match Client::connect([&ep], Some(wrong)).await {
+        Err(etcd_client::Error::GRpcStatus(s)) => assert_eq!(
+            s.message(),
+            "etcdserver: authentication failed, invalid user ID or password"
+        ),
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(_) => panic!("a wrong password connected"),
+    }
+    let mut anonymous = Client::connect([&ep], None).await.expect("connect");
+    match anonymous.get("/svc/a", None).await {
+        Err(etcd_client::Error::GRpcStatus(s)) => {
+            assert_eq!(s.message(), "etcdserver: user name is empty")
+        }
+        other => panic!("an anonymous read: {other:?}"),
+    }
+}

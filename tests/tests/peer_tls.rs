@@ -238,6 +238,20 @@ async fn peer_certificates_and_the_ca_rotate_without_a_restart() {
         total += w.await.expect("writer");
     }
     assert!(total >= 250, "{total} writes");
+    // Nothing acknowledged was lost.
+    let mut kv0 = kv(&c.members[0].endpoint()).await;
+    let stored = kv0
+        .range(RangeRequest {
+            key: b"w".to_vec(),
+            range_end: b"x".to_vec(),
+            count_only: true,
+            ..Default::default()
+        })
+        .await
+        .expect("count")
+        .into_inner()
+        .count;
+    assert_eq!(stored as u64, total, "acknowledged writes missing");
 
     // A member restarted now connects to the others, and they to it, with the new files only.
     let mut c = c;
@@ -253,4 +267,72 @@ async fn peer_certificates_and_the_ca_rotate_without_a_restart() {
         .expect("a linearizable read on the restarted member")
         .into_inner();
     assert_eq!(got.kvs.len(), 1);
+}
+
+/// A member whose peer certificate comes from another CA cannot join: it is added (`member
+/// add`), started with `--initial-cluster-state existing`, never gets through a handshake,
+/// gives up with an error, and the cluster keeps serving.
+#[test]
+fn a_member_with_a_certificate_of_another_ca_cannot_join() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = Ca::new();
+    let files = peer_files(dir.path(), &ca, "member");
+    let args = peer_args(&files, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let c = Cluster::start_peer_tls(Kind::Oxetcd, 3, &args);
+
+    let rogue_dir = dir.path().join("rogue");
+    std::fs::create_dir_all(&rogue_dir).expect("dir");
+    let rogue = peer_files(&rogue_dir, &Ca::new(), "member");
+    let peer_port = oxetcd_tests::free_port();
+    let peer_url = format!("https://127.0.0.1:{peer_port}");
+    let added = c.members[0].etcdctl(&[
+        "member",
+        "add",
+        "m4",
+        &format!("--peer-urls={peer_url}"),
+        "--learner",
+    ]);
+    let initial = added
+        .ok()
+        .lines()
+        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER="))
+        .expect("member add prints the initial cluster")
+        .trim_matches('"')
+        .to_string();
+    let client_url = format!("http://127.0.0.1:{}", oxetcd_tests::free_port());
+    let mut child = std::process::Command::new(oxetcd_tests::bin("oxetcd"))
+        .args(["--name", "m4", "--initial-cluster-state", "existing"])
+        .args([
+            "--initial-cluster",
+            &initial,
+            "--initial-cluster-token",
+            "e2e",
+        ])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args(["--listen-client-urls", &client_url])
+        .args(["--advertise-client-urls", &client_url])
+        .arg("--data-dir")
+        .arg(rogue_dir.join("data"))
+        .args(peer_args(&rogue, &[]))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the rogue member");
+    // It gives up by itself (after its join deadline): wait for that exit.
+    let status = child.wait().expect("rogue member exits");
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut log).ok();
+    assert!(!status.success(), "the rogue member joined: {log}");
+    // The cluster never saw it start, and serves.
+    let list = c.members[1].etcdctl(&["member", "list"]);
+    let m4 = list
+        .ok()
+        .lines()
+        .find(|l| l.contains(&peer_url))
+        .expect("m4 is listed")
+        .to_string();
+    assert!(m4.contains(", unstarted, "), "{m4}");
+    assert_eq!(c.members[2].etcdctl(&["put", "k", "v"]).ok(), "OK\n");
 }

@@ -187,3 +187,58 @@ fn auto_tls_on_both_links_as_etcd() {
         assert_eq!(get.ok(), "auto\n", "{kind:?}");
     }
 }
+
+/// `--client-cert-auth`: a client certificate of another CA, or none, does not get through;
+/// a TLS client on a plaintext peer port gets no answer either. The member keeps serving.
+#[tokio::test]
+async fn wrong_certificates_and_wrong_protocols_get_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = Ca::new();
+    let mut args = client_tls_args(dir.path(), &ca);
+    let ca_file = write_pem(dir.path(), "ca.pem", &ca.cert_pem);
+    args.push(format!("--trusted-ca-file={}", ca_file.display()));
+    args.push("--client-cert-auth".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let c = Cluster::start_tls(Kind::Oxetcd, 1, &args);
+    let tls_flags = |ca: &Ca, name: &str| {
+        let (cert, key) = ca.issue("client");
+        vec![
+            format!("--cacert={}", ca_file.display()),
+            format!(
+                "--cert={}",
+                write_pem(dir.path(), &format!("{name}.pem"), &cert).display()
+            ),
+            format!(
+                "--key={}",
+                write_pem(dir.path(), &format!("{name}-key.pem"), &key).display()
+            ),
+        ]
+    };
+    let run = |flags: &[String], cmd: &[&str]| {
+        let mut all: Vec<&str> = flags.iter().map(String::as_str).collect();
+        all.push("--dial-timeout=2s");
+        all.extend_from_slice(cmd);
+        c.members[0].etcdctl(&all)
+    };
+    let good = tls_flags(&ca, "good");
+    assert_eq!(run(&good, &["put", "k", "v"]).ok(), "OK\n");
+    let other = tls_flags(&Ca::new(), "other");
+    let refused = run(&other, &["get", "k"]);
+    assert_ne!(refused.code, 0, "a certificate of another CA: {refused:?}");
+    let none = [format!("--cacert={}", ca_file.display())];
+    let refused = run(&none, &["get", "k"]);
+    assert_ne!(refused.code, 0, "no certificate: {refused:?}");
+    assert_eq!(run(&good, &["get", "k", "--print-value-only"]).ok(), "v\n");
+
+    // TLS to a plaintext peer port.
+    let plain = Cluster::start(Kind::Oxetcd, 1);
+    let peer_port: u16 = plain.members[0]
+        .peer_url()
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("peer port");
+    assert!(handshake(peer_port, &ca.cert_pem, TLS13, None)
+        .await
+        .is_err());
+    assert_eq!(plain.members[0].etcdctl(&["put", "k", "v"]).ok(), "OK\n");
+}
