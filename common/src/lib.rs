@@ -18,6 +18,12 @@ pub use proto::{authpb, etcdserverpb, mvccpb, oxetcdpb, oxetcdpeerpb, v3election
 /// result.
 pub const REQUEST_ID_HEADER: &str = "oxetcd-request-id";
 
+/// Metadata oxetcd-proxy adds to each request of a client it verified by certificate: that
+/// certificate's common name. A member with `--client-cert-auth` takes it as the user only
+/// from a connection whose own certificate names a `--trusted-proxy-cn`; the proxy removes
+/// it from whatever a client sends.
+pub const FORWARDED_CN_HEADER: &str = "oxetcd-forwarded-cn";
+
 /// gRPC metadata on a member's `Status` answer that names oxetcd's own version; a proxy sends
 /// writes again after a failover only to members that set it (they honour
 /// [`REQUEST_ID_HEADER`]).

@@ -165,6 +165,11 @@ pub struct Config {
     #[arg(long, env = "ETCD_TLS_MAX_VERSION", default_value = "")]
     pub tls_max_version: String,
 
+    /// With --client-cert-auth: common names of proxies (oxetcd-proxy's client certificate
+    /// towards the members) whose forwarded client certificate name is taken as the user.
+    #[arg(long, env = "ETCD_TRUSTED_PROXY_CN", default_value = "")]
+    pub trusted_proxy_cn: String,
+
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1572864)]
     pub max_request_bytes: u64,

@@ -26,10 +26,21 @@ impl Credentials {
             .or_else(|| md.get("authorization"))
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let common_name = if token.is_none() && server.auth_settings.client_cert_auth {
-            request
+        let settings = &server.auth_settings;
+        let common_name = if token.is_none() && settings.client_cert_auth {
+            let own = request
                 .peer_certs()
-                .and_then(|certs| certs.first().and_then(|c| common_name(c.as_ref())))
+                .and_then(|certs| certs.first().and_then(|c| common_name(c.as_ref())));
+            // A trusted proxy speaks for the client whose certificate it verified.
+            let forwarded = md
+                .get(oxetcd_common::FORWARDED_CN_HEADER)
+                .and_then(|v| v.to_str().ok());
+            match (own, forwarded) {
+                (Some(own), Some(fwd)) if settings.trusted_proxy_cns.contains(&own) => {
+                    Some(fwd.to_string())
+                }
+                (own, _) => own,
+            }
         } else {
             None
         };

@@ -435,6 +435,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         auth_settings: crate::server::AuthSettings {
             bcrypt_cost: cfg.bcrypt_cost,
             client_cert_auth: cfg.client_cert_auth,
+            trusted_proxy_cns: split_urls(&cfg.trusted_proxy_cn),
         },
     });
     let weak = Arc::downgrade(&server);

@@ -101,6 +101,8 @@ pub(crate) struct AuthSettings {
     pub bcrypt_cost: u32,
     /// `--client-cert-auth`: a request without a token is the user its certificate names.
     pub client_cert_auth: bool,
+    /// `--trusted-proxy-cn`: from connections with these names, the forwarded name counts.
+    pub trusted_proxy_cns: Vec<String>,
 }
 
 impl EtcdServer {

@@ -187,10 +187,19 @@ impl ProxyHttp for EtcdProxy {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         req: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        // Only the proxy says which certificate a client showed.
+        req.remove_header(oxetcd_common::FORWARDED_CN_HEADER);
+        let cn = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .and_then(|s| s.extension.get::<crate::tls::ClientCn>());
+        if let Some(cn) = cn {
+            req.insert_header(oxetcd_common::FORWARDED_CN_HEADER, cn.0.as_str())?;
+        }
         if let Some(id) = &ctx.request_id {
             req.insert_header(oxetcd_common::REQUEST_ID_HEADER, id.as_str())?;
         }

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::TlsAccept;
+use pingora::protocols::tls::TlsRef;
 use rustls::crypto::ring;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -46,6 +48,27 @@ fn is_tls13(s: &CipherSuite) -> bool {
     )
 }
 
+/// The common name of a client's verified certificate, kept with its connection (in pingora's
+/// `SslDigest` extension) and sent to the members with each of its requests
+/// ([`oxetcd_common::FORWARDED_CN_HEADER`]): members with `--client-cert-auth` and
+/// `--trusted-proxy-cn` then see the client's user, not the proxy's.
+pub struct ClientCn(pub String);
+
+struct KeepClientCn;
+
+#[async_trait::async_trait]
+impl TlsAccept for KeepClientCn {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let der = tls.peer_certificate_der()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let cn = cert.subject().iter_common_name().next()?.as_str().ok()?;
+        Some(Arc::new(ClientCn(cn.to_string())))
+    }
+}
+
 /// TLS settings for the gRPC listener: `--cert-file`/`--key-file`, HTTP/2 by ALPN, and client
 /// certificates required and checked against `--trusted-ca-file` when it is set.
 pub fn client_tls_settings(c: &Config) -> anyhow::Result<TlsSettings> {
@@ -62,8 +85,13 @@ pub fn client_tls_settings(c: &Config) -> anyhow::Result<TlsSettings> {
         tls13_only: c.tls_min_version == "TLS1.3",
     };
 
-    let mut settings =
-        TlsSettings::intermediate(&c.cert_file, &c.key_file).map_err(|e| anyhow!("{e}"))?;
+    // With client certificates, each connection keeps its client's common name.
+    let mut settings = if c.trusted_ca_file.is_empty() {
+        TlsSettings::intermediate(&c.cert_file, &c.key_file)
+    } else {
+        TlsSettings::with_callbacks(Box::new(KeepClientCn))
+    }
+    .map_err(|e| anyhow!("{e}"))?;
     settings.set_cert_resolver(Arc::new(certificate));
     settings.enable_h2();
     if !c.trusted_ca_file.is_empty() {

@@ -1001,3 +1001,115 @@ async fn permission_changes_racing_with_requests_take_effect_in_log_order() {
         }
     }
 }
+
+/// Members with `--client-cert-auth` behind oxetcd-proxy terminating client mTLS: the proxy
+/// forwards each client's certificate name, and members trusting the proxy's own certificate
+/// (`--trusted-proxy-cn`) take it as the user. A client cannot claim a name itself, neither
+/// directly nor through the proxy.
+#[tokio::test]
+async fn the_proxy_forwards_client_certificate_names_to_members() {
+    use oxetcd_tests::pki::{write_pem, Ca};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let ca = Ca::new();
+    let ca_file = write_pem(d, "ca.pem", &ca.cert_pem);
+    let files = |name: &str| {
+        let (cert, key) = ca.issue(name);
+        (
+            write_pem(d, &format!("{name}.pem"), &cert),
+            write_pem(d, &format!("{name}-key.pem"), &key),
+        )
+    };
+    let (member_cert, member_key) = files("member");
+    let (proxy_cert, proxy_key) = files("proxy");
+    let arg = |flag: &str, p: &std::path::Path| format!("--{flag}={}", p.display());
+    let member_args = [
+        arg("cert-file", &member_cert),
+        arg("key-file", &member_key),
+        arg("trusted-ca-file", &ca_file),
+        "--client-cert-auth".to_string(),
+        "--trusted-proxy-cn=proxy".to_string(),
+    ];
+    let member_args: Vec<&str> = member_args.iter().map(String::as_str).collect();
+    let c = Cluster::start_tls(Kind::Oxetcd, 3, &member_args);
+    let as_cert = |name: &str| {
+        let (cert, key) = files(name);
+        vec![
+            arg("cacert", &ca_file),
+            arg("cert", &cert),
+            arg("key", &key),
+        ]
+    };
+    let root = as_cert("root");
+    let root: Vec<&str> = root.iter().map(String::as_str).collect();
+    for step in [
+        "user add root:rootpw",
+        "role add root",
+        "user grant-role root root",
+        "user add alice:alicepw",
+        "role add app",
+        "role grant-permission app readwrite /app/ --prefix=true",
+        "user grant-role alice app",
+        "auth enable",
+    ] {
+        let mut args = root.clone();
+        args.extend(step.split(' '));
+        c.members[0].etcdctl(&args).ok();
+    }
+    let proxy_args = [
+        arg("cert-file", &proxy_cert),
+        arg("key-file", &proxy_key),
+        arg("trusted-ca-file", &ca_file),
+        arg("cacert", &ca_file),
+        arg("cert", &proxy_cert),
+        arg("key", &proxy_key),
+    ];
+    let proxy_args: Vec<&str> = proxy_args.iter().map(String::as_str).collect();
+    let p = oxetcd_tests::Proxy::start(&c.urls(), &proxy_args);
+    let via_proxy = format!("https://{}", p.endpoint());
+    let run = |who: &str, cmd: &[&str]| {
+        let mut args = as_cert(who);
+        args.extend(cmd.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        oxetcd_tests::etcdctl_at(&via_proxy, &args)
+    };
+    assert_eq!(run("alice", &["put", "/app/x", "1"]).ok(), "OK\n");
+    let denied = run("alice", &["put", "/other", "1"]);
+    assert_eq!(
+        denied.error_line(),
+        Some("Error: etcdserver: permission denied"),
+        "{denied:?}"
+    );
+    assert_eq!(run("root", &["put", "/other", "1"]).ok(), "OK\n");
+
+    // Claiming another name: directly (alice is no trusted proxy), and through the proxy
+    // (which replaces the claim with the certificate's name).
+    let (alice_cert, alice_key) = files("alice");
+    let identity = tonic::transport::Identity::from_pem(
+        std::fs::read(&alice_cert).expect("cert"),
+        std::fs::read(&alice_key).expect("key"),
+    );
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&ca.cert_pem))
+        .identity(identity);
+    for target in [c.members[1].url(), via_proxy.clone()] {
+        let ch = Channel::from_shared(target.clone())
+            .expect("url")
+            .tls_config(tls.clone())
+            .expect("tls")
+            .connect()
+            .await
+            .expect("connect");
+        let mut req = tonic::Request::new(put("/other", false, 0));
+        req.metadata_mut().insert(
+            oxetcd_common::FORWARDED_CN_HEADER,
+            "root".parse().expect("ascii"),
+        );
+        let r = KvClient::new(ch).put(req).await;
+        assert_eq!(
+            outcome(r),
+            "PermissionDenied: etcdserver: permission denied",
+            "{target}"
+        );
+    }
+}
