@@ -715,13 +715,24 @@ async fn simple_tokens_expire_after_the_ttl_without_use() {
 /// `--auth-token jwt,...`: a token signed by one member is verified by every member (no shared
 /// state), and carries the auth revision it was issued at, so any later auth change makes it
 /// old. The same steps against real etcd 3.4 give the same answers.
-async fn jwt_probe(kind: Kind, dir: &std::path::Path) -> Vec<String> {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+async fn jwt_probe(kind: Kind, dir: &std::path::Path, method: &str) -> Vec<String> {
+    let (private_pem, public_pem) = match method {
+        "ES256" => {
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+            (key.serialize_pem(), key.public_key_pem())
+        }
+        // ring cannot make RSA keys: a fixed test key (tests/fixtures, made with openssl).
+        "RS256" => (
+            include_str!("../fixtures/jwt-rs256.key").to_string(),
+            include_str!("../fixtures/jwt-rs256.pub").to_string(),
+        ),
+        other => panic!("no key for {other}"),
+    };
     let (private, public) = (dir.join("jwt.key"), dir.join("jwt.pub"));
-    std::fs::write(&private, key.serialize_pem()).expect("write key");
-    std::fs::write(&public, key.public_key_pem()).expect("write pub");
+    std::fs::write(&private, private_pem).expect("write key");
+    std::fs::write(&public, public_pem).expect("write pub");
     let spec = format!(
-        "jwt,pub-key={},priv-key={},sign-method=ES256,ttl=5m",
+        "jwt,pub-key={},priv-key={},sign-method={method},ttl=5m",
         public.display(),
         private.display()
     );
@@ -771,13 +782,15 @@ async fn jwt_probe(kind: Kind, dir: &std::path::Path) -> Vec<String> {
 
 #[tokio::test]
 async fn jwt_tokens_are_verified_by_every_member_as_etcd_does() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let reference = jwt_probe(Kind::Etcd, dir.path()).await;
-    let ours = jwt_probe(Kind::Oxetcd, dir.path()).await;
-    assert_eq!(reference.join("\n"), ours.join("\n"));
-    assert!(ours
-        .iter()
-        .any(|l| l.contains("revision of auth store is old")));
+    for method in ["ES256", "RS256"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let reference = jwt_probe(Kind::Etcd, dir.path(), method).await;
+        let ours = jwt_probe(Kind::Oxetcd, dir.path(), method).await;
+        assert_eq!(reference.join("\n"), ours.join("\n"), "{method}");
+        assert!(ours
+            .iter()
+            .any(|l| l.contains("revision of auth store is old")));
+    }
 }
 
 /// `--client-cert-auth`: a request without a token is the user its certificate's common name
