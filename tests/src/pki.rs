@@ -111,9 +111,14 @@ impl Ca {
 
     /// (certificate PEM, key PEM) for a member named `cn`.
     pub fn issue(&self, cn: &str) -> (String, String) {
+        self.issue_for(cn, &["127.0.0.1", "localhost"])
+    }
+
+    /// [`Ca::issue`] valid for the names `sans` (IP addresses or DNS names).
+    pub fn issue_for(&self, cn: &str, sans: &[&str]) -> (String, String) {
         let issuer = Issuer::from_params(&self.params, &self.key);
         let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
                 .expect("params");
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, cn);

@@ -336,3 +336,23 @@ fn a_member_with_a_certificate_of_another_ca_cannot_join() {
     assert!(m4.contains(", unstarted, "), "{m4}");
     assert_eq!(c.members[2].etcdctl(&["put", "k", "v"]).ok(), "OK\n");
 }
+
+/// `--peer-cert-allowed-hostname`: a peer certificate of the right CA that is not valid for the
+/// name is refused; members whose certificates are valid for it form the cluster.
+#[tokio::test]
+async fn peer_certificates_must_be_valid_for_the_allowed_hostname() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = Ca::new();
+    let files = peer_files(dir.path(), &ca, "member");
+    let args = peer_args(&files, &["--peer-cert-allowed-hostname=localhost"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let c = Cluster::start_peer_tls(Kind::Oxetcd, 3, &args);
+    let peer = c.members[0].peer_url();
+    let (good_cert, good_key) = ca.issue_for("anyone", &["localhost"]);
+    assert!(peer_answers(&peer, &ca.cert_pem, Some((&good_cert, &good_key))).await);
+    let (other_cert, other_key) = ca.issue_for("member", &["elsewhere.example"]);
+    assert!(
+        !peer_answers(&peer, &ca.cert_pem, Some((&other_cert, &other_key))).await,
+        "a certificate not valid for localhost was accepted"
+    );
+}
