@@ -242,3 +242,41 @@ async fn wrong_certificates_and_wrong_protocols_get_nothing() {
         .is_err());
     assert_eq!(plain.members[0].etcdctl(&["put", "k", "v"]).ok(), "OK\n");
 }
+
+/// etcd's config file nests the TLS settings (`client-transport-security`,
+/// `peer-transport-security`, `cipher-suites` as a list): the same file works for oxetcd.
+#[tokio::test]
+async fn tls_settings_from_an_etcd_config_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = Ca::new();
+    let (cert, key) = ca.issue("member");
+    let cert = write_pem(dir.path(), "cert.pem", &cert);
+    let key = write_pem(dir.path(), "key.pem", &key);
+    let ca_file = write_pem(dir.path(), "ca.pem", &ca.cert_pem);
+    let yaml = format!(
+        "client-transport-security:\n  cert-file: {c}\n  key-file: {k}\n\
+         peer-transport-security:\n  cert-file: {c}\n  key-file: {k}\n  trusted-ca-file: {ca}\n  \
+         client-cert-auth: true\n  allowed-cn: member\n\
+         tls-max-version: TLS1.2\n\
+         cipher-suites:\n  - TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256\n",
+        c = cert.display(),
+        k = key.display(),
+        ca = ca_file.display()
+    );
+    let cfg = dir.path().join("etcd.yaml");
+    std::fs::write(&cfg, yaml).expect("config");
+    let c = Cluster::start_scheme(
+        Kind::Oxetcd,
+        1,
+        &["--config-file", cfg.to_str().expect("path")],
+        "https",
+        "https",
+    );
+    let aes128 = CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256;
+    assert_eq!(
+        handshake(client_port(&c), &ca.cert_pem, TLS12, None).await,
+        Ok(("TLSv1_2".to_string(), aes128))
+    );
+    let put = c.members[0].etcdctl(&[&format!("--cacert={}", ca_file.display()), "put", "k", "v"]);
+    assert_eq!(put.ok(), "OK\n");
+}
