@@ -436,6 +436,35 @@ fn versions(policy: &TlsPolicy) -> anyhow::Result<Vec<&'static SupportedProtocol
     Ok(out)
 }
 
+/// This side's certificate for a server whose rustls configuration is built elsewhere (the
+/// proxy's, by pingora), reloaded when its files change.
+pub fn server_cert_resolver(files: &TlsFiles) -> anyhow::Result<Arc<dyn ResolvesServerCert>> {
+    Ok(Arc::new(Certificate::new(
+        files,
+        Arc::new(ring::default_provider()),
+    )?))
+}
+
+/// Client certificates checked against the CA bundle `ca` (reloaded when it changes) and the
+/// names of `policy`, for a server whose configuration is built elsewhere.
+pub fn client_cert_verifier(
+    ca: &Path,
+    policy: &TlsPolicy,
+) -> anyhow::Result<Arc<dyn ClientCertVerifier>> {
+    let provider = provider(policy)?;
+    let (path, p) = (ca.to_path_buf(), provider.clone());
+    let load = move || -> anyhow::Result<Arc<dyn ClientCertVerifier>> {
+        WebPkiClientVerifier::builder_with_provider(Arc::new(load_roots(&path)?), p.clone())
+            .build()
+            .context("client certificate verifier")
+    };
+    Ok(Arc::new(ClientVerifier {
+        inner: Reloading::new("CA bundle", vec![ca.to_path_buf()], Box::new(load))?,
+        policy: policy.clone(),
+        provider,
+    }))
+}
+
 /// Checks the versions and cipher suites of `policy` (a bad flag is a start-up error even
 /// where no TLS is served yet).
 pub fn check_policy(policy: &TlsPolicy) -> anyhow::Result<()> {

@@ -1,4 +1,6 @@
-//! Client-facing TLS, terminated by the proxy with rustls.
+//! Client-facing TLS, terminated by the proxy with rustls: the certificate, key and client CA
+//! bundle are read again when their files change (`oxetcd_common::tls`), so they rotate
+//! without a restart.
 
 use std::fmt;
 use std::sync::Arc;
@@ -7,18 +9,18 @@ use anyhow::{anyhow, Context};
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
-use rustls::crypto::ring;
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{CipherSuite, RootCertStore};
+use rustls::CipherSuite;
 
 use crate::config::Config;
 
-/// Serves the one certificate, and refuses the handshake of a client that cannot speak TLS 1.3
-/// when `--tls-min-version=TLS1.3` (rustls picks 1.3 whenever the client offers it, so a client
+/// Serves the certificate (read again when its files change: rotation without a restart),
+/// and refuses the handshake of a client that cannot speak TLS 1.3 when
+/// `--tls-min-version=TLS1.3` (rustls picks 1.3 whenever the client offers it, so a client
 /// offering no 1.3 cipher suite is one that would end up below the minimum).
 struct Certificate {
-    key: Arc<CertifiedKey>,
+    inner: Arc<dyn ResolvesServerCert>,
     tls13_only: bool,
 }
 
@@ -35,7 +37,7 @@ impl ResolvesServerCert for Certificate {
         if self.tls13_only && !hello.cipher_suites().iter().any(is_tls13) {
             return None;
         }
-        Some(self.key.clone())
+        self.inner.resolve(hello)
     }
 }
 
@@ -72,19 +74,16 @@ impl TlsAccept for KeepClientCn {
 /// TLS settings for the gRPC listener: `--cert-file`/`--key-file`, HTTP/2 by ALPN, and client
 /// certificates required and checked against `--trusted-ca-file` when it is set.
 pub fn client_tls_settings(c: &Config) -> anyhow::Result<TlsSettings> {
-    let provider = Arc::new(ring::default_provider());
-    let (certs, key) = pingora::tls::load_certs_and_key_files(&c.cert_file, &c.key_file)
-        .map_err(|e| anyhow!("{e}"))?
-        .ok_or_else(|| anyhow!("no certificate or key in {} / {}", c.cert_file, c.key_file))?;
-    let signing = provider
-        .key_provider
-        .load_private_key(key)
-        .context("--key-file")?;
+    use oxetcd_common::tls::{client_cert_verifier, server_cert_resolver, TlsFiles, TlsPolicy};
+    let files = TlsFiles {
+        cert_file: c.cert_file.clone().into(),
+        key_file: c.key_file.clone().into(),
+        trusted_ca_file: None,
+    };
     let certificate = Certificate {
-        key: Arc::new(CertifiedKey::new(certs, signing)),
+        inner: server_cert_resolver(&files).context("--cert-file / --key-file")?,
         tls13_only: c.tls_min_version == "TLS1.3",
     };
-
     // With client certificates, each connection keeps its client's common name.
     let mut settings = if c.trusted_ca_file.is_empty() {
         TlsSettings::intermediate(&c.cert_file, &c.key_file)
@@ -95,20 +94,9 @@ pub fn client_tls_settings(c: &Config) -> anyhow::Result<TlsSettings> {
     settings.set_cert_resolver(Arc::new(certificate));
     settings.enable_h2();
     if !c.trusted_ca_file.is_empty() {
-        let pem = std::fs::read(&c.trusted_ca_file)
+        let ca = std::path::Path::new(&c.trusted_ca_file);
+        let verifier = client_cert_verifier(ca, &TlsPolicy::default())
             .with_context(|| format!("--trusted-ca-file {}", c.trusted_ca_file))?;
-        let mut roots = RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            roots
-                .add(cert.context("--trusted-ca-file")?)
-                .context("--trusted-ca-file")?;
-        }
-        if roots.is_empty() {
-            return Err(anyhow!("no certificate in {}", c.trusted_ca_file));
-        }
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()
-            .context("client certificate verifier")?;
         settings.set_client_cert_verifier(verifier);
     }
     Ok(settings)

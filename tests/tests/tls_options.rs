@@ -280,3 +280,69 @@ async fn tls_settings_from_an_etcd_config_file() {
     let put = c.members[0].etcdctl(&[&format!("--cacert={}", ca_file.display()), "put", "k", "v"]);
     assert_eq!(put.ok(), "OK\n");
 }
+
+/// oxetcd-proxy's client-facing certificate and client CA bundle rotate without a restart
+/// too.
+#[tokio::test]
+async fn the_proxys_certificate_and_client_ca_rotate_without_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let c = Cluster::start(Kind::Oxetcd, 1);
+    let old = Ca::new();
+    let (cert, key) = old.issue("proxy");
+    let cert_file = write_pem(d, "proxy.pem", &cert);
+    let key_file = write_pem(d, "proxy-key.pem", &key);
+    let ca_file = write_pem(d, "client-ca.pem", &old.cert_pem);
+    let args = [
+        format!("--cert-file={}", cert_file.display()),
+        format!("--key-file={}", key_file.display()),
+        format!("--trusted-ca-file={}", ca_file.display()),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let p = oxetcd_tests::Proxy::start(&c.endpoints(), &args);
+    let url = format!("https://{}", p.endpoint());
+    let client = |ca: &Ca, name: &str, trust: &Ca| {
+        let (cert, key) = ca.issue("client");
+        vec![
+            format!(
+                "--cacert={}",
+                write_pem(d, &format!("{name}-trust.pem"), &trust.cert_pem).display()
+            ),
+            format!(
+                "--cert={}",
+                write_pem(d, &format!("{name}.pem"), &cert).display()
+            ),
+            format!(
+                "--key={}",
+                write_pem(d, &format!("{name}-key.pem"), &key).display()
+            ),
+        ]
+    };
+    let run = |flags: Vec<String>| {
+        let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
+        args.extend(["--dial-timeout=2s", "put", "k", "v"]);
+        oxetcd_tests::etcdctl_at(&url, &args)
+    };
+    assert_eq!(run(client(&old, "a", &old)).ok(), "OK\n");
+
+    let new = Ca::new();
+    let (cert, key) = new.issue("proxy");
+    write_pem(d, "proxy-key.pem", &key);
+    write_pem(d, "proxy.pem", &cert);
+    write_pem(d, "client-ca.pem", &new.cert_pem);
+    assert_eq!(
+        run(client(&new, "b", &new)).ok(),
+        "OK\n",
+        "new certificate, new client CA"
+    );
+    assert_ne!(
+        run(client(&old, "c", &new)).code,
+        0,
+        "a client of the old CA"
+    );
+    assert_ne!(
+        run(client(&new, "e", &old)).code,
+        0,
+        "the old server certificate"
+    );
+}
