@@ -12,6 +12,10 @@ use oxetcd_common::etcdserverpb::lease_client::LeaseClient;
 use oxetcd_common::etcdserverpb::maintenance_client::MaintenanceClient;
 use oxetcd_common::etcdserverpb::watch_client::WatchClient;
 use oxetcd_common::etcdserverpb::*;
+use oxetcd_common::v3electionpb::election_client::ElectionClient;
+use oxetcd_common::v3electionpb::{CampaignRequest, LeaderRequest};
+use oxetcd_common::v3lockpb::lock_client::LockClient;
+use oxetcd_common::v3lockpb::{LockRequest, UnlockRequest};
 use oxetcd_tests::{auth_script, run_script, Cluster, Kind, Member};
 use tonic::transport::Channel;
 
@@ -370,6 +374,55 @@ async fn permission_probe(endpoint: &str) -> Vec<String> {
     probe!(
         "status",
         MaintenanceClient::new(ch.clone()).status(as_user(&alice, StatusRequest {}))
+    );
+    // Lock and Election act for the caller on `name/...`.
+    let own = lease
+        .lease_grant(as_user(&alice, LeaseGrantRequest { ttl: 60, id: 0 }))
+        .await
+        .expect("alice grants a lease")
+        .into_inner()
+        .id;
+    let mut lock = LockClient::new(ch.clone());
+    let lock_req = |name: &str| LockRequest {
+        name: name.into(),
+        lease: own,
+    };
+    let held = lock.lock(as_user(&alice, lock_req("/app/lock"))).await;
+    let held_key = held
+        .as_ref()
+        .map(|r| r.get_ref().key.clone())
+        .unwrap_or_default();
+    out.push(format!("lock in own prefix: {}", outcome(held)));
+    probe!(
+        "lock elsewhere",
+        lock.lock(as_user(&alice, lock_req("/other/lock")))
+    );
+    probe!(
+        "unlock",
+        lock.unlock(as_user(&alice, UnlockRequest { key: held_key }))
+    );
+    let mut election = ElectionClient::new(ch.clone());
+    let campaign = |name: &str| CampaignRequest {
+        name: name.into(),
+        lease: own,
+        value: b"me".to_vec(),
+    };
+    probe!(
+        "campaign in own prefix",
+        election.campaign(as_user(&alice, campaign("/app/elect")))
+    );
+    probe!(
+        "campaign elsewhere",
+        election.campaign(as_user(&alice, campaign("/other/elect")))
+    );
+    probe!(
+        "leader elsewhere",
+        election.leader(as_user(
+            &alice,
+            LeaderRequest {
+                name: "/other/elect".into()
+            }
+        ))
     );
     let mut auth = AuthClient::new(ch.clone());
     probe!(

@@ -69,6 +69,12 @@ impl From<ServerError> for Status {
     }
 }
 
+/// etcd's v3lock and v3election servers run their steps through an internal client and pass
+/// its errors on as plain Go errors: gRPC Unknown, with the same message.
+pub(super) fn as_plain_error(s: Status) -> Status {
+    Status::new(Code::Unknown, s.message())
+}
+
 impl From<AuthError> for Status {
     fn from(e: AuthError) -> Self {
         ServerError::Auth(e).into()

@@ -48,7 +48,8 @@ impl Lock for LockService {
             .require(&self.server, |auth, who| {
                 auth.check(who, &request.get_ref().key, &[], Write)
             })
-            .await?;
+            .await
+            .map_err(super::error::as_plain_error)?;
         let req = request.into_inner();
         let header = concurrency::delete_if_owner(&self.server, &req.key, 0).await?;
         Ok(Response::new(UnlockResponse { header }))

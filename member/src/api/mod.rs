@@ -56,6 +56,7 @@ pub(crate) async fn permit_contenders<T>(
         })
         .await
         .map(|_| ())
+        .map_err(error::as_plain_error)
 }
 
 /// gRPC's framing overhead allowed on top of `--max-request-bytes`, as etcd allows, so that an
