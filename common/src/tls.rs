@@ -68,17 +68,21 @@ fn stamp(p: &Path) -> Stamp {
 
 type Loader<T> = Box<dyn Fn() -> anyhow::Result<T> + Send + Sync>;
 
-/// A value built from files, built again when one of them changes.
-struct Reloading<T> {
+/// A value built from files, built again when one of them changes (checked at each
+/// [`Reloading::current`]). Public for the proxy's upstream certificates, which pingora holds
+/// in its own types.
+pub struct Reloading<T> {
     what: &'static str,
     paths: Vec<PathBuf>,
     load: Loader<T>,
     cached: Mutex<(Vec<Stamp>, Arc<T>)>,
+    /// Bumped by every successful reload, for holders of things built from the value.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl<T> Reloading<T> {
     /// Loads now: a file that is missing or invalid at start-up is an error.
-    fn new(what: &'static str, paths: Vec<PathBuf>, load: Loader<T>) -> anyhow::Result<Self> {
+    pub fn new(what: &'static str, paths: Vec<PathBuf>, load: Loader<T>) -> anyhow::Result<Self> {
         let stamps = paths.iter().map(|p| stamp(p)).collect();
         let value = load()?;
         Ok(Self {
@@ -86,10 +90,16 @@ impl<T> Reloading<T> {
             paths,
             load,
             cached: Mutex::new((stamps, Arc::new(value))),
+            generation: Default::default(),
         })
     }
 
-    fn current(&self) -> Arc<T> {
+    /// How many times the value was reloaded.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn current(&self) -> Arc<T> {
         let stamps: Vec<Stamp> = self.paths.iter().map(|p| stamp(p)).collect();
         let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
         if cached.0 != stamps {
@@ -98,6 +108,8 @@ impl<T> Reloading<T> {
                 Ok(v) => {
                     tracing::info!(files = ?self.paths, "reloaded the {}", self.what);
                     cached.1 = Arc::new(v);
+                    self.generation
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 Err(e) => tracing::warn!(
                     files = ?self.paths,

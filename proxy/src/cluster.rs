@@ -57,12 +57,16 @@ pub struct Cluster {
     kick: Notify,
     next: AtomicUsize,
     metrics: Arc<Metrics>,
-    tls: Option<UpstreamTls>,
+    tls: Option<Arc<UpstreamTls>>,
 }
 
 impl Cluster {
     /// Starts from the seed endpoints; nothing is known healthy until the first check.
-    pub fn new(seeds: &[String], metrics: Arc<Metrics>, tls: Option<UpstreamTls>) -> Arc<Self> {
+    pub fn new(
+        seeds: &[String],
+        metrics: Arc<Metrics>,
+        tls: Option<Arc<UpstreamTls>>,
+    ) -> Arc<Self> {
         let members = seeds
             .iter()
             .filter(|s| !s.trim().is_empty())
@@ -211,7 +215,14 @@ impl Cluster {
     pub async fn run(self: Arc<Self>, health_every: Duration, sync_every: Duration) {
         let mut channels: HashMap<String, Channel> = HashMap::new();
         let mut last_sync = None::<tokio::time::Instant>;
+        let mut tls_generation = self.tls.as_ref().map(|t| t.generation());
         loop {
+            // Certificates replaced on disk: new channels, so new handshakes use them.
+            let generation = self.tls.as_ref().map(|t| t.generation());
+            if generation != tls_generation {
+                channels.clear();
+                tls_generation = generation;
+            }
             let due = last_sync.is_none_or(|t: tokio::time::Instant| {
                 !sync_every.is_zero() && t.elapsed() >= sync_every
             });

@@ -43,7 +43,7 @@ pub struct EtcdProxy {
     leader_wait: Duration,
     namespace: Option<Namespace>,
     /// TLS towards members, if `--cacert` is set.
-    upstream_tls: Option<UpstreamTls>,
+    upstream_tls: Option<Arc<UpstreamTls>>,
     /// Makes request IDs unique across proxies and restarts: pid and start time.
     id_prefix: String,
     next_id: AtomicU64,
@@ -55,7 +55,7 @@ impl EtcdProxy {
         metrics: Arc<Metrics>,
         leader_wait: Duration,
         namespace: Option<Namespace>,
-        upstream_tls: Option<UpstreamTls>,
+        upstream_tls: Option<Arc<UpstreamTls>>,
     ) -> Self {
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -165,7 +165,8 @@ impl ProxyHttp for EtcdProxy {
                     .map_or(up.addr.as_str(), |(h, _)| h);
                 let host = host.trim_start_matches('[').trim_end_matches(']');
                 let mut p = HttpPeer::new(addr, true, host.to_string());
-                p.client_cert_key = tls.cert_key.clone();
+                p.client_cert_key = tls.cert_key();
+                p.options.ca = Some(tls.ca());
                 p
             }
             None => HttpPeer::new(addr, false, String::new()),

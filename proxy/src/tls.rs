@@ -13,6 +13,12 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::CipherSuite;
 
+use std::path::PathBuf;
+
+use oxetcd_common::tls::Reloading;
+use pingora::protocols::tls::CaType;
+use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
+
 use crate::config::Config;
 
 /// Serves the certificate (read again when its files change: rotation without a restart),
@@ -102,66 +108,106 @@ pub fn client_tls_settings(c: &Config) -> anyhow::Result<TlsSettings> {
     Ok(settings)
 }
 
-/// TLS towards members (`--cacert`, and `--cert`/`--key` for a client certificate).
-#[derive(Clone)]
+/// TLS towards members (`--cacert`, and `--cert`/`--key` for a client certificate), read
+/// again when the files change: new upstream connections (pingora's, and the control plane's
+/// tonic channels) use the new files, established ones keep theirs.
 pub struct UpstreamTls {
+    material: Reloading<Material>,
+}
+
+/// What the files hold, in the forms each user of them wants.
+struct Material {
     /// PEM of `--cacert`, for the control plane's tonic channels.
-    pub ca_pem: Vec<u8>,
+    ca_pem: Vec<u8>,
     /// PEM of `--cert` and `--key`.
-    pub identity_pem: Option<(Vec<u8>, Vec<u8>)>,
-    /// The same certificate and key for pingora's data plane.
-    pub cert_key: Option<Arc<pingora::utils::tls::CertKey>>,
+    identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    /// The CA and the client certificate for pingora's data plane.
+    ca: Arc<CaType>,
+    cert_key: Option<Arc<CertKey>>,
 }
 
 impl UpstreamTls {
     /// Reads the files of `--cacert`, `--cert` and `--key`; `None` when `--cacert` is unset
     /// (members are then reached in plaintext).
-    pub fn load(c: &Config) -> anyhow::Result<Option<Self>> {
+    pub fn load(c: &Config) -> anyhow::Result<Option<Arc<Self>>> {
         if c.cacert.is_empty() {
             return Ok(None);
         }
-        let read =
-            |flag: &str, path: &str| std::fs::read(path).with_context(|| format!("{flag} {path}"));
-        let ca_pem = read("--cacert", &c.cacert)?;
-        if rustls_pemfile::certs(&mut ca_pem.as_slice())
-            .next()
-            .is_none()
-        {
-            return Err(anyhow!("no certificate in --cacert {}", c.cacert));
+        let (cacert, cert, key) = (c.cacert.clone(), c.cert.clone(), c.key.clone());
+        let mut paths = vec![PathBuf::from(&cacert)];
+        if !cert.is_empty() {
+            paths.extend([PathBuf::from(&cert), PathBuf::from(&key)]);
         }
-        let (identity_pem, cert_key) = if c.cert.is_empty() {
-            (None, None)
-        } else {
-            let cert_pem = read("--cert", &c.cert)?;
-            let key_pem = read("--key", &c.key)?;
-            let certs: Vec<Vec<u8>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
-                .map(|c| c.map(|c| c.to_vec()))
-                .collect::<Result<_, _>>()
-                .context("--cert")?;
-            if certs.is_empty() {
-                return Err(anyhow!("no certificate in --cert {}", c.cert));
-            }
-            let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-                .context("--key")?
-                .ok_or_else(|| anyhow!("no private key in --key {}", c.key))?;
-            let cert_key = pingora::utils::tls::CertKey::new(certs, key.secret_der().to_vec());
-            (Some((cert_pem, key_pem)), Some(Arc::new(cert_key)))
-        };
-        Ok(Some(UpstreamTls {
-            ca_pem,
-            identity_pem,
-            cert_key,
-        }))
+        let load = move || Material::read(&cacert, &cert, &key);
+        Ok(Some(Arc::new(UpstreamTls {
+            material: Reloading::new("upstream certificates", paths, Box::new(load))?,
+        })))
+    }
+
+    /// The client certificate to show members, as it is on disk now.
+    pub fn cert_key(&self) -> Option<Arc<CertKey>> {
+        self.material.current().cert_key.clone()
+    }
+
+    /// The CA bundle members' certificates must chain to, as it is on disk now.
+    pub fn ca(&self) -> Arc<CaType> {
+        self.material.current().ca.clone()
+    }
+
+    /// Changes whenever the files were read again (the control plane rebuilds its channels).
+    pub fn generation(&self) -> u64 {
+        self.material.current();
+        self.material.generation()
     }
 
     /// The same settings for a tonic channel.
     pub fn tonic(&self) -> tonic::transport::ClientTlsConfig {
         use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let m = self.material.current();
         let mut tls =
-            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(self.ca_pem.clone()));
-        if let Some((cert, key)) = &self.identity_pem {
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(m.ca_pem.clone()));
+        if let Some((cert, key)) = &m.identity_pem {
             tls = tls.identity(Identity::from_pem(cert.clone(), key.clone()));
         }
         tls
+    }
+}
+
+impl Material {
+    fn read(cacert: &str, cert: &str, key: &str) -> anyhow::Result<Self> {
+        let read =
+            |flag: &str, path: &str| std::fs::read(path).with_context(|| format!("{flag} {path}"));
+        let ca_pem = read("--cacert", cacert)?;
+        let ca: Vec<WrappedX509> = rustls_pemfile::certs(&mut ca_pem.as_slice())
+            .map(|c| c.map(|c| WrappedX509::new(c.to_vec(), parse_x509)))
+            .collect::<Result<_, _>>()
+            .context("--cacert")?;
+        if ca.is_empty() {
+            return Err(anyhow!("no certificate in --cacert {cacert}"));
+        }
+        let (identity_pem, cert_key) = if cert.is_empty() {
+            (None, None)
+        } else {
+            let cert_pem = read("--cert", cert)?;
+            let key_pem = read("--key", key)?;
+            let certs: Vec<Vec<u8>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+                .map(|c| c.map(|c| c.to_vec()))
+                .collect::<Result<_, _>>()
+                .context("--cert")?;
+            if certs.is_empty() {
+                return Err(anyhow!("no certificate in --cert {cert}"));
+            }
+            let der = rustls_pemfile::private_key(&mut key_pem.as_slice())
+                .context("--key")?
+                .ok_or_else(|| anyhow!("no private key in --key {key}"))?;
+            let cert_key = CertKey::new(certs, der.secret_der().to_vec());
+            (Some((cert_pem, key_pem)), Some(Arc::new(cert_key)))
+        };
+        Ok(Material {
+            ca_pem,
+            identity_pem,
+            ca: Arc::from(ca.into_boxed_slice()),
+            cert_key,
+        })
     }
 }

@@ -346,3 +346,93 @@ async fn the_proxys_certificate_and_client_ca_rotate_without_a_restart() {
         "the old server certificate"
     );
 }
+
+/// The whole PKI replaced on disk, members' and the proxy's, while writes go through the
+/// proxy: none fails; then, with every member restarted (so the proxy must connect anew), the
+/// proxy reaches them with the new files alone.
+#[tokio::test]
+async fn the_proxy_follows_a_rotation_of_the_members_pki() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let old = Ca::new();
+    let issue = |ca: &Ca, name: &str| {
+        let (cert, key) = ca.issue(name);
+        write_pem(d, &format!("{name}-key.pem"), &key);
+        write_pem(d, &format!("{name}.pem"), &cert)
+    };
+    let member_cert = issue(&old, "member");
+    let proxy_cert = issue(&old, "proxy");
+    let ca_file = write_pem(d, "ca.pem", &old.cert_pem);
+    let member_args = [
+        format!("--cert-file={}", member_cert.display()),
+        format!("--key-file={}", d.join("member-key.pem").display()),
+        format!("--trusted-ca-file={}", ca_file.display()),
+        "--client-cert-auth".to_string(),
+    ];
+    let member_args: Vec<&str> = member_args.iter().map(String::as_str).collect();
+    let mut c = Cluster::start_tls(Kind::Oxetcd, 3, &member_args);
+    let proxy_args = [
+        format!("--cacert={}", ca_file.display()),
+        format!("--cert={}", proxy_cert.display()),
+        format!("--key={}", d.join("proxy-key.pem").display()),
+    ];
+    let proxy_args: Vec<&str> = proxy_args.iter().map(String::as_str).collect();
+    let p = oxetcd_tests::Proxy::start(&c.urls(), &proxy_args);
+    let endpoint = format!("http://{}", p.endpoint());
+
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let done = std::sync::Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (stop, done, endpoint) = (stop.clone(), done.clone(), endpoint.clone());
+        tokio::spawn(async move {
+            let ch = tonic::transport::Channel::from_shared(endpoint)
+                .expect("url")
+                .connect()
+                .await
+                .expect("connect");
+            let mut kv = oxetcd_common::etcdserverpb::kv_client::KvClient::new(ch);
+            let mut i = 0u64;
+            while !stop.load(Relaxed) {
+                kv.put(oxetcd_common::etcdserverpb::PutRequest {
+                    key: format!("rot-{i}").into_bytes(),
+                    value: b"v".to_vec(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_or_else(|e| panic!("put {i} through the proxy failed: {e}"));
+                i += 1;
+                done.fetch_add(1, Relaxed);
+            }
+            i
+        })
+    };
+    let progress = |n: usize| {
+        let done = done.clone();
+        async move {
+            let target = done.load(Relaxed) + n;
+            while done.load(Relaxed) < target {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+    };
+    progress(20).await;
+    let new = Ca::new();
+    write_pem(d, "ca.pem", &format!("{}{}", old.cert_pem, new.cert_pem));
+    progress(20).await;
+    issue(&new, "member");
+    issue(&new, "proxy");
+    progress(20).await;
+    write_pem(d, "ca.pem", &new.cert_pem);
+    progress(20).await;
+    stop.store(true, Relaxed);
+    let written = writer.await.expect("writer");
+    assert!(written >= 80);
+
+    for m in c.members.iter_mut() {
+        m.kill9();
+    }
+    c.restart_all();
+    let put = oxetcd_tests::etcdctl_at(&p.endpoint(), &["put", "after", "rotation"]);
+    assert_eq!(put.ok(), "OK\n", "{}", p.log());
+}
