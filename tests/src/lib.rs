@@ -18,4 +18,4 @@ pub use binaries::{bin, bin_dir};
 pub use client::{client, http_get, key_space, rows, Row};
 pub use ctl::{etcdctl_at, Ctl, Running};
 pub use process::{free_port, Cluster, Kind, Member, Proxy};
-pub use transcript::{auth_script, kv_script, normalize, run_script, Step};
+pub use transcript::{auth_script, first_difference, kv_script, normalize, run_script, Step};

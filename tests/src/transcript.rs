@@ -258,6 +258,26 @@ pub fn run_script(member: &Member, script: &[Step], ours: bool) -> String {
     out
 }
 
+/// Where two transcripts (etcd's first) part, with the lines of etcd's before it, for a
+/// failure message.
+pub fn first_difference(a: &str, b: &str) -> String {
+    for (i, (x, y)) in a.lines().zip(b.lines()).enumerate() {
+        if x != y {
+            let context: Vec<&str> = a.lines().take(i + 1).skip(i.saturating_sub(6)).collect();
+            return format!(
+                "line {}:\n  etcd:   {x}\n  oxetcd: {y}\ncontext (etcd):\n{}",
+                i + 1,
+                context.join("\n")
+            );
+        }
+    }
+    format!(
+        "lengths differ: {} vs {} lines",
+        a.lines().count(),
+        b.lines().count()
+    )
+}
+
 /// Replaces what legitimately differs between two clusters (IDs, raft terms, timings) so that
 /// outputs of etcd and oxetcd can be compared byte for byte.
 pub fn normalize(s: &str) -> String {

@@ -16,21 +16,8 @@ use oxetcd_common::v3electionpb::election_client::ElectionClient;
 use oxetcd_common::v3electionpb::{CampaignRequest, LeaderRequest};
 use oxetcd_common::v3lockpb::lock_client::LockClient;
 use oxetcd_common::v3lockpb::{LockRequest, UnlockRequest};
-use oxetcd_tests::{auth_script, run_script, Cluster, Kind, Member};
+use oxetcd_tests::{auth_script, first_difference, run_script, Cluster, Kind, Member};
 use tonic::transport::Channel;
-
-fn first_difference(a: &str, b: &str) -> String {
-    for (i, (x, y)) in a.lines().zip(b.lines()).enumerate() {
-        if x != y {
-            return format!("line {}:\n  etcd:   {x}\n  oxetcd: {y}", i + 1);
-        }
-    }
-    format!(
-        "lengths differ: {} vs {} lines",
-        a.lines().count(),
-        b.lines().count()
-    )
-}
 
 #[test]
 fn etcdctl_auth_script_matches_real_etcd() {

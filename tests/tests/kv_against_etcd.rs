@@ -1,25 +1,7 @@
 //! The same etcdctl script against real etcd 3.4 and against oxetcd: the transcripts must be
 //! identical once IDs and raft terms (which differ between any two clusters) are normalized.
 
-use oxetcd_tests::{kv_script, run_script, Kind, Member};
-
-fn first_difference(a: &str, b: &str) -> String {
-    for (i, (x, y)) in a.lines().zip(b.lines()).enumerate() {
-        if x != y {
-            let context: Vec<&str> = a.lines().take(i + 1).skip(i.saturating_sub(6)).collect();
-            return format!(
-                "line {}:\n  etcd:   {x}\n  oxetcd: {y}\ncontext (etcd):\n{}",
-                i + 1,
-                context.join("\n")
-            );
-        }
-    }
-    format!(
-        "lengths differ: {} vs {} lines",
-        a.lines().count(),
-        b.lines().count()
-    )
-}
+use oxetcd_tests::{first_difference, kv_script, run_script, Kind, Member};
 
 #[test]
 fn etcdctl_kv_script_matches_real_etcd() {
