@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::AuthInfo;
 use crate::error::ServerError;
 use crate::server::EtcdServer;
 use oxetcd_common::etcdserverpb::{
@@ -32,11 +33,28 @@ pub(crate) fn contender_key(name: &[u8], lease: i64) -> Vec<u8> {
 
 use oxetcd_common::net::prefix_end;
 
+/// On whose behalf a step runs: a client's steps are checked at apply against its
+/// permissions (as etcd's recipes run with the caller's token), the member's own cleanup of a
+/// contender key it created is not.
+#[derive(Clone, Copy)]
+pub(crate) enum Actor<'a> {
+    Client(Option<&'a AuthInfo>),
+    Member,
+}
+
 pub(crate) async fn txn(
     server: &EtcdServer,
+    actor: Actor<'_>,
     req: TxnRequest,
 ) -> Result<(TxnResponse, u64), ServerError> {
-    let (bytes, term) = server.propose(Proposal::Txn(req)).await?;
+    let (bytes, term) = match actor {
+        Actor::Client(who) => {
+            server
+                .propose_for(Proposal::Txn(req), String::new(), who)
+                .await?
+        }
+        Actor::Member => server.propose(Proposal::Txn(req)).await?,
+    };
     let resp = TxnResponse::decode(bytes.as_slice()).map_err(ServerError::bad_apply_result)?;
     Ok((resp, term))
 }
@@ -85,12 +103,14 @@ fn op_delete(key: &[u8]) -> RequestOp {
 /// Creates `key` under `lease` unless it exists; returns its create revision and current value.
 pub(crate) async fn create_or_get(
     server: &EtcdServer,
+    actor: Actor<'_>,
     key: &[u8],
     value: &[u8],
     lease: i64,
 ) -> Result<(i64, Option<KeyValue>), ServerError> {
     let (resp, _) = txn(
         server,
+        actor,
         TxnRequest {
             compare: vec![create_revision_is(key, 0)],
             success: vec![op_put(key, value, lease)],
@@ -115,6 +135,7 @@ pub(crate) async fn create_or_get(
 /// Puts `value` on `key` if it still has create revision `rev`; false if someone else's now.
 pub(crate) async fn put_if_owner(
     server: &EtcdServer,
+    actor: Actor<'_>,
     key: &[u8],
     rev: i64,
     value: &[u8],
@@ -122,6 +143,7 @@ pub(crate) async fn put_if_owner(
 ) -> Result<(bool, Option<ResponseHeader>), ServerError> {
     let (resp, term) = txn(
         server,
+        actor,
         TxnRequest {
             compare: vec![create_revision_is(key, rev)],
             success: vec![op_put(key, value, lease)],
@@ -133,19 +155,20 @@ pub(crate) async fn put_if_owner(
     Ok((resp.succeeded, header))
 }
 
-/// Deletes `key` if it still has create revision `rev` (any revision when `rev` is 0).
+/// Deletes `key` if it still has create revision `rev` (whatever its revision with `None`:
+/// Unlock's delete, as etcd's).
 pub(crate) async fn delete_if_owner(
     server: &EtcdServer,
+    actor: Actor<'_>,
     key: &[u8],
-    rev: i64,
+    rev: Option<i64>,
 ) -> Result<Option<ResponseHeader>, ServerError> {
-    let compare = if rev == 0 {
-        vec![]
-    } else {
-        vec![create_revision_is(key, rev)]
-    };
+    let compare = rev
+        .map(|rev| vec![create_revision_is(key, rev)])
+        .unwrap_or_default();
     let (resp, term) = txn(
         server,
+        actor,
         TxnRequest {
             compare,
             success: vec![op_delete(key)],
@@ -236,7 +259,7 @@ impl Drop for Abandon {
             let (key, rev) = (std::mem::take(&mut self.key), self.rev);
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 handle.spawn(async move {
-                    let _ = delete_if_owner(&server, &key, rev).await;
+                    let _ = delete_if_owner(&server, Actor::Member, &key, Some(rev)).await;
                 });
             }
         }

@@ -22,14 +22,20 @@ pub(crate) const CAPACITY: usize = 100_000;
 /// Longest ID accepted; a longer one is ignored (the request is applied without dedup).
 pub(crate) const MAX_ID_LEN: usize = 64;
 
-const PREFIX: &[u8] = b"reqid/";
+/// Rows of this version (`reqid/` rows of older versions hold another record shape and are
+/// ignored: a retry comes within seconds, not across an upgrade).
+const PREFIX: &[u8] = b"reqid2/";
 
-/// One remembered request: where it was applied (its order) and what it answered.
+/// One remembered request: where it was applied (its order), who sent it, and what it
+/// answered.
 #[derive(Serialize, Deserialize, Clone)]
-struct Record {
-    log_index: u64,
-    position: u32,
-    result: Applied,
+pub(crate) struct Record {
+    pub(crate) log_index: u64,
+    pub(crate) position: u32,
+    /// The sender's user name (empty without credentials): another user's request with the
+    /// same ID is not answered with this one's result.
+    pub(crate) username: String,
+    pub(crate) result: Applied,
 }
 
 #[derive(Default)]
@@ -72,9 +78,11 @@ impl AppliedRequests {
         Ok(me)
     }
 
-    /// The result of `id` if it was applied already.
-    pub(crate) fn get(&self, id: &str) -> Option<Applied> {
-        self.by_id.get(id).map(|r| r.result.clone())
+    /// The result of `id` if it was applied already, and who sent it.
+    pub(crate) fn get(&self, id: &str) -> Option<(&str, Applied)> {
+        self.by_id
+            .get(id)
+            .map(|r| (r.username.as_str(), r.result.clone()))
     }
 
     /// Remembers `id`'s result, staging the row (and the removal of the oldest beyond
@@ -83,16 +91,9 @@ impl AppliedRequests {
         &mut self,
         storage: &Storage,
         id: String,
-        log_index: u64,
-        position: u32,
-        result: &Applied,
+        rec: Record,
         batch: &mut WriteBatch,
     ) {
-        let rec = Record {
-            log_index,
-            position,
-            result: result.clone(),
-        };
         let Ok(bytes) = bincode::serialize(&rec) else {
             return;
         };

@@ -35,11 +35,13 @@ impl Credentials {
             let forwarded = md
                 .get(oxetcd_common::FORWARDED_CN_HEADER)
                 .and_then(|v| v.to_str().ok());
-            match (own, forwarded) {
-                (Some(own), Some(fwd)) if settings.trusted_proxy_cns.contains(&own) => {
-                    Some(fwd.to_string())
+            // A trusted proxy speaks for its clients only: without a forwarded name (a
+            // client that showed no certificate) the request has no user, never the proxy's.
+            match own {
+                Some(own) if settings.trusted_proxy_cns.contains(&own) => {
+                    forwarded.map(str::to_string)
                 }
-                (own, _) => own,
+                own => own,
             }
         } else {
             None

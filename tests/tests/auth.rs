@@ -411,6 +411,45 @@ async fn permission_probe(endpoint: &str) -> Vec<String> {
             }
         ))
     );
+    // An election name alice may use, with a leader key she may not touch.
+    let foreign = |rev: i64| oxetcd_common::v3electionpb::LeaderKey {
+        name: "/app/elect".into(),
+        key: "/other/leased".into(),
+        rev,
+        lease: own,
+    };
+    probe!(
+        "resign someone else's key",
+        election.resign(as_user(
+            &alice,
+            oxetcd_common::v3electionpb::ResignRequest {
+                leader: Some(foreign(0))
+            }
+        ))
+    );
+    probe!(
+        "proclaim on someone else's key",
+        election.proclaim(as_user(
+            &alice,
+            oxetcd_common::v3electionpb::ProclaimRequest {
+                leader: Some(foreign(0)),
+                value: b"mine".to_vec(),
+            }
+        ))
+    );
+    let still = kv
+        .range(as_user(&root, range("/other/leased", "")))
+        .await
+        .expect("root reads")
+        .into_inner();
+    out.push(format!(
+        "someone else's key: {:?}",
+        still
+            .kvs
+            .iter()
+            .map(|kv| kv.value.clone())
+            .collect::<Vec<_>>()
+    ));
     let mut auth = AuthClient::new(ch.clone());
     probe!(
         "user get self",
@@ -515,6 +554,15 @@ async fn every_request_path_checks_permissions_as_etcd_does() {
         ours.join("\n"),
         "oxetcd answers differently from etcd 3.4"
     );
+    let resign = ours
+        .iter()
+        .find(|l| l.starts_with("resign someone"))
+        .expect("resign");
+    assert!(resign.contains("permission denied"), "{resign}");
+    assert!(
+        ours.contains(&"someone else's key: [[118]]".to_string()),
+        "{ours:?}"
+    );
     // The probe must have refused something on each kind of path.
     for refused in [
         "range wider",
@@ -539,6 +587,65 @@ async fn nested_txns_compaction_and_lease_keys_are_checked() {
     let root = set_up_users(&ch).await;
     let alice = login(&ch, "alice", "alicepw").await.expect("login");
     let mut kv = KvClient::new(ch.clone());
+
+    // A request ID is one sender's: another user's request with the same ID is applied as
+    // its own, never answered with the first one's result.
+    let with_id = |token: &str, req: PutRequest| {
+        let mut r = as_user(token, req);
+        r.metadata_mut().insert(
+            oxetcd_common::REQUEST_ID_HEADER,
+            "same-id".parse().expect("id"),
+        );
+        r
+    };
+    kv.put(with_id(&alice, put("/app/by-alice", false, 0)))
+        .await
+        .expect("alice's put");
+    kv.put(with_id(&root, put("/other/by-root", false, 0)))
+        .await
+        .expect("root's put");
+    let got = kv
+        .range(as_user(&root, range("/other/by-root", "")))
+        .await
+        .expect("read")
+        .into_inner();
+    assert_eq!(
+        got.kvs.len(),
+        1,
+        "root's put was answered with alice's result"
+    );
+    kv.delete_range(as_user(
+        &root,
+        DeleteRangeRequest {
+            key: "/".into(),
+            range_end: "0".into(),
+            prev_kv: false,
+        },
+    ))
+    .await
+    .expect("clean up");
+
+    // A permission of an unknown type grants nothing (as etcd).
+    AuthClient::new(ch.clone())
+        .role_grant_permission(as_user(
+            &root,
+            AuthRoleGrantPermissionRequest {
+                name: "app".into(),
+                perm: Some(Permission {
+                    perm_type: 7,
+                    key: "/weird/".into(),
+                    range_end: "/weird0".into(),
+                }),
+            },
+        ))
+        .await
+        .expect("grant an odd type");
+    let alice = login(&ch, "alice", "alicepw").await.expect("login again");
+    let r = kv.range(as_user(&alice, range("/weird/x", ""))).await;
+    assert_eq!(
+        outcome(r),
+        "PermissionDenied: etcdserver: permission denied"
+    );
     let nested = |inner: TxnRequest| TxnRequest {
         success: vec![RequestOp {
             request: Some(request_op::Request::RequestTxn(inner)),
@@ -1145,6 +1252,27 @@ async fn the_proxy_forwards_client_certificate_names_to_members() {
     let tls = tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(&ca.cert_pem))
         .identity(identity);
+    // The proxy's own certificate without a forwarded name: no user at all, never the
+    // proxy's.
+    let proxy_identity = tonic::transport::Identity::from_pem(
+        std::fs::read(&proxy_cert).expect("cert"),
+        std::fs::read(&proxy_key).expect("key"),
+    );
+    let as_proxy = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&ca.cert_pem))
+        .identity(proxy_identity);
+    let ch = Channel::from_shared(c.members[1].url())
+        .expect("url")
+        .tls_config(as_proxy)
+        .expect("tls")
+        .connect()
+        .await
+        .expect("connect");
+    let r = KvClient::new(ch).range(range("/app/x", "")).await;
+    assert_eq!(
+        outcome(r),
+        "InvalidArgument: etcdserver: user name is empty"
+    );
     for target in [c.members[1].url(), via_proxy.clone()] {
         let ch = Channel::from_shared(target.clone())
             .expect("url")

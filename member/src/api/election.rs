@@ -13,8 +13,9 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::error::from_recipe;
 use crate::auth::Access::{Read, Write};
-use crate::concurrency::{self, Abandon};
+use crate::concurrency::{self, Abandon, Actor};
 use crate::server::EtcdServer;
 
 // etcd returns its concurrency package's plain errors, which gRPC reports as code Unknown.
@@ -47,15 +48,20 @@ impl Election for ElectionService {
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
         let name = &request.get_ref().name;
-        super::permit_contenders(&self.server, &request, name, &[Read, Write]).await?;
+        let who = super::permit_contenders(&self.server, &request, name, &[Read, Write]).await?;
+        let actor = Actor::Client(who.as_ref());
         let req = request.into_inner();
         let key = concurrency::contender_key(&req.name, req.lease);
         let (rev, existing) =
-            concurrency::create_or_get(&self.server, &key, &req.value, req.lease).await?;
+            concurrency::create_or_get(&self.server, actor, &key, &req.value, req.lease)
+                .await
+                .map_err(from_recipe)?;
         let guard = Abandon::new(self.server.clone(), key.clone(), rev);
         if let Some(kv) = existing {
             if kv.value != req.value {
-                concurrency::put_if_owner(&self.server, &key, rev, &req.value, req.lease).await?;
+                concurrency::put_if_owner(&self.server, actor, &key, rev, &req.value, req.lease)
+                    .await
+                    .map_err(from_recipe)?;
             }
         }
         let current =
@@ -79,17 +85,19 @@ impl Election for ElectionService {
     ) -> Result<Response<ProclaimResponse>, Status> {
         let name = request.get_ref().leader.as_ref().map(|l| l.name.clone());
         let name = name.ok_or_else(missing_leader_key)?;
-        super::permit_contenders(&self.server, &request, &name, &[Write]).await?;
+        let who = super::permit_contenders(&self.server, &request, &name, &[Write]).await?;
         let req = request.into_inner();
         let leader = req.leader.ok_or_else(missing_leader_key)?;
         let (ok, header) = concurrency::put_if_owner(
             &self.server,
+            Actor::Client(who.as_ref()),
             &leader.key,
             leader.rev,
             &req.value,
             leader.lease,
         )
-        .await?;
+        .await
+        .map_err(from_recipe)?;
         if !ok {
             return Err(not_leader());
         }
@@ -166,10 +174,15 @@ impl Election for ElectionService {
     ) -> Result<Response<ResignResponse>, Status> {
         let name = request.get_ref().leader.as_ref().map(|l| l.name.clone());
         let name = name.ok_or_else(missing_leader_key)?;
-        super::permit_contenders(&self.server, &request, &name, &[Write]).await?;
+        let who = super::permit_contenders(&self.server, &request, &name, &[Write]).await?;
         let req = request.into_inner();
         let leader = req.leader.ok_or_else(missing_leader_key)?;
-        let header = concurrency::delete_if_owner(&self.server, &leader.key, leader.rev).await?;
+        // Only while it still holds the leadership it was given (etcd's Resign compares).
+        let actor = Actor::Client(who.as_ref());
+        let header =
+            concurrency::delete_if_owner(&self.server, actor, &leader.key, Some(leader.rev))
+                .await
+                .map_err(from_recipe)?;
         Ok(Response::new(ResignResponse { header }))
     }
 }

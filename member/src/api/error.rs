@@ -75,6 +75,15 @@ pub(super) fn as_plain_error(s: Status) -> Status {
     Status::new(Code::Unknown, s.message())
 }
 
+/// An error of a Lock or Election step run for the caller: a permission refusal comes back as
+/// etcd's recipes pass it on (a plain error, gRPC Unknown); the rest as everywhere.
+pub(super) fn from_recipe(e: ServerError) -> Status {
+    match e {
+        ServerError::Auth(_) => as_plain_error(e.into()),
+        e => e.into(),
+    }
+}
+
 impl From<AuthError> for Status {
     fn from(e: AuthError) -> Self {
         ServerError::Auth(e).into()

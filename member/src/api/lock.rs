@@ -6,8 +6,9 @@ use oxetcd_common::v3lockpb::lock_server::Lock;
 use oxetcd_common::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 use tonic::{Request, Response, Status};
 
+use super::error::from_recipe;
 use crate::auth::Access::{Read, Write};
-use crate::concurrency::{self, Abandon};
+use crate::concurrency::{self, Abandon, Actor};
 use crate::identity::Credentials;
 use crate::server::EtcdServer;
 
@@ -25,10 +26,13 @@ impl LockService {
 impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
         let name = &request.get_ref().name;
-        super::permit_contenders(&self.server, &request, name, &[Read, Write]).await?;
+        let who = super::permit_contenders(&self.server, &request, name, &[Read, Write]).await?;
+        let actor = Actor::Client(who.as_ref());
         let req = request.into_inner();
         let key = concurrency::contender_key(&req.name, req.lease);
-        let (rev, _) = concurrency::create_or_get(&self.server, &key, b"", req.lease).await?;
+        let (rev, _) = concurrency::create_or_get(&self.server, actor, &key, b"", req.lease)
+            .await
+            .map_err(from_recipe)?;
         let guard = Abandon::new(self.server.clone(), key.clone(), rev);
         let current =
             concurrency::wait_until_owner(&self.server, &concurrency::prefix(&req.name), &key, rev)
@@ -44,14 +48,17 @@ impl Lock for LockService {
         &self,
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
-        Credentials::of(&self.server, &request)
+        let who = Credentials::of(&self.server, &request)
             .require(&self.server, |auth, who| {
                 auth.check(who, &request.get_ref().key, &[], Write)
             })
             .await
             .map_err(super::error::as_plain_error)?;
         let req = request.into_inner();
-        let header = concurrency::delete_if_owner(&self.server, &req.key, 0).await?;
+        let actor = Actor::Client(who.as_ref());
+        let header = concurrency::delete_if_owner(&self.server, actor, &req.key, None)
+            .await
+            .map_err(from_recipe)?;
         Ok(Response::new(UnlockResponse { header }))
     }
 }

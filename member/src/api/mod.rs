@@ -40,12 +40,13 @@ pub(crate) fn request_id<T>(request: &tonic::Request<T>) -> String {
 
 /// Lock and Election act for the caller on the contender keys `name/...` (etcd's recipes run
 /// with the caller's token): with auth enabled the caller needs `access` on the whole prefix.
+/// Returns the caller, whose steps are then checked again at apply.
 pub(crate) async fn permit_contenders<T>(
     server: &EtcdServer,
     request: &tonic::Request<T>,
     name: &[u8],
     access: &[crate::auth::Access],
-) -> Result<(), tonic::Status> {
+) -> Result<Option<crate::auth::AuthInfo>, tonic::Status> {
     let prefix = crate::concurrency::prefix(name);
     let end = oxetcd_common::net::prefix_end(&prefix);
     crate::identity::Credentials::of(server, request)
@@ -55,7 +56,6 @@ pub(crate) async fn permit_contenders<T>(
                 .try_for_each(|a| auth.check(who, &prefix, &end, *a))
         })
         .await
-        .map(|_| ())
         .map_err(error::as_plain_error)
 }
 

@@ -48,32 +48,56 @@ pub(super) struct Dedup<A> {
 
 impl<A: Applier> Dedup<A> {
     /// The pipeline's entry: a request as proposed, with its optional ID.
-    pub(super) fn apply_request(&self, cx: &mut Context<'_>, req: InternalRaftRequest) -> Applied {
-        let id = Some(req.request_id).filter(|id| !id.is_empty() && id.len() <= dedup::MAX_ID_LEN);
-        if let Some(first) = id.as_deref().and_then(|id| cx.state.requests.get(id)) {
-            return first;
+    pub(super) fn apply_request(
+        &self,
+        cx: &mut Context<'_>,
+        mut req: InternalRaftRequest,
+    ) -> Applied {
+        // A login's answer holds a token: never stored, never answered twice.
+        let login = matches!(req.request, Some(Request::Authenticate(_)));
+        let id = Some(std::mem::take(&mut req.request_id))
+            .filter(|id| !id.is_empty() && id.len() <= dedup::MAX_ID_LEN && !login);
+        let username = std::mem::take(&mut req.username);
+        let seen = id.as_deref().and_then(|id| {
+            let (by, first) = cx.state.requests.get(id)?;
+            Some((by == username, first))
+        });
+        match seen {
+            Some((true, first)) => return first,
+            // Someone else's ID: applied as a request without one.
+            Some((false, _)) => return self.apply_unrecorded(cx, req, username),
+            None => {}
         }
+        let result = self.apply_unrecorded(cx, req, username.clone());
+        if let Some(id) = id {
+            let rec = dedup::Record {
+                log_index: cx.log_index,
+                position: cx.position,
+                username,
+                result: result.clone(),
+            };
+            cx.state.requests.record(&self.storage, id, rec, cx.batch);
+        }
+        result
+    }
+
+    /// The request through the inner layers, as `username` sent it.
+    fn apply_unrecorded(
+        &self,
+        cx: &mut Context<'_>,
+        req: InternalRaftRequest,
+        username: String,
+    ) -> Applied {
         cx.who = (!req.from_member).then_some(AuthInfo {
-            username: req.username,
+            username,
             revision: req.auth_revision,
         });
-        let result = match req.request {
+        match req.request {
             Some(r) => self.inner.apply(cx, r),
             // A request kind this member does not know (a newer member proposed it): every
             // member of this version skips it the same way.
             None => Err(KvError::Corrupt("unknown request kind".into()).into()),
-        };
-        if let Some(id) = id {
-            cx.state.requests.record(
-                &self.storage,
-                id,
-                cx.log_index,
-                cx.position,
-                &result,
-                cx.batch,
-            );
         }
-        result
     }
 }
 

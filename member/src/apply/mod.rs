@@ -42,6 +42,8 @@ pub(crate) struct StateMachine {
     hub: WatchHub,
     /// The apply pipeline every client request goes through.
     pipeline: Arc<Dedup<Permissions<Interpreter>>>,
+    /// This member's auth tokens (forgotten when a snapshot replaces the state).
+    tokens: Arc<Tokens>,
 }
 
 impl StateMachine {
@@ -59,7 +61,7 @@ impl StateMachine {
                 inner: Interpreter {
                     storage: storage.clone(),
                     lessor: lessor.clone(),
-                    tokens,
+                    tokens: tokens.clone(),
                 },
             },
         });
@@ -69,6 +71,7 @@ impl StateMachine {
             lessor,
             hub,
             pipeline,
+            tokens,
         })
     }
 

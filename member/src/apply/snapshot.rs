@@ -101,6 +101,9 @@ impl StateMachine {
         );
         self.lessor.clear();
         restart_lease_clock(&self.lessor, &state.leases);
+        // Users, passwords and auth may all have changed in what the snapshot skipped: tokens
+        // issued before are not known to be valid any more (clients log in again).
+        self.tokens.clear();
         Ok(())
     }
 }

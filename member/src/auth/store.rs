@@ -459,10 +459,11 @@ impl AuthStore {
                 .filter_map(|r| self.roles.get(r))
                 .flat_map(|r| r.key_permission.iter())
                 .collect();
+            // An unknown permission type grants nothing, as in etcd.
             let of = |t: PermType| {
                 KeySet::new(granted.iter().copied().filter(move |p| {
-                    let pt = PermType::try_from(p.perm_type).unwrap_or(PermType::Read);
-                    pt == t || pt == PermType::Readwrite
+                    PermType::try_from(p.perm_type)
+                        .is_ok_and(|pt| pt == t || pt == PermType::Readwrite)
                 }))
             };
             perms.insert(
