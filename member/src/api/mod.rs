@@ -5,6 +5,7 @@ mod auth;
 mod cluster;
 mod election;
 mod error;
+mod gateway;
 mod http;
 mod kv;
 mod lease;
@@ -102,7 +103,12 @@ pub(crate) fn routes(server: Arc<EtcdServer>) -> Routes {
             server.clone(),
             name_the_leader,
         ));
-    Routes::from(grpc.merge(http::router(server)).fallback(http::not_found))
+    let gateway = gateway::router(server.clone()).layer(axum::extract::DefaultBodyLimit::max(max));
+    Routes::from(
+        grpc.merge(http::router(server))
+            .merge(gateway)
+            .fallback(http::not_found),
+    )
 }
 
 /// Adds `oxetcd-leader` and `oxetcd-raft-term` to every gRPC response: a proxy in front learns

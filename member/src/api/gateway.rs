@@ -1,0 +1,231 @@
+//! etcd's HTTP+JSON gateway on the client URLs (etcd 3.4 embeds grpc-gateway v1): every unary
+//! RPC at etcd's path under `/v3/` and `/v3beta/` (`/v3alpha/` is 404, as in 3.4), as a POST
+//! with the request message as JSON, answered with the response message as JSON.
+//!
+//! The JSON is grpc-gateway's with etcd's marshaler (`pbjson` code generated from the same
+//! protos, see `common/build.rs`): proto field names, 64-bit integers as strings, bytes as
+//! base64, enums by name, zero values left out, unknown fields ignored. A request goes to the
+//! same service the gRPC call would (validation, auth, headers: all the same code), with the
+//! `Authorization` header as its token. Errors are grpc-gateway's body
+//! `{"error":…,"message":…,"code":N}` with its HTTP status for the gRPC code.
+//!
+//! Not yet here: the streaming RPCs (`/v3/watch`, `/v3/lease/keepalive`,
+//! `/v3/election/observe`, `/v3/maintenance/snapshot`).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, post, MethodRouter};
+use axum::Router;
+use oxetcd_common::etcdserverpb::auth_server::Auth;
+use oxetcd_common::etcdserverpb::cluster_server::Cluster;
+use oxetcd_common::etcdserverpb::kv_server::Kv;
+use oxetcd_common::etcdserverpb::lease_server::Lease;
+use oxetcd_common::etcdserverpb::maintenance_server::Maintenance;
+use oxetcd_common::v3electionpb::election_server::Election;
+use oxetcd_common::v3lockpb::lock_server::Lock;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Code, Status};
+
+use super::{auth, cluster, election, kv, lease, lock, maintenance};
+use crate::server::EtcdServer;
+
+/// The gateway's routes, for both API prefixes etcd 3.4 serves.
+pub(super) fn router(server: Arc<EtcdServer>) -> Router {
+    let kv = Arc::new(kv::KvService::new(server.clone()));
+    let lease = Arc::new(lease::LeaseService::new(server.clone()));
+    let cluster = Arc::new(cluster::ClusterService::new(server.clone()));
+    let maintenance = Arc::new(maintenance::MaintenanceService::new(server.clone()));
+    let auth = Arc::new(auth::AuthService::new(server.clone()));
+    let lock = Arc::new(lock::LockService::new(server.clone()));
+    let election = Arc::new(election::ElectionService::new(server));
+
+    /// A POST route calling `$svc.$method` with the JSON body.
+    macro_rules! rpc {
+        ($svc:expr, $trait:ident :: $method:ident) => {{
+            let svc = $svc.clone();
+            post(move |headers: HeaderMap, body: Bytes| {
+                let svc = svc.clone();
+                async move {
+                    unary(headers, body, move |req| async move {
+                        $trait::$method(&*svc, req).await
+                    })
+                    .await
+                }
+            })
+            .fallback(method_not_allowed)
+        }};
+    }
+    let routes: Vec<(&str, MethodRouter)> = vec![
+        ("kv/range", rpc!(kv, Kv::range)),
+        ("kv/put", rpc!(kv, Kv::put)),
+        ("kv/deleterange", rpc!(kv, Kv::delete_range)),
+        ("kv/txn", rpc!(kv, Kv::txn)),
+        ("kv/compaction", rpc!(kv, Kv::compact)),
+        ("lease/grant", rpc!(lease, Lease::lease_grant)),
+        ("lease/revoke", rpc!(lease, Lease::lease_revoke)),
+        ("kv/lease/revoke", rpc!(lease, Lease::lease_revoke)),
+        ("lease/timetolive", rpc!(lease, Lease::lease_time_to_live)),
+        (
+            "kv/lease/timetolive",
+            rpc!(lease, Lease::lease_time_to_live),
+        ),
+        ("lease/leases", rpc!(lease, Lease::lease_leases)),
+        ("kv/lease/leases", rpc!(lease, Lease::lease_leases)),
+        ("cluster/member/add", rpc!(cluster, Cluster::member_add)),
+        (
+            "cluster/member/remove",
+            rpc!(cluster, Cluster::member_remove),
+        ),
+        (
+            "cluster/member/update",
+            rpc!(cluster, Cluster::member_update),
+        ),
+        ("cluster/member/list", rpc!(cluster, Cluster::member_list)),
+        (
+            "cluster/member/promote",
+            rpc!(cluster, Cluster::member_promote),
+        ),
+        ("maintenance/alarm", rpc!(maintenance, Maintenance::alarm)),
+        ("maintenance/status", rpc!(maintenance, Maintenance::status)),
+        (
+            "maintenance/defragment",
+            rpc!(maintenance, Maintenance::defragment),
+        ),
+        // etcd 3.4 maps Hash and HashKV both to this path; grpc-gateway takes the first.
+        ("maintenance/hash", rpc!(maintenance, Maintenance::hash)),
+        (
+            "maintenance/transfer-leadership",
+            rpc!(maintenance, Maintenance::move_leader),
+        ),
+        ("auth/enable", rpc!(auth, Auth::auth_enable)),
+        ("auth/disable", rpc!(auth, Auth::auth_disable)),
+        ("auth/status", rpc!(auth, Auth::auth_status)),
+        ("auth/authenticate", rpc!(auth, Auth::authenticate)),
+        ("auth/user/add", rpc!(auth, Auth::user_add)),
+        ("auth/user/get", rpc!(auth, Auth::user_get)),
+        ("auth/user/list", rpc!(auth, Auth::user_list)),
+        ("auth/user/delete", rpc!(auth, Auth::user_delete)),
+        ("auth/user/changepw", rpc!(auth, Auth::user_change_password)),
+        ("auth/user/grant", rpc!(auth, Auth::user_grant_role)),
+        ("auth/user/revoke", rpc!(auth, Auth::user_revoke_role)),
+        ("auth/role/add", rpc!(auth, Auth::role_add)),
+        ("auth/role/get", rpc!(auth, Auth::role_get)),
+        ("auth/role/list", rpc!(auth, Auth::role_list)),
+        ("auth/role/delete", rpc!(auth, Auth::role_delete)),
+        ("auth/role/grant", rpc!(auth, Auth::role_grant_permission)),
+        ("auth/role/revoke", rpc!(auth, Auth::role_revoke_permission)),
+        ("lock/lock", rpc!(lock, Lock::lock)),
+        ("lock/unlock", rpc!(lock, Lock::unlock)),
+        ("election/campaign", rpc!(election, Election::campaign)),
+        ("election/proclaim", rpc!(election, Election::proclaim)),
+        ("election/leader", rpc!(election, Election::leader)),
+        ("election/resign", rpc!(election, Election::resign)),
+    ];
+    let mut router = Router::new();
+    for (path, route) in routes {
+        for prefix in ["/v3", "/v3beta"] {
+            router = router.route(&format!("{prefix}/{path}"), route.clone());
+        }
+    }
+    // Any other path under the gateway's prefixes: its mux's 404, not Go's.
+    for prefix in ["/v3", "/v3beta"] {
+        router = router.route(&format!("{prefix}/{{*rest}}"), any(not_found));
+    }
+    router
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "Not Found\n",
+    )
+        .into_response()
+}
+
+/// One unary call: the JSON body (empty: the default message) as the request, with the
+/// `Authorization` header as gRPC metadata (where `identity` finds the token).
+async fn unary<Req, Resp, F, Fut>(headers: HeaderMap, body: Bytes, call: F) -> Response
+where
+    Req: DeserializeOwned + Default,
+    Resp: Serialize,
+    F: FnOnce(tonic::Request<Req>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+{
+    let msg: Req = if body.iter().all(u8::is_ascii_whitespace) {
+        Req::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(m) => m,
+            Err(e) => return error(&Status::invalid_argument(e.to_string())),
+        }
+    };
+    let mut req = tonic::Request::new(msg);
+    if let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| tonic::metadata::MetadataValue::try_from(v.as_bytes()).ok())
+    {
+        req.metadata_mut().insert("authorization", token);
+    }
+    match call(req).await {
+        Ok(resp) => match serde_json::to_vec(resp.get_ref()) {
+            Ok(body) => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response(),
+            Err(e) => error(&Status::internal(e.to_string())),
+        },
+        Err(status) => error(&status),
+    }
+}
+
+/// grpc-gateway v1's error answer.
+fn error(status: &Status) -> Response {
+    let body = serde_json::json!({
+        "error": status.message(),
+        "message": status.message(),
+        "code": status.code() as i32,
+    });
+    (
+        http_status(status.code()),
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// grpc-gateway v1's `HTTPStatusFromCode`.
+fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
+        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// Another method than POST on an RPC path: Go's `http.Error` text, as etcd answers.
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "Method Not Allowed\n",
+    )
+        .into_response()
+}

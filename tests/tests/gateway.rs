@@ -1,0 +1,148 @@
+//! The HTTP+JSON gateway: the same requests against real etcd 3.4 and oxetcd, the answers
+//! (status and body) compared byte for byte once IDs and raft terms are normalized.
+
+use oxetcd_tests::{first_difference, http_request, normalize, Kind, Member};
+
+/// (method, path, body) in order, each against the same fresh member.
+const STEPS: &[(&str, &str, &str)] = &[
+    ("POST", "/v3/kv/put", r#"{"key":"Z3c=","value":"MQ=="}"#),
+    (
+        "POST",
+        "/v3beta/kv/put",
+        r#"{"key":"Z3c=","value":"Mg==","prev_kv":true}"#,
+    ),
+    (
+        "POST",
+        "/v3alpha/kv/put",
+        r#"{"key":"Z3c=","value":"Mw=="}"#,
+    ),
+    (
+        "POST",
+        "/v3/kv/put",
+        r#"{"key":"b3RoZXI=","value":"eA==","bogus_field":1}"#,
+    ),
+    ("POST", "/v3/kv/range", r#"{"key":"Z3c="}"#),
+    (
+        "POST",
+        "/v3/kv/range",
+        r#"{"key":"AA==","range_end":"AA==","count_only":true}"#,
+    ),
+    (
+        "POST",
+        "/v3/kv/range",
+        r#"{"key":"AA==","range_end":"AA==","keys_only":true,"limit":1,"sort_order":"DESCEND","sort_target":"KEY"}"#,
+    ),
+    (
+        "POST",
+        "/v3/kv/range",
+        r#"{"key":"Z3c=","revision":100000}"#,
+    ),
+    ("POST", "/v3/kv/range", r#"{"key":"Z3c=","revision":"1"}"#),
+    (
+        "POST",
+        "/v3/kv/txn",
+        r#"{"compare":[{"key":"Z3c=","result":"EQUAL","target":"VALUE","value":"Mg=="}],"success":[{"request_range":{"key":"Z3c="}}],"failure":[{"request_put":{"key":"Z3c=","value":"eA=="}}]}"#,
+    ),
+    (
+        "POST",
+        "/v3/kv/txn",
+        r#"{"compare":[{"key":"Z3c=","result":"GREATER","target":"VERSION","version":"5"}],"success":[],"failure":[{"request_put":{"key":"Z3c=","value":"eQ==","prev_kv":true}},{"request_delete_range":{"key":"b3RoZXI="}}]}"#,
+    ),
+    (
+        "POST",
+        "/v3/kv/deleterange",
+        r#"{"key":"Z3c=","prev_kv":true}"#,
+    ),
+    ("POST", "/v3/kv/compaction", r#"{"revision":"3"}"#),
+    ("POST", "/v3/kv/range", r#"{"key":"Z3c=","revision":2}"#),
+    ("POST", "/v3/kv/compaction", r#"{"revision":100}"#),
+    ("POST", "/v3/lease/grant", r#"{"TTL":60,"ID":7}"#),
+    ("POST", "/v3/lease/grant", r#"{"TTL":60,"ID":7}"#),
+    (
+        "POST",
+        "/v3/kv/put",
+        r#"{"key":"bGVhc2Vk","value":"dg==","lease":7}"#,
+    ),
+    ("POST", "/v3/kv/lease/leases", ""),
+    ("POST", "/v3/lease/revoke", r#"{"ID":1}"#),
+    ("POST", "/v3/lease/revoke", r#"{"ID":7}"#),
+    ("POST", "/v3/kv/range", r#"{"key":"bGVhc2Vk"}"#),
+    (
+        "POST",
+        "/v3/auth/authenticate",
+        r#"{"name":"root","password":"x"}"#,
+    ),
+    ("POST", "/v3/auth/user/list", ""),
+    ("POST", "/v3/auth/role/add", r#"{"name":"r"}"#),
+    ("POST", "/v3/auth/role/get", r#"{"role":"r"}"#),
+    ("POST", "/v3/auth/role/get", r#"{"role":"nope"}"#),
+    ("POST", "/v3/kv/put", r#"{"value":"eA=="}"#),
+    ("GET", "/v3/kv/range", ""),
+    ("POST", "/v3/nothing/here", "{}"),
+];
+
+fn transcript(m: &Member) -> String {
+    let port: u16 = m
+        .endpoint()
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("port");
+    let mut out = String::new();
+    for (method, path, body) in STEPS {
+        let (status, answer) = http_request(port, method, path, body);
+        out.push_str(&format!("$ {method} {path} {body}\n[HTTP {status}] "));
+        out.push_str(&normalize(answer.trim_end()));
+    }
+    out
+}
+
+#[test]
+#[ignore = "prints the transcript for a human to read"]
+fn dump_gateway_transcript() {
+    println!("{}", transcript(&Member::start(Kind::Oxetcd)));
+}
+
+#[test]
+fn gateway_answers_as_etcds() {
+    let etcd = Member::start(Kind::Etcd);
+    let reference = transcript(&etcd);
+    drop(etcd);
+    let ox = Member::start(Kind::Oxetcd);
+    let ours = transcript(&ox);
+    assert!(
+        reference == ours,
+        "the gateway differs from etcd's at {}\n--- oxetcd:\n{ours}",
+        first_difference(&reference, &ours)
+    );
+}
+
+/// Bodies that are not the request message: grpc-gateway answers 400 with code 3 (its text is
+/// Go's JSON decoder's, ours serde's), and the member keeps serving.
+#[test]
+fn malformed_bodies_get_400_and_the_member_keeps_serving() {
+    let m = Member::start(Kind::Oxetcd);
+    let port: u16 = m
+        .endpoint()
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("port");
+    for body in [
+        "{",
+        "[]",
+        r#"{"key":"not base64!"}"#,
+        r#"{"key":"Z3c=","lease":"x"}"#,
+        r#"{"key":7}"#,
+    ] {
+        let (status, answer) = http_request(port, "POST", "/v3/kv/put", body);
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(answer.contains(r#""code":3"#), "{body}: {answer}");
+    }
+    let (status, _) = http_request(
+        port,
+        "POST",
+        "/v3/kv/put",
+        r#"{"key":"Z3c=","value":"MQ=="}"#,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(m.etcdctl(&["get", "gw", "--print-value-only"]).ok(), "1\n");
+}
