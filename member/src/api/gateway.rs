@@ -9,29 +9,35 @@
 //! `Authorization` header as its token. Errors are grpc-gateway's body
 //! `{"error":…,"message":…,"code":N}` with its HTTP status for the gRPC code.
 //!
-//! Not yet here: the streaming RPCs (`/v3/watch`, `/v3/lease/keepalive`,
-//! `/v3/election/observe`, `/v3/maintenance/snapshot`).
+//! `/v3/watch` streams: the request body is a sequence of JSON `WatchRequest`s (read as they
+//! arrive), the answer one `{"result": WatchResponse}` line per message, each written as it
+//! comes, for as long as the client stays. Not yet here: the other streaming RPCs
+//! (`/v3/lease/keepalive`, `/v3/election/observe`, `/v3/maintenance/snapshot`).
 
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post, MethodRouter};
 use axum::Router;
+use futures::StreamExt;
 use oxetcd_common::etcdserverpb::auth_server::Auth;
 use oxetcd_common::etcdserverpb::cluster_server::Cluster;
 use oxetcd_common::etcdserverpb::kv_server::Kv;
 use oxetcd_common::etcdserverpb::lease_server::Lease;
 use oxetcd_common::etcdserverpb::maintenance_server::Maintenance;
+use oxetcd_common::etcdserverpb::WatchRequest;
 use oxetcd_common::v3electionpb::election_server::Election;
 use oxetcd_common::v3lockpb::lock_server::Lock;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 
 use super::{auth, cluster, election, kv, lease, lock, maintenance};
+use crate::identity::Credentials;
 use crate::server::EtcdServer;
 
 /// The gateway's routes, for both API prefixes etcd 3.4 serves.
@@ -42,7 +48,8 @@ pub(super) fn router(server: Arc<EtcdServer>) -> Router {
     let maintenance = Arc::new(maintenance::MaintenanceService::new(server.clone()));
     let auth = Arc::new(auth::AuthService::new(server.clone()));
     let lock = Arc::new(lock::LockService::new(server.clone()));
-    let election = Arc::new(election::ElectionService::new(server));
+    let election = Arc::new(election::ElectionService::new(server.clone()));
+    let watch_server = server;
 
     /// A POST route calling `$svc.$method` with the JSON body.
     macro_rules! rpc {
@@ -125,6 +132,11 @@ pub(super) fn router(server: Arc<EtcdServer>) -> Router {
         ("election/proclaim", rpc!(election, Election::proclaim)),
         ("election/leader", rpc!(election, Election::leader)),
         ("election/resign", rpc!(election, Election::resign)),
+        (
+            "watch",
+            post(move |headers: HeaderMap, body: Body| watch(watch_server.clone(), headers, body))
+                .fallback(method_not_allowed),
+        ),
     ];
     let mut router = Router::new();
     for (path, route) in routes {
@@ -148,6 +160,92 @@ async fn not_found() -> Response {
         .into_response()
 }
 
+/// `/v3/watch`: the watch stream of `crate::watch::stream`, fed by the body's JSON requests.
+async fn watch(server: Arc<EtcdServer>, headers: HeaderMap, body: Body) -> Response {
+    let creds = Credentials::of(&server, &with_token(&headers, ()));
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let requests = Box::pin(json_values::<WatchRequest>(body));
+    tokio::spawn(crate::watch::stream::serve(server, requests, creds, tx));
+    let lines = ReceiverStream::new(rx).map(|msg| {
+        let line = match msg {
+            Ok(resp) => serde_json::json!({ "result": resp }),
+            Err(status) => serde_json::json!({ "error": {
+                "grpc_code": status.code() as i32,
+                "http_code": http_status(status.code()).as_u16(),
+                "message": status.message(),
+                "http_status": http_status(status.code()).canonical_reason().unwrap_or_default(),
+            }}),
+        };
+        Ok::<_, std::convert::Infallible>(Bytes::from(format!("{line}\n")))
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(lines),
+    )
+        .into_response()
+}
+
+/// The JSON values of a request body, one by one as their bytes arrive (grpc-gateway's
+/// streaming decoder): a value that does not parse ends the stream with InvalidArgument.
+fn json_values<T: DeserializeOwned + Send + 'static>(
+    body: Body,
+) -> impl futures::Stream<Item = Result<T, Status>> + Send {
+    struct State {
+        data: axum::body::BodyDataStream,
+        buf: Vec<u8>,
+        done: bool,
+    }
+    let state = State {
+        data: body.into_data_stream(),
+        buf: Vec::new(),
+        done: false,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        loop {
+            if st.done {
+                return None;
+            }
+            let mut values = serde_json::Deserializer::from_slice(&st.buf).into_iter::<T>();
+            match values.next() {
+                Some(Ok(v)) => {
+                    let used = values.byte_offset();
+                    st.buf.drain(..used);
+                    return Some((Ok(v), st));
+                }
+                Some(Err(e)) if !e.is_eof() => {
+                    st.done = true;
+                    return Some((Err(Status::invalid_argument(e.to_string())), st));
+                }
+                // Only part of a value (or none) so far: read on.
+                _ => {}
+            }
+            match st.data.next().await {
+                Some(Ok(bytes)) => st.buf.extend_from_slice(&bytes),
+                Some(Err(_)) => return None,
+                None if st.buf.iter().all(u8::is_ascii_whitespace) => return None,
+                None => {
+                    st.done = true;
+                    let e = Status::invalid_argument("unexpected EOF");
+                    return Some((Err(e), st));
+                }
+            }
+        }
+    })
+}
+
+/// A tonic request carrying the HTTP `Authorization` header as its token metadata.
+fn with_token<T>(headers: &HeaderMap, msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    if let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| tonic::metadata::MetadataValue::try_from(v.as_bytes()).ok())
+    {
+        req.metadata_mut().insert("authorization", token);
+    }
+    req
+}
+
 /// One unary call: the JSON body (empty: the default message) as the request, with the
 /// `Authorization` header as gRPC metadata (where `identity` finds the token).
 async fn unary<Req, Resp, F, Fut>(headers: HeaderMap, body: Bytes, call: F) -> Response
@@ -165,14 +263,7 @@ where
             Err(e) => return error(&Status::invalid_argument(e.to_string())),
         }
     };
-    let mut req = tonic::Request::new(msg);
-    if let Some(token) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| tonic::metadata::MetadataValue::try_from(v.as_bytes()).ok())
-    {
-        req.metadata_mut().insert("authorization", token);
-    }
-    match call(req).await {
+    match call(with_token(&headers, msg)).await {
         Ok(resp) => match serde_json::to_vec(resp.get_ref()) {
             Ok(body) => (
                 StatusCode::OK,

@@ -95,10 +95,11 @@ fn cancel_reason(e: &AuthError) -> &'static str {
     }
 }
 
-/// Serves one watch stream until the client goes away.
+/// Serves one watch stream until the client goes away. `requests` is a gRPC stream's
+/// messages, or the HTTP gateway's JSON objects.
 pub(crate) async fn serve(
     server: Arc<EtcdServer>,
-    mut requests: tonic::Streaming<WatchRequest>,
+    mut requests: impl futures::Stream<Item = Result<WatchRequest, Status>> + Unpin + Send,
     creds: Credentials,
     out: mpsc::Sender<Result<WatchResponse, Status>>,
 ) {
@@ -117,14 +118,14 @@ pub(crate) async fn serve(
     let mut receiving = true;
     loop {
         let ok = tokio::select! {
-            req = requests.message(), if receiving => match req {
-                Ok(Some(req)) => s.handle(req).await,
-                Ok(None) => {
+            req = futures::StreamExt::next(&mut requests), if receiving => match req {
+                Some(Ok(req)) => s.handle(req).await,
+                None => {
                     receiving = false;
                     true
                 }
                 // The connection broke: the stream is over.
-                Err(_) => return,
+                Some(Err(_)) => return,
             },
             _ = s.out.closed() => return,
             batch = feed.recv() => match batch {
