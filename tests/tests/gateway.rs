@@ -232,3 +232,45 @@ fn gateway_watch_streams_as_etcds() {
     );
     assert!(ours.contains(r#""type":"DELETE""#), "{ours}");
 }
+
+/// `/v3/lease/keepalive` and `/v3/election/observe` stream as etcd's gateway does.
+#[test]
+fn gateway_keepalive_and_observe_stream_as_etcds() {
+    let run = |m: &Member| -> String {
+        let port: u16 = m
+            .endpoint()
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .expect("port");
+        let mut out = String::new();
+        for (path, body) in [
+            ("/v3/lease/grant", r#"{"TTL":60,"ID":9}"#),
+            (
+                "/v3/election/campaign",
+                r#"{"name":"ZWw=","lease":9,"value":"djE="}"#,
+            ),
+            ("/v3/election/leader", r#"{"name":"ZWw="}"#),
+        ] {
+            let (status, answer) = http_request(port, "POST", path, body);
+            out.push_str(&format!("[HTTP {status}] {}", normalize(answer.trim_end())));
+        }
+        for line in stream_lines(port, "/v3/lease/keepalive", r#"{"ID":9}"#, 1) {
+            out.push_str(&normalize(&line));
+        }
+        for line in stream_lines(port, "/v3/election/observe", r#"{"name":"ZWw="}"#, 1) {
+            out.push_str(&normalize(&line));
+        }
+        out
+    };
+    let etcd = Member::start(Kind::Etcd);
+    let reference = run(&etcd);
+    drop(etcd);
+    let ox = Member::start(Kind::Oxetcd);
+    let ours = run(&ox);
+    assert!(
+        reference == ours,
+        "differs at {}\n--- etcd:\n{reference}\n--- oxetcd:\n{ours}",
+        first_difference(&reference, &ours)
+    );
+    assert!(ours.contains(r#""TTL":"60""#), "{ours}");
+}

@@ -11,8 +11,9 @@
 //!
 //! `/v3/watch` streams: the request body is a sequence of JSON `WatchRequest`s (read as they
 //! arrive), the answer one `{"result": WatchResponse}` line per message, each written as it
-//! comes, for as long as the client stays. Not yet here: the other streaming RPCs
-//! (`/v3/lease/keepalive`, `/v3/election/observe`, `/v3/maintenance/snapshot`).
+//! comes, for as long as the client stays; `/v3/lease/keepalive` likewise, and
+//! `/v3/election/observe` streams its answers to one request. Not yet here:
+//! `/v3/maintenance/snapshot`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,8 +29,9 @@ use oxetcd_common::etcdserverpb::cluster_server::Cluster;
 use oxetcd_common::etcdserverpb::kv_server::Kv;
 use oxetcd_common::etcdserverpb::lease_server::Lease;
 use oxetcd_common::etcdserverpb::maintenance_server::Maintenance;
-use oxetcd_common::etcdserverpb::WatchRequest;
+use oxetcd_common::etcdserverpb::{LeaseKeepAliveRequest, WatchRequest};
 use oxetcd_common::v3electionpb::election_server::Election;
+use oxetcd_common::v3electionpb::LeaderRequest;
 use oxetcd_common::v3lockpb::lock_server::Lock;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -49,7 +51,7 @@ pub(super) fn router(server: Arc<EtcdServer>) -> Router {
     let auth = Arc::new(auth::AuthService::new(server.clone()));
     let lock = Arc::new(lock::LockService::new(server.clone()));
     let election = Arc::new(election::ElectionService::new(server.clone()));
-    let watch_server = server;
+    let streams = server;
 
     /// A POST route calling `$svc.$method` with the JSON body.
     macro_rules! rpc {
@@ -134,8 +136,27 @@ pub(super) fn router(server: Arc<EtcdServer>) -> Router {
         ("election/resign", rpc!(election, Election::resign)),
         (
             "watch",
-            post(move |headers: HeaderMap, body: Body| watch(watch_server.clone(), headers, body))
-                .fallback(method_not_allowed),
+            post({
+                let server = streams.clone();
+                move |headers: HeaderMap, body: Body| watch(server.clone(), headers, body)
+            })
+            .fallback(method_not_allowed),
+        ),
+        (
+            "lease/keepalive",
+            post({
+                let server = streams.clone();
+                move |body: Body| keep_alive(server.clone(), body)
+            })
+            .fallback(method_not_allowed),
+        ),
+        (
+            "election/observe",
+            post({
+                let svc = election.clone();
+                move |headers: HeaderMap, body: Bytes| observe(svc.clone(), headers, body)
+            })
+            .fallback(method_not_allowed),
         ),
     ];
     let mut router = Router::new();
@@ -166,7 +187,33 @@ async fn watch(server: Arc<EtcdServer>, headers: HeaderMap, body: Body) -> Respo
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let requests = Box::pin(json_values::<WatchRequest>(body));
     tokio::spawn(crate::watch::stream::serve(server, requests, creds, tx));
-    let lines = ReceiverStream::new(rx).map(|msg| {
+    json_lines(ReceiverStream::new(rx))
+}
+
+/// `/v3/lease/keepalive`: each JSON request in the body renews its lease.
+async fn keep_alive(server: Arc<EtcdServer>, body: Body) -> Response {
+    let requests = Box::pin(json_values::<LeaseKeepAliveRequest>(body));
+    json_lines(lease::keep_alive(server, requests))
+}
+
+/// `/v3/election/observe`: one JSON request, the leader's changes as they come.
+async fn observe(svc: Arc<election::ElectionService>, headers: HeaderMap, body: Bytes) -> Response {
+    let msg: LeaderRequest = match parse(&body) {
+        Ok(m) => m,
+        Err(status) => return error(&status),
+    };
+    match Election::observe(&*svc, with_token(&headers, msg)).await {
+        Ok(resp) => json_lines(resp.into_inner()),
+        Err(status) => error(&status),
+    }
+}
+
+/// A streaming answer as grpc-gateway writes it: one `{"result": message}` line per message,
+/// written as it comes; an error as `{"error": {...}}`, which ends it.
+fn json_lines<T: Serialize + Send + 'static>(
+    messages: impl futures::Stream<Item = Result<T, Status>> + Send + 'static,
+) -> Response {
+    let lines = messages.map(|msg| {
         let line = match msg {
             Ok(resp) => serde_json::json!({ "result": resp }),
             Err(status) => serde_json::json!({ "error": {
@@ -184,6 +231,14 @@ async fn watch(server: Arc<EtcdServer>, headers: HeaderMap, body: Body) -> Respo
         Body::from_stream(lines),
     )
         .into_response()
+}
+
+/// A unary request's JSON body (empty: the default message).
+fn parse<Req: DeserializeOwned + Default>(body: &[u8]) -> Result<Req, Status> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Req::default());
+    }
+    serde_json::from_slice(body).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 /// The JSON values of a request body, one by one as their bytes arrive (grpc-gateway's
@@ -255,13 +310,9 @@ where
     F: FnOnce(tonic::Request<Req>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
 {
-    let msg: Req = if body.iter().all(u8::is_ascii_whitespace) {
-        Req::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(m) => m,
-            Err(e) => return error(&Status::invalid_argument(e.to_string())),
-        }
+    let msg: Req = match parse(&body) {
+        Ok(m) => m,
+        Err(status) => return error(&status),
     };
     match call(with_token(&headers, msg)).await {
         Ok(resp) => match serde_json::to_vec(resp.get_ref()) {

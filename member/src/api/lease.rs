@@ -90,33 +90,8 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        let mut requests = request.into_inner();
-        let server = self.server.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        tokio::spawn(async move {
-            while let Ok(Some(req)) = requests.message().await {
-                let resp = match server.renew_lease(req.id).await {
-                    Ok(ttl) => {
-                        let rev = server
-                            .read_state()
-                            .map(|s| s.mvcc.current_rev())
-                            .unwrap_or_default();
-                        Ok(LeaseKeepAliveResponse {
-                            header: server.header(rev, server.term()),
-                            id: req.id,
-                            // An unknown lease answers TTL 0, as etcd does.
-                            ttl: ttl.unwrap_or(0),
-                        })
-                    }
-                    Err(e) => Err(e.into()),
-                };
-                let failed = resp.is_err();
-                if tx.send(resp).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let answers = keep_alive(self.server.clone(), request.into_inner());
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn lease_time_to_live(
@@ -181,4 +156,40 @@ impl Lease for LeaseService {
             leases,
         }))
     }
+}
+
+/// A keep-alive stream: each request renews its lease (on the leader's clock) and is answered
+/// with the TTL. `requests` is a gRPC stream's messages or the HTTP gateway's JSON objects.
+pub(super) fn keep_alive(
+    server: Arc<EtcdServer>,
+    mut requests: impl futures::Stream<Item = Result<LeaseKeepAliveRequest, Status>>
+        + Unpin
+        + Send
+        + 'static,
+) -> ReceiverStream<Result<LeaseKeepAliveResponse, Status>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        while let Some(Ok(req)) = futures::StreamExt::next(&mut requests).await {
+            let resp = match server.renew_lease(req.id).await {
+                Ok(ttl) => {
+                    let rev = server
+                        .read_state()
+                        .map(|s| s.mvcc.current_rev())
+                        .unwrap_or_default();
+                    Ok(LeaseKeepAliveResponse {
+                        header: server.header(rev, server.term()),
+                        id: req.id,
+                        // An unknown lease answers TTL 0, as etcd does.
+                        ttl: ttl.unwrap_or(0),
+                    })
+                }
+                Err(e) => Err(e.into()),
+            };
+            let failed = resp.is_err();
+            if tx.send(resp).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
 }
