@@ -1,10 +1,14 @@
-//! Plain HTTP on the client URLs, as etcd serves: `/health`, `/version`, `/metrics`.
+//! Plain HTTP on the client URLs, as etcd serves: `/health`, `/version`, `/metrics`, and
+//! etcd 3.6's `/livez` and `/readyz` (each check also at `/livez/<check>`, `?verbose` lists
+//! them, `?exclude=<check>` leaves one out).
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use oxetcd_common::version::{ETCD_CLUSTER_VERSION, ETCD_SERVER_VERSION};
@@ -16,13 +20,26 @@ pub(super) fn router(server: Arc<EtcdServer>) -> Router {
         .route("/health", get(health))
         .route("/version", get(version))
         .route("/metrics", get(metrics))
+        .route("/livez", get(livez).fallback(get_only))
+        .route("/livez/{check}", get(livez_one).fallback(get_only))
+        .route("/readyz", get(readyz).fallback(get_only))
+        .route("/readyz/{check}", get(readyz_one).fallback(get_only))
         .with_state(server)
 }
 
-/// Healthy when a leader exists and a linearizable read goes through, as etcd's /health checks.
-async fn health(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
-    let healthy = server.raft.metrics().borrow().current_leader.is_some()
-        && server.read_barrier().await.is_ok();
+/// Healthy when a leader exists and a linearizable read goes through, as etcd's /health checks;
+/// with `?serializable=true` (etcd ≥ 3.5) a local read suffices, leader or not.
+async fn health(
+    State(server): State<Arc<EtcdServer>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> impl IntoResponse {
+    let serializable = q.get("serializable").is_some_and(|v| v == "true");
+    let healthy = if serializable {
+        server.read_state().is_ok()
+    } else {
+        server.raft.metrics().borrow().current_leader.is_some()
+            && server.read_barrier().await.is_ok()
+    };
     let (code, body) = if healthy {
         (StatusCode::OK, r#"{"health":"true"}"#)
     } else {
@@ -45,6 +62,152 @@ async fn metrics(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         server.metrics.render(),
     )
+}
+
+/// The checks of `/livez` and `/readyz`, by name (etcd 3.6's `CheckRegistry`).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Check {
+    DataCorruption,
+    LinearizableRead,
+    NonLearner,
+    SerializableRead,
+}
+
+const LIVEZ: &[Check] = &[Check::SerializableRead];
+const READYZ: &[Check] = &[
+    Check::DataCorruption,
+    Check::LinearizableRead,
+    Check::NonLearner,
+    Check::SerializableRead,
+];
+
+impl Check {
+    fn name(self) -> &'static str {
+        match self {
+            Check::DataCorruption => "data_corruption",
+            Check::LinearizableRead => "linearizable_read",
+            Check::NonLearner => "non_learner",
+            Check::SerializableRead => "serializable_read",
+        }
+    }
+
+    async fn run(self, server: &EtcdServer) -> Result<(), String> {
+        match self {
+            // No CORRUPT alarm can be raised yet (corruption checks are not built).
+            Check::DataCorruption => Ok(()),
+            Check::SerializableRead => server.read_state().map(|_| ()).map_err(|e| e.to_string()),
+            Check::LinearizableRead => server.read_barrier().await.map_err(|e| e.to_string()),
+            Check::NonLearner => {
+                let learner = server
+                    .read_state()
+                    .map_err(|e| e.to_string())?
+                    .membership
+                    .membership()
+                    .learner_ids()
+                    .any(|id| id == server.member_id);
+                match learner {
+                    true => Err("not supported for learner".into()),
+                    false => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+async fn livez(
+    State(server): State<Arc<EtcdServer>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    run_checks(&server, LIVEZ, &q).await
+}
+
+async fn readyz(
+    State(server): State<Arc<EtcdServer>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    run_checks(&server, READYZ, &q).await
+}
+
+async fn livez_one(
+    State(server): State<Arc<EtcdServer>>,
+    Path(check): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    one_check(&server, LIVEZ, &check, &q).await
+}
+
+async fn readyz_one(
+    State(server): State<Arc<EtcdServer>>,
+    Path(check): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    one_check(&server, READYZ, &check, &q).await
+}
+
+async fn one_check(
+    server: &EtcdServer,
+    of: &[Check],
+    name: &str,
+    q: &HashMap<String, String>,
+) -> Response {
+    match of.iter().find(|c| c.name() == name) {
+        Some(c) => run_checks(server, &[*c], q).await,
+        None => not_found(HeaderMap::new()).await,
+    }
+}
+
+/// etcd's health handler: `ok` (with each check's line under `?verbose`), or 503 with every
+/// check's line. `?exclude=a,b` (or repeated) leaves checks out; unknown names are ignored.
+async fn run_checks(
+    server: &EtcdServer,
+    checks: &[Check],
+    q: &HashMap<String, String>,
+) -> Response {
+    let excluded: Vec<&str> = q
+        .get("exclude")
+        .map(|v| v.split(',').map(str::trim).collect())
+        .unwrap_or_default();
+    let mut report = String::new();
+    let mut failed = false;
+    for c in checks.iter().filter(|c| !excluded.contains(&c.name())) {
+        match c.run(server).await {
+            Ok(()) => report.push_str(&format!("[+]{} ok\n", c.name())),
+            Err(e) => {
+                failed = true;
+                report.push_str(&format!("[-]{} failed: {e}\n", c.name()));
+            }
+        }
+    }
+    let text = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    let nosniff = [(header::X_CONTENT_TYPE_OPTIONS, "nosniff")];
+    if failed {
+        // Go's http.Error: the reason and a newline.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            text,
+            nosniff,
+            format!("{report}\n"),
+        )
+            .into_response();
+    }
+    let verbose = q.contains_key("verbose");
+    let body = if verbose {
+        format!("{report}ok\n")
+    } else {
+        "ok\n".into()
+    };
+    (StatusCode::OK, text, nosniff, body).into_response()
+}
+
+/// The health endpoints answer GET only (Go's http.Error text).
+async fn get_only() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        [(header::ALLOW, "GET")],
+        "Method Not Allowed\n",
+    )
+        .into_response()
 }
 
 /// Anything else: gRPC's "unimplemented" for a gRPC call to an unknown service, etcd's plain

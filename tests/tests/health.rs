@@ -1,0 +1,91 @@
+//! etcd 3.6's `/livez` and `/readyz` (and `/health?serializable=true`) for a healthy member, a
+//! learner, and a member without a leader.
+
+use oxetcd_tests::{http_request, Cluster, Kind, Member};
+
+fn port_of(m: &Member) -> u16 {
+    m.endpoint()
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("port")
+}
+
+fn get(m: &Member, path: &str) -> (u16, String) {
+    http_request(port_of(m), "GET", path, "")
+}
+
+#[test]
+fn a_healthy_member_is_live_and_ready() {
+    let m = Member::start(Kind::Oxetcd);
+    assert_eq!(get(&m, "/livez"), (200, "ok\n".into()));
+    assert_eq!(get(&m, "/readyz"), (200, "ok\n".into()));
+    assert_eq!(
+        get(&m, "/readyz?verbose"),
+        (
+            200,
+            "[+]data_corruption ok\n[+]linearizable_read ok\n[+]non_learner ok\n\
+             [+]serializable_read ok\nok\n"
+                .into()
+        )
+    );
+    assert_eq!(
+        get(&m, "/livez?verbose"),
+        (200, "[+]serializable_read ok\nok\n".into())
+    );
+    assert_eq!(
+        get(&m, "/readyz?verbose&exclude=non_learner,data_corruption"),
+        (
+            200,
+            "[+]linearizable_read ok\n[+]serializable_read ok\nok\n".into()
+        )
+    );
+    assert_eq!(get(&m, "/readyz/non_learner"), (200, "ok\n".into()));
+    assert_eq!(get(&m, "/livez/nope").0, 404);
+    assert_eq!(
+        http_request(port_of(&m), "POST", "/readyz", ""),
+        (405, "Method Not Allowed\n".into())
+    );
+    assert_eq!(
+        get(&m, "/health?serializable=true"),
+        (200, r#"{"health":"true"}"#.into())
+    );
+}
+
+#[test]
+fn a_learner_is_live_but_not_ready() {
+    let mut c = Cluster::start(Kind::Oxetcd, 1);
+    let l = c.add_member(true);
+    let learner = &c.members[l];
+    assert_eq!(get(learner, "/livez"), (200, "ok\n".into()));
+    let (status, body) = get(learner, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("[-]non_learner failed: not supported for learner\n"),
+        "{body}"
+    );
+    assert_eq!(
+        get(learner, "/readyz?exclude=non_learner"),
+        (200, "ok\n".into())
+    );
+    assert_eq!(get(&c.members[0], "/readyz"), (200, "ok\n".into()));
+}
+
+#[test]
+fn a_member_without_a_leader_is_live_but_not_ready() {
+    let mut c = Cluster::start(Kind::Oxetcd, 3);
+    c.members[1].kill9();
+    c.members[2].kill9();
+    let m = &c.members[0];
+    assert_eq!(get(m, "/livez"), (200, "ok\n".into()));
+    let (status, body) = get(m, "/readyz/linearizable_read");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("[-]linearizable_read failed: "), "{body}");
+    assert_eq!(
+        get(m, "/readyz?exclude=linearizable_read"),
+        (200, "ok\n".into())
+    );
+    assert_eq!(
+        get(m, "/health?serializable=true"),
+        (200, r#"{"health":"true"}"#.into())
+    );
+}
