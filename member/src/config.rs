@@ -30,6 +30,15 @@ pub struct Config {
     )]
     pub listen_client_urls: String,
 
+    /// URLs for HTTP client traffic only (the JSON gateway, health, metrics); when given, the
+    /// client URLs serve gRPC only (etcd ≥ 3.5).
+    #[arg(long, env = "ETCD_LISTEN_CLIENT_HTTP_URLS", default_value = "")]
+    pub listen_client_http_urls: String,
+
+    /// URLs to serve /metrics and the health endpoints on, besides the client URLs.
+    #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", default_value = "")]
+    pub listen_metrics_urls: String,
+
     /// Client URLs advertised to the rest of the cluster (default: the listen URLs).
     #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS")]
     pub advertise_client_urls: Option<String>,

@@ -458,7 +458,26 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         .map(|l| oxetcd_common::tls::server_config(&l.files, &l.policy, &[b"h2", b"http/1.1"]))
         .transpose()
         .context("client TLS")?;
-    for url in cfg.client_urls() {
+    let http_urls = split_urls(&cfg.listen_client_http_urls);
+    let main = match http_urls.is_empty() {
+        true => crate::api::Serves::All,
+        false => crate::api::Serves::Grpc,
+    };
+    let listeners = cfg
+        .client_urls()
+        .into_iter()
+        .map(|u| (u, main, "client requests"))
+        .chain(
+            http_urls
+                .into_iter()
+                .map(|u| (u, crate::api::Serves::Http, "HTTP client requests")),
+        )
+        .chain(
+            split_urls(&cfg.listen_metrics_urls)
+                .into_iter()
+                .map(|u| (u, crate::api::Serves::Metrics, "metrics")),
+        );
+    for (url, serves, what) in listeners {
         let tls = match url.starts_with("https://") {
             true => Some(client_tls.clone().with_context(|| {
                 format!(
@@ -471,10 +490,10 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .with_context(|| format!("cannot listen on {url}"))?;
-        tracing::info!(%url, "serving client requests");
+        tracing::info!(%url, "serving {what}");
         let router = tonic::transport::Server::builder()
             .accept_http1(true)
-            .add_routes(crate::api::routes(server.clone()));
+            .add_routes(crate::api::routes(server.clone(), serves));
         servers.push(serve(router, listener, tls, stop_rx.clone()));
     }
 

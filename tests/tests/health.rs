@@ -89,3 +89,38 @@ fn a_member_without_a_leader_is_live_but_not_ready() {
         (200, r#"{"health":"true"}"#.into())
     );
 }
+
+/// `--listen-metrics-urls` serves metrics and health only; `--listen-client-http-urls` takes
+/// the HTTP side (gateway, health) off the client URLs, which then serve gRPC only.
+#[test]
+fn metrics_and_http_listeners_of_their_own() {
+    let (metrics, http) = (oxetcd_tests::free_port(), oxetcd_tests::free_port());
+    let m = Member::start_with(
+        Kind::Oxetcd,
+        &[
+            "--listen-metrics-urls",
+            &format!("http://127.0.0.1:{metrics}"),
+            "--listen-client-http-urls",
+            &format!("http://127.0.0.1:{http}"),
+        ],
+    );
+    let put = r#"{"key":"Zm9v","value":"YmFy"}"#;
+    let (status, body) = http_request(metrics, "GET", "/metrics", "");
+    assert_eq!(status, 200);
+    assert!(body.contains("etcd_server_has_leader"), "{body}");
+    assert_eq!(
+        http_request(metrics, "GET", "/livez", ""),
+        (200, "ok\n".into())
+    );
+    assert_eq!(http_request(metrics, "POST", "/v3/kv/put", put).0, 404);
+    assert_eq!(http_request(http, "POST", "/v3/kv/put", put).0, 200);
+    assert_eq!(
+        http_request(http, "GET", "/readyz", ""),
+        (200, "ok\n".into())
+    );
+    assert_eq!(http_request(port_of(&m), "POST", "/v3/kv/put", put).0, 404);
+    assert_eq!(
+        m.etcdctl(&["get", "foo", "--print-value-only"]).ok(),
+        "bar\n"
+    );
+}

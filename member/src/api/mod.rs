@@ -64,8 +64,38 @@ pub(crate) async fn permit_contenders<T>(
 /// oversized request gets etcd's "request is too large" rather than a transport error.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
-/// All client routes: gRPC services plus the HTTP endpoints, on one port (like etcd).
-pub(crate) fn routes(server: Arc<EtcdServer>) -> Routes {
+/// What a listener serves: etcd's client URLs serve everything, unless
+/// `--listen-client-http-urls` takes the HTTP part to its own URLs; `--listen-metrics-urls`
+/// serve the health and metrics endpoints only.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Serves {
+    All,
+    Grpc,
+    Http,
+    Metrics,
+}
+
+/// The routes of a client-side listener (see [`Serves`]).
+pub(crate) fn routes(server: Arc<EtcdServer>, serves: Serves) -> Routes {
+    let http = match serves {
+        Serves::Metrics => http::router(server),
+        Serves::Http => http::router(server.clone()).merge(gateway_routes(server)),
+        Serves::Grpc => grpc_routes(server),
+        Serves::All => grpc_routes(server.clone())
+            .merge(http::router(server.clone()))
+            .merge(gateway_routes(server)),
+    };
+    Routes::from(http.fallback(http::not_found))
+}
+
+/// The gateway, with etcd's receive limit on bodies.
+fn gateway_routes(server: Arc<EtcdServer>) -> axum::Router {
+    let max = server.limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    gateway::router(server).layer(axum::extract::DefaultBodyLimit::max(max))
+}
+
+/// etcd's gRPC services.
+fn grpc_routes(server: Arc<EtcdServer>) -> axum::Router {
     // etcd gives every service the same receive limit (grpc.MaxRecvMsgSize).
     let max = server.limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
     macro_rules! limited {
@@ -75,7 +105,7 @@ pub(crate) fn routes(server: Arc<EtcdServer>) -> Routes {
                 .max_encoding_message_size(usize::MAX)
         };
     }
-    let grpc = Routes::new(limited!(KvServer::new(kv::KvService::new(server.clone()))))
+    Routes::new(limited!(KvServer::new(kv::KvService::new(server.clone()))))
         .add_service(limited!(WatchServer::new(watch::WatchService::new(
             server.clone()
         ))))
@@ -100,15 +130,9 @@ pub(crate) fn routes(server: Arc<EtcdServer>) -> Routes {
         .into_axum_router()
         .layer(axum::middleware::map_response(error::oversized_as_grpc_go))
         .layer(axum::middleware::map_response_with_state(
-            server.clone(),
+            server,
             name_the_leader,
-        ));
-    let gateway = gateway::router(server.clone()).layer(axum::extract::DefaultBodyLimit::max(max));
-    Routes::from(
-        grpc.merge(http::router(server))
-            .merge(gateway)
-            .fallback(http::not_found),
-    )
+        ))
 }
 
 /// Adds `oxetcd-leader` and `oxetcd-raft-term` to every gRPC response: a proxy in front learns
