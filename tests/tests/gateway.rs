@@ -274,3 +274,40 @@ fn gateway_keepalive_and_observe_stream_as_etcds() {
     );
     assert!(ours.contains(r#""TTL":"60""#), "{ours}");
 }
+
+/// OpenStack's etcd3gw (Debian's python3-etcd3gw, a real gateway client): KV, leases, locks,
+/// a watch and the cluster calls, answered by oxetcd as by etcd 3.4.
+#[test]
+fn etcd3gw_client_session_matches_real_etcd() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/etcd3gw_session.py");
+    let run = |m: &Member| -> String {
+        let port = m
+            .endpoint()
+            .rsplit_once(':')
+            .map(|(_, p)| p.to_string())
+            .expect("port");
+        // Debian's python, where python3-etcd3gw is installed (.ci/setup).
+        let out = std::process::Command::new("/usr/bin/python3")
+            .arg(script)
+            .arg(&port)
+            .output()
+            .expect("run python3");
+        assert!(
+            out.status.success(),
+            "etcd3gw session failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let etcd = Member::start(Kind::Etcd);
+    let reference = run(&etcd);
+    drop(etcd);
+    let ox = Member::start(Kind::Oxetcd);
+    let ours = run(&ox);
+    assert!(
+        reference == ours,
+        "differs at {}\n--- etcd:\n{reference}\n--- oxetcd:\n{ours}",
+        first_difference(&reference, &ours)
+    );
+    assert!(ours.contains("lock acquire: True"), "{ours}");
+}
