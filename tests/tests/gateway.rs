@@ -311,3 +311,34 @@ fn etcd3gw_client_session_matches_real_etcd() {
     );
     assert!(ours.contains("lock acquire: True"), "{ours}");
 }
+
+/// The gateway through oxetcd-proxy: unary calls and a watch stream.
+#[test]
+fn gateway_through_the_proxy() {
+    let c = oxetcd_tests::Cluster::start(Kind::Oxetcd, 3);
+    let p = oxetcd_tests::Proxy::start(&c.endpoints(), &[]);
+    let port: u16 = p
+        .endpoint()
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("port");
+    let (status, body) = http_request(
+        port,
+        "POST",
+        "/v3/kv/put",
+        r#"{"key":"Zm9v","value":"YmFy"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http_request(port, "POST", "/v3/kv/range", r#"{"key":"Zm9v"}"#);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""value":"YmFy""#), "{body}");
+    let lines = stream_lines(
+        port,
+        "/v3/watch",
+        r#"{"create_request":{"key":"Zm9v","start_revision":1}}"#,
+        2,
+    );
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].contains(r#""created":true"#), "{lines:?}");
+    assert!(lines[1].contains(r#""value":"YmFy""#), "{lines:?}");
+}
