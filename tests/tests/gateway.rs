@@ -342,3 +342,31 @@ fn gateway_through_the_proxy() {
     assert!(lines[0].contains(r#""created":true"#), "{lines:?}");
     assert!(lines[1].contains(r#""value":"YmFy""#), "{lines:?}");
 }
+
+/// Bodies over the request limits get etcd's gateway answers: "request is too large" past
+/// `--max-request-bytes`, grpc-go's "received message larger than max" past the receive limit.
+#[test]
+fn oversized_bodies_are_refused_as_etcds_gateway_does() {
+    // `n` bytes of "x", base64 ("xxx" is "eHh4"): `n` must be a multiple of 3.
+    let put = |n: usize| format!(r#"{{"key":"Zm9v","value":"{}"}}"#, "eHh4".repeat(n / 3));
+    let run = |m: &Member| -> String {
+        let port: u16 = m
+            .endpoint()
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .expect("port");
+        let mut out = String::new();
+        for n in [1_740_801, 3 * 1024 * 1024] {
+            let (status, body) = http_request(port, "POST", "/v3/kv/put", &put(n));
+            out.push_str(&format!("[HTTP {status}] {body}\n"));
+        }
+        out
+    };
+    let etcd = Member::start(Kind::Etcd);
+    let reference = run(&etcd);
+    drop(etcd);
+    let ox = Member::start(Kind::Oxetcd);
+    let ours = run(&ox);
+    assert_eq!(reference, ours);
+    assert!(ours.contains("[HTTP 429]"), "{ours}");
+}

@@ -44,6 +44,8 @@ use crate::server::EtcdServer;
 
 /// The gateway's routes, for both API prefixes etcd 3.4 serves.
 pub(super) fn router(server: Arc<EtcdServer>) -> Router {
+    // The receive limit of etcd's gRPC server, which its gateway calls through.
+    let max = server.limits.max_request_bytes + super::GRPC_OVERHEAD_BYTES;
     let kv = Arc::new(kv::KvService::new(server.clone()));
     let lease = Arc::new(lease::LeaseService::new(server.clone()));
     let cluster = Arc::new(cluster::ClusterService::new(server.clone()));
@@ -57,10 +59,10 @@ pub(super) fn router(server: Arc<EtcdServer>) -> Router {
     macro_rules! rpc {
         ($svc:expr, $trait:ident :: $method:ident) => {{
             let svc = $svc.clone();
-            post(move |headers: HeaderMap, body: Bytes| {
+            post(move |headers: HeaderMap, body: Body| {
                 let svc = svc.clone();
                 async move {
-                    unary(headers, body, move |req| async move {
+                    unary(max, headers, body, move |req| async move {
                         $trait::$method(&*svc, req).await
                     })
                     .await
@@ -154,7 +156,7 @@ pub(super) fn router(server: Arc<EtcdServer>) -> Router {
             "election/observe",
             post({
                 let svc = election.clone();
-                move |headers: HeaderMap, body: Bytes| observe(svc.clone(), headers, body)
+                move |headers: HeaderMap, body: Body| observe(svc.clone(), max, headers, body)
             })
             .fallback(method_not_allowed),
         ),
@@ -185,19 +187,31 @@ async fn not_found() -> Response {
 async fn watch(server: Arc<EtcdServer>, headers: HeaderMap, body: Body) -> Response {
     let creds = Credentials::of(&server, &with_token(&headers, ()));
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let requests = Box::pin(json_values::<WatchRequest>(body));
+    let max = server.limits.max_request_bytes + super::GRPC_OVERHEAD_BYTES;
+    let requests = Box::pin(json_values::<WatchRequest>(body, max));
     tokio::spawn(crate::watch::stream::serve(server, requests, creds, tx));
     json_lines(ReceiverStream::new(rx))
 }
 
 /// `/v3/lease/keepalive`: each JSON request in the body renews its lease.
 async fn keep_alive(server: Arc<EtcdServer>, body: Body) -> Response {
-    let requests = Box::pin(json_values::<LeaseKeepAliveRequest>(body));
+    let max = server.limits.max_request_bytes + super::GRPC_OVERHEAD_BYTES;
+    let requests = Box::pin(json_values::<LeaseKeepAliveRequest>(body, max));
     json_lines(lease::keep_alive(server, requests))
 }
 
 /// `/v3/election/observe`: one JSON request, the leader's changes as they come.
-async fn observe(svc: Arc<election::ElectionService>, headers: HeaderMap, body: Bytes) -> Response {
+async fn observe(
+    svc: Arc<election::ElectionService>,
+    max: usize,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Ok(body) = axum::body::to_bytes(body, max).await else {
+        return error(&Status::resource_exhausted(format!(
+            "grpc: received message larger than max (? vs. {max})"
+        )));
+    };
     let msg: LeaderRequest = match parse(&body) {
         Ok(m) => m,
         Err(status) => return error(&status),
@@ -242,9 +256,11 @@ fn parse<Req: DeserializeOwned + Default>(body: &[u8]) -> Result<Req, Status> {
 }
 
 /// The JSON values of a request body, one by one as their bytes arrive (grpc-gateway's
-/// streaming decoder): a value that does not parse ends the stream with InvalidArgument.
+/// streaming decoder): a value that does not parse ends the stream with InvalidArgument, one
+/// longer than `max` bytes with ResourceExhausted.
 fn json_values<T: DeserializeOwned + Send + 'static>(
     body: Body,
+    max: usize,
 ) -> impl futures::Stream<Item = Result<T, Status>> + Send {
     struct State {
         data: axum::body::BodyDataStream,
@@ -256,7 +272,7 @@ fn json_values<T: DeserializeOwned + Send + 'static>(
         buf: Vec::new(),
         done: false,
     };
-    futures::stream::unfold(state, |mut st| async move {
+    futures::stream::unfold(state, move |mut st| async move {
         loop {
             if st.done {
                 return None;
@@ -274,6 +290,14 @@ fn json_values<T: DeserializeOwned + Send + 'static>(
                 }
                 // Only part of a value (or none) so far: read on.
                 _ => {}
+            }
+            if st.buf.len() > max.saturating_mul(2) {
+                st.done = true;
+                let e = Status::resource_exhausted(format!(
+                    "grpc: received message larger than max ({} vs. {max})",
+                    st.buf.len()
+                ));
+                return Some((Err(e), st));
             }
             match st.data.next().await {
                 Some(Ok(bytes)) => st.buf.extend_from_slice(&bytes),
@@ -303,17 +327,40 @@ fn with_token<T>(headers: &HeaderMap, msg: T) -> tonic::Request<T> {
 
 /// One unary call: the JSON body (empty: the default message) as the request, with the
 /// `Authorization` header as gRPC metadata (where `identity` finds the token).
-async fn unary<Req, Resp, F, Fut>(headers: HeaderMap, body: Bytes, call: F) -> Response
+/// A message over `max` (encoded as protobuf) gets what etcd's gateway gets from its gRPC
+/// call: grpc-go's RESOURCE_EXHAUSTED "received message larger than max".
+async fn unary<Req, Resp, F, Fut>(max: usize, headers: HeaderMap, body: Body, call: F) -> Response
 where
-    Req: DeserializeOwned + Default,
+    Req: DeserializeOwned + Default + prost::Message,
     Resp: Serialize,
     F: FnOnce(tonic::Request<Req>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
 {
+    let too_large = |n: usize| {
+        error(&Status::resource_exhausted(format!(
+            "grpc: received message larger than max ({n} vs. {max})"
+        )))
+    };
+    // JSON carries bytes as base64 (4/3) plus its own syntax: room to read a message up to
+    // twice `max` and say how large it is, as etcd does; beyond, the declared length.
+    let cap = max.saturating_mul(4);
+    let body = match axum::body::to_bytes(body, cap).await {
+        Ok(b) => b,
+        Err(_) => {
+            let declared = headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            return too_large(declared.unwrap_or(cap));
+        }
+    };
     let msg: Req = match parse(&body) {
         Ok(m) => m,
         Err(status) => return error(&status),
     };
+    if msg.encoded_len() > max {
+        return too_large(msg.encoded_len());
+    }
     match call(with_token(&headers, msg)).await {
         Ok(resp) => match serde_json::to_vec(resp.get_ref()) {
             Ok(body) => (

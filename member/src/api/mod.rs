@@ -88,10 +88,9 @@ pub(crate) fn routes(server: Arc<EtcdServer>, serves: Serves) -> Routes {
     Routes::from(http.fallback(http::not_found))
 }
 
-/// The gateway, with etcd's receive limit on bodies.
+/// The gateway (it bounds bodies itself, as etcd's receive limit).
 fn gateway_routes(server: Arc<EtcdServer>) -> axum::Router {
-    let max = server.limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
-    gateway::router(server).layer(axum::extract::DefaultBodyLimit::max(max))
+    gateway::router(server).layer(axum::extract::DefaultBodyLimit::disable())
 }
 
 /// etcd's gRPC services.
