@@ -19,13 +19,28 @@ pub fn http_get(port: u16, path: &str) -> String {
 /// One plain HTTP/1.1 request on loopback: the status code and the body (chunked bodies
 /// joined); `(0, "")` if nothing listens.
 pub fn http_request(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    http_request_with(port, method, path, &[], body)
+}
+
+/// [`http_request`] with more request headers.
+pub fn http_request_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return (0, String::new());
     };
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let _ = write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{extra}\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );

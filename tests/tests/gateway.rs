@@ -370,3 +370,83 @@ fn oversized_bodies_are_refused_as_etcds_gateway_does() {
     assert_eq!(reference, ours);
     assert!(ours.contains("[HTTP 429]"), "{ours}");
 }
+
+/// Auth through the gateway: the token of `/v3/auth/authenticate` in the `Authorization`
+/// header, as etcd's gateway takes it; the same answers as etcd's.
+#[test]
+fn gateway_with_auth_as_etcds() {
+    use oxetcd_tests::http_request_with;
+    let run = |m: &Member| -> String {
+        let port: u16 = m
+            .endpoint()
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .expect("port");
+        for step in [
+            "user add root:rootpw",
+            "role add root",
+            "user grant-role root root",
+            "user add alice:alicepw",
+            "role add app",
+            "role grant-permission app readwrite /app/ --prefix=true",
+            "user grant-role alice app",
+            "auth enable",
+        ] {
+            let args: Vec<&str> = step.split(' ').collect();
+            m.etcdctl(&args).ok();
+        }
+        let mut out = String::new();
+        let (status, body) = http_request(
+            port,
+            "POST",
+            "/v3/auth/authenticate",
+            r#"{"name":"alice","password":"alicepw"}"#,
+        );
+        assert_eq!(status, 200, "{body}");
+        let token = body
+            .split_once(r#""token":""#)
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(t, _)| t.to_string())
+            .expect("a token");
+        let steps: &[(&str, &str, bool)] = &[
+            ("/v3/kv/put", r#"{"key":"L2FwcC94","value":"MQ=="}"#, true),
+            ("/v3/kv/put", r#"{"key":"L290aGVy","value":"MQ=="}"#, true),
+            ("/v3/kv/range", r#"{"key":"L2FwcC94"}"#, true),
+            ("/v3/kv/range", r#"{"key":"L2FwcC94"}"#, false),
+            ("/v3/auth/user/list", "", true),
+            (
+                "/v3/auth/authenticate",
+                r#"{"name":"alice","password":"wrong"}"#,
+                false,
+            ),
+        ];
+        for (path, body, with_token) in steps {
+            let headers: Vec<(&str, &str)> = match with_token {
+                true => vec![("Authorization", token.as_str())],
+                false => vec![],
+            };
+            let (status, answer) = http_request_with(port, "POST", path, &headers, body);
+            out.push_str(&format!("[HTTP {status}] {}", normalize(answer.trim_end())));
+        }
+        let (status, answer) = http_request_with(
+            port,
+            "POST",
+            "/v3/kv/range",
+            &[("Authorization", "garbage")],
+            r#"{"key":"L2FwcC94"}"#,
+        );
+        out.push_str(&format!("[HTTP {status}] {}", normalize(answer.trim_end())));
+        out
+    };
+    let etcd = Member::start(Kind::Etcd);
+    let reference = run(&etcd);
+    drop(etcd);
+    let ox = Member::start(Kind::Oxetcd);
+    let ours = run(&ox);
+    assert!(
+        reference == ours,
+        "differs at {}\n--- etcd:\n{reference}\n--- oxetcd:\n{ours}",
+        first_difference(&reference, &ours)
+    );
+    assert!(ours.contains("permission denied"), "{ours}");
+}
