@@ -24,6 +24,10 @@ pub(crate) struct BenchArgs {
     /// Total number of gRPC clients
     #[arg(long, global = true, default_value_t = 1)]
     pub(crate) clients: usize,
+    /// Send put, txn-put and range as HTTP+JSON to the gateway (`/v3/kv/...`), one HTTP/1.1
+    /// keep-alive connection per client (`--conns` is then unused)
+    #[arg(long, global = true)]
+    pub(crate) gateway: bool,
     #[command(subcommand)]
     pub(crate) command: BenchCommand,
 }
@@ -142,8 +146,16 @@ fn key_bytes(k: u64, size: usize) -> Vec<u8> {
     key
 }
 
+/// One request of a load.
+enum Request {
+    Put(PutRequest),
+    Txn(oxetcd_common::etcdserverpb::TxnRequest),
+    Range(RangeRequest),
+}
+
 impl Load {
-    async fn run(&self, kv: &mut KvClient<Conn>, n: u64) -> Result<(), tonic::Status> {
+    /// Request number `n`.
+    fn request(&self, n: u64) -> Request {
         match self {
             Load::Put {
                 key_size,
@@ -156,12 +168,11 @@ impl Load {
                 } else {
                     scramble(n) % key_space
                 };
-                kv.put(PutRequest {
+                Request::Put(PutRequest {
                     key: key_bytes(k, *key_size),
                     value: value.clone(),
                     ..Default::default()
                 })
-                .await?;
             }
             Load::TxnPut {
                 key_size,
@@ -190,17 +201,128 @@ impl Load {
                         })),
                     })
                     .collect();
-                kv.txn(TxnRequest {
+                Request::Txn(TxnRequest {
                     success,
                     ..Default::default()
                 })
-                .await?;
             }
-            Load::Range(r) => {
-                kv.range(r.clone()).await?;
+            Load::Range(r) => Request::Range(r.clone()),
+        }
+    }
+}
+
+/// How a client sends: gRPC over a shared connection, or HTTP+JSON to the gateway.
+enum Sender {
+    Grpc(KvClient<Conn>),
+    Gateway(Gateway),
+}
+
+impl Sender {
+    async fn send(&mut self, req: Request) -> Result<(), String> {
+        match self {
+            Sender::Grpc(kv) => {
+                let r = match req {
+                    Request::Put(p) => kv.put(p).await.map(|_| ()),
+                    Request::Txn(t) => kv.txn(t).await.map(|_| ()),
+                    Request::Range(r) => kv.range(r).await.map(|_| ()),
+                };
+                r.map_err(|e| e.message().to_string())
+            }
+            Sender::Gateway(g) => {
+                let (path, body) = match req {
+                    Request::Put(p) => ("/v3/kv/put", serde_json::to_vec(&p)),
+                    Request::Txn(t) => ("/v3/kv/txn", serde_json::to_vec(&t)),
+                    Request::Range(r) => ("/v3/kv/range", serde_json::to_vec(&r)),
+                };
+                g.post(path, &body.map_err(|e| e.to_string())?).await
             }
         }
-        Ok(())
+    }
+}
+
+/// One HTTP/1.1 keep-alive connection to a member's gateway.
+struct Gateway {
+    host: String,
+    token: Option<String>,
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+}
+
+impl Gateway {
+    async fn connect(endpoint: &str, token: Option<String>) -> Result<Self, Failure> {
+        let host = endpoint
+            .split_once("://")
+            .map_or(endpoint, |(_, rest)| rest)
+            .trim_end_matches('/')
+            .to_string();
+        let tcp = tokio::net::TcpStream::connect(&host)
+            .await
+            .map_err(|e| Failure::error(format!("gateway {host}: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        Ok(Self {
+            host,
+            token,
+            stream: tokio::io::BufReader::new(tcp),
+        })
+    }
+
+    /// POSTs `body` and reads the answer; an answer other than 200 is an error (its body).
+    async fn post(&mut self, path: &str, body: &[u8]) -> Result<(), String> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let auth = self
+            .token
+            .as_ref()
+            .map(|t| format!("Authorization: {t}\r\n"))
+            .unwrap_or_default();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n",
+            self.host,
+            body.len()
+        );
+        let s = self.stream.get_mut();
+        s.write_all(head.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        s.write_all(body).await.map_err(|e| e.to_string())?;
+        let mut status = 0u16;
+        let mut length = None;
+        loop {
+            let mut line = String::new();
+            if self
+                .stream
+                .read_line(&mut line)
+                .await
+                .map_err(|e| e.to_string())?
+                == 0
+            {
+                return Err("the gateway closed the connection".into());
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if status == 0 {
+                status = line
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+            } else if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse::<usize>().ok();
+                }
+            }
+        }
+        let length = length.ok_or("an answer without Content-Length")?;
+        let mut answer = vec![0u8; length];
+        self.stream
+            .read_exact(&mut answer)
+            .await
+            .map_err(|e| e.to_string())?;
+        match status {
+            200 => Ok(()),
+            _ => Err(String::from_utf8_lossy(&answer).into_owned()),
+        }
     }
 }
 
@@ -287,7 +409,7 @@ pub(crate) async fn run(d: &Dialer, args: BenchArgs, json: bool) -> Result<(), F
     // With `--user`, every connection's requests carry the token (as etcd's benchmark).
     let token = d.authenticate(endpoints).await?;
     let mut conns = Vec::new();
-    for i in 0..args.conns {
+    for i in 0..if args.gateway { 0 } else { args.conns } {
         let ep = &endpoints[i % endpoints.len()];
         conns.push(token.attach(client::connect_one(ep, dial, Duration::from_secs(60)).await?));
     }
@@ -300,7 +422,12 @@ pub(crate) async fn run(d: &Dialer, args: BenchArgs, json: bool) -> Result<(), F
     let pace = (rate > 0).then(|| Duration::from_secs_f64(1.0 / rate as f64));
     let mut tasks = Vec::new();
     for c in 0..args.clients {
-        let mut kv = KvClient::new(conns[c % conns.len()].clone());
+        let mut sender = match args.gateway {
+            true => Sender::Gateway(
+                Gateway::connect(&endpoints[c % endpoints.len()], token.value()).await?,
+            ),
+            false => Sender::Grpc(KvClient::new(conns[c % conns.len()].clone())),
+        };
         let (next, errors, load, first_error) = (
             next.clone(),
             errors.clone(),
@@ -318,12 +445,12 @@ pub(crate) async fn run(d: &Dialer, args: BenchArgs, json: bool) -> Result<(), F
                     tokio::time::sleep_until((start + p.mul_f64(n as f64)).into()).await;
                 }
                 let t = Instant::now();
-                match load.run(&mut kv, n).await {
+                match sender.send(load.request(n)).await {
                     Ok(()) => lat.push(t.elapsed().as_secs_f64()),
                     Err(e) => {
                         errors.fetch_add(1, Ordering::Relaxed);
                         if let Ok(mut f) = first_error.lock() {
-                            f.get_or_insert_with(|| e.message().to_string());
+                            f.get_or_insert(e);
                         }
                     }
                 }

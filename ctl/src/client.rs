@@ -94,6 +94,14 @@ impl Token {
         Ok(Token(Some(v)))
     }
 
+    /// The token itself, for an HTTP `Authorization` header.
+    pub(crate) fn value(&self) -> Option<String> {
+        self.0
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+
     /// `ch`, with this token on every request sent over it.
     pub(crate) fn attach(&self, ch: Channel) -> Conn {
         InterceptedService::new(ch, self.clone())

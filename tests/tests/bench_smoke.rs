@@ -87,3 +87,48 @@ fn bench_txn_put_and_json_report() {
     assert_eq!(v["header"]["revision"], 101);
     assert!(v["count"].as_i64().unwrap() > 100);
 }
+
+/// `--gateway`: the same loads as HTTP+JSON, against real etcd's gateway and ours, and the
+/// writes land.
+#[test]
+fn bench_through_the_gateway_smoke() {
+    for kind in [Kind::Etcd, Kind::Oxetcd] {
+        let m = Member::start(kind);
+        let r = m.oxetcdctl(&[
+            "bench",
+            "--gateway",
+            "--clients",
+            "8",
+            "put",
+            "--total",
+            "400",
+            "--key-space-size",
+            "100",
+            "--sequential-keys",
+            "--key-size",
+            "4",
+        ]);
+        let out = r.ok();
+        assert!(out.contains("Requests/sec:"), "{kind:?}: {out}");
+        assert!(!out.contains("requests failed"), "{kind:?}: {out}");
+        let count = m.etcdctl(&["get", "", "--prefix", "-w", "json", "--keys-only"]);
+        let json: serde_json::Value = serde_json::from_str(count.ok().trim()).expect("json");
+        assert_eq!(json["count"], 100, "{kind:?}");
+        assert_eq!(json["header"]["revision"], 401, "{kind:?}");
+        let r = m.oxetcdctl(&[
+            "bench",
+            "--gateway",
+            "--clients",
+            "4",
+            "range",
+            "0000",
+            "--total",
+            "100",
+        ]);
+        let out = r.ok();
+        assert!(
+            out.contains("Requests/sec:") && !out.contains("failed"),
+            "{kind:?}: {out}"
+        );
+    }
+}
