@@ -125,6 +125,16 @@ impl KeyHistory {
     pub(super) fn is_empty(&self) -> bool {
         self.generations.iter().all(|g| g.revs.is_empty())
     }
+
+    /// The revision a compaction at `at` would keep of this key, if any (etcd's `keep`): the
+    /// newest one at or before `at` in the first generation still alive after `at`.
+    fn kept_at(&self, at: i64) -> Option<Revision> {
+        let live = self.generations.iter().find(|g| {
+            let ended = g.tombstone && g.revs.last().is_some_and(|r| r.main <= at);
+            !ended && !g.revs.is_empty()
+        })?;
+        live.revs.iter().rev().find(|r| r.main <= at).copied()
+    }
 }
 
 /// All keys, ordered.
@@ -172,6 +182,11 @@ impl KeyIndex {
 
     pub(super) fn len(&self) -> usize {
         self.keys.len()
+    }
+
+    /// Every revision a compaction at `at` would keep (etcd's `treeIndex.Keep`).
+    pub(super) fn kept_at(&self, at: i64) -> std::collections::HashSet<Revision> {
+        self.keys.values().filter_map(|h| h.kept_at(at)).collect()
     }
 }
 

@@ -27,4 +27,4 @@ pub(crate) fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
         _ => key >= start && key < end,
     }
 }
-pub(crate) use store::{Mvcc, WriteTxn};
+pub(crate) use store::{hash_kv_rows, Mvcc, WriteTxn};

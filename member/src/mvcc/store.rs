@@ -187,10 +187,15 @@ impl Mvcc {
             if rev.main > to {
                 break;
             }
-            let kv = KeyValue::decode(v.as_ref())
+            let mut kv = KeyValue::decode(v.as_ref())
                 .map_err(|e| KvError::Corrupt(format!("bad value at {rev:?}: {e}")))?;
             if !super::in_range(&kv.key, start, end) {
                 continue;
+            }
+            if tombstone {
+                // A tombstone row holds the key alone (etcd's layout); its event carries the
+                // revision of the delete, as etcd patches it in.
+                kv.mod_revision = rev.main;
             }
             let prev = if prev_kv {
                 self.value_at(&kv.key, rev.main - 1)?
@@ -271,12 +276,16 @@ impl Mvcc {
                 }
                 Change::Delete { prev } => {
                     self.index.entry(&prev.key).tombstone(rev);
-                    let tomb = KeyValue {
+                    // The row holds the key alone, as etcd's (HashKV hashes the rows).
+                    let row = KeyValue {
                         key: prev.key.clone(),
-                        mod_revision: main,
                         ..Default::default()
                     };
-                    batch.put_cf(cf, rev.to_key(true), tomb.encode_to_vec());
+                    batch.put_cf(cf, rev.to_key(true), row.encode_to_vec());
+                    let tomb = KeyValue {
+                        mod_revision: main,
+                        ..row
+                    };
                     events.push(Event {
                         r#type: EventType::Delete as i32,
                         kv: Some(tomb),
@@ -292,6 +301,30 @@ impl Mvcc {
             main.to_be_bytes(),
         );
         events
+    }
+
+    /// What hashing the key space at `rev` (0: the current revision) needs from the index,
+    /// taken under the state lock; the rows are then read from a RocksDB snapshot taken with it
+    /// (see [`hash_kv_rows`]), so no apply waits for the scan.
+    pub(crate) fn hash_plan(&self, rev: i64) -> Result<HashPlan, KvError> {
+        if rev > 0 && self.ever_compacted && rev <= self.compact_rev {
+            return Err(KvError::Compacted);
+        }
+        if rev > self.current_rev {
+            return Err(KvError::FutureRev);
+        }
+        let at = if rev == 0 { self.current_rev } else { rev };
+        Ok(HashPlan {
+            at,
+            current: self.current_rev,
+            // etcd's compacted revision is -1 before any compaction.
+            compacted: if self.ever_compacted {
+                self.compact_rev
+            } else {
+                -1
+            },
+            keep: self.index.kept_at(at),
+        })
     }
 
     /// Compacts history up to `rev` (checked by the caller), removing superseded revisions.
@@ -413,4 +446,46 @@ impl WriteTxn {
         }
         Ok(doomed)
     }
+}
+
+/// See [`Mvcc::hash_plan`].
+pub(crate) struct HashPlan {
+    /// The revision hashed.
+    pub at: i64,
+    pub current: i64,
+    pub compacted: i64,
+    keep: std::collections::HashSet<Revision>,
+}
+
+/// etcd's `HashByRev`: CRC-32C over "key" and then every revision row up to `plan.at`, in
+/// revision order, with etcd's bbolt key encoding (main, `_`, sub, and `t` for a tombstone)
+/// and the `mvccpb.KeyValue` value; rows at or before the compaction are counted only if a
+/// compaction at `plan.at` would keep them. The same history gives the same hash as etcd's.
+pub(crate) fn hash_kv_rows(
+    plan: &HashPlan,
+    rows: impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>>,
+) -> Result<u32, KvError> {
+    let mut crc = crc32c::crc32c(b"key");
+    for row in rows {
+        let (k, v) = row?;
+        let Some((rev, tombstone)) = Revision::from_key(&k) else {
+            continue;
+        };
+        if rev.main > plan.at {
+            break;
+        }
+        if rev.main <= plan.compacted && !plan.keep.is_empty() && !plan.keep.contains(&rev) {
+            continue;
+        }
+        let mut etcd_key = Vec::with_capacity(18);
+        etcd_key.extend_from_slice(&rev.main.to_be_bytes());
+        etcd_key.push(b'_');
+        etcd_key.extend_from_slice(&rev.sub.to_be_bytes());
+        if tombstone {
+            etcd_key.push(b't');
+        }
+        crc = crc32c::crc32c_append(crc, &etcd_key);
+        crc = crc32c::crc32c_append(crc, &v);
+    }
+    Ok(crc)
 }
