@@ -1,9 +1,9 @@
-//! `endpoint status|health [--cluster]`.
+//! `endpoint status|health|hashkv [--cluster]`.
 
 use std::time::{Duration, Instant};
 
 use clap::Subcommand;
-use oxetcd_common::etcdserverpb::{RangeRequest, StatusRequest};
+use oxetcd_common::etcdserverpb::{HashKvRequest, RangeRequest, StatusRequest};
 
 use crate::client::Dialer;
 use crate::error::Failure;
@@ -19,6 +19,13 @@ pub(crate) enum EndpointCommand {
     Status,
     /// Checks the healthiness of endpoints specified in `--endpoints` flag
     Health,
+    /// Prints the KV history hash for each endpoint in --endpoints
+    #[command(name = "hashkv")]
+    HashKv {
+        /// maximum revision to hash (default: all revisions)
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
+    },
 }
 
 /// `endpoint status|health`; with `cluster`, on every client URL of the member list.
@@ -43,6 +50,42 @@ pub(crate) async fn run(
     match command {
         EndpointCommand::Status => status(d, printer, &endpoints).await,
         EndpointCommand::Health => health(d, printer, &endpoints).await,
+        EndpointCommand::HashKv { rev } => hashkv(d, printer, &endpoints, rev).await,
+    }
+}
+
+/// etcdctl's `endpoint hashkv`: each endpoint's hash; the last failure is the command's.
+async fn hashkv(
+    d: &Dialer,
+    printer: Printer,
+    endpoints: &[String],
+    rev: i64,
+) -> Result<(), Failure> {
+    let token = d.authenticate(&d.endpoints).await?;
+    let mut list = Vec::new();
+    let mut failed = None;
+    for ep in endpoints {
+        let res = async {
+            let mut c = d.connect_with(ep, &token).await?;
+            let r = c
+                .maintenance
+                .hash_kv(HashKvRequest { revision: rev })
+                .await?;
+            Ok::<_, Failure>(r.into_inner())
+        }
+        .await;
+        match res {
+            Ok(h) => list.push((ep.clone(), h)),
+            Err(e) => {
+                eprintln!("Failed to get the hash of endpoint {ep} ({})", e.message);
+                failed = Some(e);
+            }
+        }
+    }
+    printer.endpoint_hashkv(&list);
+    match failed {
+        Some(e) => Err(Failure::error(e.message)),
+        None => Ok(()),
     }
 }
 

@@ -522,6 +522,46 @@ impl Printer {
         }
     }
 
+    pub(crate) fn endpoint_hashkv(
+        &self,
+        list: &[(String, oxetcd_common::etcdserverpb::HashKvResponse)],
+    ) {
+        match self.format {
+            Format::Json => {
+                let arr: Vec<Value> = list
+                    .iter()
+                    .map(|(ep, h)| {
+                        let mut m = with_header(&h.header);
+                        put_nonzero_u(&mut m, "hash", u64::from(h.hash));
+                        put_nonzero_i(&mut m, "compact_revision", h.compact_revision);
+                        json!({"Endpoint": ep, "HashKV": Value::Object(m)})
+                    })
+                    .collect();
+                println!("{}", Value::Array(arr));
+            }
+            Format::Table => {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|(ep, h)| vec![ep.clone(), h.hash.to_string()])
+                    .collect();
+                print!("{}", table(&["endpoint", "hash"], &rows));
+            }
+            Format::Fields => {
+                for (ep, h) in list {
+                    Self::hdr_fields(&h.header);
+                    println!("\"Endpoint\" : {}", go_quote(ep.as_bytes()));
+                    println!("\"Hash\" : {}", h.hash);
+                    println!();
+                }
+            }
+            _ => {
+                for (ep, h) in list {
+                    println!("{ep}, {}", h.hash);
+                }
+            }
+        }
+    }
+
     pub(crate) fn endpoint_status(&self, list: &[(String, StatusResponse)]) {
         let header = [
             "endpoint",

@@ -69,3 +69,26 @@ fn members_of_a_cluster_agree_on_hashkv() {
         .collect();
     assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
 }
+
+/// `oxetcdctl endpoint hashkv` prints what etcdctl prints, in every format, and fails as it
+/// does for a compacted revision.
+#[test]
+fn oxetcdctl_endpoint_hashkv_prints_what_etcdctl_prints() {
+    let m = Member::start(Kind::Oxetcd);
+    history(&m);
+    for args in [
+        &["endpoint", "hashkv"][..],
+        &["endpoint", "hashkv", "-w", "json"],
+        &["endpoint", "hashkv", "-w", "table"],
+        &["endpoint", "hashkv", "-w", "fields", "--rev=8"],
+        &["endpoint", "hashkv", "--rev=3"],
+        &["endpoint", "hashkv", "--cluster"],
+    ] {
+        let (theirs, ours) = (m.etcdctl(args), m.oxetcdctl(args));
+        assert_eq!(
+            (theirs.code, theirs.stdout.clone(), theirs.error_line()),
+            (ours.code, ours.stdout.clone(), ours.error_line()),
+            "{args:?}"
+        );
+    }
+}
