@@ -18,4 +18,6 @@ pub use binaries::{bin, bin_dir};
 pub use client::{client, http_get, http_request, http_request_with, key_space, rows, Row};
 pub use ctl::{etcdctl_at, Ctl, Running};
 pub use process::{free_port, Cluster, Kind, Member, Proxy};
-pub use transcript::{auth_script, first_difference, kv_script, normalize, run_script, Step};
+pub use transcript::{
+    against_etcd, auth_script, first_difference, kv_script, normalize, run_script, Step,
+};

@@ -258,6 +258,16 @@ pub fn run_script(member: &Member, script: &[Step], ours: bool) -> String {
     out
 }
 
+/// `run` against a fresh real etcd member, then against a fresh oxetcd member (one at a time):
+/// (etcd's answer, oxetcd's).
+pub fn against_etcd<T>(run: impl Fn(&Member) -> T) -> (T, T) {
+    let etcd = Member::start(crate::process::Kind::Etcd);
+    let reference = run(&etcd);
+    drop(etcd);
+    let ox = Member::start(crate::process::Kind::Oxetcd);
+    (reference, run(&ox))
+}
+
 /// Where two transcripts (etcd's first) part, with the lines of etcd's before it, for a
 /// failure message.
 pub fn first_difference(a: &str, b: &str) -> String {

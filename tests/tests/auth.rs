@@ -16,17 +16,15 @@ use oxetcd_common::v3electionpb::election_client::ElectionClient;
 use oxetcd_common::v3electionpb::{CampaignRequest, LeaderRequest};
 use oxetcd_common::v3lockpb::lock_client::LockClient;
 use oxetcd_common::v3lockpb::{LockRequest, UnlockRequest};
-use oxetcd_tests::{auth_script, first_difference, run_script, Cluster, Kind, Member};
+use oxetcd_tests::{
+    against_etcd, auth_script, first_difference, run_script, Cluster, Kind, Member,
+};
 use tonic::transport::Channel;
 
 #[test]
 fn etcdctl_auth_script_matches_real_etcd() {
     let script = auth_script();
-    let etcd = Member::start(Kind::Etcd);
-    let reference = run_script(&etcd, &script, false);
-    drop(etcd);
-    let ox = Member::start(Kind::Oxetcd);
-    let ours = run_script(&ox, &script, false);
+    let (reference, ours) = against_etcd(|m| run_script(m, &script, false));
     assert!(
         reference == ours,
         "etcdctl against oxetcd differs from etcdctl against etcd at {}\n--- oxetcd:\n{ours}",

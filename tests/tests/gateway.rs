@@ -1,7 +1,7 @@
 //! The HTTP+JSON gateway: the same requests against real etcd 3.4 and oxetcd, the answers
 //! (status and body) compared byte for byte once IDs and raft terms are normalized.
 
-use oxetcd_tests::{first_difference, http_request, normalize, Kind, Member};
+use oxetcd_tests::{against_etcd, first_difference, http_request, normalize, Kind, Member};
 
 /// (method, path, body) in order, each against the same fresh member.
 const STEPS: &[(&str, &str, &str)] = &[
@@ -82,11 +82,7 @@ const STEPS: &[(&str, &str, &str)] = &[
 ];
 
 fn transcript(m: &Member) -> String {
-    let port: u16 = m
-        .endpoint()
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .expect("port");
+    let port = m.client_port;
     let mut out = String::new();
     for (method, path, body) in STEPS {
         let (status, answer) = http_request(port, method, path, body);
@@ -104,11 +100,7 @@ fn dump_gateway_transcript() {
 
 #[test]
 fn gateway_answers_as_etcds() {
-    let etcd = Member::start(Kind::Etcd);
-    let reference = transcript(&etcd);
-    drop(etcd);
-    let ox = Member::start(Kind::Oxetcd);
-    let ours = transcript(&ox);
+    let (reference, ours) = against_etcd(transcript);
     assert!(
         reference == ours,
         "the gateway differs from etcd's at {}\n--- oxetcd:\n{ours}",
@@ -121,11 +113,7 @@ fn gateway_answers_as_etcds() {
 #[test]
 fn malformed_bodies_get_400_and_the_member_keeps_serving() {
     let m = Member::start(Kind::Oxetcd);
-    let port: u16 = m
-        .endpoint()
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .expect("port");
+    let port = m.client_port;
     for body in [
         "{",
         "[]",
@@ -187,11 +175,7 @@ fn stream_lines(port: u16, path: &str, body: &str, lines: usize) -> Vec<String> 
 #[test]
 fn gateway_watch_streams_as_etcds() {
     let run = |m: &Member| -> String {
-        let port: u16 = m
-            .endpoint()
-            .rsplit_once(':')
-            .and_then(|(_, p)| p.parse().ok())
-            .expect("port");
+        let port = m.client_port;
         for (path, body) in [
             ("/v3/kv/put", r#"{"key":"Z3c=","value":"MQ=="}"#),
             ("/v3/kv/put", r#"{"key":"Z3c=","value":"Mg=="}"#),
@@ -220,11 +204,7 @@ fn gateway_watch_streams_as_etcds() {
             .collect::<Vec<_>>()
             .concat()
     };
-    let etcd = Member::start(Kind::Etcd);
-    let reference = run(&etcd);
-    drop(etcd);
-    let ox = Member::start(Kind::Oxetcd);
-    let ours = run(&ox);
+    let (reference, ours) = against_etcd(run);
     assert!(
         reference == ours,
         "differs at {}\n--- etcd:\n{reference}\n--- oxetcd:\n{ours}",
@@ -237,11 +217,7 @@ fn gateway_watch_streams_as_etcds() {
 #[test]
 fn gateway_keepalive_and_observe_stream_as_etcds() {
     let run = |m: &Member| -> String {
-        let port: u16 = m
-            .endpoint()
-            .rsplit_once(':')
-            .and_then(|(_, p)| p.parse().ok())
-            .expect("port");
+        let port = m.client_port;
         let mut out = String::new();
         for (path, body) in [
             ("/v3/lease/grant", r#"{"TTL":60,"ID":9}"#),
@@ -262,11 +238,7 @@ fn gateway_keepalive_and_observe_stream_as_etcds() {
         }
         out
     };
-    let etcd = Member::start(Kind::Etcd);
-    let reference = run(&etcd);
-    drop(etcd);
-    let ox = Member::start(Kind::Oxetcd);
-    let ours = run(&ox);
+    let (reference, ours) = against_etcd(run);
     assert!(
         reference == ours,
         "differs at {}\n--- etcd:\n{reference}\n--- oxetcd:\n{ours}",
@@ -281,11 +253,7 @@ fn gateway_keepalive_and_observe_stream_as_etcds() {
 fn etcd3gw_client_session_matches_real_etcd() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/etcd3gw_session.py");
     let run = |m: &Member| -> String {
-        let port = m
-            .endpoint()
-            .rsplit_once(':')
-            .map(|(_, p)| p.to_string())
-            .expect("port");
+        let port = m.client_port.to_string();
         // Debian's python, where python3-etcd3gw is installed (.ci/setup).
         let out = std::process::Command::new("/usr/bin/python3")
             .arg(script)
@@ -299,11 +267,7 @@ fn etcd3gw_client_session_matches_real_etcd() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let etcd = Member::start(Kind::Etcd);
-    let reference = run(&etcd);
-    drop(etcd);
-    let ox = Member::start(Kind::Oxetcd);
-    let ours = run(&ox);
+    let (reference, ours) = against_etcd(run);
     assert!(
         reference == ours,
         "differs at {}\n--- etcd:\n{reference}\n--- oxetcd:\n{ours}",
@@ -317,11 +281,7 @@ fn etcd3gw_client_session_matches_real_etcd() {
 fn gateway_through_the_proxy() {
     let c = oxetcd_tests::Cluster::start(Kind::Oxetcd, 3);
     let p = oxetcd_tests::Proxy::start(&c.endpoints(), &[]);
-    let port: u16 = p
-        .endpoint()
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .expect("port");
+    let port = p.port;
     let (status, body) = http_request(
         port,
         "POST",
@@ -350,11 +310,7 @@ fn oversized_bodies_are_refused_as_etcds_gateway_does() {
     // `n` bytes of "x", base64 ("xxx" is "eHh4"): `n` must be a multiple of 3.
     let put = |n: usize| format!(r#"{{"key":"Zm9v","value":"{}"}}"#, "eHh4".repeat(n / 3));
     let run = |m: &Member| -> String {
-        let port: u16 = m
-            .endpoint()
-            .rsplit_once(':')
-            .and_then(|(_, p)| p.parse().ok())
-            .expect("port");
+        let port = m.client_port;
         let mut out = String::new();
         for n in [1_740_801, 3 * 1024 * 1024] {
             let (status, body) = http_request(port, "POST", "/v3/kv/put", &put(n));
@@ -362,11 +318,7 @@ fn oversized_bodies_are_refused_as_etcds_gateway_does() {
         }
         out
     };
-    let etcd = Member::start(Kind::Etcd);
-    let reference = run(&etcd);
-    drop(etcd);
-    let ox = Member::start(Kind::Oxetcd);
-    let ours = run(&ox);
+    let (reference, ours) = against_etcd(run);
     assert_eq!(reference, ours);
     assert!(ours.contains("[HTTP 429]"), "{ours}");
 }
@@ -377,11 +329,7 @@ fn oversized_bodies_are_refused_as_etcds_gateway_does() {
 fn gateway_with_auth_as_etcds() {
     use oxetcd_tests::http_request_with;
     let run = |m: &Member| -> String {
-        let port: u16 = m
-            .endpoint()
-            .rsplit_once(':')
-            .and_then(|(_, p)| p.parse().ok())
-            .expect("port");
+        let port = m.client_port;
         for step in [
             "user add root:rootpw",
             "role add root",
@@ -438,11 +386,7 @@ fn gateway_with_auth_as_etcds() {
         out.push_str(&format!("[HTTP {status}] {}", normalize(answer.trim_end())));
         out
     };
-    let etcd = Member::start(Kind::Etcd);
-    let reference = run(&etcd);
-    drop(etcd);
-    let ox = Member::start(Kind::Oxetcd);
-    let ours = run(&ox);
+    let (reference, ours) = against_etcd(run);
     assert!(
         reference == ours,
         "differs at {}\n--- etcd:\n{reference}\n--- oxetcd:\n{ours}",

@@ -4,10 +4,7 @@
 use oxetcd_tests::{http_request, Cluster, Kind, Member};
 
 fn port_of(m: &Member) -> u16 {
-    m.endpoint()
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .expect("port")
+    m.client_port
 }
 
 fn get(m: &Member, path: &str) -> (u16, String) {

@@ -1,16 +1,12 @@
 //! The same etcdctl script against real etcd 3.4 and against oxetcd: the transcripts must be
 //! identical once IDs and raft terms (which differ between any two clusters) are normalized.
 
-use oxetcd_tests::{first_difference, kv_script, run_script, Kind, Member};
+use oxetcd_tests::{against_etcd, first_difference, kv_script, run_script, Kind, Member};
 
 #[test]
 fn etcdctl_kv_script_matches_real_etcd() {
     let script = kv_script();
-    let etcd = Member::start(Kind::Etcd);
-    let reference = run_script(&etcd, &script, false);
-    drop(etcd);
-    let ox = Member::start(Kind::Oxetcd);
-    let ours = run_script(&ox, &script, false);
+    let (reference, ours) = against_etcd(|m| run_script(m, &script, false));
     assert!(
         reference == ours,
         "etcdctl against oxetcd differs from etcdctl against etcd at {}",

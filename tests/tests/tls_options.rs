@@ -65,11 +65,7 @@ fn rustls_pemfile_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'sta
 }
 
 fn client_port(c: &Cluster) -> u16 {
-    c.members[0]
-        .endpoint()
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .expect("port")
+    c.members[0].client_port
 }
 
 const TLS12: &[&SupportedProtocolVersion] = &[&rustls::version::TLS12];
@@ -232,11 +228,7 @@ async fn wrong_certificates_and_wrong_protocols_get_nothing() {
 
     // TLS to a plaintext peer port.
     let plain = Cluster::start(Kind::Oxetcd, 1);
-    let peer_port: u16 = plain.members[0]
-        .peer_url()
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .expect("peer port");
+    let peer_port = plain.members[0].peer_port;
     assert!(handshake(peer_port, &ca.cert_pem, TLS13, None)
         .await
         .is_err());
