@@ -498,20 +498,9 @@ pub fn server_config(
     let builder = if policy.client_cert_auth && !policy.insecure_skip_verify {
         let ca = files
             .trusted_ca_file
-            .clone()
+            .as_deref()
             .context("client certificate authentication needs a trusted CA file")?;
-        let p = provider.clone();
-        let load = move || -> anyhow::Result<Arc<dyn ClientCertVerifier>> {
-            WebPkiClientVerifier::builder_with_provider(Arc::new(load_roots(&ca)?), p.clone())
-                .build()
-                .context("client certificate verifier")
-        };
-        let paths = files.trusted_ca_file.iter().cloned().collect();
-        builder.with_client_cert_verifier(Arc::new(ClientVerifier {
-            inner: Reloading::new("CA bundle", paths, Box::new(load))?,
-            policy: policy.clone(),
-            provider: provider.clone(),
-        }))
+        builder.with_client_cert_verifier(client_cert_verifier(ca, policy)?)
     } else {
         builder.with_no_client_auth()
     };

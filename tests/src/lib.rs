@@ -19,5 +19,6 @@ pub use client::{client, http_get, http_request, http_request_with, key_space, r
 pub use ctl::{etcdctl_at, Ctl, Running};
 pub use process::{free_port, Cluster, Kind, Member, Proxy};
 pub use transcript::{
-    against_etcd, auth_script, first_difference, kv_script, normalize, run_script, Step,
+    against_etcd, auth_script, first_difference, kv_script, normalize, run_script, set_up_auth,
+    Step, AUTH_SETUP,
 };

@@ -258,6 +258,28 @@ pub fn run_script(member: &Member, script: &[Step], ours: bool) -> String {
     out
 }
 
+/// The users most auth tests start from, as etcdctl commands: root (with the root role) and
+/// alice (role `app`: readwrite on the prefix `/app/`), then auth enabled.
+pub const AUTH_SETUP: [&str; 8] = [
+    "user add root:rootpw",
+    "role add root",
+    "user grant-role root root",
+    "user add alice:alicepw",
+    "role add app",
+    "role grant-permission app readwrite /app/ --prefix=true",
+    "user grant-role alice app",
+    "auth enable",
+];
+
+/// Runs [`AUTH_SETUP`] with etcdctl against `m`, `flags` (TLS flags, say) before each command.
+pub fn set_up_auth(m: &Member, flags: &[&str]) {
+    for step in AUTH_SETUP {
+        let mut args = flags.to_vec();
+        args.extend(step.split(' '));
+        m.etcdctl(&args).ok();
+    }
+}
+
 /// `run` against a fresh real etcd member, then against a fresh oxetcd member (one at a time):
 /// (etcd's answer, oxetcd's).
 pub fn against_etcd<T>(run: impl Fn(&Member) -> T) -> (T, T) {

@@ -948,33 +948,26 @@ fn the_client_certificate_common_name_is_the_user_as_in_etcd() {
     let member_args = pki.member_args();
     let member_args: Vec<&str> = member_args.iter().map(String::as_str).collect();
     let tls = pki.client_args();
-    let script: Vec<oxetcd_tests::Step> = [
-        "user add root:rootpw",
-        "role add root",
-        "user grant-role root root",
-        "user add alice:alicepw",
-        "role add app",
-        "role grant-permission app readwrite /app/ --prefix=true",
-        "user grant-role alice app",
-        "auth enable",
-        "put /app/x 1",
-        "get /app/x",
-        "put /other 1",
-        "user list",
-        "--user=root:rootpw put /other 1",
-        "--user=root:rootpw user list",
-        "--user=root:rootpw auth disable",
-    ]
-    .iter()
-    .map(|line| oxetcd_tests::Step {
-        args: tls
-            .iter()
-            .cloned()
-            .chain(line.split(' ').map(str::to_string))
-            .collect(),
-        stdin: None,
-    })
-    .collect();
+    let script: Vec<oxetcd_tests::Step> = oxetcd_tests::AUTH_SETUP
+        .iter()
+        .chain(&[
+            "put /app/x 1",
+            "get /app/x",
+            "put /other 1",
+            "user list",
+            "--user=root:rootpw put /other 1",
+            "--user=root:rootpw user list",
+            "--user=root:rootpw auth disable",
+        ])
+        .map(|line| oxetcd_tests::Step {
+            args: tls
+                .iter()
+                .cloned()
+                .chain(line.split(' ').map(str::to_string))
+                .collect(),
+            stdin: None,
+        })
+        .collect();
     let etcd = Cluster::start_tls(Kind::Etcd, 1, &member_args);
     let reference = run_script(&etcd.members[0], &script, false);
     drop(etcd);
@@ -997,19 +990,7 @@ fn the_client_certificate_common_name_is_the_user_as_in_etcd() {
 fn the_proxy_passes_tokens_through_to_an_auth_enabled_cluster() {
     let c = Cluster::start(Kind::Oxetcd, 3);
     let m = &c.members[0];
-    for step in [
-        "user add root:rootpw",
-        "role add root",
-        "user grant-role root root",
-        "user add alice:alicepw",
-        "role add app",
-        "role grant-permission app readwrite /app/ --prefix=true",
-        "user grant-role alice app",
-        "auth enable",
-    ] {
-        let args: Vec<&str> = step.split(' ').collect();
-        m.etcdctl(&args).ok();
-    }
+    oxetcd_tests::set_up_auth(m, &[]);
     let p = oxetcd_tests::Proxy::start(&c.endpoints(), &[]);
     assert_eq!(
         p.etcdctl(&["--user=alice:alicepw", "put", "/app/x", "1"])
@@ -1200,20 +1181,7 @@ async fn the_proxy_forwards_client_certificate_names_to_members() {
     };
     let root = as_cert("root");
     let root: Vec<&str> = root.iter().map(String::as_str).collect();
-    for step in [
-        "user add root:rootpw",
-        "role add root",
-        "user grant-role root root",
-        "user add alice:alicepw",
-        "role add app",
-        "role grant-permission app readwrite /app/ --prefix=true",
-        "user grant-role alice app",
-        "auth enable",
-    ] {
-        let mut args = root.clone();
-        args.extend(step.split(' '));
-        c.members[0].etcdctl(&args).ok();
-    }
+    oxetcd_tests::set_up_auth(&c.members[0], &root);
     let proxy_args = [
         arg("cert-file", &proxy_cert),
         arg("key-file", &proxy_key),

@@ -330,19 +330,7 @@ fn gateway_with_auth_as_etcds() {
     use oxetcd_tests::http_request_with;
     let run = |m: &Member| -> String {
         let port = m.client_port;
-        for step in [
-            "user add root:rootpw",
-            "role add root",
-            "user grant-role root root",
-            "user add alice:alicepw",
-            "role add app",
-            "role grant-permission app readwrite /app/ --prefix=true",
-            "user grant-role alice app",
-            "auth enable",
-        ] {
-            let args: Vec<&str> = step.split(' ').collect();
-            m.etcdctl(&args).ok();
-        }
+        oxetcd_tests::set_up_auth(m, &[]);
         let mut out = String::new();
         let (status, body) = http_request(
             port,
