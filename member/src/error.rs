@@ -61,6 +61,12 @@ pub enum ServerError {
     /// A bug or a corrupt store: never the client's fault.
     #[error("etcdserver: {0}")]
     Internal(String),
+    /// Over `--quota-backend-bytes`, or the NOSPACE alarm is raised: no puts, no lease grants.
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    /// The CORRUPT alarm is raised: no writes until an operator disarms it.
+    #[error("etcdserver: corrupt cluster")]
+    CorruptCluster,
     /// Lock and Election: the contender key went away while waiting.
     #[error("etcdserver: contender key was deleted while waiting")]
     ContenderDeleted,

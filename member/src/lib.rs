@@ -11,6 +11,7 @@
 // can tell what is dead.
 #![deny(unreachable_pub)]
 
+mod alarm;
 mod api;
 mod apply;
 mod auth;
@@ -27,6 +28,7 @@ mod membership;
 mod metrics;
 mod mvcc;
 mod peer;
+mod quota;
 mod raft;
 mod server;
 mod storage;

@@ -27,11 +27,20 @@ pub(crate) const CF_AUTH: &str = "auth";
 
 const ALL_CFS: [&str; 6] = [CF_RAFT_LOG, CF_RAFT_META, CF_KV, CF_META, CF_LEASE, CF_AUTH];
 
+/// The state machine's column families: etcd's backend.
+const STATE_CFS: [&str; 4] = [CF_KV, CF_META, CF_LEASE, CF_AUTH];
+
 /// Shared handle to the member's database.
 #[derive(Clone)]
 pub(crate) struct Storage {
     db: Arc<DB>,
+    /// The last [`Storage::size_on_disk`] and when it was measured (see [`Storage::size`]).
+    size: Arc<std::sync::Mutex<Option<(std::time::Instant, i64)>>>,
 }
+
+/// How old a cached database size may be: the quota check runs on every write, and a
+/// measurement asks RocksDB for a dozen properties.
+const SIZE_CACHE: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Storage {
     /// Opens (creating if needed) the database under `dir`.
@@ -45,7 +54,10 @@ impl Storage {
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            db: Arc::new(db),
+            size: Default::default(),
+        })
     }
 
     pub(crate) fn db(&self) -> &DB {
@@ -59,10 +71,26 @@ impl Storage {
             .unwrap_or_else(|| panic!("column family {name} is opened with the database"))
     }
 
-    /// Approximate on-disk size of the database, for `Status.dbSize`.
+    /// The database size as of at most 100 ms ago (etcd's backend size is likewise updated at
+    /// each backend commit): what the space quota is checked against.
+    pub(crate) fn size(&self) -> i64 {
+        let now = std::time::Instant::now();
+        let mut cached = self.size.lock().unwrap_or_else(|p| p.into_inner());
+        match *cached {
+            Some((at, size)) if now.duration_since(at) < SIZE_CACHE => size,
+            _ => {
+                let size = self.size_on_disk();
+                *cached = Some((now, size));
+                size
+            }
+        }
+    }
+
+    /// Approximate size of the backend (the state machine's column families, as etcd's
+    /// `dbSize` is its bbolt file without the WAL): `Status.dbSize` and the space quota.
     pub(crate) fn size_on_disk(&self) -> i64 {
         let mut total = 0u64;
-        for name in ALL_CFS {
+        for name in STATE_CFS {
             if let Ok(Some(v)) = self
                 .db
                 .property_int_value_cf(self.cf(name), "rocksdb.total-sst-files-size")

@@ -58,6 +58,8 @@ fn code(e: &ServerError) -> Code {
         ServerError::MemberNotFound => Code::NotFound,
         ServerError::InvalidPeerUrls => Code::InvalidArgument,
         ServerError::Internal(_) => Code::Internal,
+        ServerError::NoSpace => Code::ResourceExhausted,
+        ServerError::CorruptCluster => Code::DataLoss,
         // etcd's v3election/v3lock servers return this as a plain error: gRPC Unknown.
         ServerError::ContenderDeleted => Code::Unknown,
     }

@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 use super::request_id;
 use crate::identity::Credentials;
 use crate::mvcc;
+use crate::quota;
 use crate::server::EtcdServer;
 
 pub(super) struct KvService {
@@ -106,6 +107,7 @@ impl Kv for KvService {
         let from = self.sender(&request);
         let req = request.into_inner();
         mvcc::check_put(&req)?;
+        self.server.check_quota(quota::put_cost(&req)).await?;
         let (mut resp, term): (PutResponse, _) = self.propose(from, Proposal::Put(req)).await?;
         resp.header = self.server.header(Self::revision_of(&resp.header), term);
         Ok(Response::new(resp))
@@ -144,6 +146,12 @@ impl Kv for KvService {
                 .server
                 .header(Self::revision_of(&resp.header), self.server.term());
             return Ok(Response::new(resp));
+        }
+        // etcd 3.4 checks every txn, so over the quota not even a delete or a read-only txn
+        // passes; only txns with puts are checked here, so a client can free space with them.
+        let cost = quota::txn_cost(&req);
+        if cost > 0 {
+            self.server.check_quota(cost).await?;
         }
         let (mut resp, term): (TxnResponse, _) =
             self.propose((creds, id), Proposal::Txn(req)).await?;

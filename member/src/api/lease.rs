@@ -50,6 +50,7 @@ impl Lease for LeaseService {
         if req.id == 0 {
             req.id = self.server.next_lease_id();
         }
+        self.server.check_quota(crate::quota::LEASE_COST).await?;
         let (bytes, term) = self
             .server
             .propose_for(Proposal::LeaseGrant(req), id, who.as_ref())

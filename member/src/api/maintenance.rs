@@ -5,19 +5,19 @@ use std::sync::Arc;
 
 use futures::Stream;
 use oxetcd_common::etcdserverpb::maintenance_server::Maintenance;
+use oxetcd_common::etcdserverpb::AlarmType;
 use oxetcd_common::etcdserverpb::{
     AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
     DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
     MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
+use oxetcd_common::oxetcdpb::internal_raft_request::Request as Proposal;
 use oxetcd_common::version::{ETCD_SERVER_VERSION, ETCD_STORAGE_VERSION};
+use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::identity::Credentials;
 use crate::server::EtcdServer;
-
-/// etcd's default backend quota (2 GiB) when `--quota-backend-bytes` is 0.
-const DEFAULT_QUOTA_BYTES: i64 = 2 * 1024 * 1024 * 1024;
 
 pub(super) struct MaintenanceService {
     server: Arc<EtcdServer>,
@@ -45,29 +45,40 @@ impl MaintenanceService {
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    async fn alarm(&self, _r: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        // No alarm is ever raised yet (the space quota is not enforced), so every action sees
-        // an empty alarm list, which is what etcd answers with no alarm active.
-        Ok(Response::new(AlarmResponse {
-            header: self.server.header(0, self.server.term()),
-            alarms: Vec::new(),
-        }))
+    /// Every action goes through raft, as in etcd: a GET sees every alarm applied before it.
+    /// Open to every user, and answered without a header, as etcd 3.4 does.
+    async fn alarm(&self, r: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        let (bytes, _) = self.server.propose(Proposal::Alarm(r.into_inner())).await?;
+        let resp = AlarmResponse::decode(bytes.as_slice())
+            .map_err(crate::error::ServerError::bad_apply_result)?;
+        Ok(Response::new(resp))
     }
 
     async fn status(&self, _r: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        let (rev, applied) = {
+        let (rev, applied, alarms) = {
             let state = self.server.read_state()?;
             (
                 state.mvcc.current_rev(),
                 state.applied.map(|l| l.index).unwrap_or(0),
+                state.alarms.get(AlarmType::None as i32),
             )
         };
         let m = self.server.raft.metrics().borrow().clone();
         let db_size = self.server.storage.size_on_disk();
-        let quota = match self.server.limits.quota_backend_bytes {
-            q if q > 0 => q,
-            _ => DEFAULT_QUOTA_BYTES,
-        };
+        // etcd lists "no leader" and each raised alarm (as gogo's compact text of AlarmMember).
+        let mut errors = Vec::new();
+        if m.current_leader.is_none() {
+            errors.push(crate::error::ServerError::NoLeader.to_string());
+        }
+        errors.extend(alarms.iter().map(|a| {
+            format!(
+                "memberID:{} alarm:{} ",
+                a.member_id,
+                AlarmType::try_from(a.alarm)
+                    .map(|t| t.as_str_name())
+                    .unwrap_or("NONE")
+            )
+        }));
         let mut resp = Response::new(StatusResponse {
             header: self.server.header(rev, m.current_term),
             version: ETCD_SERVER_VERSION.to_string(),
@@ -76,11 +87,11 @@ impl Maintenance for MaintenanceService {
             raft_index: m.last_log_index.unwrap_or(0),
             raft_term: m.current_term,
             raft_applied_index: applied,
-            errors: Vec::new(),
+            errors,
             db_size_in_use: db_size,
             is_learner: false,
             storage_version: ETCD_STORAGE_VERSION.to_string(),
-            db_size_quota: quota,
+            db_size_quota: crate::quota::reported_quota(self.server.limits.quota_backend_bytes),
             downgrade_info: None,
         });
         // Tells oxetcd-proxy this member deduplicates retried writes by request ID.

@@ -40,6 +40,7 @@ impl Applier for Interpreter {
             leases,
             attributes,
             auth,
+            alarms,
             ..
         } = state;
         let st = &self.storage;
@@ -163,6 +164,7 @@ impl Applier for Interpreter {
                 let header = header(mvcc.current_rev());
                 Ok(AuthRoleRevokePermissionResponse { header }.encode_to_vec())
             }
+            Request::Alarm(r) => Ok(alarms.apply(st, batch, &r).encode_to_vec()),
             Request::MemberAttributes(a) => {
                 attributes.insert(a.id, (a.name, a.client_urls));
                 let bytes = bincode::serialize(&*attributes)

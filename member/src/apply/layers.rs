@@ -5,10 +5,12 @@
 //! RocksDB batch as the request's own writes, so a layer's record and the request it guards
 //! are durable together.
 //!
-//! Today: [`Dedup`] (request IDs applied once), then [`Permissions`] (etcd's auth applier:
-//! may the request's user do this, at this point of the log?) around
-//! [`super::interpreter::Interpreter`]. Quota checks come in as a layer here.
+//! [`Dedup`] (request IDs applied once), then [`Permissions`] (etcd's auth applier: may the
+//! request's user do this, at this point of the log?), then [`Alarms`] (etcd's capped and
+//! corrupt appliers: what a raised NOSPACE or CORRUPT alarm refuses) around
+//! [`super::interpreter::Interpreter`].
 
+use oxetcd_common::etcdserverpb::AlarmType;
 use oxetcd_common::mvccpb::Event;
 use oxetcd_common::oxetcdpb::internal_raft_request::Request;
 use oxetcd_common::oxetcdpb::InternalRaftRequest;
@@ -19,6 +21,7 @@ use crate::auth::AuthInfo;
 use crate::dedup;
 use crate::error::{Applied, ServerError};
 use crate::mvcc::KvError;
+use crate::quota;
 use crate::storage::Storage;
 
 /// What a layer applies a request to: the state, the batch its writes are staged in, the
@@ -117,6 +120,43 @@ impl<A: Applier> Applier for Permissions<A> {
     }
 }
 
+/// etcd's `applierV3Capped` (NOSPACE: no puts, no txn with puts, no lease grants) and
+/// `applierV3Corrupt` (CORRUPT: no writes, no lease changes). Reads are served outside the
+/// apply path and keep working, as in etcd; so do deletes under NOSPACE, to free space.
+pub(super) struct Alarms<A> {
+    pub(super) inner: A,
+}
+
+impl<A: Applier> Applier for Alarms<A> {
+    fn apply(&self, cx: &mut Context<'_>, req: Request) -> Applied {
+        let alarms = &cx.state.alarms;
+        if alarms.is_raised(AlarmType::Corrupt)
+            && matches!(
+                req,
+                Request::Put(_)
+                    | Request::DeleteRange(_)
+                    | Request::Txn(_)
+                    | Request::Compaction(_)
+                    | Request::LeaseGrant(_)
+                    | Request::LeaseRevoke(_)
+            )
+        {
+            return Err(ServerError::CorruptCluster);
+        }
+        if alarms.is_raised(AlarmType::Nospace) {
+            let capped = match &req {
+                Request::Put(_) | Request::LeaseGrant(_) => true,
+                Request::Txn(t) => quota::txn_cost(t) > 0,
+                _ => false,
+            };
+            if capped {
+                return Err(ServerError::NoSpace);
+            }
+        }
+        self.inner.apply(cx, req)
+    }
+}
+
 fn check(state: &MemberState, who: &AuthInfo, req: &Request) -> Result<(), ServerError> {
     let auth = &state.auth;
     if !auth.is_enabled() {
@@ -134,8 +174,11 @@ fn check(state: &MemberState, who: &AuthInfo, req: &Request) -> Result<(), Serve
         Request::DeleteRange(r) => auth.check_delete(who, r)?,
         Request::Txn(t) => auth.check_txn(who, t, &lease_keys)?,
         Request::LeaseRevoke(r) => auth.check_lease_keys(who, &lease_keys(r.id))?,
-        // etcd checks neither a lease grant nor a login's permissions.
-        Request::LeaseGrant(_) | Request::Authenticate(_) | Request::MemberAttributes(_) => {}
+        // etcd checks neither a lease grant nor a login's permissions, nor alarms.
+        Request::LeaseGrant(_)
+        | Request::Authenticate(_)
+        | Request::MemberAttributes(_)
+        | Request::Alarm(_) => {}
         // Compaction is cluster-wide and destroys history: root only (etcd lets any user).
         Request::Compaction(_)
         | Request::AuthEnable(_)

@@ -25,7 +25,7 @@ use rocksdb::WriteBatch;
 pub(crate) use state::MemberState;
 
 use interpreter::Interpreter;
-use layers::{Context, Dedup, Permissions};
+use layers::{Alarms, Context, Dedup, Permissions};
 use state::{load_state, read_err, restart_lease_clock, stage_applied, write_err};
 
 use crate::auth::Tokens;
@@ -41,7 +41,7 @@ pub(crate) struct StateMachine {
     lessor: Arc<Lessor>,
     hub: WatchHub,
     /// The apply pipeline every client request goes through.
-    pipeline: Arc<Dedup<Permissions<Interpreter>>>,
+    pipeline: Arc<Dedup<Permissions<Alarms<Interpreter>>>>,
     /// This member's auth tokens (forgotten when a snapshot replaces the state).
     tokens: Arc<Tokens>,
 }
@@ -58,10 +58,12 @@ impl StateMachine {
         let pipeline = Arc::new(Dedup {
             storage: storage.clone(),
             inner: Permissions {
-                inner: Interpreter {
-                    storage: storage.clone(),
-                    lessor: lessor.clone(),
-                    tokens: tokens.clone(),
+                inner: Alarms {
+                    inner: Interpreter {
+                        storage: storage.clone(),
+                        lessor: lessor.clone(),
+                        tokens: tokens.clone(),
+                    },
                 },
             },
         });

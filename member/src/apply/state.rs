@@ -2,6 +2,7 @@
 
 use openraft::{StorageIOError, StoredMembership};
 
+use crate::alarm::AlarmStore;
 use crate::auth::AuthStore;
 use crate::dedup::AppliedRequests;
 use crate::lease::{LeaseTable, Lessor};
@@ -25,6 +26,8 @@ pub(crate) struct MemberState {
     pub requests: AppliedRequests,
     /// Users, roles and whether auth is enabled.
     pub auth: AuthStore,
+    /// The raised alarms (NOSPACE, CORRUPT).
+    pub alarms: AlarmStore,
 }
 
 pub(super) fn read_err(e: impl std::fmt::Display) -> StorageError {
@@ -57,8 +60,10 @@ pub(super) fn load_state(storage: &Storage) -> Result<MemberState, StorageError>
     }
     let requests = AppliedRequests::open(storage).map_err(read_err)?;
     let auth = AuthStore::open(storage).map_err(read_err)?;
+    let alarms = AlarmStore::open(storage).map_err(read_err)?;
     Ok(MemberState {
         auth,
+        alarms,
         mvcc,
         leases,
         applied,
