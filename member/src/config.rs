@@ -266,24 +266,27 @@ impl Config {
             Some(s) => s.clone(),
             None => format!("{}={}", self.name, self.initial_advertise_peer_urls),
         };
-        let mut members: Vec<(String, Vec<String>)> = Vec::new();
-        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let Some((name, url)) = part.split_once('=') else {
-                bail!("--initial-cluster: {part:?} is not name=url");
-            };
-            match members.iter_mut().find(|(n, _)| n == name) {
-                Some((_, urls)) => urls.push(url.to_string()),
-                None => members.push((name.to_string(), vec![url.to_string()])),
-            }
-        }
-        if !members.iter().any(|(n, _)| n == &self.name) {
-            bail!(
-                "couldn't find local name {:?} in the initial cluster configuration",
-                self.name
-            );
-        }
-        Ok(members)
+        parse_initial_cluster(&spec, &self.name)
     }
+}
+
+/// `--initial-cluster` (`name=url,name=url,…`) as (name, peer URLs), in the order given; `me`
+/// must be one of the names.
+pub fn parse_initial_cluster(spec: &str, me: &str) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+    let mut members: Vec<(String, Vec<String>)> = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((name, url)) = part.split_once('=') else {
+            bail!("--initial-cluster: {part:?} is not name=url");
+        };
+        match members.iter_mut().find(|(n, _)| n == name) {
+            Some((_, urls)) => urls.push(url.to_string()),
+            None => members.push((name.to_string(), vec![url.to_string()])),
+        }
+    }
+    if !members.iter().any(|(n, _)| n == me) {
+        bail!("couldn't find local name {me:?} in the initial cluster configuration");
+    }
+    Ok(members)
 }
 
 pub use oxetcd_common::net::split_urls;

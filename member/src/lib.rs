@@ -31,6 +31,7 @@ mod peer;
 mod quota;
 mod raft;
 mod server;
+pub mod snapshot;
 mod storage;
 mod tasks;
 mod tls;

@@ -14,7 +14,7 @@ use crate::lease::Lessor;
 use crate::metrics::Metrics;
 use crate::raft::{LogStore, MemberNode, Network, Raft};
 use crate::server::{cluster_id, member_id, EtcdServer, Limits};
-use crate::storage::{Storage, CF_RAFT_META};
+use crate::storage::{Storage, CF_RAFT_META, IDENTITY_KEY, RESTORED_CLUSTER_KEY};
 use crate::tasks::Tasks;
 use crate::watch::WatchHub;
 
@@ -29,15 +29,12 @@ pub fn version_text() -> String {
     )
 }
 
-const IDENTITY_KEY: &[u8] = b"identity";
-
 /// Requests waiting for the proposer; beyond this, callers wait (back-pressure).
 const PROPOSAL_QUEUE: usize = 4096;
 
 /// Revisions the watch feed buffers before a slow stream has to catch up from the store.
 const WATCH_FEED_CAPACITY: usize = 1024;
 
-/// How often the leader looks for expired leases (etcd checks every 500ms).
 /// The member and cluster IDs: fixed at bootstrap and kept in `raft_meta` (not in the state
 /// machine, so a snapshot from another member never overwrites them).
 fn load_or_create_identity(
@@ -285,6 +282,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let storage =
         Storage::open(&db_dir).with_context(|| format!("cannot open {}", db_dir.display()))?;
+    crate::snapshot::save::clear_scratch(&storage);
     let has_identity = storage
         .db()
         .get_cf(storage.cf(CF_RAFT_META), IDENTITY_KEY)?
@@ -364,29 +362,44 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     .await
     .context("starting raft")?;
 
-    if fresh && cfg.initial_cluster_state == "new" {
-        let mut members = BTreeMap::new();
-        for (name, urls) in cfg.initial_members()? {
-            let id = member_id(&urls, &cfg.initial_cluster_token);
-            let client_urls = if id == me {
-                cfg.advertised_client_urls()
-            } else {
-                Vec::new()
-            };
-            members.insert(
-                id,
-                MemberNode {
+    // A new cluster's members, from the flags or from the restore that made this data dir.
+    let restored = storage
+        .db()
+        .get_cf(storage.cf(CF_RAFT_META), RESTORED_CLUSTER_KEY)?;
+    let initial: Option<Vec<(u64, String, Vec<String>)>> = match restored {
+        Some(b) => Some(bincode::deserialize(&b).context("corrupt restored cluster record")?),
+        None if fresh && cfg.initial_cluster_state == "new" => Some(
+            cfg.initial_members()?
+                .into_iter()
+                .map(|(name, urls)| (member_id(&urls, &cfg.initial_cluster_token), name, urls))
+                .collect(),
+        ),
+        None => None,
+    };
+    if let Some(initial) = initial {
+        let members: BTreeMap<u64, MemberNode> = initial
+            .into_iter()
+            .map(|(id, name, peer_urls)| {
+                let client_urls = match id == me {
+                    true => cfg.advertised_client_urls(),
+                    false => Vec::new(),
+                };
+                let node = MemberNode {
                     name,
-                    peer_urls: urls,
+                    peer_urls,
                     client_urls,
-                },
-            );
-        }
+                };
+                (id, node)
+            })
+            .collect();
         if !raft.is_initialized().await? {
             raft.initialize(members)
                 .await
                 .context("bootstrapping the cluster")?;
         }
+        storage
+            .db()
+            .delete_cf(storage.cf(CF_RAFT_META), RESTORED_CLUSTER_KEY)?;
     }
 
     let metrics = Metrics::new();

@@ -25,6 +25,13 @@ pub(crate) const CF_LEASE: &str = "lease";
 /// Auth: users, roles, the enabled flag and the auth revision (see `auth::AuthStore`).
 pub(crate) const CF_AUTH: &str = "auth";
 
+/// `raft_meta`: the member and cluster IDs, bincode `(u64, u64)`, fixed at bootstrap (not in
+/// the state machine, so a snapshot from another member never overwrites them).
+pub(crate) const IDENTITY_KEY: &[u8] = b"identity";
+/// `raft_meta`: the initial cluster of a data dir restored from a snapshot, bincode
+/// `Vec<(member ID, name, peer URLs)>`; the member bootstraps raft with it at its first start.
+pub(crate) const RESTORED_CLUSTER_KEY: &[u8] = b"restored_cluster";
+
 const ALL_CFS: [&str; 6] = [CF_RAFT_LOG, CF_RAFT_META, CF_KV, CF_META, CF_LEASE, CF_AUTH];
 
 /// The state machine's column families: etcd's backend.
@@ -34,6 +41,8 @@ const STATE_CFS: [&str; 4] = [CF_KV, CF_META, CF_LEASE, CF_AUTH];
 #[derive(Clone)]
 pub(crate) struct Storage {
     db: Arc<DB>,
+    /// The database's directory (`<data-dir>/member/db`).
+    dir: Arc<std::path::PathBuf>,
     /// The last [`Storage::size_on_disk`] and when it was measured (see [`Storage::size`]).
     size: Arc<std::sync::Mutex<Option<(std::time::Instant, i64)>>>,
 }
@@ -56,8 +65,18 @@ impl Storage {
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
         Ok(Self {
             db: Arc::new(db),
+            dir: Arc::new(dir.to_path_buf()),
             size: Default::default(),
         })
+    }
+
+    /// Where scratch files of this member go (`<data-dir>/member/tmp`): snapshots being
+    /// written for a client. Emptied at start-up.
+    pub(crate) fn scratch_dir(&self) -> std::path::PathBuf {
+        match self.dir.parent() {
+            Some(member) => member.join("tmp"),
+            None => self.dir.join("tmp"),
+        }
     }
 
     pub(crate) fn db(&self) -> &DB {

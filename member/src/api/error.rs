@@ -86,6 +86,12 @@ pub(super) fn from_recipe(e: ServerError) -> Status {
     }
 }
 
+impl From<crate::snapshot::SnapshotError> for Status {
+    fn from(e: crate::snapshot::SnapshotError) -> Self {
+        Status::internal(format!("etcdserver: {e}"))
+    }
+}
+
 impl From<AuthError> for Status {
     fn from(e: AuthError) -> Self {
         ServerError::Auth(e).into()

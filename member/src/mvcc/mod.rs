@@ -27,4 +27,5 @@ pub(crate) fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
         _ => key >= start && key < end,
     }
 }
+pub(crate) use revision::Revision;
 pub(crate) use store::{hash_kv_rows, Mvcc, WriteTxn};

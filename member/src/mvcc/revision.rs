@@ -25,6 +25,29 @@ impl Revision {
         k
     }
 
+    /// The key of this revision in etcd's `key` bucket: main, `_`, sub (big-endian), and a
+    /// trailing `t` for a tombstone. Orders as [`Revision::to_key`] does.
+    pub(crate) fn to_etcd_key(self, tombstone: bool) -> Vec<u8> {
+        let mut k = Vec::with_capacity(18);
+        k.extend_from_slice(&self.main.to_be_bytes());
+        k.push(b'_');
+        k.extend_from_slice(&self.sub.to_be_bytes());
+        if tombstone {
+            k.push(b't');
+        }
+        k
+    }
+
+    /// Parses a key of etcd's `key` bucket; `None` for anything else.
+    pub(crate) fn from_etcd_key(k: &[u8]) -> Option<(Self, bool)> {
+        if !(k.len() == 17 || (k.len() == 18 && k[17] == b't')) || k[8] != b'_' {
+            return None;
+        }
+        let main = i64::from_be_bytes(k[0..8].try_into().ok()?);
+        let sub = i64::from_be_bytes(k[9..17].try_into().ok()?);
+        Some((Self { main, sub }, k.len() == 18))
+    }
+
     /// Parses a `kv` column-family key; `None` for a key this layout never writes.
     pub(crate) fn from_key(k: &[u8]) -> Option<(Self, bool)> {
         if k.len() != 16 && !(k.len() == 17 && k[16] == b't') {
@@ -50,5 +73,16 @@ mod tests {
         assert_eq!(Revision::from_key(&b.to_key(true)), Some((b, true)));
         assert_eq!(Revision::from_key(&c.to_key(false)), Some((c, false)));
         assert_eq!(Revision::from_key(b"short"), None);
+        assert!(a.to_etcd_key(false) < b.to_etcd_key(true));
+        assert!(b.to_etcd_key(true) < c.to_etcd_key(false));
+        assert_eq!(
+            Revision::from_etcd_key(&b.to_etcd_key(true)),
+            Some((b, true))
+        );
+        assert_eq!(
+            Revision::from_etcd_key(&c.to_etcd_key(false)),
+            Some((c, false))
+        );
+        assert_eq!(Revision::from_etcd_key(&c.to_key(false)), None);
     }
 }

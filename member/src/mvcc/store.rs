@@ -327,6 +327,12 @@ impl Mvcc {
         })
     }
 
+    /// Stages the current revision of a key space written row by row (a restored snapshot),
+    /// for [`Mvcc::open`] to find.
+    pub(crate) fn stage_current_rev(storage: &Storage, batch: &mut WriteBatch, rev: i64) {
+        batch.put_cf(storage.cf(CF_META), META_CURRENT_REV, rev.to_be_bytes());
+    }
+
     /// Compacts history up to `rev` (checked by the caller), removing superseded revisions.
     pub(crate) fn compact(&mut self, rev: i64, batch: &mut WriteBatch) {
         let cf = self.storage.cf(CF_KV);
@@ -477,14 +483,7 @@ pub(crate) fn hash_kv_rows(
         if rev.main <= plan.compacted && !plan.keep.is_empty() && !plan.keep.contains(&rev) {
             continue;
         }
-        let mut etcd_key = Vec::with_capacity(18);
-        etcd_key.extend_from_slice(&rev.main.to_be_bytes());
-        etcd_key.push(b'_');
-        etcd_key.extend_from_slice(&rev.sub.to_be_bytes());
-        if tombstone {
-            etcd_key.push(b't');
-        }
-        crc = crc32c::crc32c_append(crc, &etcd_key);
+        crc = crc32c::crc32c_append(crc, &rev.to_etcd_key(tombstone));
         crc = crc32c::crc32c_append(crc, &v);
     }
     Ok(crc)

@@ -1,0 +1,319 @@
+//! A new member's data dir from a snapshot file (`oxetcdutl snapshot restore`, etcd's
+//! `snapshot restore`), and what `snapshot status` prints about a file.
+//!
+//! The file may come from oxetcd or from a real etcd (3.4 or later): both are bbolt files with
+//! etcd's buckets (see `backend`), usually followed by their sha256. As etcd's restore does, the
+//! key space, leases, auth and alarms are kept and the member list is replaced by
+//! `--initial-cluster`; each member of the new cluster restores the same file with its own
+//! `--name`. The data dir then holds the state machine and the new cluster's membership; the
+//! member bootstraps raft with it at its first start.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use oxetcd_common::etcdserverpb::{alarm_request::AlarmAction, AlarmMember, AlarmRequest};
+use prost::Message;
+use rocksdb::WriteBatch;
+use sha2::{Digest, Sha256};
+
+use super::backend::{self, LeaseRow};
+use super::bolt::{self, Item};
+use super::SnapshotError;
+use crate::alarm::AlarmStore;
+use crate::mvcc::{Mvcc, Revision};
+use crate::server::{cluster_id, member_id};
+use crate::storage::{
+    Storage, CF_AUTH, CF_KV, CF_LEASE, CF_RAFT_META, IDENTITY_KEY, RESTORED_CLUSTER_KEY,
+};
+
+/// What `snapshot restore` is told (etcd 3.4's flags, and etcdutl 3.5's revision bump).
+#[derive(Clone, Debug)]
+pub struct RestoreConfig {
+    pub snapshot: PathBuf,
+    pub name: String,
+    /// `--data-dir`; empty: `<name>.oxetcd`.
+    pub data_dir: PathBuf,
+    pub initial_cluster: String,
+    pub initial_cluster_token: String,
+    pub initial_advertise_peer_urls: String,
+    pub skip_hash_check: bool,
+    /// etcdutl 3.5's `--bump-revision`: added to the restored revision, so that clients
+    /// watching from a revision of before the backup never miss newer events.
+    pub bump_revision: u64,
+    /// etcdutl 3.5's `--mark-compacted`: compact at the bumped revision, so those watches
+    /// are told their history is gone instead of silently skipping.
+    pub mark_compacted: bool,
+}
+
+/// etcd's `snapshot status` of a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// CRC-32C over every bucket name, key and value.
+    pub hash: u32,
+    /// The highest main revision in the `key` bucket.
+    pub revision: i64,
+    /// Keys of every bucket.
+    pub total_key: usize,
+    /// The database's size (its pages).
+    pub total_size: u64,
+}
+
+/// Reads a snapshot file as `etcdctl snapshot status` does.
+pub fn status(path: &Path) -> Result<Status, SnapshotError> {
+    let (mut hash, mut revision, mut total_key) = (0u32, 0i64, 0usize);
+    let mut in_key_bucket = false;
+    let total_size = bolt::read(path, &mut |item| {
+        match item {
+            Item::Bucket(name) => {
+                hash = crc32c::crc32c_append(hash, name.as_bytes());
+                in_key_bucket = name == backend::KEY;
+            }
+            Item::Row(k, v) => {
+                hash = crc32c::crc32c_append(hash, k);
+                hash = crc32c::crc32c_append(hash, v);
+                if in_key_bucket {
+                    // etcd reads the main revision from any key of the bucket.
+                    if let Some(main) = k.get(..8).and_then(|b| b.try_into().ok()) {
+                        revision = revision.max(i64::from_be_bytes(main));
+                    }
+                }
+                total_key += 1;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(Status {
+        hash,
+        revision,
+        total_key,
+        total_size,
+    })
+}
+
+/// The 32 trailing sha256 bytes a snapshot may end with: present when the size is a whole
+/// number of 512-byte sectors plus 32 (etcd's `hasChecksum`).
+fn has_checksum(size: u64) -> bool {
+    size % 512 == 32
+}
+
+/// Formats bytes as Go's `%v` of a `[]byte` does, for etcd's hash-mismatch message.
+fn go_bytes(b: &[u8]) -> String {
+    let parts: Vec<String> = b.iter().map(|x| x.to_string()).collect();
+    format!("[{}]", parts.join(" "))
+}
+
+/// Copies the snapshot's database to `dst` (without the sha256) and checks that sha256
+/// unless told not to (etcd's `saveDB`).
+fn copy_checked(src: &Path, dst: &Path, skip_hash_check: bool) -> Result<(), SnapshotError> {
+    let mut f = std::fs::File::open(src)?;
+    let size = f.metadata()?.len();
+    let hashed = has_checksum(size);
+    if !hashed && !skip_hash_check {
+        return Err(SnapshotError::Invalid(
+            "snapshot missing hash but --skip-hash-check=false".into(),
+        ));
+    }
+    let db_len = if hashed { size - 32 } else { size };
+    let mut expected = [0u8; 32];
+    if hashed {
+        f.seek(SeekFrom::Start(db_len))?;
+        f.read_exact(&mut expected)?;
+        f.seek(SeekFrom::Start(0))?;
+    }
+    let mut out = std::fs::File::create(dst)?;
+    let mut sha = Sha256::new();
+    let mut left = (&mut f).take(db_len);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = left.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        sha.update(&buf[..n]);
+        out.write_all(&buf[..n])?;
+    }
+    out.sync_all()?;
+    let actual = sha.finalize();
+    if hashed && !skip_hash_check && actual.as_slice() != expected {
+        return Err(SnapshotError::HashMismatch {
+            expected: go_bytes(&expected),
+            actual: go_bytes(&actual),
+        });
+    }
+    Ok(())
+}
+
+/// Restores `cfg.snapshot` into a new data dir.
+pub fn restore(cfg: &RestoreConfig) -> Result<(), SnapshotError> {
+    let members = crate::config::parse_initial_cluster(&cfg.initial_cluster, &cfg.name)
+        .map_err(|e| SnapshotError::Invalid(e.to_string()))?;
+    let mut mine = crate::config::split_urls(&cfg.initial_advertise_peer_urls);
+    mine.sort();
+    let listed = members
+        .iter()
+        .find(|(n, _)| *n == cfg.name)
+        .map(|(_, urls)| {
+            let mut u = urls.clone();
+            u.sort();
+            u
+        })
+        .unwrap_or_default();
+    if listed != mine {
+        return Err(SnapshotError::Invalid(format!(
+            "--initial-cluster has {}={} but missing from --initial-advertise-peer-urls={} (\"{}\"(resolved from {:?}) != {:?})",
+            cfg.name,
+            listed.join(","),
+            cfg.initial_advertise_peer_urls,
+            mine.join(","),
+            mine,
+            listed,
+        )));
+    }
+    let data_dir = match cfg.data_dir.as_os_str().is_empty() {
+        true => PathBuf::from(format!("{}.oxetcd", cfg.name)),
+        false => cfg.data_dir.clone(),
+    };
+    if data_dir.exists() {
+        return Err(SnapshotError::Invalid(format!(
+            "data-dir {:?} exists",
+            data_dir.display().to_string()
+        )));
+    }
+    let tmp_dir = data_dir.join("member").join("tmp");
+    std::fs::create_dir_all(&tmp_dir)?;
+    let db_copy = tmp_dir.join("restore.db");
+    let result = (|| {
+        copy_checked(&cfg.snapshot, &db_copy, cfg.skip_hash_check)?;
+        let storage = Storage::open(&data_dir.join("member").join("db"))?;
+        load(&storage, &db_copy, cfg)?;
+        let ids: Vec<(u64, String, Vec<String>)> = members
+            .iter()
+            .map(|(name, urls)| {
+                (
+                    member_id(urls, &cfg.initial_cluster_token),
+                    name.clone(),
+                    urls.clone(),
+                )
+            })
+            .collect();
+        let me = member_id(&mine, &cfg.initial_cluster_token);
+        let cid = cluster_id(
+            &ids.iter().map(|(id, _, _)| *id).collect::<Vec<_>>(),
+            &cfg.initial_cluster_token,
+        );
+        let raft_meta = storage.cf(CF_RAFT_META);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(raft_meta, IDENTITY_KEY, encode(&(me, cid))?);
+        batch.put_cf(raft_meta, RESTORED_CLUSTER_KEY, encode(&ids)?);
+        let mut o = rocksdb::WriteOptions::default();
+        o.set_sync(true);
+        storage.db().write_opt(batch, &o)?;
+        storage.db().flush_wal(true)?;
+        Ok::<_, SnapshotError>(())
+    })();
+    let _ = std::fs::remove_dir_all(&tmp_dir);
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
+    result
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, SnapshotError> {
+    bincode::serialize(v).map_err(|e| SnapshotError::Corrupt(e.to_string()))
+}
+
+/// Rows per RocksDB batch while loading.
+const LOAD_BATCH: usize = 10_000;
+
+/// Moves the rows of the bbolt file at `db` into the state machine's column families, then
+/// sets the revision (bumped if asked) and compacts where the snapshot says (or at the bumped
+/// revision with `--mark-compacted`).
+fn load(storage: &Storage, db: &Path, cfg: &RestoreConfig) -> Result<(), SnapshotError> {
+    let rocks = storage.db();
+    let mut batch = WriteBatch::default();
+    let mut bucket = String::new();
+    let (mut latest, mut compact) = (0i64, 0i64);
+    let mut alarms = AlarmStore::default();
+    bolt::read(db, &mut |item| {
+        let (k, v) = match item {
+            Item::Bucket(name) => {
+                bucket = name.to_string();
+                return Ok(());
+            }
+            Item::Row(k, v) => (k, v),
+        };
+        match bucket.as_str() {
+            backend::KEY => {
+                let Some((rev, tombstone)) = Revision::from_etcd_key(k) else {
+                    return Err(SnapshotError::Corrupt(format!("key bucket row {k:?}")));
+                };
+                latest = latest.max(rev.main);
+                batch.put_cf(storage.cf(CF_KV), rev.to_key(tombstone), v);
+            }
+            backend::META if k == backend::FINISHED_COMPACT || k == backend::SCHEDULED_COMPACT => {
+                // A scheduled compaction etcd had not finished is finished here.
+                let Some((rev, _)) = Revision::from_etcd_key(v) else {
+                    return Err(SnapshotError::Corrupt(format!("compaction revision {v:?}")));
+                };
+                compact = compact.max(rev.main);
+            }
+            backend::LEASE => {
+                let lease = LeaseRow::decode(v)
+                    .map_err(|e| SnapshotError::Corrupt(format!("lease {k:?}: {e}")))?;
+                batch.put_cf(
+                    storage.cf(CF_LEASE),
+                    lease.id.to_be_bytes(),
+                    lease.ttl.to_be_bytes(),
+                );
+            }
+            backend::AUTH if k == backend::AUTH_ENABLED => {
+                let on = u8::from(v == [1]);
+                batch.put_cf(storage.cf(CF_AUTH), b"enabled", [on]);
+            }
+            backend::AUTH if k == backend::AUTH_REVISION => {
+                batch.put_cf(storage.cf(CF_AUTH), b"revision", v);
+            }
+            backend::AUTH_USERS | backend::AUTH_ROLES => {
+                let prefix: &[u8] = match bucket.as_str() {
+                    backend::AUTH_USERS => b"user/",
+                    _ => b"role/",
+                };
+                batch.put_cf(storage.cf(CF_AUTH), [prefix, k].concat(), v);
+            }
+            backend::ALARM => {
+                let m = AlarmMember::decode(k)
+                    .map_err(|e| SnapshotError::Corrupt(format!("alarm {k:?}: {e}")))?;
+                let req = AlarmRequest {
+                    action: AlarmAction::Activate as i32,
+                    member_id: m.member_id,
+                    alarm: m.alarm,
+                };
+                alarms.apply(storage, &mut batch, &req);
+            }
+            // The member list comes from --initial-cluster; anything else is etcd's own.
+            _ => {}
+        }
+        if batch.len() >= LOAD_BATCH {
+            rocks.write(std::mem::take(&mut batch))?;
+        }
+        Ok(())
+    })?;
+    // etcd's restored store starts at the newest revision found, or the compacted one.
+    let mut current = latest.max(compact).max(1);
+    if cfg.bump_revision > 0 {
+        current += cfg.bump_revision as i64;
+    }
+    Mvcc::stage_current_rev(storage, &mut batch, current);
+    rocks.write(std::mem::take(&mut batch))?;
+    let target = match cfg.mark_compacted {
+        true => current,
+        false => compact,
+    };
+    if target > 0 {
+        let mut mvcc =
+            Mvcc::open(storage.clone()).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+        mvcc.compact(target, &mut batch);
+        rocks.write(batch)?;
+    }
+    Ok(())
+}
