@@ -191,6 +191,20 @@ pub struct Config {
     #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
     pub quota_backend_bytes: i64,
 
+    /// How `--auto-compaction-retention` is read: 'periodic' (a duration, hours if it has no
+    /// unit) or 'revision' (a number of revisions).
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic")]
+    pub auto_compaction_mode: String,
+
+    /// Auto compaction retention for the key space; 0 disables auto compaction.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
+
+    /// How often revision-mode auto compaction looks at the revision (etcd: every 5 minutes,
+    /// fixed). Not an etcd flag.
+    #[arg(long, hide = true, default_value = "5m", value_parser = oxetcd_common::duration::parse_go_duration)]
+    pub auto_compaction_revision_interval: std::time::Duration,
+
     /// Number of committed entries that trigger a snapshot (and a raft log purge).
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100000)]
     pub snapshot_count: u64,

@@ -15,6 +15,7 @@ mod alarm;
 mod api;
 mod apply;
 mod auth;
+mod compactor;
 mod concurrency;
 pub mod config;
 mod dedup;

@@ -318,6 +318,12 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         crate::auth::Tokens::from_flags(&cfg.auth_token, cfg.auth_token_ttl)
             .context("--auth-token")?,
     );
+    let auto_compaction = crate::compactor::policy(
+        &cfg.auto_compaction_mode,
+        &cfg.auto_compaction_retention,
+        cfg.auto_compaction_revision_interval,
+    )
+    .map_err(anyhow::Error::msg)?;
     if !(4..=31).contains(&cfg.bcrypt_cost) {
         bail!(
             "--bcrypt-cost must be between 4 and 31, not {}",
@@ -462,6 +468,12 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     );
     tasks.spawn("lease-expiry", crate::lease::run_expiry(weak.clone()));
     tasks.spawn("size-gauges", refresh_gauges(weak.clone()));
+    if let Some(policy) = auto_compaction {
+        tasks.spawn(
+            "auto-compactor",
+            crate::compactor::run(weak.clone(), policy),
+        );
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();

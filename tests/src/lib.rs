@@ -17,8 +17,8 @@ mod transcript;
 pub use binaries::{bin, bin_dir};
 pub use client::{client, http_get, http_request, http_request_with, key_space, rows, Row};
 pub use ctl::{etcdctl_at, Ctl, Running};
-pub use process::{free_port, Cluster, Kind, Member, Proxy};
+pub use process::{free_port, Cluster, Kind, Member, Proxy, CLUSTER_TOKEN};
 pub use transcript::{
-    against_etcd, auth_script, first_difference, kv_script, normalize, run_script, set_up_auth,
-    Step, AUTH_SETUP,
+    against_etcd, against_etcd_with, auth_script, first_difference, kv_script, normalize,
+    run_script, set_up_auth, Step, AUTH_SETUP,
 };

@@ -41,6 +41,9 @@ pub fn free_port() -> u16 {
     unreachable!("the loop returns or panics")
 }
 
+/// The `--initial-cluster-token` of every member started here.
+pub const CLUSTER_TOKEN: &str = "e2e";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// Our member.
@@ -76,11 +79,24 @@ impl Member {
     }
 
     pub fn start_with(kind: Kind, extra_args: &[&str]) -> Self {
+        Self::start_prepared(kind, extra_args, |_| {})
+    }
+
+    /// Like [`Member::start_with`], after `prepare` has run on the member not started yet
+    /// (say, restoring a snapshot into its data dir).
+    pub fn start_prepared(kind: Kind, extra_args: &[&str], prepare: impl FnOnce(&Member)) -> Self {
         let peer_port = free_port();
         let initial = format!("m1=http://127.0.0.1:{peer_port}");
         let mut m = Member::unstarted(kind, "m1".into(), peer_port, initial, extra_args);
+        prepare(&m);
         m.spawn();
         m
+    }
+
+    /// The `--initial-cluster` the member starts with (its `--initial-cluster-token` is
+    /// [`CLUSTER_TOKEN`]).
+    pub fn initial_cluster(&self) -> &str {
+        &self.initial_cluster
     }
 
     /// A member with its own temp data dir and a free client port, not started yet.
@@ -163,7 +179,7 @@ impl Member {
             .arg("--initial-advertise-peer-urls")
             .arg(&peer)
             .arg("--initial-cluster-token")
-            .arg("e2e")
+            .arg(CLUSTER_TOKEN)
             .args(&self.extra_args)
             .env("NOTIFY_SOCKET", &sock_path)
             .env_remove("ETCDCTL_ENDPOINTS")
@@ -473,6 +489,28 @@ impl Cluster {
         scheme: &'static str,
         peer_scheme: &'static str,
     ) -> Self {
+        Self::start_full(kind, n, extra_args, scheme, peer_scheme, |_| {})
+    }
+
+    /// Like [`Cluster::start_with`], after `prepare` has run on each member not started yet
+    /// (say, restoring a snapshot into its data dir).
+    pub fn start_prepared(
+        kind: Kind,
+        n: usize,
+        extra_args: &[&str],
+        prepare: impl Fn(&Member),
+    ) -> Self {
+        Self::start_full(kind, n, extra_args, "http", "http", prepare)
+    }
+
+    fn start_full(
+        kind: Kind,
+        n: usize,
+        extra_args: &[&str],
+        scheme: &'static str,
+        peer_scheme: &'static str,
+        prepare: impl Fn(&Member),
+    ) -> Self {
         let peers: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let initial: Vec<String> = peers
             .iter()
@@ -492,6 +530,7 @@ impl Cluster {
             );
             m.scheme = scheme;
             m.peer_scheme = peer_scheme;
+            prepare(&m);
             sockets.push(m.start_process());
             members.push(m);
         }

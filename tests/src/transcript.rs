@@ -283,10 +283,15 @@ pub fn set_up_auth(m: &Member, flags: &[&str]) {
 /// `run` against a fresh real etcd member, then against a fresh oxetcd member (one at a time):
 /// (etcd's answer, oxetcd's).
 pub fn against_etcd<T>(run: impl Fn(&Member) -> T) -> (T, T) {
-    let etcd = Member::start(crate::process::Kind::Etcd);
+    against_etcd_with(&[], run)
+}
+
+/// [`against_etcd`] with more flags for both members.
+pub fn against_etcd_with<T>(extra_args: &[&str], run: impl Fn(&Member) -> T) -> (T, T) {
+    let etcd = Member::start_with(crate::process::Kind::Etcd, extra_args);
     let reference = run(&etcd);
     drop(etcd);
-    let ox = Member::start(crate::process::Kind::Oxetcd);
+    let ox = Member::start_with(crate::process::Kind::Oxetcd, extra_args);
     (reference, run(&ox))
 }
 
