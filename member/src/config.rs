@@ -191,6 +191,26 @@ pub struct Config {
     #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
     pub quota_backend_bytes: i64,
 
+    /// Check at start-up that this member's key space hashes as its peers' (etcd 3.4's
+    /// flag; `--feature-gates=InitialCorruptCheck=true` in etcd 3.6).
+    #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub experimental_initial_corrupt_check: bool,
+
+    /// How often the leader compares the members' hashes (0: never). etcd 3.4's name.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME", default_value = "0s",
+          value_parser = oxetcd_common::duration::parse_go_duration)]
+    pub experimental_corrupt_check_time: std::time::Duration,
+
+    /// etcd 3.6's name for `--experimental-corrupt-check-time`.
+    #[arg(long, env = "ETCD_CORRUPT_CHECK_TIME",
+          value_parser = oxetcd_common::duration::parse_go_duration)]
+    pub corrupt_check_time: Option<std::time::Duration>,
+
+    /// etcd 3.6's feature gates, `Name=true|false,…` (see [`FEATURE_GATES`]).
+    #[arg(long, env = "ETCD_FEATURE_GATES", default_value = "")]
+    pub feature_gates: String,
+
     /// How `--auto-compaction-retention` is read: 'periodic' (a duration, hours if it has no
     /// unit) or 'revision' (a number of revisions).
     #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic")]
@@ -281,6 +301,61 @@ impl Config {
             None => format!("{}={}", self.name, self.initial_advertise_peer_urls),
         };
         parse_initial_cluster(&spec, &self.name)
+    }
+}
+
+/// The feature gates of etcd 3.6 this member accepts.
+pub const FEATURE_GATES: [&str; 7] = [
+    "CompactHashCheck",
+    "InitialCorruptCheck",
+    "LeaseCheckpoint",
+    "LeaseCheckpointPersist",
+    "SetMemberLocalAddr",
+    "StopGRPCServiceOnDefrag",
+    "TxnModeWriteWithSharedBuffer",
+];
+
+impl Config {
+    /// `--feature-gates` as (name, on); an unknown name or value is refused as etcd does.
+    pub fn feature_gates(&self) -> anyhow::Result<Vec<(String, bool)>> {
+        let mut out = Vec::new();
+        for part in self
+            .feature_gates
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let Some((name, value)) = part.split_once('=') else {
+                bail!("missing bool value for {part}");
+            };
+            let (name, value) = (name.trim(), value.trim());
+            if !FEATURE_GATES.contains(&name) {
+                bail!("unrecognized feature gate: {name}");
+            }
+            let on = match value {
+                "true" => true,
+                "false" => false,
+                _ => bail!("invalid value of {name}={value}, err: strconv.ParseBool: parsing {value:?}: invalid syntax"),
+            };
+            out.push((name.to_string(), on));
+        }
+        Ok(out)
+    }
+
+    /// Whether the start-up corruption check runs (either flag).
+    pub fn initial_corrupt_check(&self) -> anyhow::Result<bool> {
+        let gate = self
+            .feature_gates()?
+            .into_iter()
+            .find(|(n, _)| n == "InitialCorruptCheck")
+            .map(|(_, on)| on);
+        Ok(gate.unwrap_or(self.experimental_initial_corrupt_check))
+    }
+
+    /// How often the leader checks the members' hashes; zero: never.
+    pub fn corrupt_check_every(&self) -> std::time::Duration {
+        self.corrupt_check_time
+            .unwrap_or(self.experimental_corrupt_check_time)
     }
 }
 

@@ -18,6 +18,7 @@ mod auth;
 mod compactor;
 mod concurrency;
 pub mod config;
+mod corrupt;
 mod dedup;
 mod discovery;
 mod error;

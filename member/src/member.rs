@@ -356,6 +356,10 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     .validate()
     .context("raft configuration")?;
     let peers = Arc::new(crate::peer::Peers::new(cid, peer_client_tls.clone()));
+    // etcd checks only a member that has data of its own (a restart), before raft starts.
+    if cfg.initial_corrupt_check()? && !fresh {
+        crate::corrupt::initial_check(me, &storage, &state, &peers).await?;
+    }
     let raft = Raft::new(
         me,
         Arc::new(raft_config),
@@ -468,6 +472,13 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     );
     tasks.spawn("lease-expiry", crate::lease::run_expiry(weak.clone()));
     tasks.spawn("size-gauges", refresh_gauges(weak.clone()));
+    let corrupt_check = cfg.corrupt_check_every();
+    if !corrupt_check.is_zero() {
+        tasks.spawn(
+            "corruption-check",
+            crate::corrupt::run_periodic(weak.clone(), corrupt_check),
+        );
+    }
     if let Some(policy) = auto_compaction {
         tasks.spawn(
             "auto-compactor",

@@ -269,6 +269,13 @@ impl Member {
         }
     }
 
+    /// Starts the member again without waiting for it to become ready: for a start that is
+    /// expected to fail (see [`Member::wait_exit`]).
+    pub fn relaunch(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the member first");
+        let _ = self.start_process();
+    }
+
     /// Starts the member again on the same data dir and ports.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the member first");

@@ -121,3 +121,35 @@ fn metrics_and_http_listeners_of_their_own() {
         "bar\n"
     );
 }
+
+/// A raised alarm: `/health` is false (unless `?exclude=` names it), as etcd 3.4 answers;
+/// `/readyz` fails its data_corruption check on CORRUPT, as etcd 3.6's does.
+#[test]
+fn an_alarm_makes_the_member_unhealthy() {
+    let raise = r#"{"action":"ACTIVATE","memberID":"9","alarm":"CORRUPT"}"#;
+    let (etcd, ours) = oxetcd_tests::against_etcd(|m| {
+        let before = get(m, "/health");
+        http_request(port_of(m), "POST", "/v3/maintenance/alarm", raise);
+        let (status, body) = get(m, "/health");
+        let excluded = get(m, "/health?exclude=CORRUPT");
+        let other = get(m, "/health?exclude=NOSPACE");
+        (
+            before,
+            status,
+            body.contains(r#""health":"false""#),
+            excluded,
+            other.0,
+        )
+    });
+    assert_eq!(etcd, ours);
+    assert_eq!(ours.1, 503);
+    let m = Member::start(Kind::Oxetcd);
+    http_request(port_of(&m), "POST", "/v3/maintenance/alarm", raise);
+    let (status, body) = get(&m, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("[-]data_corruption failed: alarm activated: CORRUPT\n"),
+        "{body}"
+    );
+    assert_eq!(get(&m, "/livez"), (200, "ok\n".into()));
+}

@@ -27,14 +27,38 @@ pub(super) fn router(server: Arc<EtcdServer>) -> Router {
         .with_state(server)
 }
 
-/// Healthy when a leader exists and a linearizable read goes through, as etcd's /health checks;
-/// with `?serializable=true` (etcd ≥ 3.5) a local read suffices, leader or not.
-async fn health(
-    State(server): State<Arc<EtcdServer>>,
-    Query(q): Query<HashMap<String, String>>,
-) -> impl IntoResponse {
-    let serializable = q.get("serializable").is_some_and(|v| v == "true");
-    let healthy = if serializable {
+/// Healthy when no alarm is raised (but those named by `?exclude=NOSPACE`, repeatable), a
+/// leader exists and a linearizable read goes through, as etcd's /health checks; with
+/// `?serializable=true` (etcd ≥ 3.5) a local read suffices, leader or not.
+async fn health(State(server): State<Arc<EtcdServer>>, uri: axum::http::Uri) -> impl IntoResponse {
+    let pairs: Vec<(String, String)> = uri
+        .query()
+        .map(|q| {
+            q.split('&')
+                .filter_map(|p| p.split_once('=').or(Some((p, ""))))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let serializable = pairs
+        .iter()
+        .any(|(k, v)| k == "serializable" && v == "true");
+    let excluded: Vec<&str> = pairs
+        .iter()
+        .filter(|(k, _)| k == "exclude")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let alarmed = server.read_state().map(|s| {
+        s.alarms.get(0).iter().any(|a| {
+            let name = oxetcd_common::etcdserverpb::AlarmType::try_from(a.alarm)
+                .map(|t| t.as_str_name())
+                .unwrap_or("UNKNOWN");
+            !excluded.contains(&name)
+        })
+    });
+    let healthy = if alarmed.unwrap_or(true) {
+        false
+    } else if serializable {
         server.read_state().is_ok()
     } else {
         server.raft.metrics().borrow().current_leader.is_some()
@@ -93,8 +117,16 @@ impl Check {
 
     async fn run(self, server: &EtcdServer) -> Result<(), String> {
         match self {
-            // No CORRUPT alarm can be raised yet (corruption checks are not built).
-            Check::DataCorruption => Ok(()),
+            Check::DataCorruption => {
+                let state = server.read_state().map_err(|e| e.to_string())?;
+                match state
+                    .alarms
+                    .is_raised(oxetcd_common::etcdserverpb::AlarmType::Corrupt)
+                {
+                    true => Err("alarm activated: CORRUPT".into()),
+                    false => Ok(()),
+                }
+            }
             Check::SerializableRead => server.read_state().map(|_| ()).map_err(|e| e.to_string()),
             Check::LinearizableRead => server.read_barrier().await.map_err(|e| e.to_string()),
             Check::NonLearner => {

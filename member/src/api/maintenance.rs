@@ -147,22 +147,7 @@ impl Maintenance for MaintenanceService {
     async fn hash_kv(&self, r: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
         self.require_admin(&r).await?;
         let rev = r.into_inner().revision;
-        let server = self.server.clone();
-        // The index part under the state lock, the rows from a RocksDB snapshot taken with
-        // it: applies go on while the key space is read.
-        let (hash, plan) = tokio::task::spawn_blocking(move || {
-            let db = server.storage.db();
-            let (plan, snapshot) = {
-                let st = server.read_state()?;
-                (st.mvcc.hash_plan(rev)?, db.snapshot())
-            };
-            let cf = server.storage.cf(crate::storage::CF_KV);
-            let rows = snapshot.iterator_cf(cf, rocksdb::IteratorMode::Start);
-            let hash = crate::mvcc::hash_kv_rows(&plan, rows)?;
-            Ok::<_, crate::error::ServerError>((hash, plan))
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))??;
+        let (hash, plan) = crate::corrupt::hash_kv_async(&self.server, rev).await?;
         Ok(Response::new(HashKvResponse {
             header: self.server.header(plan.current, self.server.term()),
             hash,

@@ -28,4 +28,4 @@ pub(crate) fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
     }
 }
 pub(crate) use revision::Revision;
-pub(crate) use store::{hash_kv_rows, Mvcc, WriteTxn};
+pub(crate) use store::{hash_kv_rows, HashPlan, Mvcc, WriteTxn};

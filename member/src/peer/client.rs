@@ -119,6 +119,7 @@ impl Peers {
                 Call::Transfer => client.transfer(request).await,
                 Call::Removed => client.removed(request).await,
                 Call::ClusterMembers => client.cluster_id(request).await,
+                Call::HashKv => client.hash_kv(request).await,
             }
         };
         // The gRPC timeout travels to the peer; this one also covers a peer that never reads.
@@ -191,6 +192,16 @@ impl Peers {
         timeout: Duration,
     ) -> Result<(), PeerError> {
         self.call(member, Call::Removed, &(), timeout).await
+    }
+
+    /// A member's hash of its key space at `rev` (corruption checks).
+    pub(crate) async fn hash_kv(
+        &self,
+        member: &MemberNode,
+        rev: i64,
+        timeout: Duration,
+    ) -> Result<crate::corrupt::PeerHash, PeerError> {
+        self.call(member, Call::HashKv, &rev, timeout).await
     }
 
     /// The cluster ID and the members (ID, peer URLs) as a peer has applied them; asked by a

@@ -29,6 +29,7 @@ enum Call {
     Transfer,
     Removed,
     ClusterMembers,
+    HashKv,
 }
 
 /// How a peer call failed.

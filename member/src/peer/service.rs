@@ -125,6 +125,16 @@ impl RaftPeer for PeerService {
         self.answer(Ok(()))
     }
 
+    /// This member's HashKV at the asker's revision, once it has applied that far (a
+    /// moment at most: a follower is rarely far behind the leader asking).
+    async fn hash_kv(&self, r: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
+        let rev: i64 = self.open(r)?;
+        let result = crate::corrupt::answer_peer(&self.server, rev)
+            .await
+            .map_err(PeerError::Server);
+        self.answer(result)
+    }
+
     /// The cluster's ID and its members (ID, peer URLs) as applied here: a member joining
     /// with `--initial-cluster-state existing` finds its own ID (chosen by `member add`) by
     /// its peer URLs. Answered to anyone: the asker does not know the cluster ID yet.
