@@ -79,6 +79,14 @@ impl Storage {
         }
     }
 
+    /// Where raft snapshots are kept (`<data-dir>/member/snap`).
+    pub(crate) fn snap_dir(&self) -> std::path::PathBuf {
+        match self.dir.parent() {
+            Some(member) => member.join("snap"),
+            None => self.dir.join("snap"),
+        }
+    }
+
     pub(crate) fn db(&self) -> &DB {
         &self.db
     }

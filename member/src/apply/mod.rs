@@ -13,7 +13,6 @@ mod layers;
 mod snapshot;
 mod state;
 
-use std::io::Cursor;
 use std::sync::{Arc, RwLock};
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
@@ -44,6 +43,8 @@ pub(crate) struct StateMachine {
     pipeline: Arc<Dedup<Permissions<Alarms<Interpreter>>>>,
     /// This member's auth tokens (forgotten when a snapshot replaces the state).
     tokens: Arc<Tokens>,
+    /// The file a snapshot being received from the leader is written to.
+    receiving: Arc<std::sync::Mutex<Option<std::path::PathBuf>>>,
 }
 
 impl StateMachine {
@@ -53,6 +54,7 @@ impl StateMachine {
         hub: WatchHub,
         tokens: Arc<Tokens>,
     ) -> Result<Self, StorageError> {
+        snapshot::recover(&storage)?;
         let state = load_state(&storage)?;
         restart_lease_clock(&lessor, &state.leases);
         let pipeline = Arc::new(Dedup {
@@ -74,6 +76,7 @@ impl StateMachine {
             hub,
             pipeline,
             tokens,
+            receiving: Default::default(),
         })
     }
 
@@ -84,7 +87,7 @@ impl StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        self.build()
+        self.build().await
     }
 }
 
@@ -156,20 +159,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        self.receiving().await
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, MemberNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        self.install(meta, &snapshot)
+        self.install(meta, snapshot).await
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        // Built on demand: the state machine itself is the snapshot.
-        Ok(Some(self.build()?))
+        self.current().await
     }
 }

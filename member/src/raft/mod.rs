@@ -7,7 +7,6 @@ mod log_store;
 mod network;
 
 use std::fmt;
-use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
@@ -56,7 +55,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = MemberNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

@@ -145,6 +145,12 @@ fn copy_checked(src: &Path, dst: &Path, skip_hash_check: bool) -> Result<(), Sna
 
 /// Restores `cfg.snapshot` into a new data dir.
 pub fn restore(cfg: &RestoreConfig) -> Result<(), SnapshotError> {
+    if (cfg.bump_revision == 0) == cfg.mark_compacted {
+        // etcdutl's message, naming the flag by another name.
+        return Err(SnapshotError::Invalid(
+            "--mark-compacted required if --revision-bump > 0".into(),
+        ));
+    }
     let members = crate::config::parse_initial_cluster(&cfg.initial_cluster, &cfg.name)
         .map_err(|e| SnapshotError::Invalid(e.to_string()))?;
     let mut mine = crate::config::split_urls(&cfg.initial_advertise_peer_urls);
