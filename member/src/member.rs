@@ -143,6 +143,15 @@ async fn watch_leadership(raft: Raft, me: u64, metrics: Metrics) {
     }
 }
 
+/// Resolves when raft's core has stopped by itself: a storage error (a full, read-only or
+/// failing disk) ends it. The member cannot make writes durable any more, so it stops
+/// (fail-stop, as etcd exits when a WAL fsync fails); restarted once the disk is fixed, it
+/// recovers from its log and catches up from the others.
+async fn raft_core_stopped(raft: Raft) {
+    let mut rx = raft.metrics();
+    while rx.changed().await.is_ok() {}
+}
+
 /// Keeps the size gauges (database size, keys, revision) current.
 async fn refresh_gauges(server: std::sync::Weak<EtcdServer>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -569,8 +578,13 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         publish_attributes(weak, cfg.name.clone(), cfg.advertised_client_urls()),
     );
 
+    let mut failed = false;
     tokio::select! {
         _ = oxetcd_common::signal::terminated() => tracing::info!("shutting down"),
+        _ = raft_core_stopped(raft.clone()) => {
+            tracing::error!("raft stopped after a storage error (logged above); the member stops");
+            failed = true;
+        }
         _ = removed_from_cluster(&server) => {
             tracing::warn!("the member has been permanently removed from the cluster; shutting down");
         }
@@ -582,6 +596,9 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
     }
     let _ = raft.shutdown().await;
+    if failed {
+        bail!("storage failed: fix the disk and restart the member (it catches up from its peers)");
+    }
     storage.db().flush_wal(true)?;
     Ok(())
 }

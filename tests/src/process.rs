@@ -214,6 +214,13 @@ impl Member {
         }
     }
 
+    /// Whether the process has ended by itself (without waiting): its exit status if so.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
+    }
+
     /// Waits up to `timeout` for the process to end by itself; its exit status, or `None` if it
     /// is still running (it is then left running).
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
