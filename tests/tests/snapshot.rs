@@ -26,7 +26,7 @@ fn history(m: &Member) {
     ] {
         m.etcdctl(args).ok();
     }
-    m.etcdctl_stdin(&["txn"], "\nput e 6\ndel c\n\n").ok();
+    m.etcdctl_stdin(&["txn"], "\nput e 6\ndel c\n\n\n").ok();
     let lease = m.etcdctl(&["lease", "grant", "600"]).granted_lease_id();
     m.etcdctl(&["put", "leased", "7", "--lease", &lease]).ok();
 }
@@ -136,15 +136,12 @@ fn etcdctl_saves_an_oxetcd_snapshot_that_real_etcd_restores() {
     let etcd = Member::start_prepared(Kind::Etcd, &[], |m| etcdctl_restore(&file, m));
     assert_eq!(observed(&ox), observed(&etcd));
     // The restored etcd goes on from the same revision.
-    assert_eq!(
-        etcd.etcdctl(&["put", "f", "8", "-w", "json"])
-            .ok()
-            .contains(&format!(
-                "\"revision\":{}",
-                r["header"]["revision"].as_i64().unwrap() + 1
-            )),
-        true
+    let next = etcd.etcdctl(&["put", "f", "8", "-w", "json"]);
+    let want = format!(
+        "\"revision\":{}",
+        r["header"]["revision"].as_i64().unwrap() + 1
     );
+    assert!(next.ok().contains(&want), "{}", next.stdout);
 }
 
 #[test]
