@@ -56,9 +56,9 @@ fn observed(m: &Member) -> Vec<String> {
         let granted = line
             .split("granted with TTL(")
             .nth(1)
-            .unwrap_or("")
-            .to_string();
-        seen.push(format!("{id} {granted}"));
+            .and_then(|r| r.split(')').next());
+        let keys = line.split("attached keys(").nth(1).unwrap_or("");
+        seen.push(format!("{id} granted {granted:?} keys {keys}"));
     }
     let hashkv = m.etcdctl(&["endpoint", "hashkv", "-w", "json"]);
     let h: serde_json::Value = serde_json::from_str(hashkv.ok().trim()).expect("json");
