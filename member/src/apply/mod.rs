@@ -45,6 +45,9 @@ pub(crate) struct StateMachine {
     tokens: Arc<Tokens>,
     /// The file a snapshot being received from the leader is written to.
     receiving: Arc<std::sync::Mutex<Option<std::path::PathBuf>>>,
+    /// Whether openraft asked for the current snapshot yet (its first ask, at start-up,
+    /// needs only the meta; see `snapshot`).
+    asked_for_snapshot: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl StateMachine {
@@ -77,6 +80,7 @@ impl StateMachine {
             pipeline,
             tokens,
             receiving: Default::default(),
+            asked_for_snapshot: Default::default(),
         })
     }
 

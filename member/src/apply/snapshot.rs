@@ -1,10 +1,13 @@
 //! Raft snapshots of the state machine (what catches up a member that is behind the leader's
 //! purged log), as files streamed row by row: memory stays bounded whatever the store's size,
-//! and no apply waits while one is written.
+//! no apply waits while one is written, and no second copy of the store stays on disk.
 //!
-//! A snapshot file (`<data-dir>/member/snap/current.snap`, the newest one built or installed)
-//! holds a header with openraft's `SnapshotMeta`, then every row of the state machine's column
-//! families, then a trailer with the row count:
+//! openraft asks for a snapshot for two reasons. *Building* one (every `--snapshot-count`
+//! entries) only lets it purge the log: the state machine itself, in RocksDB, is the snapshot,
+//! so building records the applied point (openraft's `SnapshotMeta`) in `raft_meta` and
+//! writes nothing else. *Sending* one to a follower needs the data: `get_current_snapshot`
+//! then writes the state as it is now (at least as new as the recorded point) into a scratch
+//! file, removed once sent. The file:
 //!
 //! ```text
 //! "oxetcd-snap\x01"  u32 meta length  bincode SnapshotMeta
@@ -12,11 +15,11 @@
 //! 0xff  u64 row count
 //! ```
 //!
-//! Building takes the applied state's point (applied log id, membership) and a RocksDB
-//! snapshot under the state lock, then writes from the RocksDB snapshot. Installing renames the
-//! received file to `installing.snap` before touching the database, replaces the rows in
-//! bounded batches and writes the applied log id last; a member that crashes midway finds
-//! `installing.snap` at start-up and installs it again.
+//! Writing takes the applied point and a RocksDB snapshot under the state lock, then reads
+//! the RocksDB snapshot. Installing verifies the received file, renames it `installing.snap`
+//! before touching the database, replaces the rows in bounded batches and writes the applied
+//! log id last; a member that crashes midway finds `installing.snap` at start-up and installs
+//! it again.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -27,7 +30,7 @@ use rocksdb::WriteBatch;
 use super::state::{load_state, read_err, restart_lease_clock, stage_applied, write_err};
 use super::StateMachine;
 use crate::raft::{MemberNode, StorageError, TypeConfig};
-use crate::storage::{Storage, CF_AUTH, CF_KV, CF_LEASE, CF_META};
+use crate::storage::{Storage, CF_AUTH, CF_KV, CF_LEASE, CF_META, CF_RAFT_META};
 
 /// The column families a snapshot carries, by their index in the file.
 const SNAPSHOT_CFS: [&str; 4] = [CF_META, CF_KV, CF_LEASE, CF_AUTH];
@@ -37,9 +40,10 @@ const END: u8 = 0xff;
 /// Rows per RocksDB batch while installing.
 const INSTALL_BATCH: usize = 10_000;
 
-const CURRENT: &str = "current.snap";
-const BUILDING: &str = "building.snap";
 const INSTALLING: &str = "installing.snap";
+
+/// `raft_meta`: the `SnapshotMeta` of the newest snapshot built or installed.
+const SNAPSHOT_META_KEY: &[u8] = b"snapshot_meta";
 
 type Meta = SnapshotMeta<u64, MemberNode>;
 
@@ -188,68 +192,135 @@ fn install_file(storage: &Storage, path: &Path) -> Result<Meta, StorageError> {
     Ok(meta)
 }
 
+/// Records the newest snapshot's point (synced: openraft purges the log up to it).
+fn record_meta(storage: &Storage, meta: &Meta) -> Result<(), StorageError> {
+    let mut sync = rocksdb::WriteOptions::default();
+    sync.set_sync(true);
+    let bytes = bincode::serialize(meta).map_err(write_err)?;
+    storage
+        .db()
+        .put_cf_opt(storage.cf(CF_RAFT_META), SNAPSHOT_META_KEY, bytes, &sync)
+        .map_err(write_err)
+}
+
+fn recorded_meta(storage: &Storage) -> Result<Option<Meta>, StorageError> {
+    match storage
+        .db()
+        .get_cf(storage.cf(CF_RAFT_META), SNAPSHOT_META_KEY)
+        .map_err(read_err)?
+    {
+        Some(b) => Ok(Some(bincode::deserialize(&b).map_err(read_err)?)),
+        None => Ok(None),
+    }
+}
+
+/// The applied point, and a RocksDB snapshot of the same moment.
+fn capture<'a>(
+    storage: &'a Storage,
+    state: &std::sync::RwLock<super::MemberState>,
+) -> Result<(Meta, rocksdb::SnapshotWithThreadMode<'a, rocksdb::DB>), StorageError> {
+    let st = state.read().map_err(read_err)?;
+    let last = st.applied;
+    let meta = Meta {
+        last_log_id: last,
+        last_membership: st.membership.clone(),
+        snapshot_id: format!(
+            "{}-{}",
+            last.map(|l| l.leader_id.term).unwrap_or(0),
+            last.map(|l| l.index).unwrap_or(0)
+        ),
+    };
+    Ok((meta, storage.db().snapshot()))
+}
+
+/// An open scratch file whose name is already gone: the data goes away when it is dropped.
+async fn anonymous_file(
+    storage: &Storage,
+    write: impl FnOnce(&Path) -> Result<(), StorageError> + Send + 'static,
+) -> Result<tokio::fs::File, StorageError> {
+    let dir = storage.scratch_dir();
+    std::fs::create_dir_all(&dir).map_err(read_err)?;
+    let path = dir.join(format!(
+        "raft-snapshot-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    let p = path.clone();
+    tokio::task::spawn_blocking(move || write(&p))
+        .await
+        .map_err(read_err)??;
+    let file = tokio::fs::File::open(&path).await.map_err(read_err)?;
+    let _ = std::fs::remove_file(&path);
+    Ok(file)
+}
+
 /// At start-up, before the state is loaded: finishes an install a crash interrupted, and
 /// removes a half-built snapshot.
 pub(super) fn recover(storage: &Storage) -> Result<(), StorageError> {
     let dir = snap_dir(storage);
-    let _ = std::fs::remove_file(dir.join(BUILDING));
     let installing = dir.join(INSTALLING);
     if installing.exists() {
         let meta = install_file(storage, &installing)?;
+        record_meta(storage, &meta)?;
         tracing::warn!(last_log_id = ?meta.last_log_id, "finished installing a snapshot a crash had interrupted");
-        rename_synced(&installing, &dir.join(CURRENT))?;
+        std::fs::remove_file(&installing).map_err(write_err)?;
     }
+    // Snapshots of earlier versions, kept whole on disk.
+    let _ = std::fs::remove_file(dir.join("current.snap"));
     Ok(())
 }
 
 impl StateMachine {
-    /// Builds a snapshot of everything applied so far into `current.snap`.
+    /// openraft's periodic snapshot: records the applied point, so the log can be purged up
+    /// to it (the data stays where it is; see the module doc).
     pub(super) async fn build(&self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (storage, state) = (self.storage.clone(), self.state.clone());
-        let meta = tokio::task::spawn_blocking(move || -> Result<Meta, StorageError> {
-            let db = storage.db();
-            let (meta, snapshot) = {
-                let st = state.read().map_err(read_err)?;
-                let last = st.applied;
-                let meta = Meta {
-                    last_log_id: last,
-                    last_membership: st.membership.clone(),
-                    snapshot_id: format!(
-                        "{}-{}",
-                        last.map(|l| l.leader_id.term).unwrap_or(0),
-                        last.map(|l| l.index).unwrap_or(0)
-                    ),
-                };
-                (meta, db.snapshot())
-            };
-            let dir = snap_dir(&storage);
-            std::fs::create_dir_all(&dir).map_err(read_err)?;
-            write_file(&storage, &snapshot, &meta, &dir.join(BUILDING))?;
-            rename_synced(&dir.join(BUILDING), &dir.join(CURRENT))?;
-            Ok(meta)
+        let meta = capture(&self.storage, &self.state)?.0;
+        record_meta(&self.storage, &meta)?;
+        tracing::info!(last_log_id = ?meta.last_log_id, "snapshot point recorded");
+        // openraft keeps only the meta of a built snapshot.
+        let empty = anonymous_file(&self.storage, |p| {
+            std::fs::File::create(p).map(|_| ()).map_err(read_err)
         })
-        .await
-        .map_err(read_err)??;
-        tracing::info!(last_log_id = ?meta.last_log_id, "built snapshot");
-        let file = tokio::fs::File::open(snap_dir(&self.storage).join(CURRENT))
-            .await
-            .map_err(read_err)?;
+        .await?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(file),
+            snapshot: Box::new(empty),
         })
     }
 
-    /// The newest snapshot built or installed, if any (openraft asks at start-up and when a
-    /// follower needs one).
+    /// openraft asks at start-up (it keeps only the meta then: the recorded point is
+    /// answered, with no data) and when a follower needs a snapshot (the state as it is now,
+    /// written to a scratch file).
     pub(super) async fn current(&self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let path = snap_dir(&self.storage).join(CURRENT);
-        let meta = match std::fs::File::open(&path) {
-            Ok(f) => read_meta(&mut BufReader::new(f))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(read_err(e)),
-        };
-        let file = tokio::fs::File::open(&path).await.map_err(read_err)?;
+        if !self
+            .asked_for_snapshot
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let Some(meta) = recorded_meta(&self.storage)? else {
+                return Ok(None);
+            };
+            let empty = anonymous_file(&self.storage, |p| {
+                std::fs::File::create(p).map(|_| ()).map_err(read_err)
+            })
+            .await?;
+            return Ok(Some(Snapshot {
+                meta,
+                snapshot: Box::new(empty),
+            }));
+        }
+        let (storage, state) = (self.storage.clone(), self.state.clone());
+        let (meta_tx, meta_rx) = std::sync::mpsc::channel();
+        let file = anonymous_file(&self.storage, move |path| {
+            let (meta, snapshot) = capture(&storage, &state)?;
+            write_file(&storage, &snapshot, &meta, path)?;
+            let _ = meta_tx.send(meta);
+            Ok(())
+        })
+        .await?;
+        let meta = meta_rx.recv().map_err(read_err)?;
+        tracing::info!(last_log_id = ?meta.last_log_id, "wrote a snapshot to send");
         Ok(Some(Snapshot {
             meta,
             snapshot: Box::new(file),
@@ -307,9 +378,10 @@ impl StateMachine {
             rename_synced(&received, &installing)?;
             // Readers wait for the whole install: they never see half the rows.
             let mut state = state.write().map_err(write_err)?;
-            install_file(&storage, &installing)?;
+            let meta = install_file(&storage, &installing)?;
+            record_meta(&storage, &meta)?;
             *state = load_state(&storage)?;
-            rename_synced(&installing, &dir.join(CURRENT))?;
+            std::fs::remove_file(&installing).map_err(write_err)?;
             Ok(state.mvcc.current_rev())
         })
         .await
@@ -382,7 +454,7 @@ mod tests {
         got.sort();
         assert_eq!(got, want);
         assert!(!b.snap_dir().join(INSTALLING).exists());
-        assert!(b.snap_dir().join(CURRENT).exists());
+        assert!(recorded_meta(&b).unwrap().is_some());
     }
 
     #[test]
