@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Disk reclaimed by compaction and defragment, real etcd 3.4 and oxetcd one after the other
+# (one member each): write KEYS keys of 256 B, overwrite each once, then compact (physical) at
+# the current revision and defragment. Prints the data dir size after the writes, after the
+# compaction and after the defragment, how long each took, and the worst latency a client
+# saw meanwhile (a rate-limited range load runs during both, reported as p99/max).
+#
+#   bench/reclaim.sh TARGET_DIR [KEYS]     (TARGET_DIR: a release build with oxetcd, oxetcdctl)
+set -euo pipefail
+T=${1:-${CARGO_TARGET_DIR:-target}}/release
+KEYS=${2:-1000000}
+MEMBERS=1
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+size() { du -sb "$WORK/$1" | awk '{printf "%.2f", $1 / 1e9}'; }
+now() { date +%s.%N; }
+
+printf "%-7s %9s %12s %12s %12s %10s %10s %22s\n" kind keys "written GB" "compact GB" "defrag GB" \
+  "compact s" "defrag s" "range p99/max ms during"
+for kind in etcd ox; do
+  k=etcd; [ $kind = ox ] && k=oxetcd
+  eps=$(start $k $kind)
+  for _ in 1 2; do
+    "$CTL" --endpoints="$eps" bench put --total "$KEYS" --key-space-size "$KEYS" \
+      --sequential-keys --key-size 8 --val-size 256 --clients 64 --conns 8 >/dev/null
+  done
+  written=$(size ${kind}1)
+  rev=$(ETCDCTL_API=3 etcdctl --endpoints="$eps" get x -w json |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["header"]["revision"])')
+  # Client latency while compaction and defragment run: a steady range load (1 s rounds of
+  # 500 serializable ranges) in the background until both are done.
+  rm -f "$WORK/stop"; : >"$WORK/during"
+  ( while [ ! -f "$WORK/stop" ]; do
+      "$CTL" --endpoints="$eps" -w json bench range x --consistency s --rate 500 --total 500 \
+        --clients 4 --conns 1 >>"$WORK/during" 2>/dev/null; echo >>"$WORK/during"
+    done ) &
+  load=$!
+  sleep 1
+  t0=$(now)
+  ETCDCTL_API=3 etcdctl --endpoints="$eps" --command-timeout=600s compaction --physical "$rev" >/dev/null
+  t1=$(now)
+  compacted=$(size ${kind}1)
+  ETCDCTL_API=3 etcdctl --endpoints="$eps" --command-timeout=600s defrag >/dev/null
+  t2=$(now)
+  sleep 1
+  touch "$WORK/stop"; wait $load
+  defragged=$(size ${kind}1)
+  during=$(python3 - "$WORK/during" <<'PY'
+import json, sys
+p99, worst = 0.0, 0.0
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if not line:
+        continue
+    r = json.loads(line)
+    pct = {d["percent"]: d["latency"] for d in r.get("latency_distribution", [])}
+    p99, worst = max(p99, pct.get(99.0, 0)), max(worst, r.get("slowest", 0))
+print(f"{p99 * 1000:.1f}/{worst * 1000:.1f}")
+PY
+)
+  python3 - "$kind" "$KEYS" "$written" "$compacted" "$defragged" "$t0" "$t1" "$t2" "$during" <<'PY'
+import sys
+kind, keys, w, c, d, t0, t1, t2, during = sys.argv[1:]
+print(f"{kind:<7} {int(keys):9d} {w:>12} {c:>12} {d:>12} {float(t1)-float(t0):10.1f} {float(t2)-float(t1):10.1f} {during:>22}")
+PY
+  kill "$(cat "$WORK/${kind}1.pid")"
+  sleep 1
+done
