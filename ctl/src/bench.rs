@@ -803,11 +803,12 @@ mod tests {
     use clap::Parser;
 
     /// Parses a whole `oxetcdctl` command line that must be a `bench`.
-    fn parse(line: &[&str]) -> (crate::Cli, BenchArgs) {
-        let mut cli = crate::Cli::try_parse_from(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
-        let command = std::mem::replace(&mut cli.command, crate::Command::Version);
+    fn parse(line: &[&str]) -> (crate::etcdctl::Cli, BenchArgs) {
+        let mut cli =
+            crate::etcdctl::Cli::try_parse_from(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        let command = std::mem::replace(&mut cli.command, crate::etcdctl::Command::Version);
         match command {
-            crate::Command::Bench(b) => (cli, b),
+            crate::etcdctl::Command::Bench(b) => (cli, b),
             _ => panic!("{line:?} is not a bench"),
         }
     }

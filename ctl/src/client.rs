@@ -64,12 +64,24 @@ pub(crate) async fn connect_one(
     dial_timeout: Duration,
     command_timeout: Duration,
 ) -> Result<Channel, Failure> {
+    connect_timed(ep, dial_timeout, Some(command_timeout)).await
+}
+
+/// A channel to `ep` whose requests end after `timeout`, or never (`None`: etcdctl's `snapshot
+/// save` without `--command-timeout`, whose stream may take as long as the file needs).
+pub(crate) async fn connect_timed(
+    ep: &str,
+    dial_timeout: Duration,
+    timeout: Option<Duration>,
+) -> Result<Channel, Failure> {
     let url = endpoint_url(ep);
     let mut endpoint = Endpoint::from_shared(url.clone())
         .map_err(|e| Failure::error(format!("invalid endpoint {ep:?}: {e}")))?
         .connect_timeout(dial_timeout)
-        .timeout(command_timeout)
         .tcp_nodelay(true);
+    if let Some(t) = timeout {
+        endpoint = endpoint.timeout(t);
+    }
     if url.starts_with("https://") {
         let tls = TLS.get().cloned().unwrap_or_default();
         endpoint = endpoint
@@ -252,6 +264,17 @@ impl Dialer {
         let ch = connect_one(ep, self.dial_timeout, self.command_timeout).await?;
         Ok(Clients::new(ch, token.clone()))
     }
+
+    /// A client of `ep` only whose requests end after `timeout`, or never.
+    pub(crate) async fn connect_timed(
+        &self,
+        ep: &str,
+        token: &Token,
+        timeout: Option<Duration>,
+    ) -> Result<Clients, Failure> {
+        let ch = connect_timed(ep, self.dial_timeout, timeout).await?;
+        Ok(Clients::new(ch, token.clone()))
+    }
 }
 
 /// The clients of one connection; each request they send carries the connection's token.
@@ -272,7 +295,8 @@ impl Clients {
         Self {
             kv: KvClient::new(conn.clone()).max_decoding_message_size(usize::MAX),
             cluster: ClusterClient::new(conn.clone()),
-            maintenance: MaintenanceClient::new(conn.clone()),
+            // A snapshot's chunks are as large as the server makes them.
+            maintenance: MaintenanceClient::new(conn.clone()).max_decoding_message_size(usize::MAX),
             lease: LeaseClient::new(conn.clone()),
             watch: WatchClient::new(conn.clone()).max_decoding_message_size(usize::MAX),
             lock: LockClient::new(conn.clone()),

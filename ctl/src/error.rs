@@ -12,6 +12,8 @@ pub(crate) const EXIT_INVALID_INPUT: i32 = 3;
 pub(crate) const EXIT_BAD_FEATURE: i32 = 4;
 pub(crate) const EXIT_INTERRUPTED: i32 = 5;
 pub(crate) const EXIT_BAD_ARGS: i32 = 128;
+/// The code a Go program exits with when it panics (etcdctl does on some inputs).
+pub(crate) const EXIT_PANIC: i32 = 2;
 
 /// A failed command: its message and etcdctl's exit code.
 #[derive(Debug)]
@@ -37,7 +39,16 @@ impl Failure {
     pub(crate) fn bad_args(message: impl Into<String>) -> Self {
         Self::new(EXIT_BAD_ARGS, message)
     }
+
+    /// An exit whose reasons were printed already (etcdctl's bare `os.Exit`): no `Error:` line.
+    pub(crate) fn quiet(code: i32) -> Self {
+        Self::new(code, String::new())
+    }
 }
+
+pub(crate) use oxetcd_common::go_errors::{
+    errno_text as go_errno_text, path_error as go_path_error,
+};
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -66,6 +77,10 @@ impl From<tonic::Status> for Failure {
 pub(crate) fn status_text(s: &tonic::Status) -> String {
     match s.code() {
         tonic::Code::DeadlineExceeded => "context deadline exceeded".to_string(),
+        // tonic's own request timeout (`--command-timeout`): the deadline, in clientv3's words.
+        tonic::Code::Cancelled if s.message() == "Timeout expired" => {
+            "context deadline exceeded".to_string()
+        }
         _ if s.message().starts_with("etcdserver:") => s.message().to_string(),
         _ => format!("rpc error: code = {:?} desc = {}", s.code(), s.message()),
     }

@@ -1,10 +1,59 @@
-//! `move-leader`.
+//! `move-leader` and `defrag`.
 
-use oxetcd_common::etcdserverpb::{MoveLeaderRequest, StatusRequest};
+use oxetcd_common::etcdserverpb::{DefragmentRequest, MoveLeaderRequest, StatusRequest};
 
 use crate::client::Dialer;
-use crate::error::Failure;
+use crate::error::{Failure, EXIT_ERROR};
+use crate::member::member_list;
 use crate::output::Printer;
+
+/// `defrag [--cluster]`: etcdctl's, one endpoint after the other, each within the command
+/// timeout. Progress goes to stdout and failures to stderr in every output format; with any
+/// failure the exit code is 1, without an `Error:` line.
+pub(crate) async fn defrag(d: &Dialer, cluster: bool) -> Result<(), Failure> {
+    // etcdctl makes its client (authenticating with `--user`) before anything else.
+    let token = d.authenticate(&d.endpoints).await?;
+    let endpoints = if cluster {
+        // As etcdctl's endpointsFromCluster: the member list needs no credentials.
+        let list = async {
+            let mut c = d.connect_anonymous().await?;
+            member_list(&mut c).await
+        };
+        list.await
+            .map_err(|f| {
+                Failure::error(format!(
+                    "failed to fetch endpoints from etcd cluster member list: {}",
+                    f.message
+                ))
+            })?
+            .members
+            .into_iter()
+            .flat_map(|m| m.client_ur_ls)
+            .collect()
+    } else {
+        d.endpoints.clone()
+    };
+    let mut failures = 0;
+    for ep in &endpoints {
+        let res = async {
+            let mut c = d.connect_with(ep, &token).await?;
+            c.maintenance.defragment(DefragmentRequest {}).await?;
+            Ok::<_, Failure>(())
+        }
+        .await;
+        match res {
+            Ok(()) => println!("Finished defragmenting etcd member[{ep}]"),
+            Err(e) => {
+                eprintln!("Failed to defragment etcd member[{ep}] ({})", e.message);
+                failures += 1;
+            }
+        }
+    }
+    if failures != 0 {
+        return Err(Failure::quiet(EXIT_ERROR));
+    }
+    Ok(())
+}
 
 /// `move-leader <transferee-id>`: as etcdctl, finds the leader among the given endpoints and
 /// asks it.

@@ -341,7 +341,8 @@ impl Printer {
         println!("{v}");
     }
 
-    fn hdr_fields(h: &Option<ResponseHeader>) {
+    /// The header lines of every `fields` output.
+    pub(crate) fn hdr_fields(h: &Option<ResponseHeader>) {
         let h = h.unwrap_or_default();
         println!("\"ClusterID\" : {}", h.cluster_id);
         println!("\"MemberID\" : {}", h.member_id);
@@ -650,11 +651,11 @@ pub(crate) fn go_json(v: &Value) -> String {
 }
 
 /// Protobuf's wire form, for `-w protobuf` (etcdctl prints a response's Marshal bytes).
-mod pb {
+pub(crate) mod pb {
     use oxetcd_common::authpb::Permission;
     use oxetcd_common::etcdserverpb::ResponseHeader;
 
-    pub(super) fn varint(out: &mut Vec<u8>, mut v: u64) {
+    pub(crate) fn varint(out: &mut Vec<u8>, mut v: u64) {
         while v >= 0x80 {
             out.push(v as u8 | 0x80);
             v >>= 7;
@@ -663,7 +664,7 @@ mod pb {
     }
 
     /// A varint field, left out when zero (proto3).
-    pub(super) fn uint(out: &mut Vec<u8>, field: u64, v: u64) {
+    pub(crate) fn uint(out: &mut Vec<u8>, field: u64, v: u64) {
         if v != 0 {
             varint(out, field << 3);
             varint(out, v);
@@ -671,14 +672,14 @@ mod pb {
     }
 
     /// A length-delimited field (bytes, string or message), always written.
-    pub(super) fn bytes(out: &mut Vec<u8>, field: u64, b: &[u8]) {
+    pub(crate) fn bytes(out: &mut Vec<u8>, field: u64, b: &[u8]) {
         varint(out, field << 3 | 2);
         varint(out, b.len() as u64);
         out.extend_from_slice(b);
     }
 
     /// Field 1 of every response: its header.
-    pub(super) fn header(h: &Option<ResponseHeader>) -> Vec<u8> {
+    pub(crate) fn header(h: &Option<ResponseHeader>) -> Vec<u8> {
         let mut out = Vec::new();
         if let Some(h) = h {
             let mut m = Vec::new();
@@ -739,14 +740,14 @@ impl<'a> AuthOut<'a> {
     }
 }
 
-fn write_stdout(b: &[u8]) {
+pub(crate) fn write_stdout(b: &[u8]) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(b);
     let _ = out.flush();
 }
 
 /// etcdctl's printerUnsupported: the call was made, the printing fails.
-fn unsupported(format: &str) -> Failure {
+pub(crate) fn unsupported(format: &str) -> Failure {
     Failure::new(
         EXIT_BAD_FEATURE,
         format!("{format} not supported as output format"),

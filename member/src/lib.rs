@@ -29,6 +29,7 @@ pub mod member;
 mod membership;
 mod metrics;
 mod mvcc;
+pub mod offline;
 mod peer;
 mod quota;
 mod raft;

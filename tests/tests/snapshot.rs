@@ -326,3 +326,91 @@ fn hash_is_equal_on_every_member() {
     assert_eq!(hash(&c.members[2]), changed);
     assert_eq!(hash(&c.members[1]), changed);
 }
+
+fn oxetcdutl(args: &[&str]) -> std::process::Output {
+    Command::new(bin("oxetcdutl"))
+        .args(args)
+        .output()
+        .expect("oxetcdutl runs")
+}
+
+/// `oxetcdutl snapshot status` prints what etcdctl 3.4 prints, in every format.
+#[test]
+fn oxetcdutl_snapshot_status_prints_what_etcdctl_prints() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let etcd = Member::start(Kind::Etcd);
+    history(&etcd);
+    let file = save(&etcd, tmp.path(), "etcd.db");
+    let path = file.to_str().unwrap();
+    for format in ["simple", "table", "json", "fields"] {
+        let theirs = etcd.etcdctl(&["snapshot", "status", path, "-w", format]);
+        let ours = oxetcdutl(&["snapshot", "status", path, "-w", format]);
+        assert_eq!(
+            theirs.stdout,
+            String::from_utf8_lossy(&ours.stdout),
+            "{format}"
+        );
+    }
+}
+
+/// Offline commands on a stopped member's data dir: `hashkv` answers what the running
+/// member answered; `defrag` keeps every key; `snapshot restore` refuses an existing data dir
+/// as etcdctl does.
+#[test]
+fn oxetcdutl_offline_commands_on_a_data_dir() {
+    let mut m = Member::start(Kind::Oxetcd);
+    history(&m);
+    let online = m.etcdctl(&["endpoint", "hashkv", "-w", "json"]);
+    let online: serde_json::Value = serde_json::from_str(online.ok().trim()).expect("json");
+    let before = observed(&m);
+    m.stop();
+    let dir = m.data_dir().to_str().unwrap().to_string();
+    let hashkv = oxetcdutl(&["hashkv", &dir, "-w", "json"]);
+    assert!(
+        hashkv.status.success(),
+        "{}",
+        String::from_utf8_lossy(&hashkv.stderr)
+    );
+    let h: serde_json::Value = serde_json::from_slice(&hashkv.stdout).expect("json");
+    assert_eq!(h["hash"], online[0]["HashKV"]["hash"]);
+    assert_eq!(
+        h["compactRevision"],
+        online[0]["HashKV"]["compact_revision"]
+    );
+    let defrag = oxetcdutl(&["defrag", "--data-dir", &dir]);
+    assert_eq!(
+        String::from_utf8_lossy(&defrag.stdout),
+        format!("Finished defragmenting etcd data[{dir}]\n")
+    );
+    let exists = oxetcdutl(&[
+        "snapshot",
+        "restore",
+        "x.db",
+        "--data-dir",
+        &dir,
+        "--skip-hash-check",
+    ]);
+    let theirs = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            "snapshot",
+            "restore",
+            "x.db",
+            "--data-dir",
+            &dir,
+            "--skip-hash-check",
+        ])
+        .output()
+        .expect("etcdctl");
+    let last = |o: &std::process::Output| {
+        String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(last(&exists), last(&theirs));
+    assert_eq!(exists.status.code(), theirs.status.code());
+    m.restart();
+    assert_eq!(observed(&m), before);
+}

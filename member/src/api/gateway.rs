@@ -12,8 +12,8 @@
 //! `/v3/watch` streams: the request body is a sequence of JSON `WatchRequest`s (read as they
 //! arrive), the answer one `{"result": WatchResponse}` line per message, each written as it
 //! comes, for as long as the client stays; `/v3/lease/keepalive` likewise, and
-//! `/v3/election/observe` streams its answers to one request. Not yet here:
-//! `/v3/maintenance/snapshot`.
+//! `/v3/election/observe` streams its answers to one request, `/v3/maintenance/snapshot` the
+//! backup's chunks (base64 `blob`s, then the sha256).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -160,6 +160,14 @@ pub(super) fn router(server: Arc<EtcdServer>) -> Router {
             })
             .fallback(method_not_allowed),
         ),
+        (
+            "maintenance/snapshot",
+            post({
+                let svc = maintenance.clone();
+                move |headers: HeaderMap| snapshot(svc.clone(), headers)
+            })
+            .fallback(method_not_allowed),
+        ),
     ];
     let mut router = Router::new();
     for (path, route) in routes {
@@ -217,6 +225,15 @@ async fn observe(
         Err(status) => return error(&status),
     };
     match Election::observe(&*svc, with_token(&headers, msg)).await {
+        Ok(resp) => json_lines(resp.into_inner()),
+        Err(status) => error(&status),
+    }
+}
+
+/// `/v3/maintenance/snapshot`: the backup as a stream of chunks.
+async fn snapshot(svc: Arc<maintenance::MaintenanceService>, headers: HeaderMap) -> Response {
+    let req = with_token(&headers, oxetcd_common::etcdserverpb::SnapshotRequest {});
+    match Maintenance::snapshot(&*svc, req).await {
         Ok(resp) => json_lines(resp.into_inner()),
         Err(status) => error(&status),
     }

@@ -107,21 +107,10 @@ impl Maintenance for MaintenanceService {
         r: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
         self.require_admin(&r).await?;
-        // RocksDB's equivalent of a bbolt defrag: a full manual compaction of every column family.
         let storage = self.server.storage.clone();
-        tokio::task::spawn_blocking(move || {
-            for cf in [
-                crate::storage::CF_KV,
-                crate::storage::CF_META,
-                crate::storage::CF_RAFT_LOG,
-            ] {
-                storage
-                    .db()
-                    .compact_range_cf(storage.cf(cf), None::<&[u8]>, None::<&[u8]>);
-            }
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
+        tokio::task::spawn_blocking(move || storage.compact_all())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(DefragmentResponse {
             header: self.server.header(0, self.server.term()),
         }))

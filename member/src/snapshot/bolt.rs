@@ -1,11 +1,11 @@
-//! bbolt files, through the `bbolt-rs` crate (a port of etcd-io/bbolt that writes the same
+//! Writing bbolt files, through the `bbolt-rs` crate (a port of etcd-io/bbolt that writes the same
 //! format; built with `compat` for bbolt's magic number). Measured on 1,000,000 keys of 256 B
 //! values: written in 1.7 s with 21 MB of memory, 318 MB of file, and accepted by real
 //! `etcdctl snapshot status` (which runs bbolt's consistency check).
 
 use std::path::Path;
 
-use bbolt_rs::{BoltOptions, BucketApi, BucketRwApi, DbApi, DbRwAPI, TxApi, TxRwRefApi};
+use bbolt_rs::{BoltOptions, BucketRwApi, DbApi, DbRwAPI, TxApi, TxRwRefApi};
 
 use super::SnapshotError;
 
@@ -97,32 +97,4 @@ impl Writer {
         self.db.close();
         Ok(size)
     }
-}
-
-/// What [`read`] finds, in file order.
-pub(super) enum Item<'a> {
-    /// A bucket begins (even an empty one).
-    Bucket(&'a str),
-    /// A row of the bucket that began last.
-    Row(&'a [u8], &'a [u8]),
-}
-
-/// Reads every bucket and row of a bbolt file, in order; nested buckets are skipped (etcd has
-/// none). Returns the database's size.
-pub(super) fn read(
-    path: &Path,
-    f: &mut dyn FnMut(Item<'_>) -> Result<(), SnapshotError>,
-) -> Result<u64, SnapshotError> {
-    let db = BoltOptions::builder().build().open_ro(path)?;
-    let tx = db.begin()?;
-    for (name, bucket) in tx.iter_buckets() {
-        f(Item::Bucket(&String::from_utf8_lossy(name)))?;
-        for (k, v) in bucket.iter_entries() {
-            f(Item::Row(k, v))?;
-        }
-    }
-    let size = tx.size();
-    drop(tx);
-    db.close();
-    Ok(size)
 }

@@ -4,16 +4,22 @@
 //! oxetcd or from a real etcd, into a new member's data dir (`oxetcdutl snapshot restore`).
 //!
 //! - `backend`: our state as etcd's buckets and rows ([`backend::View`]).
-//! - `bolt`: writing and reading bbolt files (the `bbolt-rs` crate).
+//! - `bolt`: writing bbolt files (the `bbolt-rs` crate); `reader`: reading them, etcd's
+//!   included (bbolt-rs refuses those: etcd 3.4 stores no freelist).
 //! - `save`: the streamed snapshot for a client.
-//! - `restore`: a data dir from a snapshot file, and `snapshot status`.
+//! - `restore`: a data dir from a snapshot file; `status`: what `snapshot status` prints.
 //!
 //! (Raft's own snapshots, which catch up a far-behind member, are `apply/snapshot.rs`.)
 
 pub(crate) mod backend;
 mod bolt;
+mod reader;
 pub mod restore;
 pub(crate) mod save;
+pub mod status;
+
+pub use reader::BoltError;
+pub use restore::has_checksum;
 
 use std::sync::RwLock;
 
@@ -29,6 +35,9 @@ pub enum SnapshotError {
     Storage(#[from] rocksdb::Error),
     #[error("{0}")]
     Bolt(#[from] bbolt_rs::Error),
+    /// A snapshot file that cannot be read.
+    #[error("{0}")]
+    File(#[from] BoltError),
     /// A row that does not decode: the store or the file is damaged.
     #[error("snapshot: corrupt data: {0}")]
     Corrupt(String),

@@ -1,5 +1,5 @@
 //! A new member's data dir from a snapshot file (`oxetcdutl snapshot restore`, etcd's
-//! `snapshot restore`), and what `snapshot status` prints about a file.
+//! `snapshot restore`).
 //!
 //! The file may come from oxetcd or from a real etcd (3.4 or later): both are bbolt files with
 //! etcd's buckets (see `backend`), usually followed by their sha256. As etcd's restore does, the
@@ -17,7 +17,7 @@ use rocksdb::WriteBatch;
 use sha2::{Digest, Sha256};
 
 use super::backend::{self, LeaseRow};
-use super::bolt::{self, Item};
+use super::reader::Bolt;
 use super::SnapshotError;
 use crate::alarm::AlarmStore;
 use crate::mvcc::{Mvcc, Revision};
@@ -45,54 +45,10 @@ pub struct RestoreConfig {
     pub mark_compacted: bool,
 }
 
-/// etcd's `snapshot status` of a file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Status {
-    /// CRC-32C over every bucket name, key and value.
-    pub hash: u32,
-    /// The highest main revision in the `key` bucket.
-    pub revision: i64,
-    /// Keys of every bucket.
-    pub total_key: usize,
-    /// The database's size (its pages).
-    pub total_size: u64,
-}
-
-/// Reads a snapshot file as `etcdctl snapshot status` does.
-pub fn status(path: &Path) -> Result<Status, SnapshotError> {
-    let (mut hash, mut revision, mut total_key) = (0u32, 0i64, 0usize);
-    let mut in_key_bucket = false;
-    let total_size = bolt::read(path, &mut |item| {
-        match item {
-            Item::Bucket(name) => {
-                hash = crc32c::crc32c_append(hash, name.as_bytes());
-                in_key_bucket = name == backend::KEY;
-            }
-            Item::Row(k, v) => {
-                hash = crc32c::crc32c_append(hash, k);
-                hash = crc32c::crc32c_append(hash, v);
-                if in_key_bucket {
-                    // etcd reads the main revision from any key of the bucket.
-                    if let Some(main) = k.get(..8).and_then(|b| b.try_into().ok()) {
-                        revision = revision.max(i64::from_be_bytes(main));
-                    }
-                }
-                total_key += 1;
-            }
-        }
-        Ok(())
-    })?;
-    Ok(Status {
-        hash,
-        revision,
-        total_key,
-        total_size,
-    })
-}
-
 /// The 32 trailing sha256 bytes a snapshot may end with: present when the size is a whole
-/// number of 512-byte sectors plus 32 (etcd's `hasChecksum`).
-fn has_checksum(size: u64) -> bool {
+/// number of 512-byte sectors plus 32 (etcd's `hasChecksum`: 512 is the smallest disk sector,
+/// dividing most OS page sizes).
+pub fn has_checksum(size: u64) -> bool {
     size % 512 == 32
 }
 
@@ -231,81 +187,100 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, SnapshotError> {
 /// Rows per RocksDB batch while loading.
 const LOAD_BATCH: usize = 10_000;
 
+/// What loading has found so far besides the rows.
+#[derive(Default)]
+struct Loaded {
+    /// The newest main revision of the `key` bucket.
+    latest: i64,
+    /// etcd's compaction revision (scheduled or finished: an unfinished one is finished here).
+    compact: i64,
+    alarms: AlarmStore,
+}
+
+/// One row of the snapshot's `bucket`, staged into our column families.
+fn load_row(
+    storage: &Storage,
+    batch: &mut WriteBatch,
+    found: &mut Loaded,
+    bucket: &str,
+    k: &[u8],
+    v: &[u8],
+) -> Result<(), SnapshotError> {
+    match bucket {
+        backend::KEY => {
+            let Some((rev, tombstone)) = Revision::from_etcd_key(k) else {
+                return Err(SnapshotError::Corrupt(format!("key bucket row {k:?}")));
+            };
+            found.latest = found.latest.max(rev.main);
+            batch.put_cf(storage.cf(CF_KV), rev.to_key(tombstone), v);
+        }
+        backend::META if k == backend::FINISHED_COMPACT || k == backend::SCHEDULED_COMPACT => {
+            let Some((rev, _)) = Revision::from_etcd_key(v) else {
+                return Err(SnapshotError::Corrupt(format!("compaction revision {v:?}")));
+            };
+            found.compact = found.compact.max(rev.main);
+        }
+        backend::LEASE => {
+            let lease = LeaseRow::decode(v)
+                .map_err(|e| SnapshotError::Corrupt(format!("lease {k:?}: {e}")))?;
+            let (id, ttl) = (lease.id.to_be_bytes(), lease.ttl.to_be_bytes());
+            batch.put_cf(storage.cf(CF_LEASE), id, ttl);
+        }
+        backend::AUTH if k == backend::AUTH_ENABLED => {
+            batch.put_cf(storage.cf(CF_AUTH), b"enabled", [u8::from(v == [1])]);
+        }
+        backend::AUTH if k == backend::AUTH_REVISION => {
+            batch.put_cf(storage.cf(CF_AUTH), b"revision", v);
+        }
+        backend::AUTH_USERS => batch.put_cf(storage.cf(CF_AUTH), [&b"user/"[..], k].concat(), v),
+        backend::AUTH_ROLES => batch.put_cf(storage.cf(CF_AUTH), [&b"role/"[..], k].concat(), v),
+        backend::ALARM => {
+            let m = AlarmMember::decode(k)
+                .map_err(|e| SnapshotError::Corrupt(format!("alarm {k:?}: {e}")))?;
+            let req = AlarmRequest {
+                action: AlarmAction::Activate as i32,
+                member_id: m.member_id,
+                alarm: m.alarm,
+            };
+            found.alarms.apply(storage, batch, &req);
+        }
+        // The member list comes from --initial-cluster; anything else is etcd's own.
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Moves the rows of the bbolt file at `db` into the state machine's column families, then
 /// sets the revision (bumped if asked) and compacts where the snapshot says (or at the bumped
 /// revision with `--mark-compacted`).
 fn load(storage: &Storage, db: &Path, cfg: &RestoreConfig) -> Result<(), SnapshotError> {
     let rocks = storage.db();
     let mut batch = WriteBatch::default();
-    let mut bucket = String::new();
-    let (mut latest, mut compact) = (0i64, 0i64);
-    let mut alarms = AlarmStore::default();
-    bolt::read(db, &mut |item| {
-        let (k, v) = match item {
-            Item::Bucket(name) => {
-                bucket = name.to_string();
-                return Ok(());
-            }
-            Item::Row(k, v) => (k, v),
-        };
-        match bucket.as_str() {
-            backend::KEY => {
-                let Some((rev, tombstone)) = Revision::from_etcd_key(k) else {
-                    return Err(SnapshotError::Corrupt(format!("key bucket row {k:?}")));
-                };
-                latest = latest.max(rev.main);
-                batch.put_cf(storage.cf(CF_KV), rev.to_key(tombstone), v);
-            }
-            backend::META if k == backend::FINISHED_COMPACT || k == backend::SCHEDULED_COMPACT => {
-                // A scheduled compaction etcd had not finished is finished here.
-                let Some((rev, _)) = Revision::from_etcd_key(v) else {
-                    return Err(SnapshotError::Corrupt(format!("compaction revision {v:?}")));
-                };
-                compact = compact.max(rev.main);
-            }
-            backend::LEASE => {
-                let lease = LeaseRow::decode(v)
-                    .map_err(|e| SnapshotError::Corrupt(format!("lease {k:?}: {e}")))?;
-                batch.put_cf(
-                    storage.cf(CF_LEASE),
-                    lease.id.to_be_bytes(),
-                    lease.ttl.to_be_bytes(),
-                );
-            }
-            backend::AUTH if k == backend::AUTH_ENABLED => {
-                let on = u8::from(v == [1]);
-                batch.put_cf(storage.cf(CF_AUTH), b"enabled", [on]);
-            }
-            backend::AUTH if k == backend::AUTH_REVISION => {
-                batch.put_cf(storage.cf(CF_AUTH), b"revision", v);
-            }
-            backend::AUTH_USERS | backend::AUTH_ROLES => {
-                let prefix: &[u8] = match bucket.as_str() {
-                    backend::AUTH_USERS => b"user/",
-                    _ => b"role/",
-                };
-                batch.put_cf(storage.cf(CF_AUTH), [prefix, k].concat(), v);
-            }
-            backend::ALARM => {
-                let m = AlarmMember::decode(k)
-                    .map_err(|e| SnapshotError::Corrupt(format!("alarm {k:?}: {e}")))?;
-                let req = AlarmRequest {
-                    action: AlarmAction::Activate as i32,
-                    member_id: m.member_id,
-                    alarm: m.alarm,
-                };
-                alarms.apply(storage, &mut batch, &req);
-            }
-            // The member list comes from --initial-cluster; anything else is etcd's own.
-            _ => {}
+    let mut found = Loaded::default();
+    let file = Bolt::open(&db.to_string_lossy())?;
+    for (name, root) in file.buckets()? {
+        let Some(root) = root else { continue };
+        let bucket = String::from_utf8_lossy(&name).into_owned();
+        let mut failed = None;
+        file.for_each(&root, &mut |k, v| {
+            let (None, Some(v)) = (&failed, v) else {
+                return;
+            };
+            let staged = load_row(storage, &mut batch, &mut found, &bucket, k, v);
+            let written = match staged {
+                Ok(()) if batch.len() >= LOAD_BATCH => rocks
+                    .write(std::mem::take(&mut batch))
+                    .map_err(SnapshotError::from),
+                other => other,
+            };
+            failed = written.err();
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
         }
-        if batch.len() >= LOAD_BATCH {
-            rocks.write(std::mem::take(&mut batch))?;
-        }
-        Ok(())
-    })?;
+    }
     // etcd's restored store starts at the newest revision found, or the compacted one.
-    let mut current = latest.max(compact).max(1);
+    let mut current = found.latest.max(found.compact).max(1);
     if cfg.bump_revision > 0 {
         current += cfg.bump_revision as i64;
     }
@@ -313,7 +288,7 @@ fn load(storage: &Storage, db: &Path, cfg: &RestoreConfig) -> Result<(), Snapsho
     rocks.write(std::mem::take(&mut batch))?;
     let target = match cfg.mark_compacted {
         true => current,
-        false => compact,
+        false => found.compact,
     };
     if target > 0 {
         let mut mvcc =

@@ -1,0 +1,5 @@
+//! The `oxetcdutl` binary (see `etcdutl.rs`).
+
+fn main() {
+    oxetcd_ctl::etcdutl::main()
+}
