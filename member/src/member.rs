@@ -339,11 +339,14 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             cfg.bcrypt_cost
         );
     }
+    let (compactions, compaction_targets) = tokio::sync::watch::channel(0);
+    let (compacted_tx, compacted) = tokio::sync::watch::channel(0);
     let state_machine = StateMachine::open(
         storage.clone(),
         lessor.clone(),
         watch_hub.clone(),
         tokens.clone(),
+        compactions,
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let state = state_machine.state();
@@ -464,6 +467,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         removed: tokio::sync::watch::channel(false).0,
         election_holds: Default::default(),
         tokens,
+        compacted,
         auth_settings: crate::server::AuthSettings {
             bcrypt_cost: cfg.bcrypt_cost,
             client_cert_auth: cfg.client_cert_auth,
@@ -480,6 +484,15 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         crate::server::run_proposer(weak.clone(), proposal_rx),
     );
     tasks.spawn("lease-expiry", crate::lease::run_expiry(weak.clone()));
+    tasks.spawn(
+        "compaction",
+        crate::apply::compaction::run(
+            storage.clone(),
+            server.state.clone(),
+            compaction_targets,
+            compacted_tx,
+        ),
+    );
     tasks.spawn("size-gauges", refresh_gauges(weak.clone()));
     let corrupt_check = cfg.corrupt_check_every();
     if !corrupt_check.is_zero() {

@@ -60,6 +60,9 @@ pub(crate) struct Limits {
 
 pub(crate) struct EtcdServer {
     pub raft: Raft,
+    /// The newest compaction revision whose superseded rows are gone (`apply::compaction`):
+    /// what a `physical` Compact waits for.
+    pub compacted: tokio::sync::watch::Receiver<i64>,
     pub state: Arc<RwLock<MemberState>>,
     pub storage: Storage,
     pub member_id: u64,

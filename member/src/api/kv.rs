@@ -165,8 +165,14 @@ impl Kv for KvService {
     ) -> Result<Response<CompactionResponse>, Status> {
         let from = self.sender(&request);
         let req = request.into_inner();
+        let (rev, physical) = (req.revision, req.physical);
         let (mut resp, term): (CompactionResponse, _) =
             self.propose(from, Proposal::Compaction(req)).await?;
+        // etcd's `physical`: answer once this member's rows are gone, not only unreachable.
+        if physical {
+            let mut done = self.server.compacted.clone();
+            let _ = done.wait_for(|d| *d >= rev).await;
+        }
         resp.header = self.server.header(Self::revision_of(&resp.header), term);
         Ok(Response::new(resp))
     }

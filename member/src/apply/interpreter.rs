@@ -28,6 +28,8 @@ pub(super) struct Interpreter {
     pub(super) lessor: Arc<Lessor>,
     /// This member's tokens: a login registers one, a deleted user loses theirs.
     pub(super) tokens: Arc<Tokens>,
+    /// The background compaction's work list (see `compaction`).
+    pub(super) compactions: tokio::sync::watch::Sender<i64>,
 }
 
 impl Applier for Interpreter {
@@ -81,6 +83,7 @@ impl Applier for Interpreter {
             }
             Request::Compaction(r) => {
                 mvcc::compact(mvcc, &r, batch)?;
+                self.compactions.send_replace(r.revision);
                 let resp = oxetcd_common::etcdserverpb::CompactionResponse {
                     header: header(mvcc.current_rev()),
                 };

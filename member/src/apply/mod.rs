@@ -8,6 +8,7 @@
 //! pipeline (`layers`) to the `interpreter`; `snapshot` builds and installs raft snapshots;
 //! `state` is what the read path shares.
 
+pub(crate) mod compaction;
 mod interpreter;
 mod layers;
 mod snapshot;
@@ -48,17 +49,32 @@ pub(crate) struct StateMachine {
     /// Whether openraft asked for the current snapshot yet (its first ask, at start-up,
     /// needs only the meta; see `snapshot`).
     asked_for_snapshot: Arc<std::sync::atomic::AtomicBool>,
+    /// Where compaction revisions go for the background task (`compaction`).
+    compactions: tokio::sync::watch::Sender<i64>,
+}
+
+/// A loaded state may hold rows a compaction had not removed yet (a crash, a snapshot from
+/// a member midway): have the background task finish it.
+fn resume_compaction(compactions: &tokio::sync::watch::Sender<i64>, state: &MemberState) {
+    let floor = state.mvcc.compaction_floor();
+    if floor > 0 {
+        compactions.send_replace(floor);
+    }
 }
 
 impl StateMachine {
+    /// `compactions` hears every compaction revision applied (and the one found at start-up),
+    /// for the background task that removes the rows (`compaction`).
     pub(crate) fn open(
         storage: Storage,
         lessor: Arc<Lessor>,
         hub: WatchHub,
         tokens: Arc<Tokens>,
+        compactions: tokio::sync::watch::Sender<i64>,
     ) -> Result<Self, StorageError> {
         snapshot::recover(&storage)?;
         let state = load_state(&storage)?;
+        resume_compaction(&compactions, &state);
         restart_lease_clock(&lessor, &state.leases);
         let pipeline = Arc::new(Dedup {
             storage: storage.clone(),
@@ -68,6 +84,7 @@ impl StateMachine {
                         storage: storage.clone(),
                         lessor: lessor.clone(),
                         tokens: tokens.clone(),
+                        compactions: compactions.clone(),
                     },
                 },
             },
@@ -81,6 +98,7 @@ impl StateMachine {
             tokens,
             receiving: Default::default(),
             asked_for_snapshot: Default::default(),
+            compactions,
         })
     }
 

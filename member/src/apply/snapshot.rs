@@ -388,7 +388,11 @@ impl StateMachine {
         .map_err(write_err)??;
         tracing::info!(last_log_id = ?meta.last_log_id, revision = installed, "installed snapshot");
         self.lessor.clear();
-        restart_lease_clock(&self.lessor, &self.state.read().map_err(read_err)?.leases);
+        {
+            let st = self.state.read().map_err(read_err)?;
+            restart_lease_clock(&self.lessor, &st.leases);
+            super::resume_compaction(&self.compactions, &st);
+        }
         // Users, passwords and auth may all have changed in what the snapshot skipped: tokens
         // issued before are not known to be valid any more (clients log in again).
         self.tokens.clear();

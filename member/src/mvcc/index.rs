@@ -170,14 +170,36 @@ impl KeyIndex {
         Box::new(self.keys.range::<[u8], _>((Bound::Included(start), upper)))
     }
 
-    /// Compacts every key's history at `at`, forgetting keys left with none.
-    pub(super) fn compact(&mut self, at: i64) -> Vec<(Revision, bool)> {
+    /// Compacts at `at` the histories of up to `limit` keys from `from` on (`None`: the
+    /// first key), forgetting keys left with none. Returns the dropped revisions and where the
+    /// next step starts (`None`: every key is done).
+    pub(super) fn compact_some(
+        &mut self,
+        at: i64,
+        from: Option<&[u8]>,
+        limit: usize,
+    ) -> (Vec<(Revision, bool)>, Option<Vec<u8>>) {
+        let lower = match from {
+            Some(k) => Bound::Included(k),
+            None => Bound::Unbounded,
+        };
+        let mut keys: Vec<Vec<u8>> = self
+            .keys
+            .range::<[u8], _>((lower, Bound::Unbounded))
+            .take(limit + 1)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let next = (keys.len() > limit).then(|| keys.pop()).flatten();
         let mut dropped = Vec::new();
-        self.keys.retain(|_, h| {
-            h.compact(at, &mut dropped);
-            !h.is_empty()
-        });
-        dropped
+        for k in keys {
+            if let Some(h) = self.keys.get_mut(&k) {
+                h.compact(at, &mut dropped);
+                if h.is_empty() {
+                    self.keys.remove(&k);
+                }
+            }
+        }
+        (dropped, next)
     }
 
     pub(super) fn len(&self) -> usize {

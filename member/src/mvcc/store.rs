@@ -333,12 +333,11 @@ impl Mvcc {
         batch.put_cf(storage.cf(CF_META), META_CURRENT_REV, rev.to_be_bytes());
     }
 
-    /// Compacts history up to `rev` (checked by the caller), removing superseded revisions.
+    /// Compacts history up to `rev` (checked by the caller): from here on reads below `rev`
+    /// fail (etcd's scheduled compaction). The superseded revisions are removed afterwards,
+    /// a batch of keys at a time, by [`Mvcc::compact_some`], so no apply or read waits for a
+    /// whole key space's compaction; until then they are only unreachable.
     pub(crate) fn compact(&mut self, rev: i64, batch: &mut WriteBatch) {
-        let cf = self.storage.cf(CF_KV);
-        for (r, tombstone) in self.index.compact(rev) {
-            batch.delete_cf(cf, r.to_key(tombstone));
-        }
         self.compact_rev = rev;
         self.ever_compacted = true;
         batch.put_cf(
@@ -346,6 +345,24 @@ impl Mvcc {
             META_COMPACT_REV,
             rev.to_be_bytes(),
         );
+    }
+
+    /// One step of the physical compaction at `rev`: up to `limit` keys from `from` on lose
+    /// their superseded revisions, whose rows are deleted in `batch`. Returns where the next
+    /// step starts, `None` when done.
+    pub(crate) fn compact_some(
+        &mut self,
+        rev: i64,
+        from: Option<&[u8]>,
+        limit: usize,
+        batch: &mut WriteBatch,
+    ) -> Option<Vec<u8>> {
+        let cf = self.storage.cf(CF_KV);
+        let (dropped, next) = self.index.compact_some(rev, from, limit);
+        for (r, tombstone) in dropped {
+            batch.delete_cf(cf, r.to_key(tombstone));
+        }
+        next
     }
 }
 

@@ -294,7 +294,14 @@ fn load(storage: &Storage, db: &Path, cfg: &RestoreConfig) -> Result<(), Snapsho
         let mut mvcc =
             Mvcc::open(storage.clone()).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
         mvcc.compact(target, &mut batch);
-        rocks.write(batch)?;
+        let mut from = None;
+        loop {
+            from = mvcc.compact_some(target, from.as_deref(), LOAD_BATCH, &mut batch);
+            rocks.write(std::mem::take(&mut batch))?;
+            if from.is_none() {
+                break;
+            }
+        }
     }
     Ok(())
 }
