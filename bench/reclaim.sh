@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Disk reclaimed by compaction and defragment, real etcd 3.4 and oxetcd one after the other
-# (one member each): write KEYS keys of 256 B, overwrite each once, then compact (physical) at
-# the current revision and defragment. Prints the data dir size after the writes, after the
+# (one member each): write KEYS keys of 256 B (random, a different value every put, so that
+# oxetcd's compression gains nothing a real store would not), overwrite each once, then
+# compact (physical) at the current revision and defragment. Prints the data dir size after the writes, after the
 # compaction and after the defragment, how long each took, and the worst latency a client
-# saw meanwhile (one client's ranges during both, reported as p99/max).
+# saw meanwhile (one client's ranges during both, reported as p99/max). Times are wall clock
+# and the member's CPU (user+system seconds).
 #
 #   bench/reclaim.sh TARGET_DIR [KEYS]     (TARGET_DIR: a release build with oxetcd, oxetcdctl)
 set -euo pipefail
@@ -15,15 +17,17 @@ source "$(dirname "$0")/lib.sh"
 
 size() { du -sb "$WORK/$1" | awk '{printf "%.2f", $1 / 1e9}'; }
 now() { date +%s.%N; }
+hz=$(getconf CLK_TCK)
+cpu() { awk -v hz="$hz" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$(cat "$WORK/$1.pid")/stat"; }
 
-printf "%-7s %9s %12s %12s %12s %10s %10s %22s\n" kind keys "written GB" "compact GB" "defrag GB" \
-  "compact s" "defrag s" "range p99/max ms during"
+printf "%-7s %9s %11s %11s %11s %14s %14s %22s\n" kind keys "written GB" "compact GB" "defrag GB" \
+  "compact s/cpu" "defrag s/cpu" "range p99/max ms during"
 for kind in etcd ox; do
   k=etcd; [ $kind = ox ] && k=oxetcd
   eps=$(start $k $kind)
   for _ in 1 2; do
     "$CTL" --endpoints="$eps" bench put --total "$KEYS" --key-space-size "$KEYS" \
-      --sequential-keys --key-size 8 --val-size 256 --clients 64 --conns 8 >/dev/null
+      --sequential-keys --key-size 8 --val-size 256 --unique-values --clients 64 --conns 8 >/dev/null
   done
   written=$(size ${kind}1)
   rev=$(ETCDCTL_API=3 etcdctl --endpoints="$eps" get x -w json |
@@ -37,12 +41,12 @@ for kind in etcd ox; do
     done ) &
   load=$!
   sleep 1
-  t0=$(now)
+  c0=$(cpu ${kind}1); t0=$(now)
   ETCDCTL_API=3 etcdctl --endpoints="$eps" --command-timeout=600s compaction --physical "$rev" >/dev/null
-  t1=$(now)
+  t1=$(now); c1=$(cpu ${kind}1)
   compacted=$(size ${kind}1)
   ETCDCTL_API=3 etcdctl --endpoints="$eps" --command-timeout=600s defrag >/dev/null
-  t2=$(now)
+  t2=$(now); c2=$(cpu ${kind}1)
   sleep 1
   touch "$WORK/stop"; wait $load
   defragged=$(size ${kind}1)
@@ -59,10 +63,12 @@ for line in open(sys.argv[1]):
 print(f"{p99 * 1000:.1f}/{worst * 1000:.1f}")
 PY
 )
-  python3 - "$kind" "$KEYS" "$written" "$compacted" "$defragged" "$t0" "$t1" "$t2" "$during" <<'PY'
+  python3 - "$kind" "$KEYS" "$written" "$compacted" "$defragged" "$t0" "$t1" "$t2" "$during" "$c0" "$c1" "$c2" <<'PY'
 import sys
-kind, keys, w, c, d, t0, t1, t2, during = sys.argv[1:]
-print(f"{kind:<7} {int(keys):9d} {w:>12} {c:>12} {d:>12} {float(t1)-float(t0):10.1f} {float(t2)-float(t1):10.1f} {during:>22}")
+kind, keys, w, c, d, t0, t1, t2, during, c0, c1, c2 = sys.argv[1:]
+comp = f"{float(t1)-float(t0):.1f}/{float(c1)-float(c0):.1f}"
+defr = f"{float(t2)-float(t1):.1f}/{float(c2)-float(c1):.1f}"
+print(f"{kind:<7} {int(keys):9d} {w:>11} {c:>11} {d:>11} {comp:>14} {defr:>14} {during:>22}")
 PY
   kill "$(cat "$WORK/${kind}1.pid")"
   sleep 1

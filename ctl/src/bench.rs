@@ -54,6 +54,10 @@ pub(crate) enum BenchCommand {
         /// Maximum puts per second (0 is no limit)
         #[arg(long, default_value_t = 0)]
         rate: u64,
+        /// A different random value for every put, as real data has (etcd's benchmark sends
+        /// one random value every time, which a compressing store shrinks unfairly)
+        #[arg(long)]
+        unique_values: bool,
     },
     /// Benchmark put with transactions
     TxnPut {
@@ -118,6 +122,8 @@ enum Load {
         value: Vec<u8>,
         key_space: u64,
         sequential: bool,
+        /// A fresh random value of `value`'s size for every request.
+        unique_values: bool,
     },
     TxnPut {
         key_size: usize,
@@ -137,6 +143,20 @@ fn scramble(n: u64) -> u64 {
 }
 
 /// Key number `k` as a zero-padded decimal of `size` bytes.
+/// `size` pseudo-random bytes from `seed` (xorshift): incompressible, a different run of
+/// bytes for every seed.
+fn random_bytes(seed: u64, size: usize) -> Vec<u8> {
+    let mut x = scramble(seed) | 1;
+    (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 fn key_bytes(k: u64, size: usize) -> Vec<u8> {
     let mut key = vec![b'0'; size];
     let digits = k.to_string();
@@ -162,15 +182,20 @@ impl Load {
                 value,
                 key_space,
                 sequential,
+                unique_values,
             } => {
                 let k = if *sequential {
                     n % key_space
                 } else {
                     scramble(n) % key_space
                 };
+                let value = match unique_values {
+                    true => random_bytes(n, value.len()),
+                    false => value.clone(),
+                };
                 Request::Put(PutRequest {
                     key: key_bytes(k, *key_size),
-                    value: value.clone(),
+                    value,
                     ..Default::default()
                 })
             }
@@ -365,13 +390,16 @@ pub(crate) async fn run(d: &Dialer, args: BenchArgs, json: bool) -> Result<(), F
             val_size,
             key_space_size,
             sequential_keys,
+            unique_values,
             ..
         } => (
             Load::Put {
                 key_size,
-                value: vec![b'x'; val_size],
+                // etcd's benchmark: one random value.
+                value: random_bytes(0, val_size),
                 key_space: key_space_size.max(1),
                 sequential: sequential_keys,
+                unique_values,
             },
             total,
         ),
@@ -384,7 +412,7 @@ pub(crate) async fn run(d: &Dialer, args: BenchArgs, json: bool) -> Result<(), F
         } => (
             Load::TxnPut {
                 key_size,
-                value: vec![b'x'; val_size],
+                value: random_bytes(0, val_size),
                 key_space: key_space_size.max(1),
                 ops: txn_ops.max(1),
             },

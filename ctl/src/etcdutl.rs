@@ -115,28 +115,18 @@ fn print_hashkv(format: Format, h: &oxetcd_member::offline::HashKv) -> Result<()
         h.hash_revision.to_string(),
         h.compact_revision.to_string(),
     ];
-    match format {
-        Format::Simple => println!("{}", row.join(", ")),
-        Format::Table => print!(
-            "{}",
-            output::table(&["hash", "hash revision", "compact revision"], &[row])
-        ),
-        Format::Json => println!(
-            "{}",
-            json!({
-                "hash": h.hash,
-                "hashRevision": h.hash_revision,
-                "compactRevision": h.compact_revision,
-            })
-        ),
-        Format::Fields => {
-            println!("\"Hash\" : {}", h.hash);
-            println!("\"Hash revision\" : {}", h.hash_revision);
-            println!("\"Compact revision\" : {}", h.compact_revision);
-        }
-        Format::Protobuf => return Err(output::unsupported("protobuf")),
-    }
-    Ok(())
+    let json = json!({
+        "hash": h.hash,
+        "hashRevision": h.hash_revision,
+        "compactRevision": h.compact_revision,
+    });
+    let fields = [
+        ("Hash", h.hash.to_string()),
+        ("Hash revision", h.hash_revision.to_string()),
+        ("Compact revision", h.compact_revision.to_string()),
+    ];
+    let header = ["hash", "hash revision", "compact revision"];
+    output::print_record(format, &header, row, json, &fields)
 }
 
 /// oxetcdutl's entry point.

@@ -34,6 +34,29 @@ pub(crate) struct Printer {
 
 // ---- JSON: field names and order of etcd's Go structs, zero values omitted ------------------------
 
+/// One record as etcdctl prints it in each format: `row` comma-separated (simple), under
+/// `header` (table), `json`, or one `"Name" : value` line per field (fields).
+pub(crate) fn print_record(
+    format: Format,
+    header: &[&str],
+    row: Vec<String>,
+    json: Value,
+    fields: &[(&str, String)],
+) -> Result<(), crate::error::Failure> {
+    match format {
+        Format::Simple => println!("{}", row.join(", ")),
+        Format::Table => print!("{}", table(header, &[row])),
+        Format::Json => println!("{json}"),
+        Format::Fields => {
+            for (name, value) in fields {
+                println!("\"{name}\" : {value}");
+            }
+        }
+        Format::Protobuf => return Err(unsupported("protobuf")),
+    }
+    Ok(())
+}
+
 pub(crate) fn b64_value(b: &[u8]) -> Value {
     b64(b)
 }

@@ -20,5 +20,5 @@ pub use ctl::{etcdctl_at, Ctl, Running};
 pub use process::{free_port, Cluster, Kind, Member, Proxy, CLUSTER_TOKEN};
 pub use transcript::{
     against_etcd, against_etcd_with, auth_script, first_difference, kv_script, normalize,
-    run_script, set_up_auth, Step, AUTH_SETUP,
+    run_script, set_up_auth, write_history, Step, AUTH_SETUP,
 };

@@ -280,6 +280,27 @@ pub fn set_up_auth(m: &Member, flags: &[&str]) {
     }
 }
 
+/// A history with what the key space has to carry: overwrites, deletes, a compaction (at 4:
+/// revisions 2 and 3 are gone), more writes after it and a txn, through real etcdctl. The
+/// same calls give the same revisions on etcd and oxetcd.
+pub fn write_history(m: &Member) {
+    for args in [
+        &["put", "a", "1"][..],
+        &["put", "b", "2"],
+        &["put", "a", "3"],
+        &["del", "b"],
+        &["put", "c", "4"],
+        &["put", "b", "5"],
+        &["compaction", "4"],
+        &["put", "d", "6"],
+        &["del", "a"],
+        &["put", "e", "7"],
+    ] {
+        m.etcdctl(args).ok();
+    }
+    m.etcdctl_stdin(&["txn"], "\nput f 8\nput g 9\n\n\n").ok();
+}
+
 /// `run` against a fresh real etcd member, then against a fresh oxetcd member (one at a time):
 /// (etcd's answer, oxetcd's).
 pub fn against_etcd<T>(run: impl Fn(&Member) -> T) -> (T, T) {

@@ -6,24 +6,13 @@
 
 use std::path::Path;
 
-use oxetcd_tests::{against_etcd, bin, etcdctl_at, normalize, Ctl, Kind, Member};
+use oxetcd_tests::{against_etcd, bin, etcdctl_at, normalize, write_history, Ctl, Kind, Member};
 
-/// A history with overwrites, deletes, a lease, a txn and a compaction, so the snapshot has
-/// several revisions of keys and more than the empty buckets.
+/// The shared history and a lease, so the snapshot has several revisions of keys and more
+/// than the empty buckets.
 fn history(m: &Member) {
-    for args in [
-        &["put", "a", "1"][..],
-        &["put", "b", "2"],
-        &["put", "a", "3"],
-        &["del", "b"],
-        &["put", "c", "4"],
-        &["compaction", "3"],
-        &["put", "d", "5"],
-    ] {
-        m.etcdctl(args).ok();
-    }
+    write_history(m);
     m.etcdctl(&["lease", "grant", "600"]).ok();
-    m.etcdctl_stdin(&["txn"], "\nput e 6\nput f 7\n\n\n").ok();
 }
 
 /// Runs oxetcdctl with `endpoints` in ETCDCTL_ENDPOINTS (etcdctl refuses the variable and the

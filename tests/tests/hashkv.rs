@@ -2,26 +2,7 @@
 //! its bbolt layout of revisions), so the same history hashes the same on etcd and oxetcd, and
 //! the members of a cluster agree.
 
-use oxetcd_tests::{Cluster, Kind, Member};
-
-/// Writes the same history: puts, overwrites, deletes, a txn, a compaction, more puts.
-fn history(m: &Member) {
-    for args in [
-        &["put", "a", "1"][..],
-        &["put", "b", "2"],
-        &["put", "a", "3"],
-        &["del", "b"],
-        &["put", "c", "4"],
-        &["put", "b", "5"],
-        &["compaction", "4"],
-        &["put", "d", "6"],
-        &["del", "a"],
-        &["put", "e", "7"],
-    ] {
-        m.etcdctl(args).ok();
-    }
-    m.etcdctl_stdin(&["txn"], "\nput f 8\nput g 9\n\n\n").ok();
-}
+use oxetcd_tests::{write_history, Cluster, Kind, Member};
 
 /// (hash, compact revision, header revision) of `endpoint hashkv -w json`, at `rev`.
 fn hashkv(m: &Member, rev: &str) -> (u64, i64, i64) {
@@ -39,7 +20,7 @@ fn hashkv(m: &Member, rev: &str) -> (u64, i64, i64) {
 fn hashkv_equals_etcds_for_the_same_history() {
     let run = |kind| {
         let m = Member::start(kind);
-        history(&m);
+        write_history(&m);
         let now = hashkv(&m, "0");
         let at_8 = hashkv(&m, "8");
         let compacted = m.etcdctl(&["endpoint", "hashkv", "--rev=3"]);
@@ -57,7 +38,7 @@ fn hashkv_equals_etcds_for_the_same_history() {
 #[test]
 fn members_of_a_cluster_agree_on_hashkv() {
     let c = Cluster::start(Kind::Oxetcd, 3);
-    history(&c.members[0]);
+    write_history(&c.members[0]);
     // A linearizable read on each member first: each has applied everything.
     let hashes: Vec<(u64, i64, i64)> = c
         .members
@@ -75,7 +56,7 @@ fn members_of_a_cluster_agree_on_hashkv() {
 #[test]
 fn oxetcdctl_endpoint_hashkv_prints_what_etcdctl_prints() {
     let m = Member::start(Kind::Oxetcd);
-    history(&m);
+    write_history(&m);
     for args in [
         &["endpoint", "hashkv"][..],
         &["endpoint", "hashkv", "-w", "json"],
@@ -91,4 +72,133 @@ fn oxetcdctl_endpoint_hashkv_prints_what_etcdctl_prints() {
             "{args:?}"
         );
     }
+}
+
+/// A small xorshift generator: the run is random, reproducible from the seed it prints
+/// (`OXETCD_TEST_SEED=<n>` replays one).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// A long randomized history (puts, deletes, range deletes, txns, leases, compactions) sent
+/// to every member in turn, with one member killed and restarted midway and small raft
+/// snapshots so it catches up from one: every member then hashes its key space the same, now
+/// and at older revisions, and `Hash` (the whole backend) agrees too.
+#[tokio::test]
+async fn members_agree_on_every_hash_after_a_long_randomized_run() {
+    use etcd_client::{Compare, CompareOp, DeleteOptions, PutOptions, Txn, TxnOp};
+    let seed = std::env::var("OXETCD_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64 | 1)
+                .unwrap_or(1)
+        });
+    eprintln!("OXETCD_TEST_SEED={seed}");
+    let mut rng = Rng(seed);
+    let mut c = Cluster::start_with(
+        Kind::Oxetcd,
+        3,
+        &[
+            "--snapshot-count",
+            "200",
+            "--experimental-snapshot-catchup-entries",
+            "20",
+        ],
+    );
+    let mut clients = Vec::new();
+    for m in &c.members {
+        clients.push(oxetcd_tests::client(&m.endpoint()).await);
+    }
+    let mut rev = 1i64;
+    let mut compacted = 0i64;
+    for i in 0..1500u64 {
+        if i == 500 {
+            c.members[2].kill9();
+        }
+        if i == 1000 {
+            c.members[2].restart();
+            clients[2] = oxetcd_tests::client(&c.members[2].endpoint()).await;
+        }
+        let down = (500..1000).contains(&i);
+        let which = rng.next(if down { 2 } else { 3 }) as usize;
+        let cl = &mut clients[which];
+        let key = format!("k{}", rng.next(40));
+        let r = match rng.next(20) {
+            0..=9 => cl
+                .put(key, format!("v{i}"), None)
+                .await
+                .map(|r| r.header().unwrap().revision()),
+            10..=11 => cl
+                .delete(key, None)
+                .await
+                .map(|r| r.header().unwrap().revision()),
+            12 => cl
+                .delete("k1", Some(DeleteOptions::new().with_range("k3")))
+                .await
+                .map(|r| r.header().unwrap().revision()),
+            13..=15 => {
+                let t = Txn::new()
+                    .when([Compare::value(key.clone(), CompareOp::Equal, "v1")])
+                    .and_then([TxnOp::delete(key.clone(), None)])
+                    .or_else([TxnOp::put(key, format!("t{i}"), None)]);
+                cl.txn(t).await.map(|r| r.header().unwrap().revision())
+            }
+            16..=17 => {
+                let lease = cl.lease_grant(600, None).await.expect("grant").id();
+                let opts = PutOptions::new().with_lease(lease);
+                let put = cl.put(key, "leased", Some(opts)).await.expect("put");
+                if rng.next(2) == 0 {
+                    cl.lease_revoke(lease).await.expect("revoke");
+                }
+                Ok(put.header().unwrap().revision())
+            }
+            _ if rev > compacted + 10 => {
+                let at = compacted + 1 + rng.next((rev - compacted - 5) as u64) as i64;
+                cl.compact(at, None).await.expect("compact");
+                compacted = at;
+                Ok(rev)
+            }
+            _ => Ok(rev),
+        };
+        rev = rev.max(r.expect("request"));
+    }
+    // A linearizable read on each member: each has applied everything.
+    for cl in clients.iter_mut() {
+        cl.get("k0", None).await.expect("read");
+    }
+    let revisions = [0, rev, compacted + 1, (compacted + rev) / 2];
+    for at in revisions {
+        let hashes: Vec<(u32, i64)> = futures_hashes(&mut clients, at).await;
+        assert!(
+            hashes.windows(2).all(|w| w[0] == w[1]),
+            "seed {seed}: HashKV at {at} differs: {hashes:?}"
+        );
+    }
+    let mut whole = Vec::new();
+    for cl in clients.iter_mut() {
+        whole.push(cl.hash().await.expect("hash").hash());
+    }
+    assert!(
+        whole.windows(2).all(|w| w[0] == w[1]),
+        "seed {seed}: Hash differs: {whole:?}"
+    );
+}
+
+async fn futures_hashes(clients: &mut [etcd_client::Client], at: i64) -> Vec<(u32, i64)> {
+    let mut out = Vec::new();
+    for cl in clients.iter_mut() {
+        let h = cl.hash_kv(at).await.expect("hashkv");
+        out.push((h.hash(), h.compact_version()));
+    }
+    out
 }

@@ -6,27 +6,20 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use oxetcd_tests::{bin, http_request, Cluster, Kind, Member, CLUSTER_TOKEN};
+use oxetcd_tests::{bin, http_request, write_history, Cluster, Kind, Member, CLUSTER_TOKEN};
 
-/// A history a backup must carry: overwrites, deletes, a txn, a compaction, a lease with
-/// keys, users and roles (auth left disabled, so reads need no login).
+/// What a backup must carry: the shared history (overwrites, deletes, a txn, a compaction),
+/// users and roles (auth left disabled, so reads need no login), a lease with a key.
 fn history(m: &Member) {
+    write_history(m);
     for args in [
-        &["put", "a", "1"][..],
-        &["put", "b", "2"],
-        &["put", "a", "3"],
-        &["del", "b"],
-        &["put", "c", "4"],
-        &["compaction", "3"],
-        &["put", "d", "5"],
-        &["user", "add", "alice:secret"],
+        &["user", "add", "alice:secret"][..],
         &["role", "add", "readers"],
         &["role", "grant-permission", "readers", "read", "a", "z"],
         &["user", "grant-role", "alice", "readers"],
     ] {
         m.etcdctl(args).ok();
     }
-    m.etcdctl_stdin(&["txn"], "\nput e 6\ndel c\n\n\n").ok();
     let lease = m.etcdctl(&["lease", "grant", "600"]).granted_lease_id();
     m.etcdctl(&["put", "leased", "7", "--lease", &lease]).ok();
 }
@@ -76,13 +69,7 @@ fn save(m: &Member, dir: &Path, name: &str) -> PathBuf {
 
 /// Real `etcdctl snapshot restore` of `file` into `m`'s data dir, for `m`'s cluster.
 fn etcdctl_restore(file: &Path, m: &Member) {
-    let out = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args(["snapshot", "restore"])
-        .arg(file)
-        .args(restore_flags(m))
-        .output()
-        .expect("etcdctl runs");
+    let out = restore_with(false, file, &restore_flags(m));
     assert!(
         out.status.success(),
         "{}",
@@ -100,6 +87,20 @@ fn restore_flags(m: &Member) -> Vec<String> {
     ]
 }
 
+/// `snapshot restore FILE FLAGS…` by real etcdctl, or by oxetcdutl (`ours`).
+fn restore_with(ours: bool, file: &Path, flags: &[String]) -> std::process::Output {
+    let mut cmd = match ours {
+        true => Command::new(bin("oxetcdutl")),
+        false => Command::new("etcdctl"),
+    };
+    cmd.env("ETCDCTL_API", "3")
+        .args(["snapshot", "restore"])
+        .arg(file)
+        .args(flags)
+        .output()
+        .expect("the restore runs")
+}
+
 /// Restore flags for a one-member cluster in `data_dir` (nothing is started on it).
 fn lone_member_flags(data_dir: &Path) -> Vec<String> {
     vec![
@@ -113,13 +114,9 @@ fn lone_member_flags(data_dir: &Path) -> Vec<String> {
 
 /// `oxetcdutl snapshot restore` of `file` into `m`'s data dir; its output.
 fn oxetcdutl_restore(file: &Path, m: &Member, extra: &[&str]) -> std::process::Output {
-    Command::new(bin("oxetcdutl"))
-        .args(["snapshot", "restore"])
-        .arg(file)
-        .args(restore_flags(m))
-        .args(extra)
-        .output()
-        .expect("oxetcdutl runs")
+    let mut flags = restore_flags(m);
+    flags.extend(extra.iter().map(|f| f.to_string()));
+    restore_with(true, file, &flags)
 }
 
 #[test]
@@ -206,17 +203,13 @@ fn restore_can_bump_the_revision_and_mark_it_compacted() {
         Some("Error: etcdserver: mvcc: required revision has been compacted")
     );
     assert_eq!(
-        restored.etcdctl(&["get", "a", "--print-value-only"]).ok(),
-        "3\n"
+        restored.etcdctl(&["get", "c", "--print-value-only"]).ok(),
+        "4\n"
     );
     // etcdutl's rule: one flag without the other is refused.
-    let lone = Command::new(bin("oxetcdutl"))
-        .args(["snapshot", "restore"])
-        .arg(&file)
-        .args(lone_member_flags(&tmp.path().join("lone")))
-        .arg("--bump-revision=5")
-        .output()
-        .expect("oxetcdutl");
+    let mut flags = lone_member_flags(&tmp.path().join("lone"));
+    flags.push("--bump-revision=5".into());
+    let lone = restore_with(true, &file, &flags);
     assert!(!lone.status.success());
     assert!(
         String::from_utf8_lossy(&lone.stderr)
@@ -236,26 +229,12 @@ fn a_damaged_snapshot_is_refused_as_etcd_refuses_it() {
     bytes[5000] ^= 0xff;
     let damaged = tmp.path().join("damaged.db");
     std::fs::write(&damaged, &bytes).expect("write");
-    let theirs = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args(["snapshot", "restore"])
-        .arg(&damaged)
-        .arg(format!("--data-dir={}", tmp.path().join("e").display()))
-        .output()
-        .expect("etcdctl");
-    let ours = Command::new(bin("oxetcdutl"))
-        .args(["snapshot", "restore"])
-        .arg(&damaged)
-        .args(lone_member_flags(&tmp.path().join("o")))
-        .output()
-        .expect("oxetcdutl");
-    let last = |o: &std::process::Output| {
-        String::from_utf8_lossy(&o.stderr)
-            .lines()
-            .last()
-            .unwrap_or("")
-            .to_string()
-    };
+    let theirs = restore_with(
+        false,
+        &damaged,
+        &[format!("--data-dir={}", tmp.path().join("e").display())],
+    );
+    let ours = restore_with(true, &damaged, &lone_member_flags(&tmp.path().join("o")));
     assert!(!theirs.status.success() && !ours.status.success());
     assert!(
         last(&theirs).starts_with("Error: expected sha256 ["),
@@ -327,6 +306,15 @@ fn hash_is_equal_on_every_member() {
     assert_eq!(hash(&c.members[1]), changed);
 }
 
+/// The last line a command wrote on stderr (its `Error:` line).
+fn last(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string()
+}
+
 fn oxetcdutl(args: &[&str]) -> std::process::Output {
     Command::new(bin("oxetcdutl"))
         .args(args)
@@ -382,33 +370,9 @@ fn oxetcdutl_offline_commands_on_a_data_dir() {
         String::from_utf8_lossy(&defrag.stdout),
         format!("Finished defragmenting etcd data[{dir}]\n")
     );
-    let exists = oxetcdutl(&[
-        "snapshot",
-        "restore",
-        "x.db",
-        "--data-dir",
-        &dir,
-        "--skip-hash-check",
-    ]);
-    let theirs = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args([
-            "snapshot",
-            "restore",
-            "x.db",
-            "--data-dir",
-            &dir,
-            "--skip-hash-check",
-        ])
-        .output()
-        .expect("etcdctl");
-    let last = |o: &std::process::Output| {
-        String::from_utf8_lossy(&o.stderr)
-            .lines()
-            .last()
-            .unwrap_or("")
-            .to_string()
-    };
+    let flags = [format!("--data-dir={dir}"), "--skip-hash-check".to_string()];
+    let exists = restore_with(true, Path::new("x.db"), &flags);
+    let theirs = restore_with(false, Path::new("x.db"), &flags);
     assert_eq!(last(&exists), last(&theirs));
     assert_eq!(exists.status.code(), theirs.status.code());
     m.restart();

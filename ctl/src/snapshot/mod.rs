@@ -79,28 +79,18 @@ fn print_status(format: Format, st: &DbStatus) -> Result<(), Failure> {
         st.total_key.to_string(),
         output::humanize_bytes(st.total_size),
     ];
-    match format {
-        Format::Simple => println!("{}", row.join(", ")),
-        Format::Table => print!(
-            "{}",
-            output::table(&["hash", "revision", "total keys", "total size"], &[row])
-        ),
-        Format::Json => println!(
-            "{}",
-            json!({
-                "hash": st.hash,
-                "revision": st.revision,
-                "totalKey": st.total_key,
-                "totalSize": st.total_size,
-            })
-        ),
-        Format::Fields => {
-            println!("\"Hash\" : {}", st.hash);
-            println!("\"Revision\" : {}", st.revision);
-            println!("\"Keys\" : {}", st.total_key);
-            println!("\"Size\" : {}", st.total_size);
-        }
-        Format::Protobuf => return Err(output::unsupported("protobuf")),
-    }
-    Ok(())
+    let json = json!({
+        "hash": st.hash,
+        "revision": st.revision,
+        "totalKey": st.total_key,
+        "totalSize": st.total_size,
+    });
+    let fields = [
+        ("Hash", st.hash.to_string()),
+        ("Revision", st.revision.to_string()),
+        ("Keys", st.total_key.to_string()),
+        ("Size", st.total_size.to_string()),
+    ];
+    let header = ["hash", "revision", "total keys", "total size"];
+    output::print_record(format, &header, row, json, &fields)
 }

@@ -25,24 +25,15 @@ impl ClusterService {
 
     fn members(&self) -> Result<Vec<Member>, Status> {
         let state = self.server.read_state()?;
-        let membership = state.membership.membership();
-        let learners: Vec<u64> = membership.learner_ids().collect();
-        Ok(membership
-            .nodes()
-            .map(|(id, node)| {
-                // Published attributes win: they are what the member itself announced.
-                let (name, client_urls) = state
-                    .attributes
-                    .get(id)
-                    .cloned()
-                    .unwrap_or_else(|| (node.name.clone(), node.client_urls.clone()));
-                Member {
-                    id: *id,
-                    name,
-                    peer_ur_ls: node.peer_urls.clone(),
-                    client_ur_ls: client_urls,
-                    is_learner: learners.contains(id),
-                }
+        Ok(state
+            .members()
+            .into_iter()
+            .map(|m| Member {
+                id: m.id,
+                name: m.name,
+                peer_ur_ls: m.peer_urls,
+                client_ur_ls: m.client_urls,
+                is_learner: m.is_learner,
             })
             .collect())
     }

@@ -30,6 +30,42 @@ pub(crate) struct MemberState {
     pub alarms: AlarmStore,
 }
 
+/// A member as the cluster lists it: from the applied membership, with the name and client
+/// URLs it published itself when it has.
+pub(crate) struct MemberInfo {
+    pub id: u64,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+impl MemberState {
+    /// Every member, voters and learners, in ID order.
+    pub(crate) fn members(&self) -> Vec<MemberInfo> {
+        let membership = self.membership.membership();
+        let learners: Vec<u64> = membership.learner_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, node)| {
+                // Published attributes win: they are what the member itself announced.
+                let (name, client_urls) = self
+                    .attributes
+                    .get(id)
+                    .cloned()
+                    .unwrap_or_else(|| (node.name.clone(), node.client_urls.clone()));
+                MemberInfo {
+                    id: *id,
+                    name,
+                    peer_urls: node.peer_urls.clone(),
+                    client_urls,
+                    is_learner: learners.contains(id),
+                }
+            })
+            .collect()
+    }
+}
+
 pub(super) fn read_err(e: impl std::fmt::Display) -> StorageError {
     StorageIOError::read_state_machine(&std::io::Error::other(e.to_string())).into()
 }

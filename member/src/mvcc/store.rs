@@ -24,6 +24,9 @@ pub(crate) struct Mvcc {
     /// Whether any compaction ever ran: etcd's compacted revision starts at -1, so a first
     /// `Compact(0)` succeeds and a second one finds revision 0 compacted.
     ever_compacted: bool,
+    /// The compaction revision whose superseded rows are all gone (`compact_some` finished
+    /// a walk); below `compact_rev` while the background walk runs.
+    swept: i64,
     /// Values committed by the apply call in progress: the index already has their revisions,
     /// but they are still in the caller's unwritten RocksDB batch. Later requests of the same
     /// apply read them from here; `batch_written` empties it.
@@ -74,6 +77,7 @@ impl Mvcc {
             current_rev,
             compact_rev,
             ever_compacted,
+            swept: 0,
             pending: Default::default(),
         })
     }
@@ -362,7 +366,18 @@ impl Mvcc {
         for (r, tombstone) in dropped {
             batch.delete_cf(cf, r.to_key(tombstone));
         }
+        if next.is_none() {
+            self.swept = self.swept.max(rev);
+        }
         next
+    }
+
+    /// While superseded rows may still be stored (a compaction's walk has not finished): the
+    /// compaction revision and the revisions at or below it that are kept, so a reader of the
+    /// raw rows (a backup, `Hash`) skips the others and sees what a finished walk leaves.
+    pub(crate) fn unswept(&self) -> Option<(i64, std::collections::HashSet<Revision>)> {
+        (self.ever_compacted && self.swept < self.compact_rev)
+            .then(|| (self.compact_rev, self.index.kept_at(self.compact_rev)))
     }
 }
 

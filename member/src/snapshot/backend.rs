@@ -101,29 +101,23 @@ pub(crate) struct Captured {
     pub compacted: Option<i64>,
     pub members: Vec<MemberRow>,
     pub alarms: Vec<AlarmMember>,
+    /// While a compaction's rows are still being removed: which rows at or below it to keep.
+    pub unswept: Option<(i64, std::collections::HashSet<Revision>)>,
 }
 
 impl Captured {
     /// Call with the state lock held, together with taking the RocksDB snapshot.
     pub(crate) fn of(state: &MemberState) -> Self {
         let floor = state.mvcc.compaction_floor();
-        let membership = state.membership.membership();
-        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
-        let mut members: Vec<MemberRow> = membership
-            .nodes()
-            .map(|(id, node)| {
-                let (name, client_urls) = state
-                    .attributes
-                    .get(id)
-                    .cloned()
-                    .unwrap_or_else(|| (node.name.clone(), node.client_urls.clone()));
-                MemberRow {
-                    id: *id,
-                    peer_urls: node.peer_urls.clone(),
-                    is_learner: !voters.contains(id),
-                    name,
-                    client_urls,
-                }
+        let mut members: Vec<MemberRow> = state
+            .members()
+            .into_iter()
+            .map(|m| MemberRow {
+                id: m.id,
+                peer_urls: m.peer_urls,
+                is_learner: m.is_learner,
+                name: m.name,
+                client_urls: m.client_urls,
             })
             .collect();
         members.sort_by_key(|m| format!("{:x}", m.id));
@@ -135,6 +129,7 @@ impl Captured {
             compacted: (floor >= 0).then_some(floor),
             members,
             alarms,
+            unswept: state.mvcc.unswept(),
         }
     }
 }
@@ -221,6 +216,11 @@ impl View<'_> {
                     let Some((rev, tombstone)) = Revision::from_key(&k) else {
                         return Err(SnapshotError::Corrupt(format!("kv row {k:?}")));
                     };
+                    if let Some((compacted, keep)) = &captured.unswept {
+                        if rev.main <= *compacted && !keep.contains(&rev) {
+                            continue;
+                        }
+                    }
                     f(KEY, &rev.to_etcd_key(tombstone), &v)?;
                 }
             }
