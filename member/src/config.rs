@@ -225,7 +225,7 @@ pub struct Config {
     #[arg(long, hide = true, default_value = "5m", value_parser = oxetcd_common::duration::parse_go_duration)]
     pub auto_compaction_revision_interval: std::time::Duration,
 
-    /// Number of committed entries that trigger a snapshot (and a raft log purge).
+    /// Number of applied requests that trigger a snapshot (and a raft log purge).
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100000)]
     pub snapshot_count: u64,
 

@@ -152,6 +152,17 @@ async fn raft_core_stopped(raft: Raft) {
     while rx.changed().await.is_ok() {}
 }
 
+/// Asks openraft for a snapshot (which lets it purge the log) each time one is due.
+async fn take_snapshots(raft: Raft, trigger: Arc<crate::apply::SnapshotTrigger>) {
+    loop {
+        trigger.due().await;
+        if let Err(e) = raft.trigger().snapshot().await {
+            tracing::warn!("cannot take a raft snapshot: {e}");
+            return;
+        }
+    }
+}
+
 /// Keeps the size gauges (database size, keys, revision) current.
 async fn refresh_gauges(server: std::sync::Weak<EtcdServer>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -341,12 +352,14 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     }
     let (compactions, compaction_targets) = tokio::sync::watch::channel(0);
     let (compacted_tx, compacted) = tokio::sync::watch::channel(0);
+    let snapshots = Arc::new(crate::apply::SnapshotTrigger::new(cfg.snapshot_count));
     let state_machine = StateMachine::open(
         storage.clone(),
         lessor.clone(),
         watch_hub.clone(),
         tokens.clone(),
         compactions,
+        snapshots.clone(),
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let state = state_machine.state();
@@ -361,7 +374,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         heartbeat_interval: cfg.heartbeat_interval,
         election_timeout_min: election_min,
         election_timeout_max: election_max,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_count),
+        // Snapshots are triggered by applied requests, not entries (`SnapshotTrigger`).
+        snapshot_policy: openraft::SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: cfg.experimental_snapshot_catchup_entries,
         ..Default::default()
     }
@@ -484,6 +498,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         crate::server::run_proposer(weak.clone(), proposal_rx),
     );
     tasks.spawn("lease-expiry", crate::lease::run_expiry(weak.clone()));
+    tasks.spawn("raft-snapshots", take_snapshots(raft.clone(), snapshots));
     tasks.spawn(
         "compaction",
         crate::apply::compaction::run(

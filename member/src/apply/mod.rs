@@ -22,6 +22,7 @@ use oxetcd_common::oxetcdpb::RaftBatch;
 use prost::Message;
 use rocksdb::WriteBatch;
 
+pub(crate) use snapshot::SnapshotTrigger;
 pub(crate) use state::MemberState;
 
 use interpreter::Interpreter;
@@ -51,6 +52,8 @@ pub(crate) struct StateMachine {
     asked_for_snapshot: Arc<std::sync::atomic::AtomicBool>,
     /// Where compaction revisions go for the background task (`compaction`).
     compactions: tokio::sync::watch::Sender<i64>,
+    /// Counts applied requests towards the next raft snapshot.
+    snapshots: Arc<SnapshotTrigger>,
 }
 
 /// A loaded state may hold rows a compaction had not removed yet (a crash, a snapshot from
@@ -71,6 +74,7 @@ impl StateMachine {
         hub: WatchHub,
         tokens: Arc<Tokens>,
         compactions: tokio::sync::watch::Sender<i64>,
+        snapshots: Arc<SnapshotTrigger>,
     ) -> Result<Self, StorageError> {
         snapshot::recover(&storage)?;
         let state = load_state(&storage)?;
@@ -99,6 +103,7 @@ impl StateMachine {
             receiving: Default::default(),
             asked_for_snapshot: Default::default(),
             compactions,
+            snapshots,
         })
     }
 
@@ -165,6 +170,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                 },
             };
+            self.snapshots.applied(responses.len().max(1) as u64);
             results.push(ApplyResult { responses });
         }
         stage_applied(&self.storage, &mut batch, &state.applied, &state.membership)?;

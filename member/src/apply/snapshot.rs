@@ -47,6 +47,40 @@ const SNAPSHOT_META_KEY: &[u8] = b"snapshot_meta";
 
 type Meta = SnapshotMeta<u64, MemberNode>;
 
+/// When openraft should take a snapshot (and purge the log): every `--snapshot-count` applied
+/// requests, as etcd counts them. openraft's own policy counts log entries, and an entry of
+/// ours carries a whole batch of requests, so with many clients the log would grow to many
+/// times the intended size before a purge.
+pub(crate) struct SnapshotTrigger {
+    every: u64,
+    since: std::sync::atomic::AtomicU64,
+    due: tokio::sync::Notify,
+}
+
+impl SnapshotTrigger {
+    pub(crate) fn new(every: u64) -> Self {
+        Self {
+            every: every.max(1),
+            since: Default::default(),
+            due: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// `n` more requests applied.
+    pub(super) fn applied(&self, n: u64) {
+        use std::sync::atomic::Ordering;
+        if self.since.fetch_add(n, Ordering::Relaxed) + n >= self.every {
+            self.since.store(0, Ordering::Relaxed);
+            self.due.notify_one();
+        }
+    }
+
+    /// Resolves when a snapshot is due.
+    pub(crate) async fn due(&self) {
+        self.due.notified().await
+    }
+}
+
 fn snap_dir(storage: &Storage) -> PathBuf {
     storage.snap_dir()
 }
