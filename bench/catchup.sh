@@ -3,7 +3,7 @@
 # one member with KEYS keys of 256 B (far more entries than the leader keeps in its log, so
 # the newcomer gets a snapshot), then `member add` of a learner and its start. Prints the
 # store size, how long the learner took to apply everything, and both members' peak memory
-# (VmHWM) before and after.
+# (VmHWM) before and after, and whether the learner got a snapshot.
 #
 #   bench/catchup.sh TARGET_DIR [KEYS]     (TARGET_DIR: a release build with oxetcd, oxetcdctl)
 set -euo pipefail
@@ -19,8 +19,8 @@ applied() { # endpoint -> raft applied index
     python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Status"]["raftAppliedIndex"])' 2>/dev/null || echo 0
 }
 
-printf "%-7s %9s %9s %12s %14s %14s %14s\n" kind keys "store GB" "catch-up s" "leader MB" \
-  "learner MB" "leader MB before"
+printf "%-7s %9s %9s %12s %14s %14s %14s %9s\n" kind keys "store GB" "catch-up s" "leader MB" \
+  "learner MB" "leader MB before" snapshot
 for kind in etcd ox; do
   k=etcd; bin=etcd
   [ $kind = ox ] && k=oxetcd && bin=$T/oxetcd
@@ -43,8 +43,10 @@ for kind in etcd ox; do
   echo $! >"$WORK/${kind}2.pid"
   until [ "$(applied "127.0.0.1:$cp")" -ge "$target" ]; do sleep 0.2; done
   t1=$(date +%s.%N)
-  printf "%-7s %9d %9s %12.1f %14s %14s %14s\n" "$kind" "$KEYS" "$store" \
-    "$(echo "$t1 - $t0" | bc)" "$(hwm ${kind}1)" "$(hwm ${kind}2)" "$before"
+  # Whether the learner caught up from a snapshot (the logs' words), not from the log.
+  via=no; grep -qiE 'installed snapshot|applied incoming snapshot' "$WORK/${kind}2.log" && via=yes
+  printf "%-7s %9d %9s %12.1f %14s %14s %14s %9s\n" "$kind" "$KEYS" "$store" \
+    "$(echo "$t1 - $t0" | bc)" "$(hwm ${kind}1)" "$(hwm ${kind}2)" "$before" "$via"
   kill "$(cat "$WORK/${kind}1.pid")" "$(cat "$WORK/${kind}2.pid")"
   sleep 1
 done

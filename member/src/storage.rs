@@ -61,6 +61,12 @@ impl Storage {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
+        // Compactions (background, and a defragment's) run niced: on a small machine they
+        // would otherwise take the cores from the requests (flushes keep their priority).
+        let mut env = rocksdb::Env::new()?;
+        env.lower_thread_pool_cpu_priority();
+        env.lower_thread_pool_io_priority();
+        opts.set_env(&env);
         // RocksDB keeps a WAL file until every column family has flushed what it holds; rarely
         // written ones (raft_meta, auth) would pin gigabytes of WAL behind them (the default
         // limit is 4× all write buffers). Past this, it flushes the ones holding the oldest.
