@@ -182,6 +182,24 @@ async fn refresh_gauges(server: std::sync::Weak<EtcdServer>) {
     }
 }
 
+/// The listen backlog: as large as the kernel allows (`somaxconn` caps it), as Go's listeners
+/// are. With the default 128, a burst of thousands of connections waits out SYN retries.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `host:port` with [`LISTEN_BACKLOG`].
+async fn listen(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let Some(sa) = tokio::net::lookup_host(addr).await?.next() else {
+        return Err(std::io::Error::other(format!("{addr}: no address")));
+    };
+    let socket = match sa {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(sa)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves `router` on `listener` (with TLS when `tls` is given) until `stop` is set.
 fn serve(
     router: tonic::transport::server::Router,
@@ -560,7 +578,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             false => None,
         };
         let addr = url_host_port(&url)?;
-        let listener = tokio::net::TcpListener::bind(&addr)
+        let listener = listen(&addr)
             .await
             .with_context(|| format!("cannot listen on {url}"))?;
         tracing::info!(%url, "serving {what}");
@@ -586,7 +604,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             false => None,
         };
         let addr = url_host_port(&url)?;
-        let listener = tokio::net::TcpListener::bind(&addr)
+        let listener = listen(&addr)
             .await
             .with_context(|| format!("cannot listen on peer URL {url}"))?;
         tracing::info!(%url, "serving peer traffic");

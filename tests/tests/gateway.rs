@@ -426,3 +426,51 @@ fn gateway_snapshot_streams_as_etcds() {
     assert_eq!(etcd, ours);
     assert!(ours.0, "the last chunk is the sha256 of the others");
 }
+
+/// 10,000 idle HTTP/1.1 connections on the client port (half stopped mid-request, half that
+/// never sent a byte) do not stop the member: gRPC writes and reads, and gateway requests on
+/// new connections, are all answered while they stay open, and after they go.
+#[tokio::test]
+async fn ten_thousand_idle_http_connections_leave_the_member_serving() {
+    use std::io::Write;
+    let m = Member::start(Kind::Oxetcd);
+    let mut idle = Vec::with_capacity(10_000);
+    for i in 0..10_000 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", m.client_port)).expect("connect");
+        if i % 2 == 0 {
+            s.write_all(b"POST /v3/kv/range HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{\"key\"")
+                .expect("write");
+        }
+        idle.push(s);
+    }
+    let mut c = oxetcd_tests::client(&m.endpoint()).await;
+    for i in 0..200 {
+        c.put(format!("k{i}"), "v", None)
+            .await
+            .expect("put while idle connections stay");
+    }
+    let got = c
+        .get(
+            "k",
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_count_only(),
+            ),
+        )
+        .await
+        .expect("range");
+    assert_eq!(got.count(), 200);
+    let (status, body) = http_request(
+        m.client_port,
+        "POST",
+        "/v3/kv/range",
+        r#"{"key":"azE5OQ=="}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""count":"1""#), "{body}");
+    drop(idle);
+    c.put("after", "1", None)
+        .await
+        .expect("put after they close");
+}
