@@ -5,7 +5,7 @@ CTL=$T/oxetcdctl
 WORK=$(mktemp -d /tmp/oxetcd-bench.XXXX)
 # The members are started from $(...) subshells, so they are not our jobs: stop them by pid.
 cleanup() {
-  for p in "$WORK"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done
+  for p in "$WORK"/*.pid; do [ -f "$p" ] && { kill "$(cat "$p")" 2>/dev/null || true; }; done
   sleep 0.5
   rm -rf "$WORK"
 }
