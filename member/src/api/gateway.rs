@@ -264,12 +264,50 @@ fn json_lines<T: Serialize + Send + 'static>(
         .into_response()
 }
 
-/// A unary request's JSON body (empty: the default message).
+/// A unary request's JSON body (empty: the default message), read as grpc-gateway's decoder
+/// reads it: the first JSON value only (what follows is ignored), a `null` field as absent.
 fn parse<Req: DeserializeOwned + Default>(body: &[u8]) -> Result<Req, Status> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Req::default());
+    let mut values = serde_json::Deserializer::from_slice(body).into_iter::<serde_json::Value>();
+    let value = match values.next() {
+        None => return Ok(Req::default()),
+        Some(Ok(v)) => without_nulls(v),
+        Some(Err(e)) => return Err(Status::invalid_argument(go_syntax_error(&e, body))),
+    };
+    serde_json::from_value(value).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// jsonpb skips `null` fields: drop them, at every depth.
+fn without_nulls(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => m
+            .into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k, without_nulls(v)))
+            .collect(),
+        serde_json::Value::Array(a) => a.into_iter().map(without_nulls).collect(),
+        other => other,
     }
-    serde_json::from_slice(body).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// Go's `encoding/json` words for the syntax errors clients meet most: a body cut short, and
+/// a character where a value should start. Others keep serde's words (same code and status).
+fn go_syntax_error(e: &serde_json::Error, body: &[u8]) -> String {
+    if e.is_eof() {
+        return "unexpected EOF".into();
+    }
+    let at = body
+        .split(|b| *b == b'\n')
+        .nth(e.line().saturating_sub(1))
+        .and_then(|line| line.get(e.column().saturating_sub(1)));
+    match at {
+        Some(c) if e.to_string().starts_with("expected value") && c.is_ascii_graphic() => {
+            format!(
+                "invalid character '{}' looking for beginning of value",
+                *c as char
+            )
+        }
+        _ => e.to_string(),
+    }
 }
 
 /// The JSON values of a request body, one by one as their bytes arrive (grpc-gateway's
