@@ -289,6 +289,14 @@ impl Member {
         self.spawn();
     }
 
+    /// The store's revision now: the header revision of a linearizable read, through real
+    /// etcdctl.
+    pub fn revision(&self) -> i64 {
+        let out = self.etcdctl(&["get", "any", "-w", "json"]);
+        let v: serde_json::Value = serde_json::from_str(out.ok().trim()).expect("get json");
+        v["header"]["revision"].as_i64().expect("revision")
+    }
+
     /// Runs real `etcdctl` (API v3) against this member.
     pub fn etcdctl(&self, args: &[&str]) -> Ctl {
         Ctl::run(Path::new("etcdctl"), &self.endpoint(), args, None)

@@ -74,9 +74,7 @@ fn nospace_caps_writes_until_space_is_freed_and_the_alarm_disarmed() {
         ];
         let read = m.etcdctl(&["get", "k0", "--print-value-only"]).code;
         let deleted = seen(&m.etcdctl(&["del", "--prefix", "k"]));
-        let rev = m.etcdctl(&["get", "k0", "-w", "json"]);
-        let rev: serde_json::Value = serde_json::from_str(rev.ok().trim()).expect("json");
-        let rev = rev["header"]["revision"].to_string();
+        let rev = m.revision().to_string();
         let compacted = seen(&m.etcdctl(&["compaction", &rev]));
         let defrag = m.etcdctl(&["defrag"]).code;
         // Still capped until disarmed, even with the space freed.

@@ -36,9 +36,7 @@ fn write(m: &Member, n: usize) -> i64 {
         m.etcdctl(&["put", &format!("k{}", i % 3), &i.to_string()])
             .ok();
     }
-    let out = m.etcdctl(&["get", "k0", "-w", "json"]);
-    let v: serde_json::Value = serde_json::from_str(out.ok().trim()).expect("json");
-    v["header"]["revision"].as_i64().expect("revision")
+    m.revision()
 }
 
 /// `periodic` with a 2 s retention: nothing is compacted before 2 s have passed; then the

@@ -61,13 +61,6 @@ fn status_json(m: &Member, file: &str) -> (u64, i64, u64) {
     )
 }
 
-/// The header revision of `m` now.
-fn revision(m: &Member) -> i64 {
-    let out = m.etcdctl(&["get", "a", "-w", "json"]);
-    let v: serde_json::Value = serde_json::from_str(out.ok().trim()).expect("get json");
-    v["header"]["revision"].as_i64().expect("revision")
-}
-
 #[test]
 fn snapshot_status_of_an_etcd_snapshot_prints_what_etcdctl_prints() {
     let m = Member::start(Kind::Etcd);
@@ -109,7 +102,7 @@ fn snapshot_status_of_an_etcd_snapshot_prints_what_etcdctl_prints() {
         assert_eq!(seen(&theirs), seen(&ours), "{args:?}");
     }
     // The revision is the store's, as etcdctl reads it from the `key` bucket.
-    assert_eq!(status_json(&m, file).1, revision(&m));
+    assert_eq!(status_json(&m, file).1, m.revision());
 }
 
 #[test]
@@ -246,7 +239,7 @@ fn snapshot_of_oxetcd_is_read_by_etcdctl() {
     let theirs = m.etcdctl(&["snapshot", "save", theirs_file]);
     assert_eq!(theirs.ok(), format!("Snapshot saved at {theirs_file}\n"));
     let (_, rev, _) = status_json(&m, ours_file);
-    assert_eq!(rev, revision(&m));
+    assert_eq!(rev, m.revision());
     assert_eq!(status_json(&m, ours_file), status_json(&m, theirs_file));
     for w in ["simple", "json", "table", "fields"] {
         let args = ["snapshot", "status", ours_file, "-w", w];

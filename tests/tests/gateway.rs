@@ -162,6 +162,15 @@ fn gateway_reads_bodies_as_grpc_gateways_decoder() {
     assert_eq!(etcd, ours);
 }
 
+/// Two transcripts, etcd's first, are the same; else where they part, and both whole.
+fn assert_same(reference: &str, ours: &str) {
+    assert!(
+        reference == ours,
+        "differs at {}\n--- etcd:\n{reference}\n--- oxetcd:\n{ours}",
+        first_difference(reference, ours)
+    );
+}
+
 /// The first `lines` lines of a streaming gateway answer (chunked), or fewer if it ends.
 fn stream_lines(port: u16, path: &str, body: &str, lines: usize) -> Vec<String> {
     use std::io::{Read, Write};
@@ -232,11 +241,7 @@ fn gateway_watch_streams_as_etcds() {
             .concat()
     };
     let (reference, ours) = against_etcd(run);
-    assert!(
-        reference == ours,
-        "differs at {}\n--- etcd:\n{reference}\n--- oxetcd:\n{ours}",
-        first_difference(&reference, &ours)
-    );
+    assert_same(&reference, &ours);
     assert!(ours.contains(r#""type":"DELETE""#), "{ours}");
 }
 
@@ -266,11 +271,7 @@ fn gateway_keepalive_and_observe_stream_as_etcds() {
         out
     };
     let (reference, ours) = against_etcd(run);
-    assert!(
-        reference == ours,
-        "differs at {}\n--- etcd:\n{reference}\n--- oxetcd:\n{ours}",
-        first_difference(&reference, &ours)
-    );
+    assert_same(&reference, &ours);
     assert!(ours.contains(r#""TTL":"60""#), "{ours}");
 }
 
@@ -295,11 +296,7 @@ fn etcd3gw_client_session_matches_real_etcd() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let (reference, ours) = against_etcd(run);
-    assert!(
-        reference == ours,
-        "differs at {}\n--- etcd:\n{reference}\n--- oxetcd:\n{ours}",
-        first_difference(&reference, &ours)
-    );
+    assert_same(&reference, &ours);
     assert!(ours.contains("lock acquire: True"), "{ours}");
 }
 
@@ -402,11 +399,7 @@ fn gateway_with_auth_as_etcds() {
         out
     };
     let (reference, ours) = against_etcd(run);
-    assert!(
-        reference == ours,
-        "differs at {}\n--- etcd:\n{reference}\n--- oxetcd:\n{ours}",
-        first_difference(&reference, &ours)
-    );
+    assert_same(&reference, &ours);
     assert!(ours.contains("permission denied"), "{ours}");
 }
 
