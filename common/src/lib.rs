@@ -12,7 +12,10 @@ pub mod systemd;
 pub mod tls;
 pub mod version;
 
-pub use proto::{authpb, etcdserverpb, mvccpb, oxetcdpb, oxetcdpeerpb, v3electionpb, v3lockpb};
+pub use proto::{
+    authpb, etcdserverpb, mvccpb, oxetcdpb, oxetcdpeerpb, v3electionpb, v3lockpb,
+    FILE_DESCRIPTOR_SET,
+};
 
 /// gRPC metadata a client sets on a write it may send again after a failover (oxetcd-proxy
 /// does): members apply a request with a given ID once, and answer a repeat with the first

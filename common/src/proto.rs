@@ -28,3 +28,7 @@ pub mod oxetcdpb {
 pub mod oxetcdpeerpb {
     tonic::include_proto!("oxetcdpeerpb");
 }
+
+/// The descriptors of every message and service above (`protoc`'s `FileDescriptorSet`, with
+/// source info): what the HTTP gateway decodes JSON requests with and describes itself from.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));

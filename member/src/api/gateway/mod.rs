@@ -2,12 +2,14 @@
 //! RPC at etcd's path under `/v3/` and `/v3beta/` (`/v3alpha/` is 404, as in 3.4), as a POST
 //! with the request message as JSON, answered with the response message as JSON.
 //!
-//! The JSON is grpc-gateway's with etcd's marshaler (`pbjson` code generated from the same
-//! protos, see `common/build.rs`): proto field names, 64-bit integers as strings, bytes as
-//! base64, enums by name, zero values left out, unknown fields ignored. A request goes to the
-//! same service the gRPC call would (validation, auth, headers: all the same code), with the
-//! `Authorization` header as its token. Errors are grpc-gateway's body
-//! `{"error":…,"message":…,"code":N}` with its HTTP status for the gRPC code.
+//! Answers are written as grpc-gateway with etcd's marshaler writes them (`pbjson` code
+//! generated from the same protos, see `common/build.rs`): proto field names, 64-bit integers
+//! as strings, bytes as base64, enums by name, zero values left out. Requests are read as
+//! etcd 3.4's gateway reads them, Go's decoder and jsonpb with their error texts
+//! ([`gojson`], [`jsonpb`]). A request goes to the same service the gRPC call would
+//! (validation, auth, headers: all the same code), with the `Authorization` header as its
+//! token. Errors are grpc-gateway's body `{"error":…,"message":…,"code":N}` with its HTTP
+//! status for the gRPC code.
 //!
 //! `/v3/watch` streams: the request body is a sequence of JSON `WatchRequest`s (read as they
 //! arrive), the answer one `{"result": WatchResponse}` line per message, each written as it
@@ -33,10 +35,12 @@ use oxetcd_common::etcdserverpb::{LeaseKeepAliveRequest, WatchRequest};
 use oxetcd_common::v3electionpb::election_server::Election;
 use oxetcd_common::v3electionpb::LeaderRequest;
 use oxetcd_common::v3lockpb::lock_server::Lock;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
+
+mod gojson;
+mod jsonpb;
 
 use super::{auth, cluster, election, kv, lease, lock, maintenance};
 use crate::identity::Credentials;
@@ -196,7 +200,10 @@ async fn watch(server: Arc<EtcdServer>, headers: HeaderMap, body: Body) -> Respo
     let creds = Credentials::of(&server, &with_token(&headers, ()));
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let max = server.limits.max_request_bytes + super::GRPC_OVERHEAD_BYTES;
-    let requests = Box::pin(json_values::<WatchRequest>(body, max));
+    let requests = match first_and_rest(Box::pin(json_values::<WatchRequest>(body, max))).await {
+        Ok(requests) => requests,
+        Err(answer) => return answer,
+    };
     tokio::spawn(crate::watch::stream::serve(server, requests, creds, tx));
     json_lines(ReceiverStream::new(rx))
 }
@@ -205,7 +212,10 @@ async fn watch(server: Arc<EtcdServer>, headers: HeaderMap, body: Body) -> Respo
 async fn keep_alive(server: Arc<EtcdServer>, body: Body) -> Response {
     let max = server.limits.max_request_bytes + super::GRPC_OVERHEAD_BYTES;
     let requests = Box::pin(json_values::<LeaseKeepAliveRequest>(body, max));
-    json_lines(lease::keep_alive(server, requests))
+    match first_and_rest(requests).await {
+        Ok(requests) => json_lines(lease::keep_alive(server, requests)),
+        Err(answer) => answer,
+    }
 }
 
 /// `/v3/election/observe`: one JSON request, the leader's changes as they come.
@@ -264,67 +274,36 @@ fn json_lines<T: Serialize + Send + 'static>(
         .into_response()
 }
 
-/// A unary request's JSON body (empty: the default message), read as grpc-gateway's decoder
-/// reads it: the first JSON value only (what follows is ignored), a `null` field as absent.
-fn parse<Req: DeserializeOwned + Default>(body: &[u8]) -> Result<Req, Status> {
-    let mut values = serde_json::Deserializer::from_slice(body).into_iter::<serde_json::Value>();
-    let value = match values.next() {
-        None => return Ok(Req::default()),
-        Some(Ok(v)) => without_nulls(v),
-        Some(Err(e)) => return Err(Status::invalid_argument(go_syntax_error(&e, body))),
-    };
-    serde_json::from_value(value).map_err(|e| Status::invalid_argument(e.to_string()))
-}
-
-/// jsonpb skips `null` fields: drop them, at every depth.
-fn without_nulls(v: serde_json::Value) -> serde_json::Value {
-    match v {
-        serde_json::Value::Object(m) => m
-            .into_iter()
-            .filter(|(_, v)| !v.is_null())
-            .map(|(k, v)| (k, without_nulls(v)))
-            .collect(),
-        serde_json::Value::Array(a) => a.into_iter().map(without_nulls).collect(),
-        other => other,
-    }
-}
-
-/// Go's `encoding/json` words for the syntax errors clients meet most: a body cut short, and
-/// a character where a value should start. Others keep serde's words (same code and status).
-fn go_syntax_error(e: &serde_json::Error, body: &[u8]) -> String {
-    if e.is_eof() {
-        return "unexpected EOF".into();
-    }
-    let at = body
-        .split(|b| *b == b'\n')
-        .nth(e.line().saturating_sub(1))
-        .and_then(|line| line.get(e.column().saturating_sub(1)));
-    match at {
-        Some(c) if e.to_string().starts_with("expected value") && c.is_ascii_graphic() => {
-            format!(
-                "invalid character '{}' looking for beginning of value",
-                *c as char
-            )
+/// A unary request's JSON body, read as grpc-gateway reads it: the first JSON value by Go's
+/// decoder (what follows is ignored; an empty body is the default message), then the message
+/// by `jsonpb`'s rules, each failure InvalidArgument with Go's words.
+fn parse<Req: prost::Message + prost::Name + Default>(body: &[u8]) -> Result<Req, Status> {
+    match gojson::first_value(body, true) {
+        gojson::First::Value(range) => {
+            jsonpb::decode(&body[range]).map_err(Status::invalid_argument)
         }
-        _ => e.to_string(),
+        gojson::First::Nothing | gojson::First::More => Ok(Req::default()),
+        gojson::First::Error(e) => Err(Status::invalid_argument(e)),
     }
 }
 
-/// The JSON values of a request body, one by one as their bytes arrive (grpc-gateway's
-/// streaming decoder): a value that does not parse ends the stream with InvalidArgument, one
-/// longer than `max` bytes with ResourceExhausted.
-fn json_values<T: DeserializeOwned + Send + 'static>(
+/// The JSON messages of a streaming request body, one by one as their bytes arrive
+/// (grpc-gateway's streaming decoder). A message that does not decode ends the stream with
+/// InvalidArgument, one longer than `max` bytes with ResourceExhausted.
+fn json_values<T: prost::Message + prost::Name + Default + 'static>(
     body: Body,
     max: usize,
 ) -> impl futures::Stream<Item = Result<T, Status>> + Send {
     struct State {
         data: axum::body::BodyDataStream,
         buf: Vec<u8>,
+        eof: bool,
         done: bool,
     }
     let state = State {
         data: body.into_data_stream(),
         buf: Vec::new(),
+        eof: false,
         done: false,
     };
     futures::stream::unfold(state, move |mut st| async move {
@@ -332,19 +311,20 @@ fn json_values<T: DeserializeOwned + Send + 'static>(
             if st.done {
                 return None;
             }
-            let mut values = serde_json::Deserializer::from_slice(&st.buf).into_iter::<T>();
-            match values.next() {
-                Some(Ok(v)) => {
-                    let used = values.byte_offset();
-                    st.buf.drain(..used);
-                    return Some((Ok(v), st));
+            match gojson::first_value(&st.buf, st.eof) {
+                gojson::First::Value(range) => {
+                    let msg = jsonpb::decode(&st.buf[range.clone()]);
+                    st.buf.drain(..range.end);
+                    st.done = msg.is_err();
+                    return Some((msg.map_err(Status::invalid_argument), st));
                 }
-                Some(Err(e)) if !e.is_eof() => {
+                gojson::First::Error(e) => {
                     st.done = true;
-                    return Some((Err(Status::invalid_argument(e.to_string())), st));
+                    return Some((Err(Status::invalid_argument(e)), st));
                 }
+                gojson::First::Nothing => return None,
                 // Only part of a value (or none) so far: read on.
-                _ => {}
+                gojson::First::More => {}
             }
             if st.buf.len() > max.saturating_mul(2) {
                 st.done = true;
@@ -357,15 +337,31 @@ fn json_values<T: DeserializeOwned + Send + 'static>(
             match st.data.next().await {
                 Some(Ok(bytes)) => st.buf.extend_from_slice(&bytes),
                 Some(Err(_)) => return None,
-                None if st.buf.iter().all(u8::is_ascii_whitespace) => return None,
-                None => {
-                    st.done = true;
-                    let e = Status::invalid_argument("unexpected EOF");
-                    return Some((Err(e), st));
-                }
+                None => st.eof = true,
             }
         }
     })
+}
+
+/// A streaming RPC's requests as etcd's gateway sends them on: the first one must decode
+/// (else the answer is grpc-gateway's error with code Unknown, before any stream), and a
+/// later one that does not ends the requests, as if the client had stopped sending, while
+/// the answers go on.
+async fn first_and_rest<T: Send + 'static>(
+    mut requests: std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>,
+) -> Result<impl futures::Stream<Item = Result<T, Status>> + Send + Unpin, Response> {
+    let first = match requests.next().await {
+        Some(Ok(msg)) => Some(Ok(msg)),
+        Some(Err(status)) if status.code() == Code::InvalidArgument => {
+            return Err(error(&Status::unknown(status.message())));
+        }
+        other => other,
+    };
+    let rest = requests.take_while(|r| {
+        let go_on = !matches!(r, Err(s) if s.code() == Code::InvalidArgument);
+        futures::future::ready(go_on)
+    });
+    Ok(futures::stream::iter(first).chain(rest))
 }
 
 /// A tonic request carrying the HTTP `Authorization` header as its token metadata.
@@ -386,7 +382,7 @@ fn with_token<T>(headers: &HeaderMap, msg: T) -> tonic::Request<T> {
 /// call: grpc-go's RESOURCE_EXHAUSTED "received message larger than max".
 async fn unary<Req, Resp, F, Fut>(max: usize, headers: HeaderMap, body: Body, call: F) -> Response
 where
-    Req: DeserializeOwned + Default + prost::Message,
+    Req: prost::Message + prost::Name + Default,
     Resp: Serialize,
     F: FnOnce(tonic::Request<Req>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
