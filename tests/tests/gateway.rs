@@ -403,6 +403,9 @@ fn gateway_through_the_proxy() {
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(lines[0].contains(r#""created":true"#), "{lines:?}");
     assert!(lines[1].contains(r#""value":"YmFy""#), "{lines:?}");
+    let (status, body) = http_request(port, "GET", "/openapi.json", "");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""swagger":"2.0""#), "{body}");
 }
 
 /// Bodies over the request limits get etcd's gateway answers: "request is too large" past
@@ -571,4 +574,154 @@ async fn ten_thousand_idle_http_connections_leave_the_member_serving() {
     c.put("after", "1", None)
         .await
         .expect("put after they close");
+}
+
+/// Where `.ci/setup` installs the OpenAPI validator (PyPI's openapi-spec-validator).
+const OPENAPI_VALIDATOR: &str = "/var/cache/oxetcd/venv/bin/openapi-spec-validator";
+
+/// The gateway's OpenAPI document at `/openapi.json`: valid Swagger 2.0 by an independent
+/// validator; every path in it is one etcd 3.4's gateway serves (a GET there answers 405,
+/// not 404) and ours serves under both prefixes; and real answers, etcd's as well as ours,
+/// fit the schemas it gives them.
+#[test]
+fn openapi_document_describes_etcds_gateway() {
+    let m = Member::start(Kind::Oxetcd);
+    let (status, text) = http_request(m.client_port, "GET", "/openapi.json", "");
+    assert_eq!(status, 200, "{text}");
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), &text).expect("write the document");
+    assert!(
+        std::path::Path::new(OPENAPI_VALIDATOR).exists(),
+        "{OPENAPI_VALIDATOR} is missing: run .ci/setup"
+    );
+    let out = std::process::Command::new(OPENAPI_VALIDATOR)
+        .arg(file.path())
+        .output()
+        .expect("run the validator");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let paths = doc["paths"].as_object().expect("paths");
+    assert!(paths.contains_key("/v3/kv/range") && paths.contains_key("/v3/watch"));
+
+    let etcd = Member::start(Kind::Etcd);
+    for path in paths.keys() {
+        // etcd 3.4 has no AuthStatus RPC (3.5 added it).
+        if path != "/v3/auth/status" {
+            let (status, _) = http_request(etcd.client_port, "GET", path, "");
+            assert_eq!(status, 405, "etcd's gateway does not serve {path}");
+        }
+        let beta = path.replacen("/v3/", "/v3beta/", 1);
+        for p in [path.as_str(), beta.as_str()] {
+            let (status, _) = http_request(m.client_port, "GET", p, "");
+            assert_eq!(status, 405, "the gateway does not serve {p}");
+        }
+    }
+
+    const CALLS: &[(&str, &str)] = &[
+        ("kv/put", r#"{"key":"Zm9v","value":"YmFy"}"#),
+        ("kv/put", r#"{"key":"Zm9v","value":"YmF6","prev_kv":true}"#),
+        ("kv/range", r#"{"key":"Zm9v"}"#),
+        (
+            "kv/range",
+            r#"{"key":"AA==","range_end":"AA==","count_only":true}"#,
+        ),
+        (
+            "kv/txn",
+            r#"{"compare":[{"key":"Zm9v","result":"GREATER","target":"VERSION","version":"0"}],"success":[{"request_range":{"key":"Zm9v"}},{"request_put":{"key":"YQ==","value":"Yg=="}}]}"#,
+        ),
+        ("kv/deleterange", r#"{"key":"YQ==","prev_kv":true}"#),
+        ("lease/grant", r#"{"TTL":"60","ID":"9"}"#),
+        ("lease/timetolive", r#"{"ID":"9","keys":true}"#),
+        ("lease/leases", ""),
+        ("cluster/member/list", ""),
+        ("maintenance/status", ""),
+        ("maintenance/alarm", ""),
+        ("maintenance/hash", ""),
+        ("auth/user/list", ""),
+        ("election/leader", r#"{"name":"ZQ=="}"#),
+    ];
+    for member in [&etcd, &m] {
+        for (path, body) in CALLS {
+            let op = &doc["paths"][format!("/v3/{path}")]["post"];
+            let request = serde_json::from_str(if body.is_empty() { "{}" } else { body }).unwrap();
+            fits(&doc, &request, &op["parameters"][0]["schema"])
+                .unwrap_or_else(|e| panic!("{path} request {body}: {e}"));
+            let (status, answer) =
+                http_request(member.client_port, "POST", &format!("/v3/{path}"), body);
+            let answer: serde_json::Value = serde_json::from_str(&answer).expect("JSON answer");
+            let schema = match status {
+                200 => &op["responses"]["200"]["schema"],
+                _ => &op["responses"]["default"]["schema"],
+            };
+            fits(&doc, &answer, schema)
+                .unwrap_or_else(|e| panic!("{:?} {path}: {e} in {answer}", member.kind));
+        }
+        let watch = r#"{"create_request":{"key":"Zm9v","start_revision":"1"}}"#;
+        let lines = stream_lines(member.client_port, "/v3/watch", watch, 2);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let schema = &doc["paths"]["/v3/watch"]["post"]["responses"]["200"]["schema"];
+        for line in lines {
+            let line = serde_json::from_str(&line).expect("JSON line");
+            fits(&doc, &line, schema).unwrap_or_else(|e| panic!("watch: {e} in {line}"));
+        }
+    }
+}
+
+/// Whether `value` is of the document's `schema`: its types and formats (int64 as a decimal
+/// string, bytes as base64, enum names), and no property the schema does not name.
+fn fits(
+    doc: &serde_json::Value,
+    value: &serde_json::Value,
+    schema: &serde_json::Value,
+) -> Result<(), String> {
+    use base64::Engine;
+    use serde_json::Value;
+    if let Some(r) = schema["$ref"].as_str() {
+        let mut target = doc;
+        for part in r.trim_start_matches("#/").split('/') {
+            target = &target[part];
+        }
+        if target.is_null() {
+            return Err(format!("dangling {r}"));
+        }
+        return fits(doc, value, target);
+    }
+    if let Some(names) = schema["enum"].as_array() {
+        return match names.contains(value) {
+            true => Ok(()),
+            false => Err(format!("{value} is not one of {names:?}")),
+        };
+    }
+    let format = schema["format"].as_str().unwrap_or_default();
+    match (schema["type"].as_str(), value) {
+        (Some("object"), Value::Object(members)) => {
+            for (name, v) in members {
+                let property = &schema["properties"][name];
+                if property.is_null() {
+                    return Err(format!("{name} is not a documented property"));
+                }
+                fits(doc, v, property).map_err(|e| format!("{name}: {e}"))?;
+            }
+            Ok(())
+        }
+        (Some("array"), Value::Array(items)) => items
+            .iter()
+            .try_for_each(|v| fits(doc, v, &schema["items"])),
+        (Some("string"), Value::String(s)) => match format {
+            "int64" if s.parse::<i64>().is_err() => Err(format!("{s} is not an int64")),
+            "uint64" if s.parse::<u64>().is_err() => Err(format!("{s} is not a uint64")),
+            "byte" if base64::engine::general_purpose::STANDARD.decode(s).is_err() => {
+                Err(format!("{s} is not base64"))
+            }
+            _ => Ok(()),
+        },
+        (Some("boolean"), Value::Bool(_)) => Ok(()),
+        (Some("integer"), Value::Number(n)) if n.is_i64() => Ok(()),
+        (Some("number"), Value::Number(_)) => Ok(()),
+        (ty, v) => Err(format!("{v} is not of type {ty:?}")),
+    }
 }

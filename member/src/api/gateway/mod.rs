@@ -23,7 +23,7 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, post, MethodRouter};
+use axum::routing::{any, get, post, MethodRouter};
 use axum::Router;
 use futures::StreamExt;
 use oxetcd_common::etcdserverpb::auth_server::Auth;
@@ -41,6 +41,10 @@ use tonic::{Code, Status};
 
 mod gojson;
 mod jsonpb;
+mod openapi;
+
+/// Where the gateway serves its OpenAPI (Swagger 2.0) document.
+pub(super) const OPENAPI_PATH: &str = "/openapi.json";
 
 use super::{auth, cluster, election, kv, lease, lock, maintenance};
 use crate::identity::Credentials;
@@ -75,73 +79,220 @@ pub(super) fn router(server: Arc<EtcdServer>) -> Router {
             .fallback(method_not_allowed)
         }};
     }
-    let routes: Vec<(&str, MethodRouter)> = vec![
-        ("kv/range", rpc!(kv, Kv::range)),
-        ("kv/put", rpc!(kv, Kv::put)),
-        ("kv/deleterange", rpc!(kv, Kv::delete_range)),
-        ("kv/txn", rpc!(kv, Kv::txn)),
-        ("kv/compaction", rpc!(kv, Kv::compact)),
-        ("lease/grant", rpc!(lease, Lease::lease_grant)),
-        ("lease/revoke", rpc!(lease, Lease::lease_revoke)),
-        ("kv/lease/revoke", rpc!(lease, Lease::lease_revoke)),
-        ("lease/timetolive", rpc!(lease, Lease::lease_time_to_live)),
+    let routes: Vec<(&str, &str, MethodRouter)> = vec![
+        ("kv/range", "etcdserverpb.KV.Range", rpc!(kv, Kv::range)),
+        ("kv/put", "etcdserverpb.KV.Put", rpc!(kv, Kv::put)),
         (
-            "kv/lease/timetolive",
+            "kv/deleterange",
+            "etcdserverpb.KV.DeleteRange",
+            rpc!(kv, Kv::delete_range),
+        ),
+        ("kv/txn", "etcdserverpb.KV.Txn", rpc!(kv, Kv::txn)),
+        (
+            "kv/compaction",
+            "etcdserverpb.KV.Compact",
+            rpc!(kv, Kv::compact),
+        ),
+        (
+            "lease/grant",
+            "etcdserverpb.Lease.LeaseGrant",
+            rpc!(lease, Lease::lease_grant),
+        ),
+        (
+            "lease/revoke",
+            "etcdserverpb.Lease.LeaseRevoke",
+            rpc!(lease, Lease::lease_revoke),
+        ),
+        (
+            "kv/lease/revoke",
+            "etcdserverpb.Lease.LeaseRevoke",
+            rpc!(lease, Lease::lease_revoke),
+        ),
+        (
+            "lease/timetolive",
+            "etcdserverpb.Lease.LeaseTimeToLive",
             rpc!(lease, Lease::lease_time_to_live),
         ),
-        ("lease/leases", rpc!(lease, Lease::lease_leases)),
-        ("kv/lease/leases", rpc!(lease, Lease::lease_leases)),
-        ("cluster/member/add", rpc!(cluster, Cluster::member_add)),
+        (
+            "kv/lease/timetolive",
+            "etcdserverpb.Lease.LeaseTimeToLive",
+            rpc!(lease, Lease::lease_time_to_live),
+        ),
+        (
+            "lease/leases",
+            "etcdserverpb.Lease.LeaseLeases",
+            rpc!(lease, Lease::lease_leases),
+        ),
+        (
+            "kv/lease/leases",
+            "etcdserverpb.Lease.LeaseLeases",
+            rpc!(lease, Lease::lease_leases),
+        ),
+        (
+            "cluster/member/add",
+            "etcdserverpb.Cluster.MemberAdd",
+            rpc!(cluster, Cluster::member_add),
+        ),
         (
             "cluster/member/remove",
+            "etcdserverpb.Cluster.MemberRemove",
             rpc!(cluster, Cluster::member_remove),
         ),
         (
             "cluster/member/update",
+            "etcdserverpb.Cluster.MemberUpdate",
             rpc!(cluster, Cluster::member_update),
         ),
-        ("cluster/member/list", rpc!(cluster, Cluster::member_list)),
+        (
+            "cluster/member/list",
+            "etcdserverpb.Cluster.MemberList",
+            rpc!(cluster, Cluster::member_list),
+        ),
         (
             "cluster/member/promote",
+            "etcdserverpb.Cluster.MemberPromote",
             rpc!(cluster, Cluster::member_promote),
         ),
-        ("maintenance/alarm", rpc!(maintenance, Maintenance::alarm)),
-        ("maintenance/status", rpc!(maintenance, Maintenance::status)),
+        (
+            "maintenance/alarm",
+            "etcdserverpb.Maintenance.Alarm",
+            rpc!(maintenance, Maintenance::alarm),
+        ),
+        (
+            "maintenance/status",
+            "etcdserverpb.Maintenance.Status",
+            rpc!(maintenance, Maintenance::status),
+        ),
         (
             "maintenance/defragment",
+            "etcdserverpb.Maintenance.Defragment",
             rpc!(maintenance, Maintenance::defragment),
         ),
         // etcd 3.4 maps Hash and HashKV both to this path; grpc-gateway takes the first.
-        ("maintenance/hash", rpc!(maintenance, Maintenance::hash)),
+        (
+            "maintenance/hash",
+            "etcdserverpb.Maintenance.Hash",
+            rpc!(maintenance, Maintenance::hash),
+        ),
         (
             "maintenance/transfer-leadership",
+            "etcdserverpb.Maintenance.MoveLeader",
             rpc!(maintenance, Maintenance::move_leader),
         ),
-        ("auth/enable", rpc!(auth, Auth::auth_enable)),
-        ("auth/disable", rpc!(auth, Auth::auth_disable)),
-        ("auth/status", rpc!(auth, Auth::auth_status)),
-        ("auth/authenticate", rpc!(auth, Auth::authenticate)),
-        ("auth/user/add", rpc!(auth, Auth::user_add)),
-        ("auth/user/get", rpc!(auth, Auth::user_get)),
-        ("auth/user/list", rpc!(auth, Auth::user_list)),
-        ("auth/user/delete", rpc!(auth, Auth::user_delete)),
-        ("auth/user/changepw", rpc!(auth, Auth::user_change_password)),
-        ("auth/user/grant", rpc!(auth, Auth::user_grant_role)),
-        ("auth/user/revoke", rpc!(auth, Auth::user_revoke_role)),
-        ("auth/role/add", rpc!(auth, Auth::role_add)),
-        ("auth/role/get", rpc!(auth, Auth::role_get)),
-        ("auth/role/list", rpc!(auth, Auth::role_list)),
-        ("auth/role/delete", rpc!(auth, Auth::role_delete)),
-        ("auth/role/grant", rpc!(auth, Auth::role_grant_permission)),
-        ("auth/role/revoke", rpc!(auth, Auth::role_revoke_permission)),
-        ("lock/lock", rpc!(lock, Lock::lock)),
-        ("lock/unlock", rpc!(lock, Lock::unlock)),
-        ("election/campaign", rpc!(election, Election::campaign)),
-        ("election/proclaim", rpc!(election, Election::proclaim)),
-        ("election/leader", rpc!(election, Election::leader)),
-        ("election/resign", rpc!(election, Election::resign)),
+        (
+            "auth/enable",
+            "etcdserverpb.Auth.AuthEnable",
+            rpc!(auth, Auth::auth_enable),
+        ),
+        (
+            "auth/disable",
+            "etcdserverpb.Auth.AuthDisable",
+            rpc!(auth, Auth::auth_disable),
+        ),
+        (
+            "auth/status",
+            "etcdserverpb.Auth.AuthStatus",
+            rpc!(auth, Auth::auth_status),
+        ),
+        (
+            "auth/authenticate",
+            "etcdserverpb.Auth.Authenticate",
+            rpc!(auth, Auth::authenticate),
+        ),
+        (
+            "auth/user/add",
+            "etcdserverpb.Auth.UserAdd",
+            rpc!(auth, Auth::user_add),
+        ),
+        (
+            "auth/user/get",
+            "etcdserverpb.Auth.UserGet",
+            rpc!(auth, Auth::user_get),
+        ),
+        (
+            "auth/user/list",
+            "etcdserverpb.Auth.UserList",
+            rpc!(auth, Auth::user_list),
+        ),
+        (
+            "auth/user/delete",
+            "etcdserverpb.Auth.UserDelete",
+            rpc!(auth, Auth::user_delete),
+        ),
+        (
+            "auth/user/changepw",
+            "etcdserverpb.Auth.UserChangePassword",
+            rpc!(auth, Auth::user_change_password),
+        ),
+        (
+            "auth/user/grant",
+            "etcdserverpb.Auth.UserGrantRole",
+            rpc!(auth, Auth::user_grant_role),
+        ),
+        (
+            "auth/user/revoke",
+            "etcdserverpb.Auth.UserRevokeRole",
+            rpc!(auth, Auth::user_revoke_role),
+        ),
+        (
+            "auth/role/add",
+            "etcdserverpb.Auth.RoleAdd",
+            rpc!(auth, Auth::role_add),
+        ),
+        (
+            "auth/role/get",
+            "etcdserverpb.Auth.RoleGet",
+            rpc!(auth, Auth::role_get),
+        ),
+        (
+            "auth/role/list",
+            "etcdserverpb.Auth.RoleList",
+            rpc!(auth, Auth::role_list),
+        ),
+        (
+            "auth/role/delete",
+            "etcdserverpb.Auth.RoleDelete",
+            rpc!(auth, Auth::role_delete),
+        ),
+        (
+            "auth/role/grant",
+            "etcdserverpb.Auth.RoleGrantPermission",
+            rpc!(auth, Auth::role_grant_permission),
+        ),
+        (
+            "auth/role/revoke",
+            "etcdserverpb.Auth.RoleRevokePermission",
+            rpc!(auth, Auth::role_revoke_permission),
+        ),
+        ("lock/lock", "v3lockpb.Lock.Lock", rpc!(lock, Lock::lock)),
+        (
+            "lock/unlock",
+            "v3lockpb.Lock.Unlock",
+            rpc!(lock, Lock::unlock),
+        ),
+        (
+            "election/campaign",
+            "v3electionpb.Election.Campaign",
+            rpc!(election, Election::campaign),
+        ),
+        (
+            "election/proclaim",
+            "v3electionpb.Election.Proclaim",
+            rpc!(election, Election::proclaim),
+        ),
+        (
+            "election/leader",
+            "v3electionpb.Election.Leader",
+            rpc!(election, Election::leader),
+        ),
+        (
+            "election/resign",
+            "v3electionpb.Election.Resign",
+            rpc!(election, Election::resign),
+        ),
         (
             "watch",
+            "etcdserverpb.Watch.Watch",
             post({
                 let server = streams.clone();
                 move |headers: HeaderMap, body: Body| watch(server.clone(), headers, body)
@@ -150,6 +301,7 @@ pub(super) fn router(server: Arc<EtcdServer>) -> Router {
         ),
         (
             "lease/keepalive",
+            "etcdserverpb.Lease.LeaseKeepAlive",
             post({
                 let server = streams.clone();
                 move |body: Body| keep_alive(server.clone(), body)
@@ -158,6 +310,7 @@ pub(super) fn router(server: Arc<EtcdServer>) -> Router {
         ),
         (
             "election/observe",
+            "v3electionpb.Election.Observe",
             post({
                 let svc = election.clone();
                 move |headers: HeaderMap, body: Body| observe(svc.clone(), max, headers, body)
@@ -166,6 +319,7 @@ pub(super) fn router(server: Arc<EtcdServer>) -> Router {
         ),
         (
             "maintenance/snapshot",
+            "etcdserverpb.Maintenance.Snapshot",
             post({
                 let svc = maintenance.clone();
                 move |headers: HeaderMap| snapshot(svc.clone(), headers)
@@ -173,8 +327,21 @@ pub(super) fn router(server: Arc<EtcdServer>) -> Router {
             .fallback(method_not_allowed),
         ),
     ];
-    let mut router = Router::new();
-    for (path, route) in routes {
+    let operations: Vec<openapi::Operation> = routes
+        .iter()
+        .map(|(path, rpc, _)| openapi::Operation { path, rpc })
+        .collect();
+    let document = Bytes::from(openapi::document(&operations).to_string());
+    let mut router = Router::new().route(
+        OPENAPI_PATH,
+        get(move || async move {
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                document.clone(),
+            )
+        }),
+    );
+    for (path, _, route) in routes {
         for prefix in ["/v3", "/v3beta"] {
             router = router.route(&format!("{prefix}/{path}"), route.clone());
         }
