@@ -250,6 +250,11 @@ pub struct Config {
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 
+    /// Level of detail of exported metrics: `extensive` adds the gRPC latency histograms
+    /// (`grpc_server_handling_seconds`).
+    #[arg(long, env = "ETCD_METRICS", default_value = "basic", value_parser = ["basic", "extensive"])]
+    pub metrics: String,
+
     /// Path to a YAML configuration file with etcd's key names.
     #[arg(long, env = "ETCD_CONFIG_FILE")]
     pub config_file: Option<PathBuf>,

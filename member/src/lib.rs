@@ -20,6 +20,7 @@ mod concurrency;
 pub mod config;
 mod corrupt;
 mod dedup;
+mod descriptors;
 mod discovery;
 mod error;
 mod identity;

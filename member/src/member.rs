@@ -121,14 +121,24 @@ async fn fetch_cluster_id(
     }
 }
 
-/// Keeps the leader gauges up to date from raft's metrics.
+/// Keeps the leader, learner and applied-index gauges up to date from raft's metrics.
 async fn watch_leadership(raft: Raft, me: u64, metrics: Metrics) {
     let mut rx = raft.metrics();
     let mut last_leader = None;
     loop {
-        let leader = rx.borrow().current_leader;
+        let (leader, learner, applied) = {
+            let m = rx.borrow();
+            let learner = m.state == openraft::ServerState::Learner;
+            (
+                m.current_leader,
+                learner,
+                m.last_applied.map_or(0, |l| l.index),
+            )
+        };
         metrics.has_leader.set(leader.is_some() as i64);
         metrics.is_leader.set((leader == Some(me)) as i64);
+        metrics.is_learner.set(learner as i64);
+        metrics.proposals_applied.set(applied as i64);
         if leader.is_some() && leader != last_leader {
             metrics.leader_changes.inc();
             tracing::info!(
@@ -172,6 +182,10 @@ async fn refresh_gauges(server: std::sync::Weak<EtcdServer>) {
             return;
         };
         server.metrics.db_size.set(server.storage.size_on_disk());
+        server
+            .metrics
+            .db_size_in_use
+            .set(server.storage.size_in_use());
         let sizes = server
             .read_state()
             .map(|s| (s.mvcc.key_count() as i64, s.mvcc.current_rev()));
@@ -350,6 +364,10 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         "starting member"
     );
 
+    let metrics = Metrics::new(me, cfg.metrics == "extensive");
+    metrics
+        .quota_backend_bytes
+        .set(crate::quota::reported_quota(cfg.quota_backend_bytes));
     let lessor = Arc::new(Lessor::new(Duration::from_millis(cfg.election_timeout)));
     let watch_hub = WatchHub::new(WATCH_FEED_CAPACITY);
     let tokens = Arc::new(
@@ -378,6 +396,10 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         tokens.clone(),
         compactions,
         snapshots.clone(),
+        crate::apply::ApplyMetrics {
+            commit_latency: metrics.backend_commit.clone(),
+            slow_applies: metrics.slow_applies.clone(),
+        },
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let state = state_machine.state();
@@ -409,8 +431,14 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         Arc::new(raft_config),
         Network {
             peers: peers.clone(),
+            metrics: metrics.peer.clone(),
+            heartbeat_failures: metrics.heartbeat_send_failures.clone(),
         },
-        LogStore::new(storage.clone()),
+        LogStore::new(
+            storage.clone(),
+            metrics.wal_fsync.clone(),
+            metrics.proposals_committed.clone(),
+        ),
         state_machine,
     )
     .await
@@ -456,7 +484,6 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             .delete_cf(storage.cf(CF_RAFT_META), RESTORED_CLUSTER_KEY)?;
     }
 
-    let metrics = Metrics::new();
     let mut tasks = Tasks::default();
     tasks.spawn(
         "leadership-metrics",

@@ -1,96 +1,427 @@
-//! Prometheus metrics with etcd's names, served on the client URLs' `/metrics`.
+//! Prometheus metrics with etcd's names, label names, types and buckets, served on the client
+//! URLs' `/metrics` (and `--listen-metrics-urls`): what etcd-mixin's alerts and dashboards
+//! and kube-prometheus read. `--metrics extensive` adds `grpc_server_handling_seconds`, as
+//! etcd's flag does.
 
-use prometheus::{Encoder, IntCounter, IntGauge, Registry, TextEncoder};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::descriptors::{pool, CLIENT_SERVICES};
 
 #[derive(Clone)]
 pub(crate) struct Metrics {
     registry: Registry,
     pub has_leader: IntGauge,
     pub is_leader: IntGauge,
+    pub is_learner: IntGauge,
     pub leader_changes: IntCounter,
-    pub proposals_committed: IntCounter,
+    /// Raft's committed and applied indexes (gauges in etcd, despite `_total`).
+    pub proposals_committed: IntGauge,
+    pub proposals_applied: IntGauge,
+    /// Requests handed to raft and not yet answered.
+    pub proposals_pending: IntGauge,
     pub proposals_failed: IntCounter,
+    /// Heartbeats a leader failed to send.
+    pub heartbeat_send_failures: IntCounter,
+    /// Applies of one raft batch that took longer than etcd's 100 ms warning.
+    pub slow_applies: IntCounter,
+    /// `/health` answers, by outcome.
+    pub health_success: IntCounter,
+    pub health_failures: IntCounter,
+    pub quota_backend_bytes: IntGauge,
+    /// The raft log's synced writes (etcd's WAL fsync).
+    pub wal_fsync: Histogram,
+    /// The state machine's writes of applied entries (etcd's backend commit).
+    pub backend_commit: Histogram,
     pub db_size: IntGauge,
+    pub db_size_in_use: IntGauge,
     pub keys_total: IntGauge,
     pub current_revision: IntGauge,
+    pub peer: PeerMetrics,
+    pub grpc: Arc<GrpcMetrics>,
     pub watch_lagged: IntCounter,
 }
 
-fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help).expect("valid metric name");
-    r.register(Box::new(g.clone())).expect("registered once");
-    g
+/// Raft's traffic with each peer, labelled by the peer's member ID (hex), as etcd's are.
+#[derive(Clone)]
+pub(crate) struct PeerMetrics {
+    pub sent_bytes: IntCounterVec,
+    pub received_bytes: IntCounterVec,
+    pub sent_failures: IntCounterVec,
+    /// Heartbeats' round trips (an empty append: network and the peer's handling only).
+    pub round_trip: HistogramVec,
 }
 
-fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help).expect("valid metric name");
-    r.register(Box::new(c.clone())).expect("registered once");
-    c
+/// go-grpc-prometheus's server metrics, and etcd's client byte counters, by gRPC method.
+pub(crate) struct GrpcMetrics {
+    pub started: IntCounterVec,
+    pub handled: IntCounterVec,
+    pub msg_received: IntCounterVec,
+    pub msg_sent: IntCounterVec,
+    /// Only with `--metrics extensive`.
+    pub handling: Option<HistogramVec>,
+    pub client_sent_bytes: IntCounter,
+    pub client_received_bytes: IntCounter,
+    /// etcd's count of calls by kind (`unary`, `stream`) and the client's `client-api-version`.
+    pub client_requests: IntCounterVec,
+    /// `/etcdserverpb.KV/Range` → its labels, for every method clients call.
+    methods: HashMap<String, Arc<Method>>,
+}
+
+/// A gRPC method's labels.
+pub(crate) struct Method {
+    pub grpc_type: &'static str,
+    pub service: String,
+    pub name: String,
+}
+
+impl Method {
+    fn labels(&self) -> [&str; 3] {
+        [self.grpc_type, &self.service, &self.name]
+    }
+}
+
+/// grpc-go's names of the status codes, as go-grpc-prometheus labels them.
+pub(crate) const GRPC_CODES: [&str; 17] = [
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+];
+
+impl GrpcMetrics {
+    /// The labels of the method at this request path, if clients call it.
+    pub(crate) fn method(&self, path: &str) -> Option<Arc<Method>> {
+        self.methods.get(path).cloned()
+    }
+
+    /// A call began; `api_version` is the client's `client-api-version` metadata.
+    pub(crate) fn started(&self, m: &Method, api_version: Option<&str>) {
+        self.started.with_label_values(&m.labels()).inc();
+        let kind = match m.grpc_type {
+            "unary" => "unary",
+            _ => "stream",
+        };
+        let version = api_version.unwrap_or("unknown");
+        self.client_requests
+            .with_label_values(&[kind, version])
+            .inc();
+    }
+
+    /// A call ended with this grpc-status code (a number), after `seconds`.
+    pub(crate) fn handled(&self, m: &Method, code: usize, seconds: f64) {
+        let code = GRPC_CODES.get(code).copied().unwrap_or("Unknown");
+        let [t, s, n] = m.labels();
+        self.handled.with_label_values(&[t, s, n, code]).inc();
+        if let Some(h) = &self.handling {
+            h.with_label_values(&m.labels()).observe(seconds);
+        }
+    }
+
+    pub(crate) fn received(&self, m: &Method, messages: u64, bytes: u64) {
+        self.msg_received
+            .with_label_values(&m.labels())
+            .inc_by(messages);
+        self.client_received_bytes.inc_by(bytes);
+    }
+
+    pub(crate) fn sent(&self, m: &Method, messages: u64, bytes: u64) {
+        self.msg_sent
+            .with_label_values(&m.labels())
+            .inc_by(messages);
+        self.client_sent_bytes.inc_by(bytes);
+    }
+}
+
+/// Registers collectors as they are made.
+struct Maker(Registry);
+
+impl Maker {
+    fn add<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
+        self.0
+            .register(Box::new(c.clone()))
+            .expect("registered once");
+        c
+    }
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help).expect("valid metric"))
+    }
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help).expect("valid metric"))
+    }
+    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+    fn histogram(&self, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+        let opts = HistogramOpts::new(name, help).buckets(buckets);
+        self.add(Histogram::with_opts(opts).expect("valid metric"))
+    }
+    fn histograms(&self, name: &str, help: &str, buckets: Vec<f64>, l: &[&str]) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(buckets);
+        self.add(HistogramVec::new(opts, l).expect("valid metric"))
+    }
+    /// An info gauge: 1, with the value as a label (etcd's `etcd_server_version`).
+    fn info(&self, name: &str, help: &str, label: &str, value: &str) {
+        let g = self.add(IntGaugeVec::new(Opts::new(name, help), &[label]).expect("valid"));
+        g.with_label_values(&[value]).set(1);
+    }
+}
+
+/// etcd's disk latency buckets: 1 ms to 8 s.
+fn disk_buckets() -> Vec<f64> {
+    exponential_buckets(0.001, 2.0, 14).expect("valid buckets")
 }
 
 impl Metrics {
-    pub(crate) fn new() -> Self {
-        let r = Registry::new();
+    /// The member's metrics; `extensive` is `--metrics extensive`.
+    pub(crate) fn new(member_id: u64, extensive: bool) -> Self {
+        let m = Maker(Registry::new());
+        #[cfg(target_os = "linux")]
+        {
+            let process = prometheus::process_collector::ProcessCollector::for_self();
+            m.0.register(Box::new(process)).expect("registered once");
+        }
+        m.info(
+            "etcd_server_version",
+            "Which version is running. 1 for 'server_version' label with current version.",
+            "server_version",
+            oxetcd_common::version::ETCD_SERVER_VERSION,
+        );
+        let cluster_version = oxetcd_common::version::ETCD_CLUSTER_VERSION;
+        let major_minor = cluster_version
+            .rsplit_once('.')
+            .map_or(cluster_version, |(v, _)| v);
+        m.info(
+            "etcd_cluster_version",
+            "Which version is running. 1 for 'cluster_version' label with current cluster version",
+            "cluster_version",
+            major_minor,
+        );
+        m.info(
+            "etcd_server_id",
+            "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
+            "server_id",
+            &format!("{member_id:x}"),
+        );
+        let grpc = GrpcMetrics::new(&m, extensive);
+        let peer = PeerMetrics {
+            sent_bytes: m.counters(
+                "etcd_network_peer_sent_bytes_total",
+                "The total number of bytes sent to peers.",
+                &["To"],
+            ),
+            received_bytes: m.counters(
+                "etcd_network_peer_received_bytes_total",
+                "The total number of bytes received from peers.",
+                &["From"],
+            ),
+            sent_failures: m.counters(
+                "etcd_network_peer_sent_failures_total",
+                "The total number of send failures from peers.",
+                &["To"],
+            ),
+            round_trip: m.histograms(
+                "etcd_network_peer_round_trip_time_seconds",
+                "Round-Trip-Time histogram between peers",
+                exponential_buckets(0.0001, 2.0, 16).expect("valid buckets"),
+                &["To"],
+            ),
+        };
         Self {
-            has_leader: gauge(
-                &r,
+            has_leader: m.gauge(
                 "etcd_server_has_leader",
                 "Whether or not a leader exists. 1 is existence, 0 is not.",
             ),
-            is_leader: gauge(
-                &r,
+            is_leader: m.gauge(
                 "etcd_server_is_leader",
                 "Whether or not this member is a leader. 1 if is, 0 otherwise.",
             ),
-            leader_changes: counter(
-                &r,
+            is_learner: m.gauge(
+                "etcd_server_is_learner",
+                "Whether or not this member is a learner. 1 if is, 0 otherwise.",
+            ),
+            leader_changes: m.counter(
                 "etcd_server_leader_changes_seen_total",
                 "The number of leader changes seen.",
             ),
-            proposals_committed: counter(
-                &r,
+            proposals_committed: m.gauge(
                 "etcd_server_proposals_committed_total",
                 "The total number of consensus proposals committed.",
             ),
-            proposals_failed: counter(
-                &r,
+            proposals_applied: m.gauge(
+                "etcd_server_proposals_applied_total",
+                "The total number of consensus proposals applied.",
+            ),
+            proposals_pending: m.gauge(
+                "etcd_server_proposals_pending",
+                "The current number of pending proposals to commit.",
+            ),
+            proposals_failed: m.counter(
                 "etcd_server_proposals_failed_total",
                 "The total number of failed proposals seen.",
             ),
-            db_size: gauge(
-                &r,
+            heartbeat_send_failures: m.counter(
+                "etcd_server_heartbeat_send_failures_total",
+                "The total number of leader heartbeat send failures (likely overloaded from slow disk).",
+            ),
+            slow_applies: m.counter(
+                "etcd_server_slow_apply_total",
+                "The total number of slow apply requests (likely overloaded from slow disk).",
+            ),
+            health_success: m.counter(
+                "etcd_server_health_success",
+                "The total number of successful health checks",
+            ),
+            health_failures: m.counter(
+                "etcd_server_health_failures",
+                "The total number of failed health checks",
+            ),
+            quota_backend_bytes: m.gauge(
+                "etcd_server_quota_backend_bytes",
+                "Current backend storage quota size in bytes.",
+            ),
+            wal_fsync: m.histogram(
+                "etcd_disk_wal_fsync_duration_seconds",
+                "The latency distributions of fsync called by WAL.",
+                disk_buckets(),
+            ),
+            backend_commit: m.histogram(
+                "etcd_disk_backend_commit_duration_seconds",
+                "The latency distributions of commit called by backend.",
+                disk_buckets(),
+            ),
+            db_size: m.gauge(
                 "etcd_mvcc_db_total_size_in_bytes",
                 "Total size of the underlying database physically allocated in bytes.",
             ),
-            keys_total: gauge(
-                &r,
-                "etcd_debugging_mvcc_keys_total",
-                "Total number of keys.",
+            db_size_in_use: m.gauge(
+                "etcd_mvcc_db_total_size_in_use_in_bytes",
+                "Total size of the underlying database logically in use in bytes.",
             ),
-            current_revision: gauge(
-                &r,
+            keys_total: m.gauge("etcd_debugging_mvcc_keys_total", "Total number of keys."),
+            current_revision: m.gauge(
                 "etcd_debugging_mvcc_current_revision",
                 "The current revision of store.",
             ),
-            watch_lagged: counter(
-                &r,
+            watch_lagged: m.counter(
                 "oxetcd_watch_stream_lagged_total",
                 "Times a watch stream fell behind the event feed and caught up from the store.",
             ),
-            registry: r,
+            peer,
+            grpc: Arc::new(grpc),
+            registry: m.0,
         }
     }
 
     /// The registry in Prometheus text format.
     pub(crate) fn render(&self) -> String {
         let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        let _ = prometheus::Encoder::encode(&TextEncoder::new(), &self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
+impl GrpcMetrics {
+    fn new(m: &Maker, extensive: bool) -> Self {
+        let labels = ["grpc_type", "grpc_service", "grpc_method"];
+        let started = m.counters(
+            "grpc_server_started_total",
+            "Total number of RPCs started on the server.",
+            &labels,
+        );
+        let handled = m.counters(
+            "grpc_server_handled_total",
+            "Total number of RPCs completed on the server, regardless of success or failure.",
+            &["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
+        );
+        let msg_received = m.counters(
+            "grpc_server_msg_received_total",
+            "Total number of RPC stream messages received on the server.",
+            &labels,
+        );
+        let msg_sent = m.counters(
+            "grpc_server_msg_sent_total",
+            "Total number of gRPC stream messages sent by the server.",
+            &labels,
+        );
+        let handling = extensive.then(|| {
+            m.histograms(
+                "grpc_server_handling_seconds",
+                "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+                prometheus::DEFAULT_BUCKETS.to_vec(),
+                &labels,
+            )
+        });
+        // Every method's series exist from the start, at zero (go-grpc-prometheus registers
+        // them so), so that rates over them are defined before the first call.
+        let mut methods = HashMap::new();
+        for service in CLIENT_SERVICES {
+            let Some(svc) = pool().get_service_by_name(service) else {
+                continue;
+            };
+            for method in svc.methods() {
+                let grpc_type = match (method.is_client_streaming(), method.is_server_streaming()) {
+                    (false, false) => "unary",
+                    (true, false) => "client_stream",
+                    (false, true) => "server_stream",
+                    (true, true) => "bidi_stream",
+                };
+                let labels = Method {
+                    grpc_type,
+                    service: service.to_string(),
+                    name: method.name().to_string(),
+                };
+                let l = labels.labels();
+                started.with_label_values(&l);
+                msg_received.with_label_values(&l);
+                msg_sent.with_label_values(&l);
+                if let Some(h) = &handling {
+                    h.with_label_values(&l);
+                }
+                for code in GRPC_CODES {
+                    handled.with_label_values(&[l[0], l[1], l[2], code]);
+                }
+                methods.insert(format!("/{service}/{}", method.name()), Arc::new(labels));
+            }
+        }
+        GrpcMetrics {
+            started,
+            handled,
+            msg_received,
+            msg_sent,
+            handling,
+            client_sent_bytes: m.counter(
+                "etcd_network_client_grpc_sent_bytes_total",
+                "The total number of bytes sent to grpc clients.",
+            ),
+            client_received_bytes: m.counter(
+                "etcd_network_client_grpc_received_bytes_total",
+                "The total number of bytes received from grpc clients.",
+            ),
+            client_requests: m.counters(
+                "etcd_server_client_requests_total",
+                "The total number of client requests per client version.",
+                &["type", "client_api_version"],
+            ),
+            methods,
+        }
     }
 }

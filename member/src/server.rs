@@ -335,9 +335,12 @@ pub(crate) async fn run_proposer(
         let (requests, waiters): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|p| (p.request, p.done)).unzip();
         let payload = RaftBatch { requests }.encode_to_vec();
-        match server.write_entry(payload).await {
+        let pending = &server.metrics.proposals_pending;
+        pending.add(waiters.len() as i64);
+        let written = server.write_entry(payload).await;
+        pending.sub(waiters.len() as i64);
+        match written {
             Ok((responses, term)) => {
-                server.metrics.proposals_committed.inc();
                 let mut responses = responses.into_iter();
                 for w in waiters {
                     let r = match responses.next() {
@@ -434,10 +437,7 @@ impl EtcdServer {
         self.wait_transfer_gate().await;
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         match self.write_here(payload, deadline).await {
-            Ok(f) => {
-                self.metrics.proposals_committed.inc();
-                Ok(f)
-            }
+            Ok(f) => Ok(f),
             // In the log but neither committed nor replaced yet: it may still be applied.
             Err(_) if Instant::now() >= deadline => Err(ServerError::TimedOut.into()),
             Err(_) => Err(PeerError::NotLeader),

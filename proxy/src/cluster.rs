@@ -317,6 +317,11 @@ impl Cluster {
             let after: Vec<String> = fresh.iter().map(|m| m.upstream.label.clone()).collect();
             if before != after {
                 info!(members = ?after, "member list changed");
+                // A member that left has no health to report: drop its series, or an alert
+                // on it would fire for ever.
+                for gone in before.iter().filter(|l| !after.contains(l)) {
+                    let _ = self.metrics.upstream_healthy.remove_label_values(&[gone]);
+                }
             }
             v.members = fresh;
             return true;

@@ -64,6 +64,10 @@ async fn health(State(server): State<Arc<EtcdServer>>, uri: axum::http::Uri) -> 
         server.raft.metrics().borrow().current_leader.is_some()
             && server.read_barrier().await.is_ok()
     };
+    match healthy {
+        true => server.metrics.health_success.inc(),
+        false => server.metrics.health_failures.inc(),
+    }
     let (code, body) = if healthy {
         (StatusCode::OK, r#"{"health":"true"}"#)
     } else {

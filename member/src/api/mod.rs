@@ -6,6 +6,7 @@ mod cluster;
 mod election;
 mod error;
 mod gateway;
+mod grpc_metrics;
 mod http;
 mod kv;
 mod lease;
@@ -129,8 +130,12 @@ fn grpc_routes(server: Arc<EtcdServer>) -> axum::Router {
         .into_axum_router()
         .layer(axum::middleware::map_response(error::oversized_as_grpc_go))
         .layer(axum::middleware::map_response_with_state(
-            server,
+            server.clone(),
             name_the_leader,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            server.metrics.grpc.clone(),
+            grpc_metrics::observe,
         ))
 }
 

@@ -35,6 +35,18 @@ use crate::raft::{ApplyResult, LogId, MemberNode, StorageError, TypeConfig};
 use crate::storage::Storage;
 use crate::watch::WatchHub;
 
+/// etcd warns of an apply slower than this ("apply request took too long").
+const SLOW_APPLY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// What the state machine reports (etcd's names in `crate::metrics`).
+#[derive(Clone)]
+pub(crate) struct ApplyMetrics {
+    /// Latency of writing applied entries (etcd's backend commit).
+    pub commit_latency: prometheus::Histogram,
+    /// Applies slower than [`SLOW_APPLY`].
+    pub slow_applies: prometheus::IntCounter,
+}
+
 #[derive(Clone)]
 pub(crate) struct StateMachine {
     storage: Storage,
@@ -52,6 +64,7 @@ pub(crate) struct StateMachine {
     asked_for_snapshot: Arc<std::sync::atomic::AtomicBool>,
     /// Where compaction revisions go for the background task (`compaction`).
     compactions: tokio::sync::watch::Sender<i64>,
+    metrics: ApplyMetrics,
     /// Counts applied requests towards the next raft snapshot.
     snapshots: Arc<SnapshotTrigger>,
 }
@@ -75,6 +88,7 @@ impl StateMachine {
         tokens: Arc<Tokens>,
         compactions: tokio::sync::watch::Sender<i64>,
         snapshots: Arc<SnapshotTrigger>,
+        metrics: ApplyMetrics,
     ) -> Result<Self, StorageError> {
         snapshot::recover(&storage)?;
         let state = load_state(&storage)?;
@@ -104,6 +118,7 @@ impl StateMachine {
             asked_for_snapshot: Default::default(),
             compactions,
             snapshots,
+            metrics,
         })
     }
 
@@ -133,6 +148,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
+        let started = std::time::Instant::now();
         let mut state = self.state.write().map_err(write_err)?;
         let mut batch = WriteBatch::default();
         let mut results = Vec::new();
@@ -174,7 +190,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             results.push(ApplyResult { responses });
         }
         stage_applied(&self.storage, &mut batch, &state.applied, &state.membership)?;
+        let timer = self.metrics.commit_latency.start_timer();
         self.storage.db().write(batch).map_err(write_err)?;
+        timer.observe_duration();
+        if started.elapsed() > SLOW_APPLY {
+            self.metrics.slow_applies.inc();
+        }
         state.mvcc.batch_written();
         // Watchers hear of a revision only once it is readable from the store.
         for (rev, events) in published {

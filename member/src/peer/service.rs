@@ -40,6 +40,24 @@ impl PeerService {
             .map_err(|e| Status::invalid_argument(format!("bad peer message: {e}")))
     }
 
+    /// Counts a raft message from the member that sent it (`vote` names it: the leader of an
+    /// append or snapshot, the candidate of a vote), and returns that member's label.
+    fn received(&self, vote: &openraft::Vote<u64>, size: usize) -> String {
+        let from = format!("{:x}", vote.leader_id().voted_for().unwrap_or_default());
+        let m = &self.server.metrics.peer.received_bytes;
+        m.with_label_values(&[&from]).inc_by(size as u64);
+        from
+    }
+
+    /// A raft answer to `to`, counted as sent to it.
+    fn reply_to<T: Serialize>(&self, to: &str, v: &T) -> Result<Response<PeerMessage>, Status> {
+        let resp = self.reply(v)?;
+        let m = &self.server.metrics.peer.sent_bytes;
+        m.with_label_values(&[to])
+            .inc_by(resp.get_ref().data.len() as u64);
+        Ok(resp)
+    }
+
     fn reply<T: Serialize>(&self, v: &T) -> Result<Response<PeerMessage>, Status> {
         let data = bincode::serialize(v).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(PeerMessage {
@@ -63,24 +81,30 @@ impl RaftPeer for PeerService {
         &self,
         r: Request<PeerMessage>,
     ) -> Result<Response<PeerMessage>, Status> {
+        let size = r.get_ref().data.len();
         let req: AppendEntriesRequest<TypeConfig> = self.open(r)?;
+        let from = self.received(&req.vote, size);
         let res = self.server.raft.append_entries(req).await;
-        self.reply(&res)
+        self.reply_to(&from, &res)
     }
 
     async fn vote(&self, r: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
+        let size = r.get_ref().data.len();
         let req: VoteRequest<u64> = self.open(r)?;
+        let from = self.received(&req.vote, size);
         let res = self.server.raft.vote(req).await;
-        self.reply(&res)
+        self.reply_to(&from, &res)
     }
 
     async fn install_snapshot(
         &self,
         r: Request<PeerMessage>,
     ) -> Result<Response<PeerMessage>, Status> {
+        let size = r.get_ref().data.len();
         let req: InstallSnapshotRequest<TypeConfig> = self.open(r)?;
+        let from = self.received(&req.vote, size);
         let res = self.server.raft.install_snapshot(req).await;
-        self.reply(&res)
+        self.reply_to(&from, &res)
     }
 
     async fn forward(&self, r: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {

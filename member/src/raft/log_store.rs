@@ -29,6 +29,10 @@ const KEY_LAST_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub(crate) struct LogStore {
     storage: Storage,
+    /// Synced appends' latency (etcd's WAL fsync).
+    fsync: prometheus::Histogram,
+    /// The committed index (`etcd_server_proposals_committed_total`).
+    committed: prometheus::IntGauge,
 }
 
 fn synced() -> WriteOptions {
@@ -42,8 +46,16 @@ fn index_key(index: u64) -> [u8; 8] {
 }
 
 impl LogStore {
-    pub(crate) fn new(storage: Storage) -> Self {
-        Self { storage }
+    pub(crate) fn new(
+        storage: Storage,
+        fsync: prometheus::Histogram,
+        committed: prometheus::IntGauge,
+    ) -> Self {
+        Self {
+            storage,
+            fsync,
+            committed,
+        }
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
@@ -153,6 +165,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // Not synced: after a crash, a smaller committed index is only a slower restart.
+        if let Some(c) = &committed {
+            self.committed.set(c.index as i64);
+        }
         self.put_meta(KEY_COMMITTED, &committed, false)
     }
 
@@ -175,7 +190,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let bytes = bincode::serialize(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
             batch.put_cf(cf, index_key(entry.log_id.index), bytes);
         }
-        match self.storage.db().write_opt(batch, &synced()) {
+        let timer = self.fsync.start_timer();
+        let written = self.storage.db().write_opt(batch, &synced());
+        timer.observe_duration();
+        match written {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())

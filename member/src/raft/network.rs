@@ -19,6 +19,7 @@ use serde::Serialize;
 use tonic::transport::Channel;
 
 use super::{MemberNode, TypeConfig};
+use crate::metrics::PeerMetrics;
 use crate::peer::Peers;
 
 /// openraft's network: its clients share the member's cached peer channels (openraft asks for
@@ -26,12 +27,16 @@ use crate::peer::Peers;
 #[derive(Clone)]
 pub(crate) struct Network {
     pub peers: Arc<Peers>,
+    pub metrics: PeerMetrics,
+    pub heartbeat_failures: prometheus::IntCounter,
 }
 
 pub(crate) struct PeerClient {
     target: u64,
     cluster_id: u64,
     client: Option<RaftPeerClient<Channel>>,
+    metrics: PeerMetrics,
+    heartbeat_failures: prometheus::IntCounter,
 }
 
 #[derive(Clone, Copy)]
@@ -50,21 +55,27 @@ impl PeerClient {
         RPCError::Unreachable(Unreachable::new(&e))
     }
 
+    /// One RPC; a `heartbeat` (an append without entries) also times its round trip.
     async fn call<Req, Resp, E>(
         &mut self,
         rpc: Rpc,
         req: &Req,
         option: &RPCOption,
+        heartbeat: bool,
     ) -> Result<Resp, RPCError<u64, MemberNode, RaftError<u64, E>>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let to = format!("{:x}", self.target);
         let Some(client) = self.client.as_mut() else {
+            self.metrics.sent_failures.with_label_values(&[&to]).inc();
             return Err(self.unreachable("no peer URL"));
         };
         let data = bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let size = data.len() as u64;
+        let sent = std::time::Instant::now();
         let mut request = tonic::Request::new(PeerMessage {
             cluster_id: self.cluster_id,
             data,
@@ -75,8 +86,31 @@ impl PeerClient {
             Rpc::Vote => client.vote(request).await,
             Rpc::Snapshot => client.install_snapshot(request).await,
         };
+        if resp.is_err() {
+            self.metrics.sent_failures.with_label_values(&[&to]).inc();
+            if heartbeat {
+                self.heartbeat_failures.inc();
+            }
+        } else {
+            self.metrics
+                .sent_bytes
+                .with_label_values(&[&to])
+                .inc_by(size);
+            if heartbeat {
+                let rtt = sent.elapsed().as_secs_f64();
+                self.metrics
+                    .round_trip
+                    .with_label_values(&[&to])
+                    .observe(rtt);
+            }
+        }
         let resp = match resp {
-            Ok(r) => r.into_inner(),
+            Ok(r) => {
+                let r = r.into_inner();
+                let m = &self.metrics.received_bytes;
+                m.with_label_values(&[&to]).inc_by(r.data.len() as u64);
+                r
+            }
             Err(s) if s.code() == tonic::Code::PermissionDenied => {
                 // Another cluster answered: never treat it as a peer.
                 return Err(self.unreachable(s.message()));
@@ -97,6 +131,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             cluster_id: self.peers.cluster_id(),
             client: self.peers.client(node).ok(),
+            metrics: self.metrics.clone(),
+            heartbeat_failures: self.heartbeat_failures.clone(),
         }
     }
 }
@@ -107,7 +143,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, MemberNode, RaftError<u64>>> {
-        self.call(Rpc::Append, &rpc, &option).await
+        let heartbeat = rpc.entries.is_empty();
+        self.call(Rpc::Append, &rpc, &option, heartbeat).await
     }
 
     async fn install_snapshot(
@@ -118,7 +155,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         InstallSnapshotResponse<u64>,
         RPCError<u64, MemberNode, RaftError<u64, InstallSnapshotError>>,
     > {
-        self.call(Rpc::Snapshot, &rpc, &option).await
+        self.call(Rpc::Snapshot, &rpc, &option, false).await
     }
 
     async fn vote(
@@ -126,6 +163,6 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, MemberNode, RaftError<u64>>> {
-        self.call(Rpc::Vote, &rpc, &option).await
+        self.call(Rpc::Vote, &rpc, &option, false).await
     }
 }

@@ -11,23 +11,10 @@
 //! The JSON becomes a [`DynamicMessage`] of the request's descriptor, then the generated
 //! message by its protobuf encoding.
 
-use std::sync::OnceLock;
-
-use prost_reflect::{
-    DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, Value,
-};
+use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, Value};
 
 use super::gojson::{self, Kind as Json};
-
-/// The descriptors of etcd's API, decoded once.
-pub(super) fn pool() -> &'static DescriptorPool {
-    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        // Built from the same protos as the generated code; a failure is a build defect.
-        DescriptorPool::decode(oxetcd_common::FILE_DESCRIPTOR_SET)
-            .expect("the descriptor set built with the protos decodes")
-    })
-}
+use crate::descriptors::pool;
 
 /// One JSON value (the first of a body, already checked by Go's decoder rules) as message `M`.
 pub(super) fn decode<M: prost::Message + prost::Name + Default>(raw: &[u8]) -> Result<M, String> {

@@ -13,7 +13,7 @@ use prost_reflect::{
 };
 use serde_json::{json, Map, Value};
 
-use super::jsonpb::pool;
+use crate::descriptors::pool;
 
 /// A route of the gateway: its path under the API prefix and the RPC it calls
 /// (`etcdserverpb.KV.Range`).
