@@ -58,32 +58,26 @@ pub(crate) struct PeerMetrics {
 }
 
 /// go-grpc-prometheus's server metrics, and etcd's client byte counters, by gRPC method.
+/// (`grpc_server_handling_seconds` only with `--metrics extensive`.)
 pub(crate) struct GrpcMetrics {
-    pub started: IntCounterVec,
-    pub handled: IntCounterVec,
-    pub msg_received: IntCounterVec,
-    pub msg_sent: IntCounterVec,
-    /// Only with `--metrics extensive`.
-    pub handling: Option<HistogramVec>,
     pub client_sent_bytes: IntCounter,
     pub client_received_bytes: IntCounter,
     /// etcd's count of calls by kind (`unary`, `stream`) and the client's `client-api-version`.
     pub client_requests: IntCounterVec,
-    /// `/etcdserverpb.KV/Range` → its labels, for every method clients call.
+    /// `/etcdserverpb.KV/Range` → its counters, for every method clients call.
     methods: HashMap<String, Arc<Method>>,
 }
 
-/// A gRPC method's labels.
+/// A gRPC method's counters, resolved once (a label lookup per call would cost more than
+/// the count).
 pub(crate) struct Method {
-    pub grpc_type: &'static str,
-    pub service: String,
-    pub name: String,
-}
-
-impl Method {
-    fn labels(&self) -> [&str; 3] {
-        [self.grpc_type, &self.service, &self.name]
-    }
+    /// `unary` or `stream`, etcd's kinds for `etcd_server_client_requests_total`.
+    kind: &'static str,
+    started: IntCounter,
+    handled: Vec<IntCounter>,
+    received: IntCounter,
+    sent: IntCounter,
+    handling: Option<Histogram>,
 }
 
 /// grpc-go's names of the status codes, as go-grpc-prometheus labels them.
@@ -108,45 +102,36 @@ pub(crate) const GRPC_CODES: [&str; 17] = [
 ];
 
 impl GrpcMetrics {
-    /// The labels of the method at this request path, if clients call it.
+    /// The counters of the method at this request path, if clients call it.
     pub(crate) fn method(&self, path: &str) -> Option<Arc<Method>> {
         self.methods.get(path).cloned()
     }
 
     /// A call began; `api_version` is the client's `client-api-version` metadata.
     pub(crate) fn started(&self, m: &Method, api_version: Option<&str>) {
-        self.started.with_label_values(&m.labels()).inc();
-        let kind = match m.grpc_type {
-            "unary" => "unary",
-            _ => "stream",
-        };
+        m.started.inc();
         let version = api_version.unwrap_or("unknown");
         self.client_requests
-            .with_label_values(&[kind, version])
+            .with_label_values(&[m.kind, version])
             .inc();
     }
 
     /// A call ended with this grpc-status code (a number), after `seconds`.
     pub(crate) fn handled(&self, m: &Method, code: usize, seconds: f64) {
-        let code = GRPC_CODES.get(code).copied().unwrap_or("Unknown");
-        let [t, s, n] = m.labels();
-        self.handled.with_label_values(&[t, s, n, code]).inc();
-        if let Some(h) = &self.handling {
-            h.with_label_values(&m.labels()).observe(seconds);
+        // An unknown code counts as Unknown (2), as grpc-go reports it.
+        m.handled.get(code).unwrap_or(&m.handled[2]).inc();
+        if let Some(h) = &m.handling {
+            h.observe(seconds);
         }
     }
 
     pub(crate) fn received(&self, m: &Method, messages: u64, bytes: u64) {
-        self.msg_received
-            .with_label_values(&m.labels())
-            .inc_by(messages);
+        m.received.inc_by(messages);
         self.client_received_bytes.inc_by(bytes);
     }
 
     pub(crate) fn sent(&self, m: &Method, messages: u64, bytes: u64) {
-        self.msg_sent
-            .with_label_values(&m.labels())
-            .inc_by(messages);
+        m.sent.inc_by(messages);
         self.client_sent_bytes.inc_by(bytes);
     }
 }
@@ -384,30 +369,22 @@ impl GrpcMetrics {
                     (false, true) => "server_stream",
                     (true, true) => "bidi_stream",
                 };
-                let labels = Method {
-                    grpc_type,
-                    service: service.to_string(),
-                    name: method.name().to_string(),
+                let l = [grpc_type, service, method.name()];
+                let counters = Method {
+                    kind: if grpc_type == "unary" { "unary" } else { "stream" },
+                    started: started.with_label_values(&l),
+                    handled: GRPC_CODES
+                        .iter()
+                        .map(|code| handled.with_label_values(&[l[0], l[1], l[2], code]))
+                        .collect(),
+                    received: msg_received.with_label_values(&l),
+                    sent: msg_sent.with_label_values(&l),
+                    handling: handling.as_ref().map(|h| h.with_label_values(&l)),
                 };
-                let l = labels.labels();
-                started.with_label_values(&l);
-                msg_received.with_label_values(&l);
-                msg_sent.with_label_values(&l);
-                if let Some(h) = &handling {
-                    h.with_label_values(&l);
-                }
-                for code in GRPC_CODES {
-                    handled.with_label_values(&[l[0], l[1], l[2], code]);
-                }
-                methods.insert(format!("/{service}/{}", method.name()), Arc::new(labels));
+                methods.insert(format!("/{service}/{}", method.name()), Arc::new(counters));
             }
         }
         GrpcMetrics {
-            started,
-            handled,
-            msg_received,
-            msg_sent,
-            handling,
             client_sent_bytes: m.counter(
                 "etcd_network_client_grpc_sent_bytes_total",
                 "The total number of bytes sent to grpc clients.",
