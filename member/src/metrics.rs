@@ -371,7 +371,11 @@ impl GrpcMetrics {
                 };
                 let l = [grpc_type, service, method.name()];
                 let counters = Method {
-                    kind: if grpc_type == "unary" { "unary" } else { "stream" },
+                    kind: if grpc_type == "unary" {
+                        "unary"
+                    } else {
+                        "stream"
+                    },
                     started: started.with_label_values(&l),
                     handled: GRPC_CODES
                         .iter()
