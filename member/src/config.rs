@@ -250,6 +250,39 @@ pub struct Config {
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 
+    /// How often a watcher created with `progress_notify` hears the current revision when
+    /// quiet. etcd 3.6's name; `--experimental-watch-progress-notify-interval` is 3.4's.
+    #[arg(long, env = "ETCD_WATCH_PROGRESS_NOTIFY_INTERVAL",
+          value_parser = oxetcd_common::duration::parse_go_duration)]
+    pub watch_progress_notify_interval: Option<std::time::Duration>,
+
+    /// etcd 3.4's name for `--watch-progress-notify-interval`.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m",
+          value_parser = oxetcd_common::duration::parse_go_duration)]
+    pub experimental_watch_progress_notify_interval: std::time::Duration,
+
+    /// `zap`: etcd's structured JSON log lines (level, ts, caller, msg, fields), which log
+    /// pipelines written for etcd parse; `capnslog` (etcd 3.4's default): readable lines.
+    #[arg(long, env = "ETCD_LOGGER", default_value = "capnslog", value_parser = ["zap", "capnslog"])]
+    pub logger: String,
+
+    /// Where logs go, comma-separated: `default` or `stderr`, `stdout`, or file paths
+    /// (appended to).
+    #[arg(
+        long,
+        env = "ETCD_LOG_OUTPUTS",
+        default_value = "default",
+        value_delimiter = ','
+    )]
+    pub log_outputs: Vec<String>,
+
+    /// Pre-vote (etcd ≥ 3.5 defaults to true). Accepted for etcd's command lines: openraft
+    /// has no pre-vote phase; its leader lease does the same job (voters that hear from a
+    /// leader refuse a rejoining member's campaign).
+    #[arg(long, env = "ETCD_PRE_VOTE", num_args = 0..=1, default_value_t = true,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub pre_vote: bool,
+
     /// Level of detail of exported metrics: `extensive` adds the gRPC latency histograms
     /// (`grpc_server_handling_seconds`).
     #[arg(long, env = "ETCD_METRICS", default_value = "basic", value_parser = ["basic", "extensive"])]
@@ -355,6 +388,18 @@ impl Config {
             .find(|(n, _)| n == "InitialCorruptCheck")
             .map(|(_, on)| on);
         Ok(gate.unwrap_or(self.experimental_initial_corrupt_check))
+    }
+
+    /// How often quiet `progress_notify` watchers hear the revision (zero: etcd's default,
+    /// 10 minutes, as etcd ignores a zero interval).
+    pub fn watch_progress_interval(&self) -> std::time::Duration {
+        let every = self
+            .watch_progress_notify_interval
+            .unwrap_or(self.experimental_watch_progress_notify_interval);
+        match every.is_zero() {
+            true => std::time::Duration::from_secs(600),
+            false => every,
+        }
     }
 
     /// How often the leader checks the members' hashes; zero: never.

@@ -26,6 +26,7 @@ mod error;
 mod identity;
 mod leadership;
 mod lease;
+pub mod logging;
 pub mod member;
 mod membership;
 mod metrics;

@@ -503,6 +503,10 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             max_txn_ops: cfg.max_txn_ops,
             quota_backend_bytes: cfg.quota_backend_bytes,
         },
+        timing: crate::server::Timing {
+            election_timeout: Duration::from_millis(cfg.election_timeout),
+            watch_progress_interval: cfg.watch_progress_interval(),
+        },
         metrics: metrics.clone(),
         lessor,
         watch_hub,

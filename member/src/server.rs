@@ -58,6 +58,12 @@ pub(crate) struct Limits {
     pub quota_backend_bytes: i64,
 }
 
+/// Times the API works by (`--election-timeout`, `--watch-progress-notify-interval`).
+pub(crate) struct Timing {
+    pub election_timeout: std::time::Duration,
+    pub watch_progress_interval: std::time::Duration,
+}
+
 pub(crate) struct EtcdServer {
     pub raft: Raft,
     /// The newest compaction revision whose superseded rows are gone (`apply::compaction`):
@@ -70,6 +76,7 @@ pub(crate) struct EtcdServer {
     /// `--initial-cluster-token`: new members' IDs derive from it, as at bootstrap.
     pub cluster_token: String,
     pub limits: Limits,
+    pub timing: Timing,
     pub metrics: Metrics,
     pub lessor: Arc<Lessor>,
     pub watch_hub: WatchHub,

@@ -128,6 +128,7 @@ impl Election for ElectionService {
     ) -> Result<Response<Self::ObserveStream>, Status> {
         let name = &request.get_ref().name;
         super::permit_contenders(&self.server, &request, name, &[Read]).await?;
+        let metadata = request.metadata().clone();
         let req = request.into_inner();
         let server = self.server.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -165,7 +166,9 @@ impl Election for ElectionService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let answers = Box::pin(ReceiverStream::new(rx));
+        let answers = super::require_leader::watched(&self.server, &metadata, answers);
+        Ok(Response::new(answers))
     }
 
     async fn resign(

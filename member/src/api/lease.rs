@@ -91,8 +91,10 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        let answers = keep_alive(self.server.clone(), request.into_inner());
-        Ok(Response::new(Box::pin(answers)))
+        let metadata = request.metadata().clone();
+        let answers = Box::pin(keep_alive(self.server.clone(), request.into_inner()));
+        let answers = super::require_leader::watched(&self.server, &metadata, answers);
+        Ok(Response::new(answers))
     }
 
     async fn lease_time_to_live(

@@ -12,6 +12,7 @@ mod kv;
 mod lease;
 mod lock;
 mod maintenance;
+mod require_leader;
 mod watch;
 
 use std::sync::Arc;
@@ -132,6 +133,10 @@ fn grpc_routes(server: Arc<EtcdServer>) -> axum::Router {
         .layer(axum::middleware::map_response_with_state(
             server.clone(),
             name_the_leader,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            server.clone(),
+            require_leader::refuse_without_leader,
         ))
         .layer(axum::middleware::from_fn_with_state(
             server.metrics.grpc.clone(),

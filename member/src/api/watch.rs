@@ -36,12 +36,15 @@ impl Watch for WatchService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
         let creds = Credentials::of(&self.server, &request);
+        let metadata = request.metadata().clone();
         tokio::spawn(crate::watch::stream::serve(
             self.server.clone(),
             request.into_inner(),
             creds,
             tx,
         ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let answers = Box::pin(ReceiverStream::new(rx));
+        let answers = super::require_leader::watched(&self.server, &metadata, answers);
+        Ok(Response::new(answers))
     }
 }

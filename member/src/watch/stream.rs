@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use oxetcd_common::etcdserverpb::{
     watch_create_request::FilterType, watch_request, WatchCreateRequest, WatchRequest,
@@ -17,9 +16,6 @@ use crate::identity::Credentials;
 use crate::mvcc::{self, KvError};
 use crate::server::EtcdServer;
 
-/// How often a watcher created with `progress_notify` hears the current revision when idle
-/// (etcd's default interval).
-const PROGRESS_INTERVAL: Duration = Duration::from_secs(600);
 /// Largest number of events sent in one replay response.
 const MAX_EVENTS_PER_RESPONSE: usize = 1000;
 /// etcd's watch ID for responses that belong to no watcher (progress of the whole stream).
@@ -111,7 +107,7 @@ pub(crate) async fn serve(
         next_id: 0,
     };
     let mut feed = server.watch_hub.subscribe();
-    let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
+    let mut progress = tokio::time::interval(server.timing.watch_progress_interval);
     progress.tick().await;
     // A client may close its sending side and keep receiving (etcd serves such a stream until
     // the client goes away).

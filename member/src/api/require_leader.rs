@@ -1,0 +1,92 @@
+//! clientv3's `WithRequireLeader` (gRPC metadata `hasleader: true`): such a request is refused
+//! with "etcdserver: no leader" while the member has no leader, and such a stream (watch,
+//! keep-alive, observe) is ended with that error once the member has been without a leader
+//! for three election timeouts, as etcd's `monitorLeader` does, so a client pinned to a
+//! partitioned member moves elsewhere instead of waiting on it. Other streams keep waiting.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use tonic::Status;
+
+use crate::error::ServerError;
+use crate::server::EtcdServer;
+
+/// The metadata clientv3 sets (`rpctypes.MetadataRequireLeaderKey`, `MetadataHasLeader`).
+const KEY: &str = "hasleader";
+
+/// Elections without a leader a stream survives (etcd's `maxNoLeaderCnt`).
+const MISSED_ELECTIONS: u32 = 3;
+
+/// Whether the request asks for a leader.
+fn requires_leader(headers: &http::HeaderMap) -> bool {
+    headers.get(KEY).map(|v| v.as_bytes()) == Some(b"true")
+}
+
+/// Middleware: a request that requires a leader, on a member without one, is refused before
+/// it reaches its service.
+pub(super) async fn refuse_without_leader(
+    axum::extract::State(server): axum::extract::State<Arc<EtcdServer>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if requires_leader(req.headers()) && server.raft.metrics().borrow().current_leader.is_none() {
+        let status: Status = ServerError::NoLeader.into();
+        return status.into_http();
+    }
+    next.run(req).await
+}
+
+/// A response stream that, if its request requires a leader, ends with "no leader" once the
+/// member has been without one for [`MISSED_ELECTIONS`] election timeouts.
+pub(super) fn watched<T: Send + 'static>(
+    server: &EtcdServer,
+    metadata: &tonic::metadata::MetadataMap,
+    stream: Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>,
+) -> Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>> {
+    if metadata.get(KEY).map(|v| v.as_bytes()) != Some(b"true") {
+        return stream;
+    }
+    let lost = Box::pin(leader_lost(
+        server.raft.clone(),
+        server.timing.election_timeout * MISSED_ELECTIONS,
+    ));
+    let state = (stream, lost, false);
+    Box::pin(futures::stream::unfold(
+        state,
+        |(mut stream, mut lost, ended)| async move {
+            if ended {
+                return None;
+            }
+            tokio::select! {
+                item = stream.next() => item.map(|i| (i, (stream, lost, false))),
+                _ = &mut lost => {
+                    let status: Status = ServerError::NoLeader.into();
+                    Some((Err(status), (stream, lost, true)))
+                }
+            }
+        },
+    ))
+}
+
+/// Resolves once the member has had no leader for `grace` on end.
+async fn leader_lost(raft: crate::raft::Raft, grace: Duration) {
+    let mut rx = raft.metrics();
+    loop {
+        // (Results turned into plain values at once: the metrics guard is not Send.)
+        let closed = rx.wait_for(|m| m.current_leader.is_none()).await.is_err();
+        if closed {
+            return std::future::pending().await;
+        }
+        let back = tokio::time::timeout(grace, rx.wait_for(|m| m.current_leader.is_some()))
+            .await
+            .map(|r| r.is_ok());
+        match back {
+            Err(_) => return,
+            Ok(true) => continue,
+            Ok(false) => return std::future::pending().await,
+        }
+    }
+}
