@@ -105,6 +105,7 @@ pub(crate) async fn serve(
         out,
         watchers: BTreeMap::new(),
         next_id: 0,
+        progress_wanted: None,
     };
     let mut feed = server.watch_hub.subscribe();
     let mut progress = tokio::time::interval(server.timing.watch_progress_interval);
@@ -134,7 +135,7 @@ pub(crate) async fn serve(
             },
             _ = progress.tick() => s.progress_notify().await,
         };
-        if !ok {
+        if !ok || !s.answer_progress(feed.is_empty()).await {
             return;
         }
     }
@@ -147,6 +148,10 @@ struct StreamState {
     out: mpsc::Sender<Result<WatchResponse, Status>>,
     watchers: BTreeMap<i64, Watcher>,
     next_id: i64,
+    /// A progress request not answered yet: the store's revision when it came. It is
+    /// answered once every watcher of the stream has been sent all events up to there
+    /// (etcd #15220: a progress revision must never run ahead of the stream's events).
+    progress_wanted: Option<i64>,
 }
 
 impl StreamState {
@@ -221,12 +226,8 @@ impl StreamState {
                     Ok(r) => r,
                     Err(e) => return self.out.send(Err(e.into())).await.is_ok(),
                 };
-                self.send(WatchResponse {
-                    header: self.header(rev),
-                    watch_id: NO_WATCH_ID,
-                    ..Default::default()
-                })
-                .await
+                self.progress_wanted = Some(self.progress_wanted.map_or(rev, |r| r.min(rev)));
+                true
             }
             None => true,
         }
@@ -446,18 +447,59 @@ impl StreamState {
         true
     }
 
+    /// The newest revision up to which every watcher of the stream has been sent its
+    /// events (the store's revision if none is behind it).
+    fn delivered(&self, current: i64) -> i64 {
+        let behind = self.watchers.values().map(|w| w.next_rev - 1).min();
+        behind.map_or(current, |b| b.min(current))
+    }
+
+    /// Answers a pending progress request once the stream has delivered every event up to
+    /// the revision it asked at; the answer names what has been delivered. Watchers still
+    /// behind with nothing left in the feed (`feed_drained`) catch up from the store first.
+    /// False once the client is gone.
+    async fn answer_progress(&mut self, feed_drained: bool) -> bool {
+        let Some(wanted) = self.progress_wanted else {
+            return true;
+        };
+        let Ok((current, _)) = self.revisions() else {
+            return true;
+        };
+        let mut delivered = self.delivered(current);
+        if delivered < wanted && feed_drained {
+            if !self.catch_up_all().await {
+                return false;
+            }
+            let Ok((current, _)) = self.revisions() else {
+                return true;
+            };
+            delivered = self.delivered(current);
+        }
+        if delivered < wanted {
+            return true;
+        }
+        self.progress_wanted = None;
+        self.send(WatchResponse {
+            header: self.header(delivered),
+            watch_id: NO_WATCH_ID,
+            ..Default::default()
+        })
+        .await
+    }
+
     async fn progress_notify(&mut self) -> bool {
-        let (rev, _) = match self.revisions() {
+        let (current, _) = match self.revisions() {
             Ok(r) => r,
             Err(_) => return true,
         };
-        let ids: Vec<i64> = self
+        // Each watcher hears the revision it has been sent everything up to.
+        let due: Vec<(i64, i64)> = self
             .watchers
             .iter()
             .filter(|(_, w)| w.progress_notify)
-            .map(|(id, _)| *id)
+            .map(|(id, w)| (*id, (w.next_rev - 1).min(current)))
             .collect();
-        for id in ids {
+        for (id, rev) in due {
             let sent = self
                 .send(WatchResponse {
                     header: self.header(rev),
