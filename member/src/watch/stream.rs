@@ -13,7 +13,7 @@ use tonic::Status;
 
 use crate::auth::AuthError;
 use crate::identity::Credentials;
-use crate::mvcc::{self, KvError};
+use crate::mvcc;
 use crate::server::EtcdServer;
 
 /// Largest number of events sent in one replay response.
@@ -287,7 +287,7 @@ impl StreamState {
             current + 1
         };
         if start < compacted {
-            return self.send_compacted(id, current, compacted).await;
+            return self.send_compacted(id, compacted).await;
         }
         let filters = c
             .filters
@@ -346,14 +346,16 @@ impl StreamState {
         .await
     }
 
-    async fn send_compacted(&mut self, id: i64, current: i64, compacted: i64) -> bool {
+    /// A watcher owed revisions compaction removed is canceled as etcd's store cancels it:
+    /// the compaction revision, no reason, and a header of revision 0 (etcd's compacted
+    /// response carries no revision).
+    async fn send_compacted(&mut self, id: i64, compacted: i64) -> bool {
         self.watchers.remove(&id);
         self.send(WatchResponse {
-            header: self.header(current),
+            header: self.header(0),
             watch_id: id,
             canceled: true,
             compact_revision: compacted,
-            cancel_reason: KvError::Compacted.to_string(),
             ..Default::default()
         })
         .await
@@ -389,7 +391,7 @@ impl StreamState {
             Err(e) => return self.out.send(Err(e.into())).await.is_ok(),
         };
         let Some(events) = events else {
-            return self.send_compacted(id, current, compacted).await;
+            return self.send_compacted(id, compacted).await;
         };
         if let Some(w) = self.watchers.get_mut(&id) {
             w.next_rev = w.next_rev.max(current + 1);
