@@ -3,10 +3,20 @@
 /// A plain HTTP/1.1 GET on loopback; the whole response (status line, headers, body), or ""
 /// if nothing listens.
 pub fn http_get(port: u16, path: &str) -> String {
+    http_get_at("127.0.0.1", port, path)
+}
+
+/// [`http_get`] of `host`; "" also if it does not answer within a second.
+pub fn http_get_at(host: &str, port: u16, path: &str) -> String {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+    let Ok(addr) = format!("{host}:{port}").parse::<std::net::SocketAddr>() else {
         return String::new();
     };
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1))
+    else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(1)));
     let _ = write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"

@@ -6,6 +6,7 @@
 //! sends the same message when it is ready to serve).
 
 pub mod dns;
+pub mod netns;
 pub mod pki;
 
 mod binaries;
@@ -15,7 +16,9 @@ mod process;
 mod transcript;
 
 pub use binaries::{bin, bin_dir};
-pub use client::{client, http_get, http_request, http_request_with, key_space, rows, Row};
+pub use client::{
+    client, http_get, http_get_at, http_request, http_request_with, key_space, rows, Row,
+};
 pub use ctl::{etcdctl_at, Ctl, Running};
 pub use process::{free_port, Cluster, Kind, Member, Proxy, CLUSTER_TOKEN};
 pub use transcript::{

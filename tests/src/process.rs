@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::binaries::bin;
-use crate::client::http_get;
+use crate::client::{http_get, http_get_at};
 use crate::ctl::Ctl;
 
 /// How long a member may take to become ready.
@@ -70,6 +70,10 @@ pub struct Member {
     scheme: &'static str,
     /// `https` for peer URLs served with TLS.
     peer_scheme: &'static str,
+    /// The address the member serves on (loopback unless it runs in a network namespace).
+    pub host: String,
+    /// The network namespace the member runs in (see [`crate::netns`]), if any.
+    netns: Option<String>,
 }
 
 impl Member {
@@ -122,20 +126,22 @@ impl Member {
             env: Vec::new(),
             scheme: "http",
             peer_scheme: "http",
+            host: "127.0.0.1".into(),
+            netns: None,
         }
     }
 
     pub fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.client_port)
+        format!("{}:{}", self.host, self.client_port)
     }
 
     pub fn url(&self) -> String {
-        format!("{}://127.0.0.1:{}", self.scheme, self.client_port)
+        format!("{}://{}:{}", self.scheme, self.host, self.client_port)
     }
 
     /// The member's peer URL.
     pub fn peer_url(&self) -> String {
-        format!("{}://127.0.0.1:{}", self.peer_scheme, self.peer_port)
+        format!("{}://{}:{}", self.peer_scheme, self.host, self.peer_port)
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -160,7 +166,15 @@ impl Member {
             .append(true)
             .open(&self.log_path)
             .expect("log file");
-        let mut cmd = Command::new(&program);
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                // `ip netns exec` execs the member: the child's pid is the member's.
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&program);
+                c
+            }
+            None => Command::new(&program),
+        };
         if !self.initial_cluster.is_empty() {
             cmd.arg("--initial-cluster").arg(&self.initial_cluster);
         }
@@ -525,6 +539,37 @@ impl Cluster {
         Self::start_full(kind, n, extra_args, "http", "http", prepare)
     }
 
+    /// `n` members, member `i` in `net`'s namespace `i` on its address there.
+    pub fn start_in(kind: Kind, net: &crate::netns::Network, extra_args: &[&str]) -> Self {
+        let n = net.members();
+        let peers: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let initial: Vec<String> = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("m{}=http://{}:{p}", i + 1, net.host(i)))
+            .collect();
+        let initial = initial.join(",");
+        let mut members = Vec::new();
+        let mut sockets = Vec::new();
+        for (i, peer_port) in peers.into_iter().enumerate() {
+            let mut m = Member::unstarted(
+                kind,
+                format!("m{}", i + 1),
+                peer_port,
+                initial.clone(),
+                extra_args,
+            );
+            m.host = net.host(i);
+            m.netns = Some(net.netns(i));
+            sockets.push(m.start_process());
+            members.push(m);
+        }
+        for (m, s) in members.iter().zip(sockets) {
+            m.wait_ready(s);
+        }
+        Cluster { members }
+    }
+
     fn start_full(
         kind: Kind,
         n: usize,
@@ -696,7 +741,7 @@ impl Cluster {
     pub fn leader(&self) -> Option<usize> {
         self.members.iter().position(|m| {
             m.child.is_some()
-                && http_get(m.client_port, "/metrics")
+                && http_get_at(&m.host, m.client_port, "/metrics")
                     .lines()
                     .any(|l| l == "etcd_server_is_leader 1")
         })
