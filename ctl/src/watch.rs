@@ -230,7 +230,11 @@ pub(crate) async fn run(d: &Dialer, p: Printer, a: WatchArgs) -> Result<(), Fail
             continue;
         }
         if r.canceled {
-            let reason = if r.cancel_reason.is_empty() {
+            // clientv3's `WatchResponse.Err`: a compaction is ErrCompacted whatever the
+            // reason says (etcd sends none).
+            let reason = if r.compact_revision != 0 {
+                "etcdserver: mvcc: required revision has been compacted".to_string()
+            } else if r.cancel_reason.is_empty() {
                 "watch canceled".to_string()
             } else {
                 r.cancel_reason.clone()

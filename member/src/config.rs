@@ -276,9 +276,8 @@ pub struct Config {
     )]
     pub log_outputs: Vec<String>,
 
-    /// Pre-vote (etcd ≥ 3.5 defaults to true). Accepted for etcd's command lines: openraft
-    /// has no pre-vote phase; its leader lease does the same job (voters that hear from a
-    /// leader refuse a rejoining member's campaign).
+    /// Raft's pre-vote before a campaign (etcd ≥ 3.5's default; `raft::election`): a member
+    /// cut off from the others does not unseat the leader when it comes back.
     #[arg(long, env = "ETCD_PRE_VOTE", num_args = 0..=1, default_value_t = true,
           default_missing_value = "true", action = clap::ArgAction::Set)]
     pub pre_vote: bool,

@@ -152,27 +152,11 @@ impl EtcdServer {
     /// A member's side of a transfer step from the leader.
     pub(crate) async fn transfer_step_here(&self, step: TransferStep) -> Result<(), ServerError> {
         match step {
+            // The hold ends by itself after `millis` (`raft::election`).
             TransferStep::HoldElections { millis } => {
-                self.raft.runtime_config().elect(false);
-                let raft = self.raft.clone();
-                let generation = self
-                    .election_holds
-                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-                    + 1;
-                let holds = self.election_holds.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(millis)).await;
-                    // Only the latest hold lifts itself.
-                    if holds.load(std::sync::atomic::Ordering::SeqCst) == generation {
-                        raft.runtime_config().elect(true);
-                    }
-                });
+                self.elections.hold(Duration::from_millis(millis));
             }
-            TransferStep::ResumeElections => {
-                self.election_holds
-                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                self.raft.runtime_config().elect(true);
-            }
+            TransferStep::ResumeElections => self.elections.lift(None),
             TransferStep::Campaign => {
                 self.raft
                     .trigger()

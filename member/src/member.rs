@@ -121,22 +121,29 @@ async fn fetch_cluster_id(
     }
 }
 
-/// Keeps the leader, learner and applied-index gauges up to date from raft's metrics.
-async fn watch_leadership(raft: Raft, me: u64, metrics: Metrics) {
+/// Keeps the leader gauges up to date from the leader as etcd reports it (`raft::election`),
+/// and the learner and applied-index gauges from raft's metrics.
+async fn watch_leadership(
+    raft: Raft,
+    elections: Arc<crate::raft::election::Elections>,
+    me: u64,
+    metrics: Metrics,
+) {
     let mut rx = raft.metrics();
+    let mut leaders = elections.leader_changes();
     let mut last_leader = None;
     loop {
-        let (leader, learner, applied) = {
+        let leader = elections.leader(&raft, me);
+        let (leading, learner, applied) = {
             let m = rx.borrow();
-            let learner = m.state == openraft::ServerState::Learner;
             (
-                m.current_leader,
-                learner,
+                m.state == openraft::ServerState::Leader,
+                m.state == openraft::ServerState::Learner,
                 m.last_applied.map_or(0, |l| l.index),
             )
         };
         metrics.has_leader.set(leader.is_some() as i64);
-        metrics.is_leader.set((leader == Some(me)) as i64);
+        metrics.is_leader.set(leading as i64);
         metrics.is_learner.set(learner as i64);
         metrics.proposals_applied.set(applied as i64);
         if leader.is_some() && leader != last_leader {
@@ -147,7 +154,11 @@ async fn watch_leadership(raft: Raft, me: u64, metrics: Metrics) {
             );
         }
         last_leader = leader;
-        if rx.changed().await.is_err() {
+        let changed = tokio::select! {
+            r = rx.changed() => r.is_ok(),
+            r = leaders.changed() => r.is_ok(),
+        };
+        if !changed {
             return;
         }
     }
@@ -414,6 +425,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         heartbeat_interval: cfg.heartbeat_interval,
         election_timeout_min: election_min,
         election_timeout_max: election_max,
+        // Elections start from `raft::election` after a pre-vote, not from openraft's timer.
+        enable_elect: false,
         // Snapshots are triggered by applied requests, not entries (`SnapshotTrigger`).
         snapshot_policy: openraft::SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: cfg.experimental_snapshot_catchup_entries,
@@ -484,10 +497,14 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             .delete_cf(storage.cf(CF_RAFT_META), RESTORED_CLUSTER_KEY)?;
     }
 
+    let elections = Arc::new(crate::raft::election::Elections::new(
+        Duration::from_millis(cfg.election_timeout),
+        cfg.pre_vote,
+    ));
     let mut tasks = Tasks::default();
     tasks.spawn(
         "leadership-metrics",
-        watch_leadership(raft.clone(), me, metrics.clone()),
+        watch_leadership(raft.clone(), elections.clone(), me, metrics.clone()),
     );
     let (proposals, proposal_rx) = tokio::sync::mpsc::channel(PROPOSAL_QUEUE);
     let (reads, read_rx) = tokio::sync::mpsc::channel(PROPOSAL_QUEUE);
@@ -528,7 +545,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         ),
         transferring: tokio::sync::watch::channel(false).0,
         removed: tokio::sync::watch::channel(false).0,
-        election_holds: Default::default(),
+        elections: elections.clone(),
         tokens,
         compacted,
         auth_settings: crate::server::AuthSettings {
@@ -558,6 +575,13 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         ),
     );
     tasks.spawn("size-gauges", refresh_gauges(weak.clone()));
+    tasks.spawn(
+        "elections",
+        crate::raft::election::campaign_when_due(
+            weak.clone(),
+            Duration::from_millis(cfg.heartbeat_interval),
+        ),
+    );
     let corrupt_check = cfg.corrupt_check_every();
     if !corrupt_check.is_zero() {
         tasks.spawn(

@@ -93,9 +93,8 @@ pub(crate) struct EtcdServer {
     pub forward_ids: std::sync::atomic::AtomicU64,
     /// True while this leader hands leadership over: writes wait (see `leadership`).
     pub transferring: tokio::sync::watch::Sender<bool>,
-    /// Bumped by every election hold a transferring leader asks of this member; a hold lifts
-    /// itself only if no later one came.
-    pub election_holds: Arc<std::sync::atomic::AtomicU64>,
+    /// When this member campaigns (raft's pre-vote; held during a leadership transfer).
+    pub elections: Arc<crate::raft::election::Elections>,
     /// Set when the leader tells this member it was removed from the cluster: it shuts down.
     pub removed: tokio::sync::watch::Sender<bool>,
     /// This member's auth tokens (simple or JWT).
@@ -131,6 +130,12 @@ impl EtcdServer {
     /// The leader as this member knows it.
     pub(crate) fn leader_id(&self) -> Option<u64> {
         self.raft.metrics().borrow().current_leader
+    }
+
+    /// The leader as etcd reports it (health, status, metrics, `hasleader`): none once this
+    /// follower has not heard from one for an election timeout (`raft::election`).
+    pub(crate) fn reported_leader(&self) -> Option<u64> {
+        self.elections.leader(&self.raft, self.member_id)
     }
 
     /// A response header for this member at `revision`.

@@ -4,8 +4,8 @@
 //! longest stretch in which no client operation succeeded anywhere. Faults, one at a time:
 //! the leader killed with SIGKILL (then restarted), the leader stopped with SIGSTOP (then
 //! resumed), the leader cut off from the network (then joined again), and a follower cut
-//! off and joined again, which must not unseat the leader (what etcd's pre-vote and
-//! check-quorum are for). Each stretch is printed and bounded.
+//! off and joined again, which must not unseat the leader (what pre-vote is for,
+//! `member/src/raft/election.rs`). Each stretch is printed and bounded.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -175,6 +175,12 @@ async fn single_faults_stall_clients_briefly() {
             back - undone,
             others[0]
         );
+        if stall > Duration::from_secs(2) {
+            // Slow: the members' own account, for whoever looks into it.
+            for (i, m) in c.members.iter().enumerate() {
+                eprintln!("--- member {i} ---\n{}", m.log());
+            }
+        }
         report.push((fault, stall, leader, leader_after));
     }
     stop.store(true, Ordering::Relaxed);
@@ -196,8 +202,8 @@ async fn single_faults_stall_clients_briefly() {
     }
 }
 
-/// The bound on any single fault's stall. The target is 1.5 s; measured here (9 runs,
-/// 2 cores): leader SIGKILL 1.3–1.6 s, leader SIGSTOP 1.4–2.3 s, leader cut off 1.3–3.0 s
-/// (once no election in the whole 3 s), a follower's rejoin 0.6–0.9 s (it bumps the term: no
-/// pre-vote yet). The bound catches a cluster that no longer recovers, not the target.
-const MAX_STALL: Duration = Duration::from_secs(10);
+/// The bound on any single fault's stall. The target is 1.5 s. Measured here (5
+/// runs, 2 cores, pre-vote): leader SIGKILL 1.07–1.56 s, SIGSTOP 1.06–1.49 s, cut off
+/// 1.20–1.53 s, a follower's rejoin 10–21 ms. Without pre-vote it was up to 3.0 s (4.6 s
+/// once), and 0.6–0.9 s at a rejoin: the bound fails a return of those.
+const MAX_STALL: Duration = Duration::from_secs(3);

@@ -61,8 +61,7 @@ async fn health(State(server): State<Arc<EtcdServer>>, uri: axum::http::Uri) -> 
     } else if serializable {
         server.read_state().is_ok()
     } else {
-        server.raft.metrics().borrow().current_leader.is_some()
-            && server.read_barrier().await.is_ok()
+        server.reported_leader().is_some() && server.read_barrier().await.is_ok()
     };
     match healthy {
         true => server.metrics.health_success.inc(),

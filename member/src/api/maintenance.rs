@@ -67,7 +67,8 @@ impl Maintenance for MaintenanceService {
         let db_size = self.server.storage.size_on_disk();
         // etcd lists "no leader" and each raised alarm (as gogo's compact text of AlarmMember).
         let mut errors = Vec::new();
-        if m.current_leader.is_none() {
+        let leader = self.server.reported_leader();
+        if leader.is_none() {
             errors.push(crate::error::ServerError::NoLeader.to_string());
         }
         errors.extend(alarms.iter().map(|a| {
@@ -83,7 +84,7 @@ impl Maintenance for MaintenanceService {
             header: self.server.header(rev, m.current_term),
             version: ETCD_SERVER_VERSION.to_string(),
             db_size,
-            leader: m.current_leader.unwrap_or(0),
+            leader: leader.unwrap_or(0),
             raft_index: m.last_log_index.unwrap_or(0),
             raft_term: m.current_term,
             raft_applied_index: applied,

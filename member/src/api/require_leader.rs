@@ -32,7 +32,7 @@ pub(super) async fn refuse_without_leader(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    if requires_leader(req.headers()) && server.raft.metrics().borrow().current_leader.is_none() {
+    if requires_leader(req.headers()) && server.reported_leader().is_none() {
         let status: Status = ServerError::NoLeader.into();
         return status.into_http();
     }
@@ -50,7 +50,7 @@ pub(super) fn watched<T: Send + 'static>(
         return stream;
     }
     let lost = Box::pin(leader_lost(
-        server.raft.clone(),
+        server.elections.leader_changes(),
         server.timing.election_timeout * MISSED_ELECTIONS,
     ));
     let state = (stream, lost, false);
@@ -71,16 +71,15 @@ pub(super) fn watched<T: Send + 'static>(
     ))
 }
 
-/// Resolves once the member has had no leader for `grace` on end.
-async fn leader_lost(raft: crate::raft::Raft, grace: Duration) {
-    let mut rx = raft.metrics();
+/// Resolves once the member has had no leader (as etcd reports it) for `grace` on end.
+async fn leader_lost(mut rx: tokio::sync::watch::Receiver<Option<u64>>, grace: Duration) {
     loop {
-        // (Results turned into plain values at once: the metrics guard is not Send.)
-        let closed = rx.wait_for(|m| m.current_leader.is_none()).await.is_err();
+        // (Results turned into plain values at once: the watch guard is not Send.)
+        let closed = rx.wait_for(Option::is_none).await.is_err();
         if closed {
             return std::future::pending().await;
         }
-        let back = tokio::time::timeout(grace, rx.wait_for(|m| m.current_leader.is_some()))
+        let back = tokio::time::timeout(grace, rx.wait_for(Option::is_some))
             .await
             .map(|r| r.is_ok());
         match back {

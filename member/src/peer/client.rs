@@ -120,6 +120,7 @@ impl Peers {
                 Call::Removed => client.removed(request).await,
                 Call::ClusterMembers => client.cluster_id(request).await,
                 Call::HashKv => client.hash_kv(request).await,
+                Call::PreVote => client.pre_vote(request).await,
             }
         };
         // The gRPC timeout travels to the peer; this one also covers a peer that never reads.
@@ -202,6 +203,16 @@ impl Peers {
         timeout: Duration,
     ) -> Result<crate::corrupt::PeerHash, PeerError> {
         self.call(member, Call::HashKv, &rev, timeout).await
+    }
+
+    /// Would the member vote for this candidate? (raft's pre-vote)
+    pub(crate) async fn pre_vote(
+        &self,
+        member: &MemberNode,
+        req: &crate::raft::election::PreVoteRequest,
+        timeout: Duration,
+    ) -> Result<bool, PeerError> {
+        self.call(member, Call::PreVote, req, timeout).await
     }
 
     /// The cluster ID and the members (ID, peer URLs) as a peer has applied them; asked by a

@@ -30,6 +30,7 @@ enum Call {
     Removed,
     ClusterMembers,
     HashKv,
+    PreVote,
 }
 
 /// How a peer call failed.
@@ -46,6 +47,9 @@ pub(crate) enum PeerError {
     /// The member belongs to another cluster.
     #[error("member of another cluster: {0}")]
     WrongCluster(String),
+    /// The peer does not know the call (a member of an older version).
+    #[error("the peer does not know this call")]
+    Unimplemented,
     /// A message that does not decode (a member of another version).
     #[error("bad peer message: {0}")]
     Encoding(String),
@@ -59,6 +63,7 @@ impl PeerError {
     fn from_status(s: &tonic::Status, to: &crate::raft::MemberNode) -> Self {
         match s.code() {
             tonic::Code::PermissionDenied => PeerError::WrongCluster(s.message().to_string()),
+            tonic::Code::Unimplemented => PeerError::Unimplemented,
             _ => PeerError::Unreachable(format!("{to}: {}", s.message())),
         }
     }

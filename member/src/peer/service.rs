@@ -85,6 +85,10 @@ impl RaftPeer for PeerService {
         let req: AppendEntriesRequest<TypeConfig> = self.open(r)?;
         let from = self.received(&req.vote, size);
         let res = self.server.raft.append_entries(req).await;
+        if matches!(&res, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_)))
+        {
+            self.server.elections.heard_from_leader();
+        }
         self.reply_to(&from, &res)
     }
 
@@ -104,6 +108,9 @@ impl RaftPeer for PeerService {
         let req: InstallSnapshotRequest<TypeConfig> = self.open(r)?;
         let from = self.received(&req.vote, size);
         let res = self.server.raft.install_snapshot(req).await;
+        if res.is_ok() {
+            self.server.elections.heard_from_leader();
+        }
         self.reply_to(&from, &res)
     }
 
@@ -141,6 +148,12 @@ impl RaftPeer for PeerService {
         let step: TransferStep = self.open(r)?;
         let result = self.server.transfer_step_here(step).await;
         self.answer(result.map_err(PeerError::Server))
+    }
+
+    async fn pre_vote(&self, r: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
+        let req: crate::raft::election::PreVoteRequest = self.open(r)?;
+        let yes = self.server.elections.grants(&self.server, &req);
+        self.answer(Ok(yes))
     }
 
     async fn removed(&self, r: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {

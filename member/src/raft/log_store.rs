@@ -59,17 +59,7 @@ impl LogStore {
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
-        let cf = self.storage.cf(CF_RAFT_META);
-        let Some(bytes) = self
-            .storage
-            .db()
-            .get_cf(cf, key)
-            .map_err(|e| StorageIOError::read(&e))?
-        else {
-            return Ok(None);
-        };
-        let v = bincode::deserialize(&bytes).map_err(|e| StorageIOError::read(&e))?;
-        Ok(Some(v))
+        get_meta(&self.storage, key)
     }
 
     fn put_meta<T: Serialize>(&self, key: &[u8], v: &T, sync: bool) -> Result<(), StorageError> {
@@ -88,19 +78,33 @@ impl LogStore {
     }
 
     fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
-        let cf = self.storage.cf(CF_RAFT_LOG);
-        let mut it = self
-            .storage
-            .db()
-            .iterator_cf(cf, rocksdb::IteratorMode::End);
-        match it.next() {
-            None => Ok(None),
-            Some(item) => {
-                let (_, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-                let entry: Entry<TypeConfig> =
-                    bincode::deserialize(&v).map_err(|e| StorageIOError::read_logs(&e))?;
-                Ok(Some(entry.log_id))
-            }
+        last_entry_log_id(&self.storage)
+    }
+}
+
+fn get_meta<T: DeserializeOwned>(storage: &Storage, key: &[u8]) -> Result<Option<T>, StorageError> {
+    let cf = storage.cf(CF_RAFT_META);
+    let Some(bytes) = storage
+        .db()
+        .get_cf(cf, key)
+        .map_err(|e| StorageIOError::read(&e))?
+    else {
+        return Ok(None);
+    };
+    let v = bincode::deserialize(&bytes).map_err(|e| StorageIOError::read(&e))?;
+    Ok(Some(v))
+}
+
+fn last_entry_log_id(storage: &Storage) -> Result<Option<LogId>, StorageError> {
+    let cf = storage.cf(CF_RAFT_LOG);
+    let mut it = storage.db().iterator_cf(cf, rocksdb::IteratorMode::End);
+    match it.next() {
+        None => Ok(None),
+        Some(item) => {
+            let (_, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+            let entry: Entry<TypeConfig> =
+                bincode::deserialize(&v).map_err(|e| StorageIOError::read_logs(&e))?;
+            Ok(Some(entry.log_id))
         }
     }
 }
@@ -137,6 +141,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         }
         Ok(out)
     }
+}
+
+/// The newest entry's log ID, or the last purged one (what raft compares logs by).
+pub(crate) fn last_log_id(storage: &Storage) -> Option<LogId> {
+    let last_purged: Option<LogId> = get_meta(storage, KEY_LAST_PURGED).ok().flatten();
+    last_entry_log_id(storage).ok().flatten().or(last_purged)
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {

@@ -3,6 +3,7 @@
 //!
 //! The state machine that applies committed entries lives in `crate::apply`.
 
+pub(crate) mod election;
 mod log_store;
 mod network;
 
