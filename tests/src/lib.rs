@@ -8,6 +8,7 @@
 pub mod dns;
 pub mod netns;
 pub mod pki;
+pub mod prometheus;
 
 mod binaries;
 mod client;

@@ -541,33 +541,10 @@ impl Cluster {
 
     /// `n` members, member `i` in `net`'s namespace `i` on its address there.
     pub fn start_in(kind: Kind, net: &crate::netns::Network, extra_args: &[&str]) -> Self {
-        let n = net.members();
-        let peers: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let initial: Vec<String> = peers
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("m{}=http://{}:{p}", i + 1, net.host(i)))
+        let places = (0..net.members())
+            .map(|i| (net.host(i), Some(net.netns(i))))
             .collect();
-        let initial = initial.join(",");
-        let mut members = Vec::new();
-        let mut sockets = Vec::new();
-        for (i, peer_port) in peers.into_iter().enumerate() {
-            let mut m = Member::unstarted(
-                kind,
-                format!("m{}", i + 1),
-                peer_port,
-                initial.clone(),
-                extra_args,
-            );
-            m.host = net.host(i);
-            m.netns = Some(net.netns(i));
-            sockets.push(m.start_process());
-            members.push(m);
-        }
-        for (m, s) in members.iter().zip(sockets) {
-            m.wait_ready(s);
-        }
-        Cluster { members }
+        Self::start_placed(kind, places, extra_args, "http", "http", |_| {})
     }
 
     fn start_full(
@@ -578,16 +555,30 @@ impl Cluster {
         peer_scheme: &'static str,
         prepare: impl Fn(&Member),
     ) -> Self {
-        let peers: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let places = (0..n).map(|_| ("127.0.0.1".to_string(), None)).collect();
+        Self::start_placed(kind, places, extra_args, scheme, peer_scheme, prepare)
+    }
+
+    /// One member per place (its address, and the network namespace it runs in if any).
+    fn start_placed(
+        kind: Kind,
+        places: Vec<(String, Option<String>)>,
+        extra_args: &[&str],
+        scheme: &'static str,
+        peer_scheme: &'static str,
+        prepare: impl Fn(&Member),
+    ) -> Self {
+        let peers: Vec<u16> = places.iter().map(|_| free_port()).collect();
         let initial: Vec<String> = peers
             .iter()
+            .zip(&places)
             .enumerate()
-            .map(|(i, p)| format!("m{}={peer_scheme}://127.0.0.1:{p}", i + 1))
+            .map(|(i, (p, (host, _)))| format!("m{}={peer_scheme}://{host}:{p}", i + 1))
             .collect();
         let initial = initial.join(",");
         let mut members = Vec::new();
         let mut sockets = Vec::new();
-        for (i, peer_port) in peers.into_iter().enumerate() {
+        for (i, (peer_port, (host, netns))) in peers.into_iter().zip(places).enumerate() {
             let mut m = Member::unstarted(
                 kind,
                 format!("m{}", i + 1),
@@ -597,6 +588,8 @@ impl Cluster {
             );
             m.scheme = scheme;
             m.peer_scheme = peer_scheme;
+            m.host = host;
+            m.netns = netns;
             prepare(&m);
             sockets.push(m.start_process());
             members.push(m);

@@ -1,86 +1,16 @@
-//! `/metrics` as etcd's: every metric the shipped alert rules and dashboard read exists with
-//! etcd's type and label names, and the gRPC counters move as etcd's do for the same calls.
+//! `/metrics` as etcd's: every metric the shipped alert rules, their tests and the dashboard
+//! read exists with etcd's type and label names, and the gRPC counters move as etcd's do for the same calls.
 //! Real etcd 3.4 clusters of three are the reference.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
+use oxetcd_tests::prometheus::{self, metric_names, Scrape};
 use oxetcd_tests::{http_request, Cluster, Kind, Member};
-
-/// A scrape: each metric's type, and the label names its samples carry (`le` left out).
-#[derive(Default, Debug)]
-struct Scrape {
-    types: BTreeMap<String, String>,
-    labels: BTreeMap<String, BTreeSet<String>>,
-    values: BTreeMap<String, f64>,
-}
 
 fn scrape(m: &Member) -> Scrape {
     let (status, text) = http_request(m.client_port, "GET", "/metrics", "");
     assert_eq!(status, 200, "{text}");
-    let mut s = Scrape::default();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            if let Some((name, ty)) = rest.split_once(' ') {
-                s.types.insert(name.to_string(), ty.to_string());
-            }
-            continue;
-        }
-        if line.starts_with('#') || line.is_empty() {
-            continue;
-        }
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (name, labels) = match series.split_once('{') {
-            Some((n, l)) => (n, l.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        let family = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|suffix| name.strip_suffix(suffix))
-            .filter(|f| s.types.get(*f).map(String::as_str) == Some("histogram"))
-            .unwrap_or(name);
-        let names = s.labels.entry(family.to_string()).or_default();
-        for pair in labels.split("\",").filter(|p| !p.is_empty()) {
-            if let Some((k, _)) = pair.split_once('=') {
-                if k != "le" {
-                    names.insert(k.to_string());
-                }
-            }
-        }
-        s.values
-            .insert(series.to_string(), value.parse().unwrap_or(f64::NAN));
-    }
-    s
-}
-
-/// The metric names a PromQL file uses: identifiers of etcd's, gRPC's and the process's
-/// families, histogram suffixes taken off.
-fn metric_names(text: &str) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let starts = ["etcd_", "grpc_server_", "process_"]
-            .iter()
-            .any(|p| bytes[i..].starts_with(p.as_bytes()));
-        let boundary = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
-        if starts && boundary {
-            let end = text[i..]
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .map_or(text.len(), |n| i + n);
-            let name = &text[i..end];
-            let name = ["_bucket", "_sum", "_count"]
-                .iter()
-                .find_map(|s| name.strip_suffix(s))
-                .unwrap_or(name);
-            names.insert(name.to_string());
-            i = end;
-        } else {
-            i += 1;
-        }
-    }
-    names
+    prometheus::parse(&text)
 }
 
 fn deploy_file(path: &str) -> String {
@@ -113,6 +43,9 @@ fn metrics_have_etcds_names_types_and_labels() {
     let (etcd, ours) = (leader(&etcd), leader(&ours));
 
     let mut names = metric_names(&deploy_file("prometheus/oxetcd-alerts.yml"));
+    names.extend(metric_names(&deploy_file(
+        "prometheus/oxetcd-alerts.test.yml",
+    )));
     names.extend(metric_names(&deploy_file("grafana/oxetcd-dashboard.json")));
     names.retain(|n| !n.starts_with("etcd_proxy_"));
     for n in [

@@ -5,6 +5,8 @@
 use std::collections::BTreeSet;
 use std::process::Command;
 
+use oxetcd_tests::prometheus::metric_names;
+
 const ALERTS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../deploy/prometheus/oxetcd-alerts.yml"
@@ -23,54 +25,19 @@ const DASHBOARD: &str = concat!(
 );
 const PROXY_METRICS_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../proxy/src/metrics.rs");
 
-/// Metrics the members export, with etcd's names.
-const MEMBER_METRICS: &[&str] = &[
-    "etcd_server_has_leader",
-    "etcd_server_is_leader",
-    "etcd_server_is_learner",
-    "etcd_server_leader_changes_seen_total",
-    "etcd_server_proposals_committed_total",
-    "etcd_server_proposals_applied_total",
-    "etcd_server_proposals_pending",
-    "etcd_server_proposals_failed_total",
-    "etcd_mvcc_db_total_size_in_bytes",
-    "etcd_mvcc_db_total_size_in_use_in_bytes",
-    "etcd_server_quota_backend_bytes",
-    "etcd_network_peer_sent_failures_total",
-    "etcd_network_peer_sent_bytes_total",
-    "etcd_network_peer_received_bytes_total",
-    "etcd_network_client_grpc_sent_bytes_total",
-    "etcd_network_client_grpc_received_bytes_total",
-    "grpc_server_started_total",
-    "grpc_server_handled_total",
-    "grpc_server_msg_received_total",
-    "grpc_server_msg_sent_total",
+const MEMBER_METRICS_SOURCE: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../member/src/metrics.rs");
+
+/// What the prometheus crate's process collector exports on Linux (not named in our sources).
+const PROCESS_METRICS: &[&str] = &[
     "process_cpu_seconds_total",
-    "process_resident_memory_bytes",
     "process_open_fds",
     "process_max_fds",
-    "etcd_server_version",
-    "etcd_debugging_mvcc_keys_total",
-    "etcd_debugging_mvcc_current_revision",
+    "process_virtual_memory_bytes",
+    "process_resident_memory_bytes",
+    "process_start_time_seconds",
+    "process_threads",
 ];
-
-/// The members' histograms (`grpc_server_handling_seconds` only with `--metrics extensive`).
-const MEMBER_HISTOGRAMS: &[&str] = &[
-    "etcd_disk_wal_fsync_duration_seconds",
-    "etcd_disk_backend_commit_duration_seconds",
-    "etcd_network_peer_round_trip_time_seconds",
-    "grpc_server_handling_seconds",
-];
-
-/// oxetcd-proxy's metrics (`proxy/src/metrics.rs`).
-const PROXY_METRICS: &[&str] = &[
-    "etcd_proxy_requests_total",
-    "etcd_proxy_leader_changes_seen_total",
-    "etcd_proxy_upstream_healthy",
-    "etcd_proxy_retries_total",
-];
-
-const PROXY_HISTOGRAMS: &[&str] = &["etcd_proxy_request_duration_seconds"];
 
 /// Runs promtool with `args` and returns its output; panics with that output if it fails.
 fn promtool(args: &[&str]) -> String {
@@ -92,43 +59,17 @@ fn promtool(args: &[&str]) -> String {
     text
 }
 
-/// Every metric name an exported series can have: gauges and counters as they are,
-/// histograms as their `_bucket`, `_sum` and `_count` series.
+/// Every metric family the members and the proxy register (the names their metrics
+/// sources spell out), the process collector's, and Prometheus' own `up`.
+/// (`tests/tests/metrics.rs` checks the members' against a live scrape and real etcd's.)
 fn known_metrics() -> BTreeSet<String> {
-    let mut names: BTreeSet<String> = MEMBER_METRICS
-        .iter()
-        .chain(PROXY_METRICS)
-        .map(|n| n.to_string())
-        .collect();
-    for h in MEMBER_HISTOGRAMS.iter().chain(PROXY_HISTOGRAMS) {
-        for suffix in ["_bucket", "_sum", "_count"] {
-            names.insert(format!("{h}{suffix}"));
-        }
-    }
-    names.insert("up".into());
-    names
-}
-
-/// The identifiers in `text` that look like metric names of ours: they start with `etcd_`,
-/// `grpc_server_` or `process_` (labels such as `grpc_method` do not).
-fn metric_names(text: &str) -> BTreeSet<String> {
-    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut names = BTreeSet::new();
-    let mut rest = text;
-    while let Some(start) = rest.find(is_ident) {
-        let word_and_more = &rest[start..];
-        let end = word_and_more
-            .find(|c: char| !is_ident(c))
-            .unwrap_or(word_and_more.len());
-        let word = &word_and_more[..end];
-        if ["etcd_", "grpc_server_", "process_"]
-            .iter()
-            .any(|p| word.starts_with(p))
-        {
-            names.insert(word.to_string());
-        }
-        rest = &word_and_more[end..];
+    for source in [MEMBER_METRICS_SOURCE, PROXY_METRICS_SOURCE] {
+        let text = std::fs::read_to_string(source).expect("read a metrics source");
+        names.extend(metric_names(&text));
     }
+    names.extend(PROCESS_METRICS.iter().map(|n| n.to_string()));
+    names.insert("up".into());
     names
 }
 
@@ -257,17 +198,4 @@ fn alerting_rules_use_only_exported_metrics() {
         "{exprs:#?}"
     );
     assert!(exprs.iter().all(|e| !e.trim().is_empty()), "{exprs:#?}");
-}
-
-/// The proxy's metric names above are the ones `proxy/src/metrics.rs` registers.
-#[test]
-fn proxy_metric_names_match_the_proxy_source() {
-    let source = std::fs::read_to_string(PROXY_METRICS_SOURCE).expect("read the proxy source");
-    let registered = metric_names(&source);
-    let ours: BTreeSet<String> = PROXY_METRICS
-        .iter()
-        .chain(PROXY_HISTOGRAMS)
-        .map(|n| n.to_string())
-        .collect();
-    assert_eq!(registered, ours);
 }

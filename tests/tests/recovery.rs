@@ -109,10 +109,38 @@ async fn served_by(log: &Log, members: &[usize], since: Instant, what: &str) -> 
     }
 }
 
+/// One fault's outcome: the fault, the longest stall, the leader before and after.
+type Outcome = (&'static str, Duration, usize, Option<usize>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_faults_stall_clients_briefly() {
+    for (fault, stall, leader, after) in measure(Kind::Oxetcd).await {
+        if fault.starts_with("follower") {
+            assert_eq!(
+                Some(leader),
+                after,
+                "{fault}: the rejoining member unseated the leader"
+            );
+        }
+        assert!(
+            stall <= MAX_STALL,
+            "{fault}: clients stalled {stall:?} (bound {MAX_STALL:?})"
+        );
+    }
+}
+
+/// The same faults on real etcd 3.4, for comparison (it has no pre-vote by default, so a
+/// rejoining follower may unseat its leader): prints, asserts nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "prints etcd's recovery times for docs/benchmarks.md"]
+async fn etcd_single_faults_for_reference() {
+    measure(Kind::Etcd).await;
+}
+
+/// Runs the four faults on a fresh 3-member cluster of `kind`; prints each outcome.
+async fn measure(kind: Kind) -> Vec<Outcome> {
     let net = Network::new(3);
-    let mut c = Cluster::start_in(Kind::Oxetcd, &net, &[]);
+    let mut c = Cluster::start_in(kind, &net, &[]);
     let stop = Arc::new(AtomicBool::new(false));
     let log: Log = Arc::default();
     let mut clients = Vec::new();
@@ -167,7 +195,7 @@ async fn single_faults_stall_clients_briefly() {
         let leader_after = c.leader();
         let changes_after = leader_changes(&c.members[others[0]]);
         eprintln!(
-            "{fault}: longest stall {stall:?}, from {:?} after the fault; undone at {:?}, every \
+            "{kind:?} {fault}: longest stall {stall:?}, from {:?} after the fault; undone at {:?}, every \
              member served {:?} later; leader {leader} -> {leader_after:?}; leader changes \
              seen by member {}: {changes_before:?} -> {changes_after:?}",
             at - start,
@@ -187,23 +215,11 @@ async fn single_faults_stall_clients_briefly() {
     for cl in clients {
         cl.await.expect("client");
     }
-    for (fault, stall, leader, after) in &report {
-        if fault.starts_with("follower") {
-            assert_eq!(
-                Some(*leader),
-                *after,
-                "{fault}: the rejoining member unseated the leader"
-            );
-        }
-        assert!(
-            *stall <= MAX_STALL,
-            "{fault}: clients stalled {stall:?} (bound {MAX_STALL:?})"
-        );
-    }
+    report
 }
 
-/// The bound on any single fault's stall. The issue's target is 1.5 s. Measured here (5
-/// runs, 2 cores, pre-vote): leader SIGKILL 1.07–1.56 s, SIGSTOP 1.06–1.49 s, cut off
-/// 1.20–1.53 s, a follower's rejoin 10–21 ms. Without pre-vote it was up to 3.0 s (4.6 s
+/// The bound on any single fault's stall. The issue's target is 1.5 s. Measured here (9
+/// runs, 2 cores, pre-vote): leader SIGKILL 1.07–1.56 s, SIGSTOP 1.06–1.53 s, cut off
+/// 1.16–1.53 s, a follower's rejoin 10–21 ms. Without pre-vote it was up to 3.0 s (4.6 s
 /// once), and 0.6–0.9 s at a rejoin: the bound fails a return of those.
 const MAX_STALL: Duration = Duration::from_secs(3);
