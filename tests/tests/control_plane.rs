@@ -217,58 +217,56 @@ async fn watches_that_require_a_leader_end_when_it_is_lost() {
 /// the reference here: the guarantee is.
 #[tokio::test]
 async fn progress_responses_never_run_ahead_of_events() {
-    {
-        let kind = Kind::Oxetcd;
-        let m = Member::start(kind);
-        let mut client = Client::connect([m.endpoint()], None)
-            .await
-            .expect("connect");
-        let options = WatchOptions::new().with_prefix();
-        let mut watch = client.watch("p/", Some(options)).await.expect("watch");
-        assert!(watch
-            .message()
-            .await
-            .expect("created")
-            .expect("created")
-            .created());
-        let mut writer = client.kv_client();
-        let writes = tokio::spawn(async move {
-            for i in 0..400 {
-                writer
-                    .put(format!("p/{}", i % 10), "v", None)
-                    .await
-                    .expect("put");
+    let kind = Kind::Oxetcd;
+    let m = Member::start(kind);
+    let mut client = Client::connect([m.endpoint()], None)
+        .await
+        .expect("connect");
+    let options = WatchOptions::new().with_prefix();
+    let mut watch = client.watch("p/", Some(options)).await.expect("watch");
+    assert!(watch
+        .message()
+        .await
+        .expect("created")
+        .expect("created")
+        .created());
+    let mut writer = client.kv_client();
+    let writes = tokio::spawn(async move {
+        for i in 0..400 {
+            writer
+                .put(format!("p/{}", i % 10), "v", None)
+                .await
+                .expect("put");
+        }
+    });
+    let (mut answered, mut events, mut covered) = (0, 0, 0i64);
+    // Progress requests all along the writes, and one after the last.
+    let mut last_round = false;
+    while !last_round {
+        last_round = answered >= 50 && writes.is_finished();
+        watch.request_progress().await.expect("progress request");
+        loop {
+            let resp = watch.message().await.expect("message").expect("open");
+            let rev = resp.header().map_or(0, |h| h.revision());
+            if resp.events().is_empty() {
+                assert!(
+                    rev >= covered,
+                    "{kind:?}: progress went back from {covered} to {rev}"
+                );
+                covered = rev;
+                answered += 1;
+                break;
             }
-        });
-        let (mut answered, mut events, mut covered) = (0, 0, 0i64);
-        // Progress requests all along the writes, and one after the last.
-        let mut last_round = false;
-        while !last_round {
-            last_round = answered >= 50 && writes.is_finished();
-            watch.request_progress().await.expect("progress request");
-            loop {
-                let resp = watch.message().await.expect("message").expect("open");
-                let rev = resp.header().map_or(0, |h| h.revision());
-                if resp.events().is_empty() {
-                    assert!(
-                        rev >= covered,
-                        "{kind:?}: progress went back from {covered} to {rev}"
-                    );
-                    covered = rev;
-                    answered += 1;
-                    break;
-                }
-                for ev in resp.events() {
-                    let ev_rev = ev.kv().map_or(0, |kv| kv.mod_revision());
-                    assert!(
-                        ev_rev > covered,
-                        "{kind:?}: an event at {ev_rev} came after progress at {covered}"
-                    );
-                    events += 1;
-                }
+            for ev in resp.events() {
+                let ev_rev = ev.kv().map_or(0, |kv| kv.mod_revision());
+                assert!(
+                    ev_rev > covered,
+                    "{kind:?}: an event at {ev_rev} came after progress at {covered}"
+                );
+                events += 1;
             }
         }
-        writes.await.expect("writer");
-        assert!(events > 0, "{kind:?}: the writes raced no progress request");
     }
+    writes.await.expect("writer");
+    assert!(events > 0, "{kind:?}: the writes raced no progress request");
 }
