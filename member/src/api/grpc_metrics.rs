@@ -4,46 +4,124 @@
 //! counts as Canceled, as grpc-go's context ends it), the messages each way, and etcd's client
 //! byte counters. Messages are counted from gRPC's length-prefixed framing of the bodies.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use http_body::Frame;
 
 use crate::metrics::{GrpcMetrics, Method};
+use crate::server::EtcdServer;
 
-/// The middleware: counts a call to a client gRPC method, and wraps both bodies.
-pub(super) async fn observe(
-    State(metrics): State<Arc<GrpcMetrics>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let Some(method) = metrics.method(req.uri().path()) else {
-        return next.run(req).await;
-    };
-    let api_version = req
-        .headers()
-        .get("client-api-version")
-        .and_then(|v| v.to_str().ok());
-    metrics.started(&method, api_version);
-    let call = Arc::new(Call {
-        metrics,
-        method,
-        start: Instant::now(),
-    });
-    let req = req.map(|body| Body::new(Counted::new(body, call.clone(), Side::Received)));
-    let resp = next.run(req).await;
-    // A trailers-only answer (an error before any message) carries its status in the headers.
-    if let Some(code) = grpc_status(resp.headers()) {
-        call.handled(code);
-        return resp.map(|body| Body::new(Counted::new(body, call, Side::SentEnded)));
+/// The layer around the client gRPC services: `hasleader` refusals
+/// (`super::require_leader`) and the metrics. One hand-written service, unboxed, since it
+/// runs on every call (two `from_fn` middlewares cost each call two boxed futures and
+/// service clones).
+#[derive(Clone)]
+pub(super) struct Observe {
+    pub(super) server: Arc<EtcdServer>,
+}
+
+impl<S> tower::Layer<S> for Observe {
+    type Service = Observed<S>;
+
+    fn layer(&self, inner: S) -> Observed<S> {
+        Observed {
+            inner,
+            server: self.server.clone(),
+        }
     }
-    resp.map(|body| Body::new(Counted::new(body, call, Side::Sent)))
+}
+
+#[derive(Clone)]
+pub(super) struct Observed<S> {
+    inner: S,
+    server: Arc<EtcdServer>,
+}
+
+impl<S> tower::Service<Request> for Observed<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ObservedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        if let Some(refusal) = super::require_leader::refusal(&self.server, req.headers()) {
+            return ObservedFuture::Ready {
+                response: Some(refusal),
+            };
+        }
+        let metrics = &self.server.metrics.grpc;
+        let Some(method) = metrics.method(req.uri().path()) else {
+            return ObservedFuture::Passing {
+                inner: self.inner.call(req),
+            };
+        };
+        let api_version = req
+            .headers()
+            .get("client-api-version")
+            .and_then(|v| v.to_str().ok());
+        metrics.started(&method, api_version);
+        let call = Arc::new(Call {
+            metrics: metrics.clone(),
+            method,
+            start: Instant::now(),
+        });
+        let req = req.map(|body| Body::new(Counted::new(body, call.clone(), Side::Received)));
+        ObservedFuture::Observing {
+            inner: self.inner.call(req),
+            call: Some(call),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A call's answer: a refusal, a call not observed, or one whose answer is wrapped.
+    #[project = Projected]
+    pub(super) enum ObservedFuture<F> {
+        Ready { response: Option<Response> },
+        Passing { #[pin] inner: F },
+        Observing { #[pin] inner: F, call: Option<Arc<Call>> },
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for ObservedFuture<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            Projected::Ready { response } => Poll::Ready(Ok(response.take().unwrap_or_default())),
+            Projected::Passing { inner } => inner.poll(cx),
+            Projected::Observing { inner, call } => {
+                let resp = ready!(inner.poll(cx))?;
+                let Some(call) = call.take() else {
+                    return Poll::Ready(Ok(resp));
+                };
+                // A trailers-only answer (an error before any message) carries its status in
+                // the headers.
+                if let Some(code) = grpc_status(resp.headers()) {
+                    call.handled(code);
+                    let resp = resp.map(|b| Body::new(Counted::new(b, call, Side::SentEnded)));
+                    return Poll::Ready(Ok(resp));
+                }
+                Poll::Ready(Ok(
+                    resp.map(|b| Body::new(Counted::new(b, call, Side::Sent)))
+                ))
+            }
+        }
+    }
 }
 
 fn grpc_status(headers: &http::HeaderMap) -> Option<usize> {
@@ -54,7 +132,7 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<usize> {
 }
 
 /// One call being observed.
-struct Call {
+pub(super) struct Call {
     metrics: Arc<GrpcMetrics>,
     method: Arc<Method>,
     start: Instant,

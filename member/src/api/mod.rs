@@ -134,14 +134,7 @@ fn grpc_routes(server: Arc<EtcdServer>) -> axum::Router {
             server.clone(),
             name_the_leader,
         ))
-        .layer(axum::middleware::from_fn_with_state(
-            server.clone(),
-            require_leader::refuse_without_leader,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            server.metrics.grpc.clone(),
-            grpc_metrics::observe,
-        ))
+        .layer(grpc_metrics::Observe { server })
 }
 
 /// Adds `oxetcd-leader` and `oxetcd-raft-term` to every gRPC response: a proxy in front learns

@@ -5,7 +5,6 @@
 //! partitioned member moves elsewhere instead of waiting on it. Other streams keep waiting.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -25,18 +24,17 @@ fn requires_leader(headers: &http::HeaderMap) -> bool {
     headers.get(KEY).map(|v| v.as_bytes()) == Some(b"true")
 }
 
-/// Middleware: a request that requires a leader, on a member without one, is refused before
-/// it reaches its service.
-pub(super) async fn refuse_without_leader(
-    axum::extract::State(server): axum::extract::State<Arc<EtcdServer>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    if requires_leader(req.headers()) && server.reported_leader().is_none() {
-        let status: Status = ServerError::NoLeader.into();
-        return status.into_http();
+/// The refusal of a request that requires a leader, on a member without one, before it
+/// reaches its service (`super::grpc_metrics::Observe` asks).
+pub(super) fn refusal(
+    server: &EtcdServer,
+    headers: &http::HeaderMap,
+) -> Option<axum::response::Response> {
+    if !requires_leader(headers) || server.reported_leader().is_some() {
+        return None;
     }
-    next.run(req).await
+    let status: Status = ServerError::NoLeader.into();
+    Some(status.into_http())
 }
 
 /// A response stream that, if its request requires a leader, ends with "no leader" once the
