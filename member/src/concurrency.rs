@@ -187,11 +187,14 @@ pub(crate) fn owner(
     let st = server.read_state()?;
     let end = prefix_end(prefix);
     let current = st.mvcc.current_rev();
-    let oldest = st
-        .mvcc
-        .range_index(prefix, &end, current)
-        .min_by_key(|(_, at)| at.created)
-        .map(|(_, at)| at.modified);
+    let mut oldest: Option<crate::mvcc::KeyAt> = None;
+    for item in st.mvcc.range_index(prefix, &end, current) {
+        let (_, at) = item?;
+        if oldest.is_none_or(|o| at.created < o.created) {
+            oldest = Some(at);
+        }
+    }
+    let oldest = oldest.map(|at| at.modified);
     let kv = match oldest {
         Some(rev) => st.mvcc.fetch(&[rev])?.pop(),
         None => None,
@@ -218,8 +221,8 @@ pub(crate) async fn wait_until_owner(
         }
         {
             let st = server.read_state()?;
-            let mine = st.mvcc.range_index(key, &[], current).next();
-            if mine.map(|(_, at)| at.created.main) != Some(rev) {
+            let mine = st.mvcc.range_index(key, &[], current).next().transpose()?;
+            if mine.map(|(_, at)| at.created) != Some(rev) {
                 return Err(ServerError::ContenderDeleted);
             }
         }

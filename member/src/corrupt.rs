@@ -55,7 +55,7 @@ pub(crate) fn hash_kv(
         (st.mvcc.hash_plan(rev)?, db.snapshot())
     };
     let rows = snapshot.iterator_cf(storage.cf(CF_KV), rocksdb::IteratorMode::Start);
-    let hash = crate::mvcc::hash_kv_rows(&plan, rows)?;
+    let hash = crate::mvcc::hash_kv_rows(&plan, storage, &snapshot, rows)?;
     Ok((hash, plan))
 }
 

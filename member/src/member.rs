@@ -199,7 +199,7 @@ async fn refresh_gauges(server: std::sync::Weak<EtcdServer>) {
             .set(server.storage.size_in_use());
         let sizes = server
             .read_state()
-            .map(|s| (s.mvcc.key_count() as i64, s.mvcc.current_rev()));
+            .map(|s| (s.mvcc.key_count(), s.mvcc.current_rev()));
         if let Ok((keys, revision)) = sizes {
             server.metrics.keys_total.set(keys);
             server.metrics.current_revision.set(revision);

@@ -56,7 +56,7 @@ pub fn hash_kv(data_dir: &Path, rev: i64) -> Result<HashKv, OfflineError> {
         storage.cf(crate::storage::CF_KV),
         rocksdb::IteratorMode::Start,
     );
-    let hash = crate::mvcc::hash_kv_rows(&plan, rows)?;
+    let hash = crate::mvcc::hash_kv_rows(&plan, &storage, storage.db(), rows)?;
     Ok(HashKv {
         hash,
         hash_revision: plan.at,

@@ -17,6 +17,11 @@ pub(crate) const CF_RAFT_META: &str = "raft_meta";
 pub(crate) const CF_KV: &str = "kv";
 /// State-machine metadata: applied log id, membership, current and compacted revision, identity.
 pub(crate) const CF_META: &str = "meta";
+/// The key index, derived from `kv`: key (escaped) + revision (inverted) -> put or delete (see
+/// `mvcc::index`).
+pub(crate) const CF_INDEX: &str = "key_index";
+/// Which live keys carry a lease, derived from `kv`: lease id (i64 big-endian) + key -> empty.
+pub(crate) const CF_LEASE_KEYS: &str = "lease_keys";
 
 /// Leases: id (i64 big-endian) -> granted TTL (i64 big-endian). Attached keys are derived from
 /// the key space at start-up.
@@ -35,7 +40,24 @@ pub(crate) const RESTORED_CLUSTER_KEY: &[u8] = b"restored_cluster";
 /// The WAL's size limit (see [`Storage::open`]).
 const MAX_TOTAL_WAL_BYTES: u64 = 64 << 20;
 
-const ALL_CFS: [&str; 6] = [CF_RAFT_LOG, CF_RAFT_META, CF_KV, CF_META, CF_LEASE, CF_AUTH];
+/// RocksDB's block cache, shared by every column family: what the member keeps of the data in
+/// memory (etcd maps its whole bbolt file; here memory stays flat as the store grows).
+const BLOCK_CACHE_BYTES: usize = 64 << 20;
+/// All memtables together (RocksDB flushes the largest when over); each column family's own
+/// is smaller than RocksDB's 64 MiB default, so six of them cannot hold hundreds of MiB.
+const WRITE_BUFFERS_BYTES: usize = 96 << 20;
+const WRITE_BUFFER_BYTES: usize = 32 << 20;
+
+const ALL_CFS: [&str; 8] = [
+    CF_RAFT_LOG,
+    CF_RAFT_META,
+    CF_KV,
+    CF_META,
+    CF_LEASE,
+    CF_AUTH,
+    CF_INDEX,
+    CF_LEASE_KEYS,
+];
 
 /// The state machine's column families: etcd's backend.
 const STATE_CFS: [&str; 4] = [CF_KV, CF_META, CF_LEASE, CF_AUTH];
@@ -72,9 +94,20 @@ impl Storage {
         // limit is 4× all write buffers). Past this, it flushes the ones holding the oldest.
         opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let cfs = ALL_CFS
-            .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        opts.set_db_write_buffer_size(WRITE_BUFFERS_BYTES);
+        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let cfs = ALL_CFS.iter().map(|name| {
+            let mut table = rocksdb::BlockBasedOptions::default();
+            table.set_block_cache(&cache);
+            // Index and filter blocks count against the cache instead of growing beside it.
+            table.set_cache_index_and_filter_blocks(true);
+            table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+            let mut cf = Options::default();
+            cf.set_block_based_table_factory(&table);
+            cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            cf.set_write_buffer_size(WRITE_BUFFER_BYTES);
+            ColumnFamilyDescriptor::new(*name, cf)
+        });
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
         Ok(Self {
             db: Arc::new(db),

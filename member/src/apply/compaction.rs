@@ -65,7 +65,8 @@ async fn compact(
             let mut batch = WriteBatch::default();
             let next = st
                 .mvcc
-                .compact_some(rev, from.as_deref(), KEYS_PER_STEP, &mut batch);
+                .compact_some(rev, from.as_deref(), KEYS_PER_STEP, &mut batch)
+                .map_err(|e| e.to_string())?;
             storage.db().write(batch).map_err(|e| e.to_string())?;
             Ok::<_, String>(next)
         })

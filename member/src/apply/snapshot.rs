@@ -194,6 +194,8 @@ fn install_file(storage: &Storage, path: &Path) -> Result<Meta, StorageError> {
     let db = storage.db();
     let mut r = BufReader::with_capacity(1 << 20, std::fs::File::open(path).map_err(write_err)?);
     let meta = read_meta(&mut r)?;
+    // The key index goes first, so an install cut short rebuilds it from whatever rows it left.
+    crate::mvcc::clear_derived(storage).map_err(write_err)?;
     let mut batch = WriteBatch::default();
     let flush = |batch: &mut WriteBatch, force: bool| -> Result<(), StorageError> {
         if force || batch.len() >= INSTALL_BATCH {

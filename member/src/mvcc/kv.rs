@@ -30,8 +30,24 @@ fn header(revision: i64) -> Option<ResponseHeader> {
 /// A Range outside any transaction (serializable or after a linearizable barrier).
 pub(crate) fn range(store: &Mvcc, req: &RangeRequest) -> Result<RangeResponse, KvError> {
     let at = store.read_rev(req.revision)?;
-    let entries: Vec<_> = store.range_index(&req.key, &req.range_end, at).collect();
-    let count = entries.len() as i64;
+    // Without sorting or filtering, only the first `limit` values need reading; every key in
+    // the range is counted all the same.
+    let plain = effective_order(req) == range_request::SortOrder::None && !has_filters(req);
+    let take = match (req.count_only, plain && req.limit > 0) {
+        (true, _) => 0,
+        (false, true) => req.limit as usize,
+        (false, false) => usize::MAX,
+    };
+    let mut count = 0usize;
+    let mut revs = Vec::new();
+    for item in store.range_index(&req.key, &req.range_end, at) {
+        let (_, at) = item?;
+        if count < take {
+            revs.push(at.modified);
+        }
+        count += 1;
+    }
+    let count = count as i64;
     if req.count_only {
         return Ok(RangeResponse {
             header: header(store.current_rev()),
@@ -39,17 +55,9 @@ pub(crate) fn range(store: &Mvcc, req: &RangeRequest) -> Result<RangeResponse, K
             ..Default::default()
         });
     }
-    // Without sorting or filtering, only the first `limit` values need reading.
-    let plain = effective_order(req) == range_request::SortOrder::None && !has_filters(req);
-    let take = if plain && req.limit > 0 {
-        (req.limit as usize).min(entries.len())
-    } else {
-        entries.len()
-    };
-    let revs: Vec<_> = entries[..take].iter().map(|(_, at)| at.modified).collect();
     let kvs = store.fetch(&revs)?;
     let mut resp = shape(req, kvs, count);
-    if plain && req.limit > 0 && entries.len() > take {
+    if plain && req.limit > 0 && count > revs.len() as i64 {
         resp.more = true;
     }
     resp.header = header(store.current_rev());

@@ -27,5 +27,6 @@ pub(crate) fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
         _ => key >= start && key < end,
     }
 }
+pub(crate) use index::{clear_derived, kept_at, KeyAt};
 pub(crate) use revision::Revision;
 pub(crate) use store::{hash_kv_rows, HashPlan, Mvcc, WriteTxn};

@@ -1,4 +1,4 @@
-//! The MVCC store: the key index in memory, values in the `kv` column family.
+//! The MVCC store: the key index in the `key_index` column family (`index`), values in `kv`.
 
 use std::collections::BTreeMap;
 
@@ -7,9 +7,9 @@ use prost::Message;
 use rocksdb::WriteBatch;
 
 use super::error::KvError;
-use super::index::{KeyAt, KeyIndex};
+use super::index::{self, Row};
 use super::revision::Revision;
-use crate::storage::{Storage, CF_KV, CF_META};
+use crate::storage::{Storage, CF_INDEX, CF_KV, CF_LEASE_KEYS, CF_META};
 
 const META_CURRENT_REV: &[u8] = b"current_rev";
 const META_COMPACT_REV: &[u8] = b"compact_rev";
@@ -18,7 +18,6 @@ const META_COMPACT_REV: &[u8] = b"compact_rev";
 /// read concurrently by serializable and linearizable Range.
 pub(crate) struct Mvcc {
     storage: Storage,
-    index: KeyIndex,
     current_rev: i64,
     compact_rev: i64,
     /// Whether any compaction ever ran: etcd's compacted revision starts at -1, so a first
@@ -27,14 +26,18 @@ pub(crate) struct Mvcc {
     /// The compaction revision whose superseded rows are all gone (`compact_some` finished
     /// a walk); below `compact_rev` while the background walk runs.
     swept: i64,
-    /// Values committed by the apply call in progress: the index already has their revisions,
-    /// but they are still in the caller's unwritten RocksDB batch. Later requests of the same
-    /// apply read them from here; `batch_written` empties it.
+    /// How many keys are live now (kept in the index's marker row).
+    live_keys: i64,
+    /// Values committed by the apply call in progress, still in the caller's unwritten
+    /// RocksDB batch. Later requests of the same apply read them from here; `batch_written`
+    /// empties it.
     pending: std::collections::HashMap<Revision, KeyValue>,
+    /// The index rows of the same writes.
+    pending_index: index::Pending,
 }
 
 impl Mvcc {
-    /// Opens the store, rebuilding the key index from the `kv` column family.
+    /// Opens the store; builds the key index from the `kv` rows if it is not stored yet.
     pub(crate) fn open(storage: Storage) -> Result<Self, KvError> {
         let db = storage.db();
         let meta = storage.cf(CF_META);
@@ -47,38 +50,19 @@ impl Mvcc {
         let current_rev = read_i64(META_CURRENT_REV)?.unwrap_or(1);
         let compacted = read_i64(META_COMPACT_REV)?;
         let (compact_rev, ever_compacted) = (compacted.unwrap_or(0), compacted.is_some());
-        let mut index = KeyIndex::default();
-        for item in db.iterator_cf(storage.cf(CF_KV), rocksdb::IteratorMode::Start) {
-            let (k, v) = item?;
-            let Some((rev, tombstone)) = Revision::from_key(&k) else {
-                return Err(KvError::Corrupt(format!("bad revision key {k:?}")));
-            };
-            let kv = KeyValue::decode(v.as_ref())
-                .map_err(|e| KvError::Corrupt(format!("bad value at {rev:?}: {e}")))?;
-            let history = index.entry(&kv.key);
-            if tombstone {
-                history.tombstone(rev);
-            } else {
-                // The index only holds the revisions still kept; restore each generation's
-                // creation revision and version from the stored value.
-                let live = history.is_live();
-                history.put(rev);
-                if let Some(g) = history.generations.last_mut() {
-                    if !live {
-                        g.created = Revision::new(kv.create_revision, 0);
-                    }
-                    g.ver = kv.version;
-                }
-            }
-        }
+        let live_keys = match index::live_keys(&storage)? {
+            Some(n) => n,
+            None => index::rebuild(&storage)?,
+        };
         Ok(Self {
             storage,
-            index,
             current_rev,
             compact_rev,
             ever_compacted,
             swept: 0,
+            live_keys,
             pending: Default::default(),
+            pending_index: Default::default(),
         })
     }
 
@@ -99,8 +83,8 @@ impl Mvcc {
         }
     }
 
-    pub(crate) fn key_count(&self) -> usize {
-        self.index.len()
+    pub(crate) fn key_count(&self) -> i64 {
+        self.live_keys
     }
 
     /// Resolves a requested read revision (<= 0: the newest) and checks it against the
@@ -118,16 +102,20 @@ impl Mvcc {
         Ok(requested)
     }
 
-    /// Where every key in `[start, end)` stood at revision `at`, in key order.
+    /// Where every key in `[start, end)` stood at revision `at`, in key order (with the
+    /// writes of the apply in progress).
     pub(crate) fn range_index<'a>(
         &'a self,
         start: &'a [u8],
         end: &'a [u8],
         at: i64,
-    ) -> impl Iterator<Item = (&'a Vec<u8>, KeyAt)> + 'a {
-        self.index
-            .range(start, end)
-            .filter_map(move |(k, h)| h.get(at).map(|at| (k, at)))
+    ) -> index::KeyScan<'a> {
+        let stored = index::Scan::new(self.storage.db(), self.storage.cf(CF_INDEX), start, end, at);
+        if self.pending_index.is_empty() {
+            Box::new(stored)
+        } else {
+            Box::new(self.pending_index.over(stored, start, end, at))
+        }
     }
 
     /// Reads the values of the given revisions (which the index says exist): from the apply in
@@ -163,6 +151,7 @@ impl Mvcc {
     /// The caller wrote the batch of this apply: its values are readable from RocksDB now.
     pub(crate) fn batch_written(&mut self) {
         self.pending.clear();
+        self.pending_index.clear();
     }
 
     /// The events of revisions `from..=to` on keys in `[start, end)`, in revision order, as a
@@ -222,7 +211,7 @@ impl Mvcc {
 
     /// The value of one key at revision `at`, if it existed then and is not compacted away.
     pub(crate) fn value_at(&self, key: &[u8], at: i64) -> Result<Option<KeyValue>, KvError> {
-        let Some((_, k)) = self.range_index(key, &[], at).next() else {
+        let Some((_, k)) = self.range_index(key, &[], at).next().transpose()? else {
             return Ok(None);
         };
         Ok(self.fetch(&[k.modified])?.pop())
@@ -230,19 +219,7 @@ impl Mvcc {
 
     /// Live keys that carry a lease, to attach them to their leases at start-up.
     pub(crate) fn leased_keys(&self) -> Result<Vec<(Vec<u8>, i64)>, KvError> {
-        let revs: Vec<Revision> = self
-            .range_index(&[0], &[0], self.current_rev)
-            .map(|(_, at)| at.modified)
-            .collect();
-        let mut out = Vec::new();
-        for chunk in revs.chunks(1024) {
-            for kv in self.fetch(chunk)? {
-                if kv.lease != 0 {
-                    out.push((kv.key, kv.lease));
-                }
-            }
-        }
-        Ok(out)
+        index::leased_keys(&self.storage)
     }
 
     /// Starts a write transaction on top of the current revision.
@@ -263,13 +240,33 @@ impl Mvcc {
             return Vec::new();
         }
         let main = txn.begin_rev + 1;
-        let cf = self.storage.cf(CF_KV);
+        let (cf, index_cf, leases) = (
+            self.storage.cf(CF_KV),
+            self.storage.cf(CF_INDEX),
+            self.storage.cf(CF_LEASE_KEYS),
+        );
+        let live_before = self.live_keys;
         let mut events = Vec::with_capacity(txn.changes.len());
         for (sub, change) in txn.changes.into_iter().enumerate() {
             let rev = Revision::new(main, sub as i64);
             match change {
                 Change::Put { kv, prev } => {
-                    self.index.entry(&kv.key).put(rev);
+                    let row = Row::Put {
+                        created: kv.create_revision,
+                        version: kv.version,
+                    };
+                    batch.put_cf(index_cf, index::row_key(&kv.key, rev), row.encode());
+                    self.pending_index.push(&kv.key, rev, row);
+                    match &prev {
+                        None => self.live_keys += 1,
+                        Some(p) if p.lease != 0 && p.lease != kv.lease => {
+                            batch.delete_cf(leases, index::lease_row(p.lease, &kv.key))
+                        }
+                        Some(_) => {}
+                    }
+                    if kv.lease != 0 {
+                        batch.put_cf(leases, index::lease_row(kv.lease, &kv.key), []);
+                    }
                     batch.put_cf(cf, rev.to_key(false), kv.encode_to_vec());
                     self.pending.insert(rev, kv.clone());
                     events.push(Event {
@@ -279,7 +276,16 @@ impl Mvcc {
                     });
                 }
                 Change::Delete { prev } => {
-                    self.index.entry(&prev.key).tombstone(rev);
+                    batch.put_cf(
+                        index_cf,
+                        index::row_key(&prev.key, rev),
+                        Row::Tombstone.encode(),
+                    );
+                    self.pending_index.push(&prev.key, rev, Row::Tombstone);
+                    self.live_keys -= 1;
+                    if prev.lease != 0 {
+                        batch.delete_cf(leases, index::lease_row(prev.lease, &prev.key));
+                    }
                     // The row holds the key alone, as etcd's (HashKV hashes the rows).
                     let row = KeyValue {
                         key: prev.key.clone(),
@@ -298,6 +304,9 @@ impl Mvcc {
                 }
             }
         }
+        if self.live_keys != live_before {
+            index::stage_live_keys(&self.storage, batch, self.live_keys);
+        }
         self.current_rev = main;
         batch.put_cf(
             self.storage.cf(CF_META),
@@ -307,9 +316,9 @@ impl Mvcc {
         events
     }
 
-    /// What hashing the key space at `rev` (0: the current revision) needs from the index,
-    /// taken under the state lock; the rows are then read from a RocksDB snapshot taken with it
-    /// (see [`hash_kv_rows`]), so no apply waits for the scan.
+    /// What hashing the key space at `rev` (0: the current revision) needs from the store,
+    /// taken under the state lock; the rows and the index are then read from a RocksDB snapshot
+    /// taken with it (see [`hash_kv_rows`]), so no apply waits for the scan.
     pub(crate) fn hash_plan(&self, rev: i64) -> Result<HashPlan, KvError> {
         if rev > 0 && self.ever_compacted && rev <= self.compact_rev {
             return Err(KvError::Compacted);
@@ -327,7 +336,6 @@ impl Mvcc {
             } else {
                 -1
             },
-            keep: self.index.kept_at(at),
         })
     }
 
@@ -353,31 +361,26 @@ impl Mvcc {
 
     /// One step of the physical compaction at `rev`: up to `limit` keys from `from` on lose
     /// their superseded revisions, whose rows are deleted in `batch`. Returns where the next
-    /// step starts, `None` when done.
+    /// step starts, `None` when done. Reads the stored index: call with no apply in progress.
     pub(crate) fn compact_some(
         &mut self,
         rev: i64,
         from: Option<&[u8]>,
         limit: usize,
         batch: &mut WriteBatch,
-    ) -> Option<Vec<u8>> {
-        let cf = self.storage.cf(CF_KV);
-        let (dropped, next) = self.index.compact_some(rev, from, limit);
-        for (r, tombstone) in dropped {
-            batch.delete_cf(cf, r.to_key(tombstone));
-        }
+    ) -> Result<Option<Vec<u8>>, KvError> {
+        let next = index::compact_some(&self.storage, rev, from, limit, batch)?;
         if next.is_none() {
             self.swept = self.swept.max(rev);
         }
-        next
+        Ok(next)
     }
 
     /// While superseded rows may still be stored (a compaction's walk has not finished): the
-    /// compaction revision and the revisions at or below it that are kept, so a reader of the
-    /// raw rows (a backup, `Hash`) skips the others and sees what a finished walk leaves.
-    pub(crate) fn unswept(&self) -> Option<(i64, std::collections::HashSet<Revision>)> {
-        (self.ever_compacted && self.swept < self.compact_rev)
-            .then(|| (self.compact_rev, self.index.kept_at(self.compact_rev)))
+    /// compaction revision, so a reader of the raw rows (a backup, `Hash`) skips the rows at or
+    /// below it that a finished walk would have removed ([`index::kept_at`] says which).
+    pub(crate) fn unswept(&self) -> Option<i64> {
+        (self.ever_compacted && self.swept < self.compact_rev).then_some(self.compact_rev)
     }
 }
 
@@ -418,11 +421,15 @@ impl WriteTxn {
         start: &[u8],
         end: &[u8],
     ) -> Result<Vec<KeyValue>, KvError> {
-        let (keys, revs): (Vec<_>, Vec<_>) = store
-            .range_index(start, end, self.begin_rev)
-            .filter(|(k, _)| !self.overlay.contains_key(*k))
-            .map(|(k, at)| (k.clone(), at.modified))
-            .unzip();
+        let mut keys = Vec::new();
+        let mut revs = Vec::new();
+        for item in store.range_index(start, end, self.begin_rev) {
+            let (k, at) = item?;
+            if !self.overlay.contains_key(&k) {
+                keys.push(k);
+                revs.push(at.modified);
+            }
+        }
         let mut merged: BTreeMap<Vec<u8>, KeyValue> =
             keys.into_iter().zip(store.fetch(&revs)?).collect();
         for (k, v) in &self.overlay {
@@ -492,18 +499,23 @@ pub(crate) struct HashPlan {
     pub at: i64,
     pub current: i64,
     pub compacted: i64,
-    keep: std::collections::HashSet<Revision>,
 }
 
 /// etcd's `HashByRev`: CRC-32C over "key" and then every revision row up to `plan.at`, in
 /// revision order, with etcd's bbolt key encoding (main, `_`, sub, and `t` for a tombstone)
 /// and the `mvccpb.KeyValue` value; rows at or before the compaction are counted only if a
-/// compaction at `plan.at` would keep them. The same history gives the same hash as etcd's.
-pub(crate) fn hash_kv_rows(
+/// compaction at `plan.at` would keep them (etcd's `keep`; all of them when it keeps none).
+/// `src` is the database or snapshot the rows come from. The same history gives the same
+/// hash as etcd's.
+pub(crate) fn hash_kv_rows<S: index::Source + ?Sized>(
     plan: &HashPlan,
+    storage: &Storage,
+    src: &S,
     rows: impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>>,
 ) -> Result<u32, KvError> {
     let mut crc = crc32c::crc32c(b"key");
+    // Whether etcd's keep set is empty, found out at the first row that needs it.
+    let mut keeps_any = None;
     for row in rows {
         let (k, v) = row?;
         let Some((rev, tombstone)) = Revision::from_key(&k) else {
@@ -512,8 +524,18 @@ pub(crate) fn hash_kv_rows(
         if rev.main > plan.at {
             break;
         }
-        if rev.main <= plan.compacted && !plan.keep.is_empty() && !plan.keep.contains(&rev) {
-            continue;
+        if rev.main <= plan.compacted {
+            let any = match keeps_any {
+                Some(any) => any,
+                None => *keeps_any.insert(index::any_live_at(src, storage, plan.at)?),
+            };
+            if any {
+                let kv = KeyValue::decode(v.as_ref())
+                    .map_err(|e| KvError::Corrupt(format!("bad value at {rev:?}: {e}")))?;
+                if tombstone || !index::kept_at(src, storage, &kv.key, rev, plan.at)? {
+                    continue;
+                }
+            }
         }
         crc = crc32c::crc32c_append(crc, &rev.to_etcd_key(tombstone));
         crc = crc32c::crc32c_append(crc, &v);

@@ -21,8 +21,9 @@ use rocksdb::{IteratorMode, DB};
 
 use super::SnapshotError;
 use crate::apply::MemberState;
-use crate::mvcc::Revision;
+use crate::mvcc::{kept_at, Revision};
 use crate::storage::{Storage, CF_AUTH, CF_KV, CF_LEASE};
+use oxetcd_common::mvccpb::KeyValue;
 
 pub(crate) const KEY: &str = "key";
 pub(crate) const META: &str = "meta";
@@ -102,7 +103,7 @@ pub(crate) struct Captured {
     pub members: Vec<MemberRow>,
     pub alarms: Vec<AlarmMember>,
     /// While a compaction's rows are still being removed: which rows at or below it to keep.
-    pub unswept: Option<(i64, std::collections::HashSet<Revision>)>,
+    pub unswept: Option<i64>,
 }
 
 impl Captured {
@@ -216,9 +217,17 @@ impl View<'_> {
                     let Some((rev, tombstone)) = Revision::from_key(&k) else {
                         return Err(SnapshotError::Corrupt(format!("kv row {k:?}")));
                     };
-                    if let Some((compacted, keep)) = &captured.unswept {
-                        if rev.main <= *compacted && !keep.contains(&rev) {
-                            continue;
+                    if let Some(compacted) = captured.unswept {
+                        if rev.main <= compacted {
+                            let kv = KeyValue::decode(v.as_ref()).map_err(|e| {
+                                SnapshotError::Corrupt(format!("kv row {k:?}: {e}"))
+                            })?;
+                            let kept = !tombstone
+                                && kept_at(snapshot, storage, &kv.key, rev, compacted)
+                                    .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+                            if !kept {
+                                continue;
+                            }
                         }
                     }
                     f(KEY, &rev.to_etcd_key(tombstone), &v)?;

@@ -296,7 +296,9 @@ fn load(storage: &Storage, db: &Path, cfg: &RestoreConfig) -> Result<(), Snapsho
         mvcc.compact(target, &mut batch);
         let mut from = None;
         loop {
-            from = mvcc.compact_some(target, from.as_deref(), LOAD_BATCH, &mut batch);
+            from = mvcc
+                .compact_some(target, from.as_deref(), LOAD_BATCH, &mut batch)
+                .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
             rocks.write(std::mem::take(&mut batch))?;
             if from.is_none() {
                 break;
