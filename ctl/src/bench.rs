@@ -111,6 +111,9 @@ pub(crate) enum BenchCommand {
         /// Linearizable(l) or Serializable(s)
         #[arg(long, default_value = "l")]
         consistency: String,
+        /// Use RangeStream instead of unary Range
+        #[arg(long)]
+        stream: bool,
     },
 }
 
@@ -132,6 +135,7 @@ enum Load {
         ops: usize,
     },
     Range(RangeRequest),
+    RangeStream(RangeRequest),
 }
 
 /// A cheap deterministic scramble (splitmix64) instead of a RNG dependency.
@@ -171,6 +175,7 @@ enum Request {
     Put(PutRequest),
     Txn(oxetcd_common::etcdserverpb::TxnRequest),
     Range(RangeRequest),
+    RangeStream(RangeRequest),
 }
 
 impl Load {
@@ -232,6 +237,7 @@ impl Load {
                 })
             }
             Load::Range(r) => Request::Range(r.clone()),
+            Load::RangeStream(r) => Request::RangeStream(r.clone()),
         }
     }
 }
@@ -250,6 +256,20 @@ impl Sender {
                     Request::Put(p) => kv.put(p).await.map(|_| ()),
                     Request::Txn(t) => kv.txn(t).await.map(|_| ()),
                     Request::Range(r) => kv.range(r).await.map(|_| ()),
+                    // The whole stream, as etcd's `GetStream` + `GetStreamToGetResponse`.
+                    Request::RangeStream(r) => match kv.range_stream(r).await {
+                        Ok(resp) => {
+                            let mut chunks = resp.into_inner();
+                            loop {
+                                match chunks.message().await {
+                                    Ok(Some(_)) => {}
+                                    Ok(None) => break Ok(()),
+                                    Err(e) => break Err(e),
+                                }
+                            }
+                        }
+                        Err(e) => Err(e),
+                    },
                 };
                 r.map_err(|e| e.message().to_string())
             }
@@ -258,6 +278,9 @@ impl Sender {
                     Request::Put(p) => ("/v3/kv/put", serde_json::to_vec(&p)),
                     Request::Txn(t) => ("/v3/kv/txn", serde_json::to_vec(&t)),
                     Request::Range(r) => ("/v3/kv/range", serde_json::to_vec(&r)),
+                    Request::RangeStream(_) => {
+                        return Err("RangeStream has no gateway path".to_string())
+                    }
                 };
                 g.post(path, &body.map_err(|e| e.to_string())?).await
             }
@@ -424,15 +447,20 @@ pub(crate) async fn run(d: &Dialer, args: BenchArgs, json: bool) -> Result<(), F
             range_end,
             total,
             consistency,
-        } => (
-            Load::Range(RangeRequest {
+            stream,
+        } => {
+            let req = RangeRequest {
                 key: key.into_bytes(),
                 range_end: range_end.unwrap_or_default().into_bytes(),
                 serializable: consistency == "s",
                 ..Default::default()
-            }),
-            total,
-        ),
+            };
+            let load = match stream {
+                true => Load::RangeStream(req),
+                false => Load::Range(req),
+            };
+            (load, total)
+        }
     };
     // With `--user`, every connection's requests carry the token (as etcd's benchmark).
     let token = d.authenticate(endpoints).await?;

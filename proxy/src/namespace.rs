@@ -16,8 +16,9 @@
 use bytes::{Buf, Bytes, BytesMut};
 use oxetcd_common::etcdserverpb::{
     request_op, response_op, watch_request, DeleteRangeRequest, DeleteRangeResponse,
-    LeaseTimeToLiveResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
-    ResponseOp, TxnRequest, TxnResponse, WatchRequest, WatchResponse,
+    LeaseTimeToLiveResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    RangeStreamResponse, RequestOp, ResponseOp, TxnRequest, TxnResponse, WatchRequest,
+    WatchResponse,
 };
 use oxetcd_common::mvccpb::KeyValue;
 use oxetcd_common::v3electionpb::{
@@ -171,6 +172,7 @@ impl Namespace {
         matches!(
             path,
             "/etcdserverpb.KV/Range"
+                | "/etcdserverpb.KV/RangeStream"
                 | "/etcdserverpb.KV/Put"
                 | "/etcdserverpb.KV/DeleteRange"
                 | "/etcdserverpb.KV/Txn"
@@ -189,7 +191,9 @@ impl Namespace {
     /// Rewrites one request message of the method `path`.
     pub fn request(&self, path: &str, msg: &[u8]) -> Result<Vec<u8>, RewriteError> {
         Ok(match path {
-            "/etcdserverpb.KV/Range" => edit(msg, |r: &mut RangeRequest| self.range(r))?,
+            "/etcdserverpb.KV/Range" | "/etcdserverpb.KV/RangeStream" => {
+                edit(msg, |r: &mut RangeRequest| self.range(r))?
+            }
             "/etcdserverpb.KV/Put" => edit(msg, |r: &mut PutRequest| self.put(r))?,
             "/etcdserverpb.KV/DeleteRange" => {
                 edit(msg, |r: &mut DeleteRangeRequest| self.delete(r))?
@@ -222,6 +226,9 @@ impl Namespace {
     pub fn response(&self, path: &str, msg: &[u8]) -> Result<Vec<u8>, RewriteError> {
         Ok(match path {
             "/etcdserverpb.KV/Range" => edit(msg, |r: &mut RangeResponse| self.range_resp(r))?,
+            "/etcdserverpb.KV/RangeStream" => edit(msg, |r: &mut RangeStreamResponse| {
+                r.range_response.iter_mut().for_each(|r| self.range_resp(r))
+            })?,
             "/etcdserverpb.KV/Put" => edit(msg, |r: &mut PutResponse| self.put_resp(r))?,
             "/etcdserverpb.KV/DeleteRange" => {
                 edit(msg, |r: &mut DeleteRangeResponse| self.delete_resp(r))?

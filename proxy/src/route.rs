@@ -23,9 +23,9 @@ pub fn route_of(path: &str) -> Route {
     }
 }
 
-/// Whether the path is a KV Range, whose route depends on `serializable`.
+/// Whether the path is a KV Range or RangeStream, whose route depends on `serializable`.
 pub fn is_range(path: &str) -> bool {
-    path == "/etcdserverpb.KV/Range"
+    path == "/etcdserverpb.KV/Range" || path == "/etcdserverpb.KV/RangeStream"
 }
 
 /// Whether a request's effect may already be applied once it reached a member: such a request

@@ -57,6 +57,26 @@ fn bench_put_and_range_smoke() {
         "s",
     ]);
     assert!(r.ok().contains("Requests/sec:"));
+    // RangeStream: every request is a whole stream drained, none failed.
+    let r = m.oxetcdctl(&[
+        "-w",
+        "json",
+        "bench",
+        "--clients",
+        "2",
+        "range",
+        "0",
+        "1",
+        "--total",
+        "20",
+        "--stream",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(r.ok().trim()).unwrap();
+    assert_eq!(
+        (v["requests"].as_u64(), v["errors"].as_u64()),
+        (Some(20), Some(0)),
+        "{v}"
+    );
 }
 
 #[test]

@@ -22,6 +22,9 @@ fn code(e: &ServerError) -> Code {
             KvError::LeaseNotFound => Code::NotFound,
             KvError::LeaseExists => Code::FailedPrecondition,
             KvError::LeaseTtlTooLarge => Code::OutOfRange,
+            KvError::StreamSortUnsupported | KvError::StreamFiltersUnsupported => {
+                Code::Unimplemented
+            }
             KvError::Storage(_) | KvError::Corrupt(_) => Code::Internal,
         },
         ServerError::Auth(a) => match a {

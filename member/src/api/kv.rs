@@ -5,11 +5,13 @@ use std::sync::Arc;
 
 use oxetcd_common::etcdserverpb::kv_server::Kv;
 use oxetcd_common::etcdserverpb::{
-    request_op, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
-    PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    range_request, request_op, CompactionRequest, CompactionResponse, DeleteRangeRequest,
+    DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RangeStreamResponse,
+    TxnRequest, TxnResponse,
 };
 use oxetcd_common::oxetcdpb::internal_raft_request::Request as Proposal;
 use prost::Message;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::request_id;
@@ -70,6 +72,101 @@ fn txn_reads(t: &TxnRequest) -> (bool, bool) {
     (read_only, serializable)
 }
 
+/// A RangeStream's first chunk: etcd's `initialStreamChunkLimit`.
+const FIRST_CHUNK_KEYS: i64 = 10;
+/// Chunks a RangeStream keeps ready ahead of the client: what bounds its memory.
+const CHUNKS_AHEAD: usize = 2;
+
+/// etcd's `adjustChunkLimit`: the next chunk's key count, doubled while chunks come out under
+/// half the target size and halved while over twice it.
+fn next_chunk_limit(last: i64, last_size: usize, target: usize) -> i64 {
+    let next = match last_size {
+        s if s < target / 2 => last.saturating_mul(2),
+        s if s > target.saturating_mul(2) => last / 2,
+        _ => last,
+    };
+    next.max(1)
+}
+
+/// Sends the chunks of a RangeStream (checked, read barrier and permissions done) to `tx`:
+/// each read under the state lock on its own, all at the revision of the first, as etcd's
+/// `rangeStream`. Returns early if the client goes away.
+async fn stream_range(
+    server: &EtcdServer,
+    mut req: RangeRequest,
+    tx: &tokio::sync::mpsc::Sender<Result<RangeStreamResponse, Status>>,
+) -> Result<(), Status> {
+    let send = |range_response| async {
+        tx.send(Ok(RangeStreamResponse {
+            range_response: Some(range_response),
+        }))
+        .await
+        .is_ok()
+    };
+    if req.count_only {
+        let resp = mvcc::range(&server.read_state()?.mvcc, &req)?;
+        let rev = KvService::revision_of(&resp.header);
+        send(RangeResponse {
+            header: server.header(rev, server.term()),
+            count: resp.count,
+            ..Default::default()
+        })
+        .await;
+        return Ok(());
+    }
+    // The chunks come in key order whatever the (default) order asked for.
+    req.sort_order = range_request::SortOrder::None as i32;
+    let total = if req.limit > 0 { req.limit } else { i64::MAX };
+    req.limit = FIRST_CHUNK_KEYS.min(total);
+    let mut count = 0i64;
+    let mut header_rev = 0;
+    loop {
+        let resp = mvcc::range_chunk(&server.read_state()?.mvcc, &req)?;
+        if header_rev == 0 {
+            header_rev = KvService::revision_of(&resp.header);
+            if req.revision == 0 {
+                req.revision = header_rev;
+            }
+        }
+        count += resp.kvs.len() as i64;
+        let next_key = match (resp.more, resp.kvs.last()) {
+            (true, Some(last)) => {
+                let mut k = last.key.clone();
+                k.push(0);
+                Some(k)
+            }
+            _ => None,
+        };
+        let size = resp.encoded_len();
+        let done = !resp.more || count == total;
+        let mut out = RangeResponse {
+            kvs: resp.kvs,
+            ..Default::default()
+        };
+        if done {
+            out.header = server.header(header_rev, server.term());
+            out.more = resp.more;
+            out.count = count;
+            if let Some(next) = &next_key {
+                let rest = RangeRequest {
+                    key: next.clone(),
+                    count_only: true,
+                    ..req.clone()
+                };
+                out.count += mvcc::range(&server.read_state()?.mvcc, &rest)?.count;
+            }
+        }
+        if !send(out).await || done {
+            return Ok(());
+        }
+        if let Some(next) = next_key {
+            req.key = next;
+        }
+        req.limit =
+            next_chunk_limit(req.limit, size, server.limits.max_request_bytes).min(total - count);
+    }
+}
+
 /// Accepts every lease: a read-only txn never checks one.
 struct AnyLease;
 
@@ -101,6 +198,30 @@ impl Kv for KvService {
             .server
             .header(Self::revision_of(&resp.header), self.server.term());
         Ok(Response::new(resp))
+    }
+
+    type RangeStreamStream = ReceiverStream<Result<RangeStreamResponse, Status>>;
+
+    async fn range_stream(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<Self::RangeStreamStream>, Status> {
+        let creds = Credentials::of(&self.server, &request);
+        let req = request.into_inner();
+        mvcc::check_range_stream(&req)?;
+        if !req.serializable {
+            self.server.read_barrier().await?;
+        }
+        let who = creds.who(&self.server).await?.unwrap_or_default();
+        self.server.read_state()?.auth.check_range(&who, &req)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
+        let server = self.server.clone();
+        tokio::spawn(async move {
+            if let Err(e) = stream_range(&server, req, &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {

@@ -30,6 +30,10 @@ pub enum KvError {
     LeaseExists,
     #[error("etcdserver: too large lease TTL")]
     LeaseTtlTooLarge,
+    #[error("RangeStream does not support custom sort orders")]
+    StreamSortUnsupported,
+    #[error("RangeStream does not support revision filters")]
+    StreamFiltersUnsupported,
     #[error("storage: {0}")]
     Storage(String),
     #[error("corrupt store: {0}")]

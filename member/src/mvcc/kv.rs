@@ -29,10 +29,22 @@ fn header(revision: i64) -> Option<ResponseHeader> {
 
 /// A Range outside any transaction (serializable or after a linearizable barrier).
 pub(crate) fn range(store: &Mvcc, req: &RangeRequest) -> Result<RangeResponse, KvError> {
+    read(store, req, true)
+}
+
+/// One chunk of a RangeStream (keys in key order, no filters, `limit` > 0): its keys, and
+/// `more` if any key is left; the keys past it are not counted (`count` is 0).
+pub(crate) fn range_chunk(store: &Mvcc, req: &RangeRequest) -> Result<RangeResponse, KvError> {
+    let mut resp = read(store, req, false)?;
+    resp.count = 0;
+    Ok(resp)
+}
+
+fn read(store: &Mvcc, req: &RangeRequest, count_all: bool) -> Result<RangeResponse, KvError> {
     let at = store.read_rev(req.revision)?;
-    // Without sorting or filtering, only the first `limit` values need reading; every key in
-    // the range is counted all the same.
-    let plain = effective_order(req) == range_request::SortOrder::None && !has_filters(req);
+    // In key order and without filters, only the first `limit` values need reading; every
+    // key in the range is counted all the same (unless `count_all` is off).
+    let plain = is_default_order(req) && !has_filters(req);
     let take = match (req.count_only, plain && req.limit > 0) {
         (true, _) => 0,
         (false, true) => req.limit as usize,
@@ -46,6 +58,9 @@ pub(crate) fn range(store: &Mvcc, req: &RangeRequest) -> Result<RangeResponse, K
             revs.push(at.modified);
         }
         count += 1;
+        if !count_all && count > take {
+            break;
+        }
     }
     let count = count as i64;
     if req.count_only {
@@ -92,7 +107,14 @@ fn range_in_txn(
     Ok(resp)
 }
 
-fn has_filters(req: &RangeRequest) -> bool {
+/// Results in key order, as the index yields them (etcd's `IsDefaultOrdering`).
+pub(crate) fn is_default_order(req: &RangeRequest) -> bool {
+    use range_request::{SortOrder, SortTarget};
+    effective_order(req) == SortOrder::None
+        || (req.sort_target() == SortTarget::Key && req.sort_order() == SortOrder::Ascend)
+}
+
+pub(crate) fn has_filters(req: &RangeRequest) -> bool {
     req.min_mod_revision != 0
         || req.max_mod_revision != 0
         || req.min_create_revision != 0
@@ -334,6 +356,21 @@ pub(crate) fn compact(
 pub(crate) fn check_range(req: &RangeRequest) -> Result<(), KvError> {
     if req.key.is_empty() {
         return Err(KvError::EmptyKey);
+    }
+    Ok(())
+}
+
+/// etcd's `checkRangeStreamRequest`: RangeStream streams in key order, without filters.
+pub(crate) fn check_range_stream(req: &RangeRequest) -> Result<(), KvError> {
+    check_range(req)?;
+    let default = req.sort_order() == range_request::SortOrder::None
+        || (req.sort_target() == range_request::SortTarget::Key
+            && req.sort_order() == range_request::SortOrder::Ascend);
+    if !default {
+        return Err(KvError::StreamSortUnsupported);
+    }
+    if has_filters(req) {
+        return Err(KvError::StreamFiltersUnsupported);
     }
     Ok(())
 }

@@ -14,8 +14,8 @@ mod tests;
 
 pub(crate) use error::KvError;
 pub(crate) use kv::{
-    check_delete, check_put, check_range, check_txn, compact, delete_range, put, range, txn,
-    LeaseCheck,
+    check_delete, check_put, check_range, check_range_stream, check_txn, compact, delete_range,
+    put, range, range_chunk, txn, LeaseCheck,
 };
 
 /// Is `key` in the etcd range `[start, end)`? `end` empty: just `start`; `end` = "\0": every key

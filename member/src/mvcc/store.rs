@@ -13,6 +13,8 @@ use crate::storage::{Storage, CF_INDEX, CF_KV, CF_LEASE_KEYS, CF_META};
 
 const META_CURRENT_REV: &[u8] = b"current_rev";
 const META_COMPACT_REV: &[u8] = b"compact_rev";
+/// Values read from RocksDB per batched lookup.
+const FETCH_CHUNK: usize = 256;
 
 /// The key space. Mutated only by the apply path (under the state machine's write lock);
 /// read concurrently by serializable and linearizable Range.
@@ -122,28 +124,36 @@ impl Mvcc {
     /// progress if it wrote them, else from RocksDB.
     pub(crate) fn fetch(&self, revs: &[Revision]) -> Result<Vec<KeyValue>, KvError> {
         let cf = self.storage.cf(CF_KV);
-        let stored: Vec<_> = revs
-            .iter()
-            .filter(|r| !self.pending.contains_key(r))
-            .map(|r| (cf, r.to_key(false)))
-            .collect();
-        let mut from_db = self.storage.db().multi_get_cf(stored).into_iter();
         let mut out = Vec::with_capacity(revs.len());
-        for rev in revs {
-            if let Some(kv) = self.pending.get(rev) {
-                out.push(kv.clone());
-                continue;
+        // A chunk at a time: the stored bytes of a whole large range are never held beside
+        // its decoded values.
+        for chunk in revs.chunks(FETCH_CHUNK) {
+            let keys: Vec<_> = chunk
+                .iter()
+                .filter(|r| !self.pending.contains_key(r))
+                .map(|r| r.to_key(false))
+                .collect();
+            let mut from_db = self
+                .storage
+                .db()
+                .batched_multi_get_cf(cf, &keys, false)
+                .into_iter();
+            for rev in chunk {
+                if let Some(kv) = self.pending.get(rev) {
+                    out.push(kv.clone());
+                    continue;
+                }
+                let bytes = from_db
+                    .next()
+                    .ok_or_else(|| KvError::Corrupt("multi_get returned too few values".into()))??
+                    .ok_or_else(|| {
+                        KvError::Corrupt(format!("revision {rev:?} in the index but not stored"))
+                    })?;
+                out.push(
+                    KeyValue::decode(bytes.as_ref())
+                        .map_err(|e| KvError::Corrupt(format!("bad value at {rev:?}: {e}")))?,
+                );
             }
-            let bytes = from_db
-                .next()
-                .ok_or_else(|| KvError::Corrupt("multi_get returned too few values".into()))??
-                .ok_or_else(|| {
-                    KvError::Corrupt(format!("revision {rev:?} in the index but not stored"))
-                })?;
-            out.push(
-                KeyValue::decode(bytes.as_slice())
-                    .map_err(|e| KvError::Corrupt(format!("bad value at {rev:?}: {e}")))?,
-            );
         }
         Ok(out)
     }
