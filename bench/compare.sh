@@ -6,7 +6,8 @@
 #   bench/compare.sh [TARGET_DIR] [MEMBERS]   (TARGET_DIR default: $CARGO_TARGET_DIR or target,
 #                                              release build; MEMBERS: 1 or 3, default 1)
 #
-# Prints one table row per workload: req/s and p50/p99 of each, and the ratio.
+# Prints one table row per workload: req/s and p50/p99 of each, the ratio, and the CPU time of
+# all members of each cluster per request (µs; user + system, from /proc).
 set -euo pipefail
 T=${1:-${CARGO_TARGET_DIR:-target}}/release
 MEMBERS=${2:-1}
@@ -15,24 +16,42 @@ source "$(dirname "$0")/lib.sh"
 
 E=$(start etcd etcd)
 O=$(start oxetcd ox)
+# CPU ticks (user + system) of every member of a cluster.
+ticks() {
+  local t=0 i
+  for i in $(seq 1 "$MEMBERS"); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$(cat "$WORK/$1$i.pid")/stat")))
+  done
+  echo $t
+}
+HZ=$(getconf CLK_TCK)
 echo "$MEMBERS member(s) each"
-printf "%-44s %12s %12s %7s %18s %18s\n" workload "etcd req/s" "oxetcd req/s" ratio "etcd p50/p99 ms" "oxetcd p50/p99 ms"
-while IFS='|' read -r name args; do
+printf "%-44s %12s %12s %7s %18s %18s %9s %9s\n" workload "etcd req/s" "oxetcd req/s" ratio \
+  "etcd p50/p99 ms" "oxetcd p50/p99 ms" "etcd µs" "ox µs"
+while IFS='|' read -r name total args; do
   [ -z "$name" ] && continue
+  e0=$(ticks etcd)
   # shellcheck disable=SC2086
   read -r er ep50 ep99 <<<"$(run "$E" $args)"
+  e1=$(ticks etcd)
+  o0=$(ticks ox)
   # shellcheck disable=SC2086
   read -r or op50 op99 <<<"$(run "$O" $args)"
+  o1=$(ticks ox)
   ratio=$(python3 -c "print(f'{$or/$er:.2f}')")
   ms() { python3 -c "print(f'{$1*1000:.1f}/{$2*1000:.1f}')"; }
-  printf "%-44s %12.0f %12.0f %7s %18s %18s\n" "$name" "$er" "$or" "$ratio" "$(ms "$ep50" "$ep99")" "$(ms "$op50" "$op99")"
+  us() { python3 -c "print(f'{($2-$1)*1e6/$HZ/$total:.0f}' if $total else '-')"; }
+  printf "%-44s %12.0f %12.0f %7s %18s %18s %9s %9s\n" "$name" "$er" "$or" "$ratio" \
+    "$(ms "$ep50" "$ep99")" "$(ms "$op50" "$op99")" "$(us "$e0" "$e1")" "$(us "$o0" "$o1")"
 done <<'LOADS'
-put, 1 client, 1 conn|--clients 1 --conns 1 put --total 2000 --key-space-size 100000 --sequential-keys
-put, 100 clients, 10 conns|--clients 100 --conns 10 put --total 20000 --key-space-size 100000
-range linearizable, 100 clients|--clients 100 --conns 10 range 00000001 --total 20000 --consistency l
-range serializable, 100 clients|--clients 100 --conns 10 range 00000001 --total 20000 --consistency s
-txn-put (1 op), 100 clients, 10 conns|--clients 100 --conns 10 txn-put --total 20000 --key-space-size 100000
-watch-latency, 1000 watchers (puts/s; event ms)|--conns 10 watch-latency --watchers 1000 --streams 10 --put-total 1000 --put-rate 0
+put, 1 client, 1 conn|2000|--clients 1 --conns 1 put --total 2000 --key-space-size 100000 --sequential-keys
+put, 100 clients, 10 conns|20000|--clients 100 --conns 10 put --total 20000 --key-space-size 100000
+range linearizable, 100 clients|20000|--clients 100 --conns 10 range 00000001 --total 20000 --consistency l
+range serializable, 100 clients|20000|--clients 100 --conns 10 range 00000001 --total 20000 --consistency s
+txn-put (1 op), 100 clients, 10 conns|20000|--clients 100 --conns 10 txn-put --total 20000 --key-space-size 100000
+watch-latency, 1000 watchers (puts/s; event ms)|1000|--conns 10 watch-latency --watchers 1000 --streams 10 --put-total 1000 --put-rate 0
+lease-keepalive, 100 clients, 10 conns|20000|--clients 100 --conns 10 lease-keepalive --total 20000
+watch-get, 10000 watchers, 10 streams (gets/s)|0|--conns 10 watch-get --watchers 10000 --streams 10 --events 8
 LOADS
 rss() { ps -o rss= -p "$(cat "$WORK/$1.pid")" | tr -d ' '; }
 echo "RSS after the run (first member): etcd $(rss etcd1) KiB, oxetcd $(rss ox1) KiB"

@@ -1,6 +1,10 @@
 //! `oxetcdctl bench`: a load generator with the flags and the report of etcd's `tools/benchmark`
-//! (first slice: `put` and `range`). It is an ordinary etcd v3 client, so the same numbers can be
-//! taken against real etcd and against oxetcd.
+//! (`put`, `txn-put`, `range`, `lease-keepalive` in `lease`, `watch-get` in `watch_get`, and
+//! our `watch-latency`). It is an ordinary etcd v3 client, so the same numbers can be taken
+//! against real etcd and against oxetcd.
+
+mod lease;
+mod watch_get;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -100,6 +104,24 @@ pub(crate) enum BenchCommand {
         /// Extra streams with one watcher each that are never read (slow consumers)
         #[arg(long, default_value_t = 0)]
         slow_watchers: usize,
+    },
+    /// Benchmark lease keepalive
+    LeaseKeepalive {
+        /// Total number of lease keepalive requests
+        #[arg(long, default_value_t = 10000)]
+        total: u64,
+    },
+    /// Benchmark serializable gets during watch
+    WatchGet {
+        /// Total number of watchers
+        #[arg(long, default_value_t = 10000)]
+        watchers: usize,
+        /// Total number of watcher streams
+        #[arg(long, default_value_t = 1)]
+        streams: usize,
+        /// Number of events per watcher
+        #[arg(long, default_value_t = 8)]
+        events: usize,
     },
     /// Benchmark range
     Range {
@@ -374,6 +396,21 @@ impl Gateway {
     }
 }
 
+/// `n` connections, spread over the endpoints in turn (etcd's benchmark: one endpoint each).
+async fn connect_all(
+    endpoints: &[String],
+    dial: Duration,
+    token: &Token,
+    n: usize,
+) -> Result<Vec<Conn>, Failure> {
+    let mut conns = Vec::new();
+    for i in 0..n.max(1) {
+        let ep = &endpoints[i % endpoints.len()];
+        conns.push(token.attach(client::connect_one(ep, dial, Duration::from_secs(60)).await?));
+    }
+    Ok(conns)
+}
+
 pub(crate) async fn run(d: &Dialer, args: BenchArgs, json: bool) -> Result<(), Failure> {
     let (endpoints, dial) = (&d.endpoints, d.dial_timeout);
     if args.clients == 0 || args.conns == 0 {
@@ -401,6 +438,27 @@ pub(crate) async fn run(d: &Dialer, args: BenchArgs, json: bool) -> Result<(), F
         };
         let token = d.authenticate(endpoints).await?;
         return Ok(watch_latency(endpoints, dial, &token, opts, json).await?);
+    }
+    if let BenchCommand::LeaseKeepalive { total } = args.command {
+        let token = d.authenticate(endpoints).await?;
+        let conns = connect_all(endpoints, dial, &token, args.conns).await?;
+        return Ok(lease::keepalive(&conns, args.clients, total, json).await?);
+    }
+    if let BenchCommand::WatchGet {
+        watchers,
+        streams,
+        events,
+    } = args.command
+    {
+        let token = d.authenticate(endpoints).await?;
+        let conns = connect_all(endpoints, dial, &token, args.conns).await?;
+        let get_conn = connect_all(endpoints, dial, &token, 1).await?;
+        let opts = watch_get::WatchGet {
+            watchers,
+            streams: streams.max(1),
+            events,
+        };
+        return Ok(watch_get::run(&conns, &get_conn[0], opts, json).await?);
     }
     let rate = match args.command {
         BenchCommand::Put { rate, .. } => rate,
@@ -441,7 +499,9 @@ pub(crate) async fn run(d: &Dialer, args: BenchArgs, json: bool) -> Result<(), F
             },
             total,
         ),
-        BenchCommand::WatchLatency { .. } => unreachable!("handled above"),
+        BenchCommand::WatchLatency { .. }
+        | BenchCommand::LeaseKeepalive { .. }
+        | BenchCommand::WatchGet { .. } => unreachable!("handled above"),
         BenchCommand::Range {
             key,
             range_end,
@@ -521,24 +581,64 @@ pub(crate) async fn run(d: &Dialer, args: BenchArgs, json: bool) -> Result<(), F
     if let Some(b) = bar {
         let _ = b.await;
     }
-    let errors = errors.load(Ordering::Relaxed);
     let first_error = first_error.lock().ok().and_then(|f| f.clone());
+    print_outcome(
+        &mut lat,
+        elapsed,
+        errors.load(Ordering::Relaxed),
+        first_error,
+        json,
+    );
+    Ok(())
+}
+
+/// Prints the report of a load: as etcd's benchmark does, or as one JSON object.
+fn print_outcome(
+    lat: &mut [f64],
+    elapsed: f64,
+    errors: u64,
+    first_error: Option<String>,
+    json: bool,
+) {
     if json {
-        let mut v = report_json(&mut lat, elapsed, errors);
+        let mut v = report_json(lat, elapsed, errors);
         if let Some(e) = &first_error {
             v["first_error"] = serde_json::json!(e);
         }
         println!("{v}");
-        return Ok(());
+        return;
     }
-    print!("{}", report(&mut lat, elapsed));
+    print!("{}", report(lat, elapsed));
     if errors > 0 {
         println!(
             "\n{errors} requests failed, the first with: {}",
             first_error.unwrap_or_default()
         );
     }
-    Ok(())
+}
+
+/// Counts failures and keeps the first one's words.
+#[derive(Clone, Default)]
+struct Failures {
+    count: Arc<AtomicU64>,
+    first: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Failures {
+    fn add(&self, e: impl std::fmt::Display) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut f) = self.first.lock() {
+            f.get_or_insert_with(|| e.to_string());
+        }
+    }
+
+    fn first(&self) -> Option<String> {
+        self.first.lock().ok().and_then(|f| f.clone())
+    }
+
+    fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
 }
 
 struct WatchLatency {
