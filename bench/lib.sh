@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Helpers shared by the benchmark scripts: start etcd or oxetcd members, run the load
-# generator. Source it after setting T (release binaries) and MEMBERS.
+# generator. Source it after setting T (release binaries) and MEMBERS; MEMBER_ARGS, if set, is
+# added to every member's command line.
 CTL=$T/oxetcdctl
 WORK=$(mktemp -d /tmp/oxetcd-bench.XXXX)
 # The members are started from $(...) subshells, so they are not our jobs: stop them by pid.
@@ -26,7 +27,7 @@ start() { # kind prefix -> prints the client endpoints, comma-separated
     "$bin" --name "$prefix$i" --data-dir "$WORK/$prefix$i" --initial-cluster-token "$prefix" \
       --listen-client-urls "http://127.0.0.1:$cp" --advertise-client-urls "http://127.0.0.1:$cp" \
       --listen-peer-urls "http://127.0.0.1:$pp" --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
-      --initial-cluster "$cluster" > "$WORK/$prefix$i.log" 2>&1 &
+      --initial-cluster "$cluster" ${MEMBER_ARGS:-} > "$WORK/$prefix$i.log" 2>&1 &
     echo $! > "$WORK/$prefix$i.pid"
     eps="$eps${eps:+,}127.0.0.1:$cp"
   done

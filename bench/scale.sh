@@ -8,6 +8,9 @@
 # RangeStream (etcd 3.7's; 3.4 has none).
 #
 #   bench/scale.sh TARGET_DIR [KEYS]     (TARGET_DIR: a release build with oxetcd, oxetcdctl)
+#
+# KINDS="ox" measures oxetcd alone; UNARY=0 skips the unary full range (a store of several GB
+# is more than one gRPC message can hold).
 set -euo pipefail
 T=${1:-${CARGO_TARGET_DIR:-target}}/release
 KEYS=${2:-1000000}
@@ -37,7 +40,7 @@ EOF
 
 printf "%-5s %8s %9s %9s %10s %11s %9s %10s %10s %11s %9s\n" kind keys "puts/s" "µs/put" \
   "RSS MB" "range HWM" "range s" "restart s" "RSS after" "stream HWM" "stream s"
-for kind in etcd ox; do
+for kind in ${KINDS:-etcd ox}; do
   k=etcd; bin=etcd
   [ $kind = ox ] && k=oxetcd && bin=$T/oxetcd
   eps=$(start $k $kind)
@@ -49,8 +52,10 @@ for kind in etcd ox; do
   us_put=$(echo "($ticks1 - $ticks0) * 1000000 / $hz / $KEYS" | bc)
   rss=$(status_mb ${kind}1 VmRSS)
   t0=$(date +%s.%N)
-  ETCDCTL_API=3 etcdctl --endpoints="$eps" --command-timeout=120s get "" --from-key \
-    -w protobuf >/dev/null
+  if [ "${UNARY:-1}" = 1 ]; then
+    ETCDCTL_API=3 etcdctl --endpoints="$eps" --command-timeout=120s get "" --from-key \
+      -w protobuf >/dev/null
+  fi
   t1=$(date +%s.%N)
   hwm=$(status_mb ${kind}1 VmHWM)
   # The command line to start it again, as lib.sh started it.
