@@ -47,6 +47,24 @@ impl KvService {
         (Credentials::of(&self.server, request), request_id(request))
     }
 
+    /// What a Range and a RangeStream do before reading: the request's own checks, the read
+    /// barrier unless serializable, and who asks (their permission is checked by the caller,
+    /// with the state it reads).
+    async fn admit_range(
+        &self,
+        request: Request<RangeRequest>,
+        check: fn(&RangeRequest) -> Result<(), mvcc::KvError>,
+    ) -> Result<(RangeRequest, crate::auth::AuthInfo), Status> {
+        let creds = Credentials::of(&self.server, &request);
+        let req = request.into_inner();
+        check(&req)?;
+        if !req.serializable {
+            self.server.read_barrier().await?;
+        }
+        let who = creds.who(&self.server).await?.unwrap_or_default();
+        Ok((req, who))
+    }
+
     fn revision_of(h: &Option<oxetcd_common::etcdserverpb::ResponseHeader>) -> i64 {
         h.as_ref().map(|h| h.revision).unwrap_or_default()
     }
@@ -182,13 +200,7 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
-        let creds = Credentials::of(&self.server, &request);
-        let req = request.into_inner();
-        mvcc::check_range(&req)?;
-        if !req.serializable {
-            self.server.read_barrier().await?;
-        }
-        let who = creds.who(&self.server).await?.unwrap_or_default();
+        let (req, who) = self.admit_range(request, mvcc::check_range).await?;
         let mut resp = {
             let state = self.server.read_state()?;
             state.auth.check_range(&who, &req)?;
@@ -206,13 +218,7 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<Self::RangeStreamStream>, Status> {
-        let creds = Credentials::of(&self.server, &request);
-        let req = request.into_inner();
-        mvcc::check_range_stream(&req)?;
-        if !req.serializable {
-            self.server.read_barrier().await?;
-        }
-        let who = creds.who(&self.server).await?.unwrap_or_default();
+        let (req, who) = self.admit_range(request, mvcc::check_range_stream).await?;
         self.server.read_state()?.auth.check_range(&who, &req)?;
         let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
         let server = self.server.clone();
