@@ -45,6 +45,10 @@ pub(crate) struct Metrics {
     pub peer: PeerMetrics,
     pub grpc: Arc<GrpcMetrics>,
     pub watch_lagged: IntCounter,
+    /// Watchers on this member's client streams (etcd's `watcher_total`).
+    pub watchers: IntGauge,
+    /// Open client watch streams (etcd's `watch_stream_total`).
+    pub watch_streams: IntGauge,
 }
 
 /// Raft's traffic with each peer, labelled by the peer's member ID (hex), as etcd's are.
@@ -309,6 +313,14 @@ impl Metrics {
             watch_lagged: m.counter(
                 "oxetcd_watch_stream_lagged_total",
                 "Times a watch stream fell behind the event feed and caught up from the store.",
+            ),
+            watchers: m.gauge(
+                "etcd_debugging_mvcc_watcher_total",
+                "Total number of watchers.",
+            ),
+            watch_streams: m.gauge(
+                "etcd_debugging_mvcc_watch_stream_total",
+                "Total number of watch streams.",
             ),
             peer,
             grpc: Arc::new(grpc),

@@ -22,6 +22,10 @@ use crate::config::host_port;
 use crate::metrics::Metrics;
 use crate::tls::UpstreamTls;
 
+/// How long a health check or member list may take. Not set on the channels themselves: it
+/// would be sent as `grpc-timeout` and end a coalesced watch stream after it.
+const CALL_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// A member the data plane can send a request to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Upstream {
@@ -58,6 +62,9 @@ pub struct Cluster {
     next: AtomicUsize,
     metrics: Arc<Metrics>,
     tls: Option<Arc<UpstreamTls>>,
+    /// gRPC channels to members by address, for the proxy's own calls (health, discovery,
+    /// coalesced watches), with the TLS generation they were made under.
+    channels: std::sync::Mutex<(Option<u64>, HashMap<String, Channel>)>,
 }
 
 impl Cluster {
@@ -92,6 +99,7 @@ impl Cluster {
             next: AtomicUsize::new(0),
             metrics,
             tls,
+            channels: Default::default(),
         })
     }
 
@@ -213,23 +221,15 @@ impl Cluster {
 
     /// Keeps the view fresh until the process ends.
     pub async fn run(self: Arc<Self>, health_every: Duration, sync_every: Duration) {
-        let mut channels: HashMap<String, Channel> = HashMap::new();
         let mut last_sync = None::<tokio::time::Instant>;
-        let mut tls_generation = self.tls.as_ref().map(|t| t.generation());
         loop {
-            // Certificates replaced on disk: new channels, so new handshakes use them.
-            let generation = self.tls.as_ref().map(|t| t.generation());
-            if generation != tls_generation {
-                channels.clear();
-                tls_generation = generation;
-            }
             let due = last_sync.is_none_or(|t: tokio::time::Instant| {
                 !sync_every.is_zero() && t.elapsed() >= sync_every
             });
-            if due && self.sync_members(&mut channels).await {
+            if due && self.sync_members().await {
                 last_sync = Some(tokio::time::Instant::now());
             }
-            self.check_health(&mut channels).await;
+            self.check_health().await;
             tokio::select! {
                 _ = tokio::time::sleep(health_every) => {}
                 _ = self.kick.notified() => {}
@@ -237,7 +237,16 @@ impl Cluster {
         }
     }
 
-    fn channel(&self, channels: &mut HashMap<String, Channel>, addr: &str) -> Option<Channel> {
+    /// A (lazily connecting) gRPC channel to the member at `addr`, shared by every caller;
+    /// certificates replaced on disk give new channels, so new handshakes use them.
+    pub fn channel(&self, addr: &str) -> Option<Channel> {
+        let generation = self.tls.as_ref().map(|t| t.generation());
+        let mut guard = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let (made_under, channels) = &mut *guard;
+        if *made_under != generation {
+            channels.clear();
+            *made_under = generation;
+        }
         if let Some(c) = channels.get(addr) {
             return Some(c.clone());
         }
@@ -245,7 +254,6 @@ impl Cluster {
         let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .ok()?
             .connect_timeout(Duration::from_millis(500))
-            .timeout(Duration::from_secs(1))
             .tcp_nodelay(true);
         if let Some(tls) = &self.tls {
             ep = match ep.tls_config(tls.tonic()) {
@@ -263,19 +271,21 @@ impl Cluster {
 
     /// Replaces the member set with `MemberList` from the leader (or any member that answers).
     /// Returns whether a list was read.
-    async fn sync_members(&self, channels: &mut HashMap<String, Channel>) -> bool {
+    async fn sync_members(&self) -> bool {
         let mut order: Vec<String> = self.leader().map(|l| l.addr).into_iter().collect();
         order.extend(self.read().members.iter().map(|m| m.upstream.addr.clone()));
         for addr in order {
-            let Some(ch) = self.channel(channels, &addr) else {
+            let Some(ch) = self.channel(&addr) else {
                 continue;
             };
-            let resp = ClusterClient::new(ch)
-                .member_list(MemberListRequest {
+            let resp = tokio::time::timeout(
+                CALL_TIMEOUT,
+                ClusterClient::new(ch).member_list(MemberListRequest {
                     linearizable: false,
-                })
-                .await;
-            let Ok(resp) = resp else { continue };
+                }),
+            )
+            .await;
+            let Ok(Ok(resp)) = resp else { continue };
             let mut fresh = Vec::new();
             for m in resp.into_inner().members {
                 // An unstarted member has no client URL yet: nothing to send to.
@@ -331,7 +341,7 @@ impl Cluster {
     }
 
     /// Asks every member for `Status`; updates health and the leader.
-    async fn check_health(&self, channels: &mut HashMap<String, Channel>) {
+    async fn check_health(&self) {
         let addrs: Vec<String> = self
             .read()
             .members
@@ -339,13 +349,16 @@ impl Cluster {
             .map(|m| m.upstream.addr.clone())
             .collect();
         let checks = addrs.iter().map(|addr| {
-            let ch = self.channel(channels, addr);
+            let ch = self.channel(addr);
             async move {
                 let ch = ch?;
-                let resp = MaintenanceClient::new(ch)
-                    .status(StatusRequest {})
-                    .await
-                    .ok()?;
+                let resp = tokio::time::timeout(
+                    CALL_TIMEOUT,
+                    MaintenanceClient::new(ch).status(StatusRequest {}),
+                )
+                .await
+                .ok()?
+                .ok()?;
                 let dedup = resp
                     .metadata()
                     .contains_key(oxetcd_common::OXETCD_VERSION_HEADER);

@@ -96,6 +96,11 @@ pub struct Config {
     #[arg(long, env = "ETCD_GRPC_PROXY_NAMESPACE", default_value = "")]
     pub namespace: String,
 
+    /// Serve watches from the proxy: client watchers of the same key or range share one
+    /// watch on a member. `false` passes every watch stream through to a member.
+    #[arg(long, env = "ETCD_GRPC_PROXY_COALESCE_WATCHES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub coalesce_watches: bool,
+
     /// YAML file with these flags' names as keys (`endpoints: ...`); the command line and
     /// the environment win over it.
     #[arg(long, env = "ETCD_GRPC_PROXY_CONFIG_FILE")]

@@ -8,11 +8,13 @@
 mod cluster;
 mod config;
 mod http;
+mod local;
 mod metrics;
 mod namespace;
 mod route;
 mod service;
 mod tls;
+mod watch;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -153,12 +155,19 @@ fn run(config: Config) -> anyhow::Result<()> {
     let cluster = Cluster::new(&config.endpoints, metrics.clone(), upstream_tls.clone());
 
     let namespace = (!config.namespace.is_empty()).then(|| Namespace::new(&config.namespace));
+    let local = if config.coalesce_watches {
+        let watches = watch::Registry::new(cluster.clone(), metrics.clone());
+        Some(local::LocalServices::bind(watches)?)
+    } else {
+        None
+    };
     let proxy = EtcdProxy::new(
         cluster.clone(),
         metrics.clone(),
         config.leader_wait_timeout,
         namespace,
         upstream_tls,
+        local.as_ref().map(|l| l.addr),
     );
     let mut grpc = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -193,6 +202,9 @@ fn run(config: Config) -> anyhow::Result<()> {
         server.add_service(http);
     }
 
+    if let Some(local) = local {
+        server.add_service(background_service("local services", local));
+    }
     server.add_service(background_service(
         "discovery",
         Discovery {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 
@@ -19,6 +19,18 @@ pub struct Metrics {
     pub upstream_healthy: IntGaugeVec,
     /// Requests sent again to another member, by why (`connect`: never reached a member).
     pub retries: IntCounterVec,
+    /// Client watchers on the proxy's watch streams.
+    pub watchers: IntGauge,
+    /// Client watch streams.
+    pub watch_streams: IntGauge,
+    /// Watches the proxy holds on members for them (watchers ÷ this = coalescing).
+    pub upstream_watchers: IntGauge,
+    /// Upstream watch streams moved to another member after theirs failed.
+    pub watch_resumes: IntCounter,
+    /// Watchers taken out of a shared upstream watch because their client read too slowly.
+    pub watchers_parked: IntCounter,
+    /// Upstream watches folded into another of the same key or range once caught up.
+    pub watch_merges: IntCounter,
 }
 
 impl Metrics {
@@ -62,12 +74,41 @@ impl Metrics {
             &["reason"],
         )
         .expect("metric");
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("metric");
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("metric");
+        let watchers = gauge(
+            "oxetcd_proxy_watchers",
+            "Client watchers on the proxy's watch streams.",
+        );
+        let watch_streams = gauge("oxetcd_proxy_watch_streams", "Client watch streams.");
+        let upstream_watchers = gauge(
+            "oxetcd_proxy_upstream_watchers",
+            "Watches the proxy holds on members for its client watchers.",
+        );
+        let watch_resumes = counter(
+            "oxetcd_proxy_watch_resumes_total",
+            "Upstream watch streams moved to another member after theirs failed.",
+        );
+        let watchers_parked = counter(
+            "oxetcd_proxy_watchers_parked_total",
+            "Watchers taken out of a shared upstream watch because their client read slowly.",
+        );
+        let watch_merges = counter(
+            "oxetcd_proxy_watch_merges_total",
+            "Upstream watches folded into another of the same key or range once caught up.",
+        );
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
             Box::new(leader_changes.clone()),
             Box::new(upstream_healthy.clone()),
             Box::new(retries.clone()),
+            Box::new(watchers.clone()),
+            Box::new(watch_streams.clone()),
+            Box::new(upstream_watchers.clone()),
+            Box::new(watch_resumes.clone()),
+            Box::new(watchers_parked.clone()),
+            Box::new(watch_merges.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -78,6 +119,12 @@ impl Metrics {
             leader_changes,
             upstream_healthy,
             retries,
+            watchers,
+            watch_streams,
+            upstream_watchers,
+            watch_resumes,
+            watchers_parked,
+            watch_merges,
         })
     }
 

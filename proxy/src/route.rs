@@ -10,14 +10,17 @@ pub enum Route {
     Leader,
     /// Serializable Range: any healthy member, balanced.
     AnyMember,
-    /// Watch streams: spread over members.
+    /// Watch streams when the proxy does not coalesce them: spread over members.
     Spread,
+    /// Answered by the proxy's own services (`crate::local`): coalesced watches.
+    Local,
 }
 
 /// The route of a gRPC path such as `/etcdserverpb.KV/Put`. `Range` needs its body:
-/// [`route_range`].
-pub fn route_of(path: &str) -> Route {
+/// [`route_range`]. `coalesce` says whether the proxy serves watches itself.
+pub fn route_of(path: &str, coalesce: bool) -> Route {
     match path {
+        "/etcdserverpb.Watch/Watch" if coalesce => Route::Local,
         "/etcdserverpb.Watch/Watch" => Route::Spread,
         _ => Route::Leader,
     }
@@ -124,8 +127,9 @@ mod tests {
         let mut compressed = f.clone();
         compressed[0] = 1;
         assert_eq!(route_range(&compressed), Route::Leader);
-        assert_eq!(route_of("/etcdserverpb.KV/Put"), Route::Leader);
-        assert_eq!(route_of("/etcdserverpb.Watch/Watch"), Route::Spread);
+        assert_eq!(route_of("/etcdserverpb.KV/Put", true), Route::Leader);
+        assert_eq!(route_of("/etcdserverpb.Watch/Watch", false), Route::Spread);
+        assert_eq!(route_of("/etcdserverpb.Watch/Watch", true), Route::Local);
         assert_eq!(method_name("/etcdserverpb.KV/Put"), "Put");
     }
 }

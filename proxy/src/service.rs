@@ -44,6 +44,8 @@ pub struct EtcdProxy {
     namespace: Option<Namespace>,
     /// TLS towards members, if `--cacert` is set.
     upstream_tls: Option<Arc<UpstreamTls>>,
+    /// The proxy's own services (coalesced watches), if they run.
+    local: Option<std::net::SocketAddr>,
     /// Makes request IDs unique across proxies and restarts: pid and start time.
     id_prefix: String,
     next_id: AtomicU64,
@@ -56,6 +58,7 @@ impl EtcdProxy {
         leader_wait: Duration,
         namespace: Option<Namespace>,
         upstream_tls: Option<Arc<UpstreamTls>>,
+        local: Option<std::net::SocketAddr>,
     ) -> Self {
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -67,6 +70,7 @@ impl EtcdProxy {
             leader_wait,
             namespace,
             upstream_tls,
+            local,
             id_prefix: format!("{:x}-{:x}", std::process::id(), started),
             next_id: AtomicU64::new(0),
         }
@@ -90,7 +94,7 @@ impl EtcdProxy {
     fn pick(&self, route: Route) -> Option<Upstream> {
         match route {
             Route::Leader => self.cluster.leader(),
-            Route::AnyMember | Route::Spread => self.cluster.any_member(),
+            Route::AnyMember | Route::Spread | Route::Local => self.cluster.any_member(),
         }
     }
 }
@@ -117,7 +121,7 @@ impl ProxyHttp for EtcdProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.path = session.req_header().uri.path().to_string();
-        ctx.route = route_of(&ctx.path);
+        ctx.route = route_of(&ctx.path, self.local.is_some());
         if is_dedup_write(&ctx.path) {
             let n = self.next_id.fetch_add(1, Ordering::Relaxed);
             ctx.request_id = Some(format!("{}-{n:x}", self.id_prefix));
@@ -141,6 +145,16 @@ impl ProxyHttp for EtcdProxy {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        if let (Route::Local, Some(addr)) = (ctx.route, self.local) {
+            let mut peer = HttpPeer::new(addr, false, String::new());
+            peer.options.alpn = ALPN::H2;
+            peer.options.max_h2_streams = 1000;
+            peer.options.connection_timeout = Some(Duration::from_millis(500));
+            if self.namespace.is_some() && Namespace::rewrites(&ctx.path) {
+                ctx.rewrite = Some(Default::default());
+            }
+            return Ok(Box::new(peer));
+        }
         let up = match self.pick(ctx.route) {
             Some(up) => up,
             None if ctx.route == Route::Leader => self

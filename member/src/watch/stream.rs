@@ -99,6 +99,7 @@ pub(crate) async fn serve(
     creds: Credentials,
     out: mpsc::Sender<Result<WatchResponse, Status>>,
 ) {
+    server.metrics.watch_streams.inc();
     let mut s = StreamState {
         server: server.clone(),
         creds,
@@ -152,6 +153,15 @@ struct StreamState {
     /// answered once every watcher of the stream has been sent all events up to there
     /// (etcd #15220: a progress revision must never run ahead of the stream's events).
     progress_wanted: Option<i64>,
+}
+
+impl Drop for StreamState {
+    /// The stream's watchers end with it, however it ends.
+    fn drop(&mut self) {
+        let m = &self.server.metrics;
+        m.watchers.sub(self.watchers.len() as i64);
+        m.watch_streams.dec();
+    }
 }
 
 impl StreamState {
@@ -209,6 +219,7 @@ impl StreamState {
                 if self.watchers.remove(&c.watch_id).is_none() {
                     return true;
                 }
+                self.server.metrics.watchers.dec();
                 let (rev, _) = match self.revisions() {
                     Ok(r) => r,
                     Err(e) => return self.out.send(Err(e.into())).await.is_ok(),
@@ -300,6 +311,7 @@ impl StreamState {
                 FilterType::Nodelete => no_delete = true,
             }
         }
+        self.server.metrics.watchers.inc();
         self.watchers.insert(
             id,
             Watcher {
@@ -350,7 +362,9 @@ impl StreamState {
     /// the compaction revision, no reason, and a header of revision 0 (etcd's compacted
     /// response carries no revision).
     async fn send_compacted(&mut self, id: i64, compacted: i64) -> bool {
-        self.watchers.remove(&id);
+        if self.watchers.remove(&id).is_some() {
+            self.server.metrics.watchers.dec();
+        }
         self.send(WatchResponse {
             header: self.header(0),
             watch_id: id,

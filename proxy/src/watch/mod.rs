@@ -1,0 +1,210 @@
+//! Watch coalescing: the proxy answers `Watch` itself, and client watchers of the same key or
+//! range share one upstream watch on a member.
+//!
+//! The data plane hands `Watch` streams to [`WatchService`] (on the loopback listener of
+//! `crate::local`), after TLS, namespaces and the certificate's name are dealt with. Client
+//! streams read as the same user (same token, certificate name and `hasleader`) share a
+//! [`hub::Hub`]: one task, one upstream watch stream, and one upstream watch per group of
+//! watchers asking for the same thing (`group`). See `hub` for how every client still gets
+//! every event once and in order, through slow clients and member failures.
+
+mod group;
+mod hub;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use oxetcd_common::etcdserverpb::watch_server::Watch;
+use oxetcd_common::etcdserverpb::{WatchRequest, WatchResponse};
+use tokio::sync::mpsc;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::cluster::Cluster;
+use crate::metrics::Metrics;
+
+/// What a hub hears from its client streams.
+enum Cmd {
+    Attach { stream: u64, client: hub::Client },
+    Request { stream: u64, req: WatchRequest },
+    Detach { stream: u64 },
+}
+
+/// The metadata a watch stream is read under upstream: streams share upstream watches only
+/// with streams that have the same.
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq)]
+struct Identity {
+    headers: Vec<(&'static str, String)>,
+    /// `hasleader: true` (clientv3's `WithRequireLeader`): the member ends the stream when it
+    /// has no leader, and so does the proxy.
+    require_leader: bool,
+}
+
+/// Metadata that changes what a member lets a watch stream see, or when it ends it.
+const IDENTITY_HEADERS: [&str; 3] = [
+    "authorization",
+    oxetcd_common::FORWARDED_CN_HEADER,
+    "hasleader",
+];
+
+impl Identity {
+    fn of(metadata: &MetadataMap) -> Identity {
+        let mut headers = Vec::new();
+        for name in IDENTITY_HEADERS {
+            if let Some(v) = metadata.get(name).and_then(|v| v.to_str().ok()) {
+                headers.push((name, v.to_string()));
+            }
+        }
+        let require_leader = metadata
+            .get("hasleader")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == "true");
+        Identity {
+            headers,
+            require_leader,
+        }
+    }
+
+    fn apply(&self, metadata: &mut MetadataMap) {
+        for (name, value) in &self.headers {
+            if let Ok(v) = MetadataValue::try_from(value.as_str()) {
+                metadata.insert(*name, v);
+            }
+        }
+    }
+}
+
+/// The hubs, one per identity.
+pub(crate) struct Registry {
+    hubs: Mutex<HashMap<Identity, (u64, mpsc::UnboundedSender<Cmd>)>>,
+    cluster: Arc<Cluster>,
+    metrics: Arc<Metrics>,
+    next: AtomicU64,
+}
+
+impl Registry {
+    pub(crate) fn new(cluster: Arc<Cluster>, metrics: Arc<Metrics>) -> Arc<Registry> {
+        Arc::new(Registry {
+            hubs: Mutex::new(HashMap::new()),
+            cluster,
+            metrics,
+            next: AtomicU64::new(1),
+        })
+    }
+
+    /// Attaches a client stream to its identity's hub (started if there is none). Done under
+    /// the lock, so a hub that retires cannot miss an attach.
+    fn attach(
+        self: &Arc<Self>,
+        identity: Identity,
+        client: hub::Client,
+    ) -> (mpsc::UnboundedSender<Cmd>, u64) {
+        let stream = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut hubs = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cmd = Cmd::Attach { stream, client };
+        loop {
+            let (_, tx) = hubs.entry(identity.clone()).or_insert_with(|| {
+                let id = self.next.fetch_add(1, Ordering::Relaxed);
+                let (tx, rx) = mpsc::unbounded_channel();
+                let hub = hub::Hub::new(id, identity.clone(), self.clone(), rx);
+                tokio::spawn(hub.run());
+                (id, tx)
+            });
+            match tx.send(cmd) {
+                Ok(()) => return (tx.clone(), stream),
+                Err(mpsc::error::SendError(back)) => {
+                    // The hub ended: start another.
+                    cmd = back;
+                    hubs.remove(&identity);
+                }
+            }
+        }
+    }
+
+    /// A hub with nothing to do leaves, if it is still the identity's hub and `idle` holds
+    /// under the lock.
+    fn retire(&self, identity: &Identity, id: u64, idle: impl FnOnce() -> bool) -> bool {
+        let mut hubs = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
+        if hubs.get(identity).is_some_and(|(i, _)| *i == id) && idle() {
+            hubs.remove(identity);
+            return true;
+        }
+        false
+    }
+}
+
+pub(crate) struct WatchService {
+    registry: Arc<Registry>,
+}
+
+impl WatchService {
+    pub(crate) fn new(registry: Arc<Registry>) -> Self {
+        WatchService { registry }
+    }
+}
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = Feed;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<Feed>, Status> {
+        let identity = Identity::of(request.metadata());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (hub, stream) = self
+            .registry
+            .attach(identity, hub::Client::new(tx, queued.clone()));
+        let mut requests = request.into_inner();
+        let to_hub = hub.clone();
+        tokio::spawn(async move {
+            // A client may close its sending side and keep receiving: the stream lives until
+            // its feed is dropped.
+            while let Ok(Some(req)) = requests.message().await {
+                if to_hub.send(Cmd::Request { stream, req }).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Feed {
+            rx,
+            queued,
+            hub,
+            stream,
+        }))
+    }
+}
+
+/// A client stream's responses; dropping it (the client went away) detaches the stream.
+pub(crate) struct Feed {
+    rx: mpsc::UnboundedReceiver<Result<WatchResponse, Status>>,
+    queued: Arc<AtomicUsize>,
+    hub: mpsc::UnboundedSender<Cmd>,
+    stream: u64,
+}
+
+impl Stream for Feed {
+    type Item = Result<WatchResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = self.rx.poll_recv(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        let _ = self.hub.send(Cmd::Detach {
+            stream: self.stream,
+        });
+    }
+}
