@@ -6,7 +6,8 @@
 #
 #   bench/proxy.sh [TARGET_DIR]   (release build; default $CARGO_TARGET_DIR or target)
 #
-# Prints req/s and p50/p99 per target, and each proxy's throughput relative to its leader.
+# Prints req/s and p50/p99 per target, each proxy's throughput relative to its leader, and the
+# CPU (user + system, from /proc) per request of the proxy and of all members of the cluster.
 set -euo pipefail
 T=${1:-${CARGO_TARGET_DIR:-target}}/release
 MEMBERS=3
@@ -47,24 +48,42 @@ XP=$(start_proxy oxetcd "$E" oxproxy-etcd)
 
 ms() { python3 -c "print(f'{$1*1000:.1f}/{$2*1000:.1f}')"; }
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
-printf "%-36s %-28s %10s %14s %8s\n" workload target "req/s" "p50/p99 ms" "vs leader"
-while IFS='|' read -r name args; do
+HZ=$(getconf CLK_TCK)
+ticks_of() { awk '{print $14 + $15}' "/proc/$(cat "$WORK/$1.pid")/stat"; }
+cluster_ticks() { # etcd|ox
+  local t=0 i
+  for i in $(seq 1 "$MEMBERS"); do t=$((t + $(ticks_of "$1$i"))); done
+  echo $t
+}
+us_per() { python3 -c "print(f'{($1)*1e6/$HZ/$2:.0f}')"; }
+printf "%-40s %-24s %10s %14s %8s %9s %10s\n" workload target "req/s" "p50/p99 ms" "vs leader" \
+  "proxy µs" "members µs"
+while IFS='|' read -r name total args; do
   [ -z "$name" ] && continue
-  for t in "etcd leader|$EL|e" "etcd grpc-proxy|$EP|e" "oxetcd-proxy -> etcd|$XP|e" \
-           "oxetcd leader|$OL|o" "oxetcd-proxy -> oxetcd|$OP|o"; do
-    IFS='|' read -r label ep fam <<<"$t"
+  for t in "etcd leader|$EL|e|" "etcd grpc-proxy|$EP|e|etcdproxy" \
+           "oxetcd-proxy -> etcd|$XP|e|oxproxy-etcd" \
+           "oxetcd leader|$OL|o|" "oxetcd-proxy -> oxetcd|$OP|o|oxproxy"; do
+    IFS='|' read -r label ep fam proc <<<"$t"
+    if [ "$fam" = e ]; then cl=etcd; else cl=ox; fi
+    c0=$(cluster_ticks $cl)
+    p0=0; [ -n "$proc" ] && p0=$(ticks_of "$proc")
     # shellcheck disable=SC2086
     read -r rps p50 p99 <<<"$(run "$ep" $args)"
+    c1=$(cluster_ticks $cl)
+    p1=0; [ -n "$proc" ] && p1=$(ticks_of "$proc")
     case "$label" in
       "etcd leader") base_e=$rps; rel=1.00 ;;
       "oxetcd leader") base_o=$rps; rel=1.00 ;;
       *) if [ "$fam" = e ]; then rel=$(ratio "$rps" "$base_e"); else rel=$(ratio "$rps" "$base_o"); fi ;;
     esac
-    printf "%-36s %-28s %10.0f %14s %8s\n" "$name" "$label" "$rps" "$(ms "$p50" "$p99")" "$rel"
+    pus=-; [ -n "$proc" ] && pus=$(us_per "$p1 - $p0" "$total")
+    printf "%-40s %-24s %10.0f %14s %8s %9s %10s\n" "$name" "$label" "$rps" "$(ms "$p50" "$p99")" \
+      "$rel" "$pus" "$(us_per "$c1 - $c0" "$total")"
   done
 done <<'LOADS'
-put, 1 client, 1 conn|--clients 1 --conns 1 put --total 2000 --key-space-size 100000 --sequential-keys
-put, 100 clients, 10 conns|--clients 100 --conns 10 put --total 20000 --key-space-size 100000
-range linearizable, 100 clients|--clients 100 --conns 10 range 00000001 --total 20000 --consistency l
-range serializable, 100 clients|--clients 100 --conns 10 range 00000001 --total 20000 --consistency s
+put, 1 client, 1 conn|2000|--clients 1 --conns 1 put --total 2000 --key-space-size 100000 --sequential-keys
+put, 100 clients, 10 conns|20000|--clients 100 --conns 10 put --total 20000 --key-space-size 100000
+range linearizable, 100 clients|20000|--clients 100 --conns 10 range 00000001 --total 20000 --consistency l
+range serializable, 100 clients|20000|--clients 100 --conns 10 range 00000001 --total 20000 --consistency s
+watch-latency, 1000 watchers (puts/s; event ms)|1000|--conns 10 watch-latency --watchers 1000 --streams 10 --put-total 1000 --put-rate 0
 LOADS
