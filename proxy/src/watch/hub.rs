@@ -92,6 +92,18 @@ impl Client {
         self.queued.load(Ordering::Relaxed) <= CLIENT_QUEUE / 4
     }
 
+    /// Queues events a group's history holds for a watcher that joins it.
+    fn replay(&self, watch_id: i64, header: Option<ResponseHeader>, events: &[Event]) {
+        for chunk in events.chunks(EVENTS_PER_RESPONSE) {
+            self.push(WatchResponse {
+                header,
+                watch_id,
+                events: chunk.to_vec(),
+                ..Default::default()
+            });
+        }
+    }
+
     /// Queues a response whatever the queue's length (answers to the client's own requests).
     fn push(&self, resp: WatchResponse) {
         self.queued.fetch_add(1, Ordering::Relaxed);
@@ -439,14 +451,7 @@ impl Hub {
             });
             w.announce = false;
         }
-        for chunk in replay.chunks(EVENTS_PER_RESPONSE) {
-            client.push(WatchResponse {
-                header,
-                watch_id: w.watch_id,
-                events: chunk.to_vec(),
-                ..Default::default()
-            });
-        }
+        client.replay(w.watch_id, header, &replay);
         if let Some(last) = replay.last() {
             w.start = w.start.max(revision_of(last) + 1);
         }
@@ -730,14 +735,7 @@ impl Hub {
                 if let Some(p) = c.watchers.get_mut(&w.watch_id) {
                     *p = Place::Group(taker);
                 }
-                for chunk in replay.chunks(EVENTS_PER_RESPONSE) {
-                    c.push(WatchResponse {
-                        header,
-                        watch_id: w.watch_id,
-                        events: chunk.to_vec(),
-                        ..Default::default()
-                    });
-                }
+                c.replay(w.watch_id, header, &replay);
             }
             w.start = w.start.max(to.position + 1);
             to.members.push(w);
