@@ -7,7 +7,7 @@
 //! and triggers a check at once, so a dead leader is noticed in one round trip, not one interval.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -45,6 +45,8 @@ struct MemberState {
     upstream: Upstream,
     healthy: bool,
     learner: bool,
+    /// The highest revision the member is known to have applied (from its answers).
+    revision: Arc<AtomicI64>,
 }
 
 #[derive(Default)]
@@ -59,6 +61,8 @@ pub struct Cluster {
     /// The leader's upstream, for requests waiting on a leader change.
     leader_tx: watch::Sender<Option<Upstream>>,
     kick: Notify,
+    /// Counts finished health rounds, for requests waiting on a member to catch up.
+    rounds: watch::Sender<u64>,
     next: AtomicUsize,
     metrics: Arc<Metrics>,
     tls: Option<Arc<UpstreamTls>>,
@@ -86,6 +90,7 @@ impl Cluster {
                 },
                 healthy: true,
                 learner: false,
+                revision: Default::default(),
             })
             .collect();
         Arc::new(Cluster {
@@ -96,6 +101,7 @@ impl Cluster {
             }),
             leader_tx: watch::channel(None).0,
             kick: Notify::new(),
+            rounds: watch::channel(0).0,
             next: AtomicUsize::new(0),
             metrics,
             tls,
@@ -146,6 +152,67 @@ impl Cluster {
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % pool.len();
         Some(pool[i].upstream.clone())
+    }
+
+    /// A healthy voting member known to have applied `revision`, round robin.
+    pub fn member_at(&self, revision: i64) -> Option<Upstream> {
+        let v = self.read();
+        let pool: Vec<&MemberState> = v
+            .members
+            .iter()
+            .filter(|m| m.healthy && !m.learner && m.revision.load(Ordering::Relaxed) >= revision)
+            .collect();
+        if pool.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % pool.len();
+        Some(pool[i].upstream.clone())
+    }
+
+    /// Waits up to `timeout` for a member known to have applied `revision`, checking the
+    /// members at once rather than at the next interval.
+    pub async fn wait_member_at(&self, revision: i64, timeout: Duration) -> Option<Upstream> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rounds = self.rounds.subscribe();
+        loop {
+            if let Some(up) = self.member_at(revision) {
+                return Some(up);
+            }
+            self.kick.notify_one();
+            if tokio::time::timeout_at(deadline, rounds.changed())
+                .await
+                .is_err()
+            {
+                return None;
+            }
+        }
+    }
+
+    /// A member at `addr` answered at `revision`.
+    pub fn observe_revision(&self, addr: &str, revision: i64) {
+        let v = self.read();
+        if let Some(m) = v.members.iter().find(|m| m.upstream.addr == addr) {
+            m.revision.fetch_max(revision, Ordering::Relaxed);
+        }
+    }
+
+    /// A revision every voting member is known to have applied.
+    pub fn settled_revision(&self) -> i64 {
+        self.read()
+            .members
+            .iter()
+            .filter(|m| !m.learner)
+            .map(|m| m.revision.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Whether the member at `addr` passed its last health check.
+    pub fn is_healthy(&self, addr: &str) -> bool {
+        self.read()
+            .members
+            .iter()
+            .any(|m| m.upstream.addr == addr && m.healthy)
     }
 
     /// The data plane could not reach `addr`: mark it down (and the leader unknown, if it was
@@ -307,6 +374,7 @@ impl Cluster {
                     },
                     healthy: true,
                     learner: m.is_learner,
+                    revision: Default::default(),
                 });
             }
             if fresh.is_empty() {
@@ -321,6 +389,7 @@ impl Cluster {
                 {
                     f.healthy = old.healthy;
                     f.upstream.dedup = old.upstream.dedup;
+                    f.revision = old.revision.clone();
                 }
             }
             let before: Vec<String> = v.members.iter().map(|m| m.upstream.label.clone()).collect();
@@ -363,11 +432,13 @@ impl Cluster {
                     .metadata()
                     .contains_key(oxetcd_common::OXETCD_VERSION_HEADER);
                 let s = resp.into_inner();
+                let header = s.header.unwrap_or_default();
                 Some((
                     s.leader,
                     s.raft_term,
-                    s.header.map_or(0, |h| h.member_id),
+                    header.member_id,
                     dedup,
+                    header.revision,
                 ))
             }
         });
@@ -379,18 +450,19 @@ impl Cluster {
             let healthy = r.is_some();
             for m in v.members.iter_mut().filter(|m| &m.upstream.addr == addr) {
                 m.healthy = healthy;
-                if let Some((_, _, id, dedup)) = r {
+                if let Some((_, _, id, dedup, revision)) = r {
                     if m.upstream.id == 0 {
                         m.upstream.id = *id;
                     }
                     m.upstream.dedup = *dedup;
+                    m.revision.fetch_max(*revision, Ordering::Relaxed);
                 }
                 self.metrics
                     .upstream_healthy
                     .with_label_values(&[&m.upstream.label])
                     .set(healthy as i64);
             }
-            if let Some((leader, term, _, _)) = r {
+            if let Some((leader, term, ..)) = r {
                 if *leader != 0 && best.is_none_or(|(t, _)| *term > t) {
                     best = Some((*term, *leader));
                 }
@@ -403,5 +475,7 @@ impl Cluster {
                 .map(|m| (term, m.upstream.clone()))
         });
         self.set_leader(&mut v, leader);
+        drop(v);
+        self.rounds.send_modify(|n| *n += 1);
     }
 }

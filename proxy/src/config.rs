@@ -101,6 +101,23 @@ pub struct Config {
     #[arg(long, env = "ETCD_GRPC_PROXY_COALESCE_WATCHES", default_value_t = true, action = clap::ArgAction::Set)]
     pub coalesce_watches: bool,
 
+    /// Answer serializable reads from a cache kept coherent by a watch on the members (off
+    /// while the cluster runs with auth).
+    #[arg(long, env = "ETCD_GRPC_PROXY_READ_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub read_cache: bool,
+
+    /// Most answers the read cache holds.
+    #[arg(
+        long,
+        env = "ETCD_GRPC_PROXY_READ_CACHE_MAX_ENTRIES",
+        default_value_t = 10_000
+    )]
+    pub read_cache_max_entries: usize,
+
+    /// Most bytes of answers the read cache holds; one answer may take a sixteenth.
+    #[arg(long, env = "ETCD_GRPC_PROXY_READ_CACHE_MAX_BYTES", default_value_t = 64 << 20)]
+    pub read_cache_max_bytes: usize,
+
     /// YAML file with these flags' names as keys (`endpoints: ...`); the command line and
     /// the environment win over it.
     #[arg(long, env = "ETCD_GRPC_PROXY_CONFIG_FILE")]

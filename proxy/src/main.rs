@@ -5,14 +5,17 @@
 //! calls straight to the leader and balances serializable reads. It holds no state of its own:
 //! kill it, restart it, run several.
 
+mod cache;
 mod cluster;
 mod config;
+mod grpc;
 mod http;
 mod local;
 mod metrics;
 mod namespace;
 mod route;
 mod service;
+mod sessions;
 mod tls;
 mod watch;
 
@@ -161,6 +164,22 @@ fn run(config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
+    let feed = config.read_cache.then(|| {
+        let (key, range_end) = namespace
+            .as_ref()
+            .map_or((vec![0], vec![0]), |ns| ns.whole());
+        cache::feed::Feed {
+            cache: cache::ReadCache::new(
+                config.read_cache_max_entries,
+                config.read_cache_max_bytes,
+                metrics.clone(),
+            ),
+            cluster: cluster.clone(),
+            key,
+            range_end,
+            client_cert: !config.cert.is_empty(),
+        }
+    });
     let proxy = EtcdProxy::new(
         cluster.clone(),
         metrics.clone(),
@@ -168,6 +187,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         namespace,
         upstream_tls,
         local.as_ref().map(|l| l.addr),
+        feed.as_ref().map(|f| f.cache.clone()),
     );
     let mut grpc = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -204,6 +224,9 @@ fn run(config: Config) -> anyhow::Result<()> {
 
     if let Some(local) = local {
         server.add_service(background_service("local services", local));
+    }
+    if let Some(feed) = feed {
+        server.add_service(background_service("read cache", feed));
     }
     server.add_service(background_service(
         "discovery",

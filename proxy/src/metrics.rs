@@ -31,6 +31,20 @@ pub struct Metrics {
     pub watchers_parked: IntCounter,
     /// Upstream watches folded into another of the same key or range once caught up.
     pub watch_merges: IntCounter,
+    /// Serializable reads answered from the read cache.
+    pub cache_hits: IntCounter,
+    /// Serializable reads the live cache could not answer (not there, or the client's last
+    /// write not reached yet).
+    pub cache_misses: IntCounter,
+    /// Entries dropped to stay within `--read-cache-max-entries` and `--read-cache-max-bytes`.
+    pub cache_evictions: IntCounter,
+    /// Entries dropped because their keys changed.
+    pub cache_invalidations: IntCounter,
+    /// Entries in the read cache, and their size in bytes.
+    pub cache_entries: IntGauge,
+    pub cache_bytes: IntGauge,
+    /// 1 while the read cache's watch is live (and it serves).
+    pub cache_up: IntGauge,
 }
 
 impl Metrics {
@@ -97,6 +111,31 @@ impl Metrics {
             "oxetcd_proxy_watch_merges_total",
             "Upstream watches folded into another of the same key or range once caught up.",
         );
+        let cache_hits = counter(
+            "oxetcd_proxy_cache_hits_total",
+            "Serializable reads answered from the read cache.",
+        );
+        let cache_misses = counter(
+            "oxetcd_proxy_cache_misses_total",
+            "Serializable reads the live read cache could not answer.",
+        );
+        let cache_evictions = counter(
+            "oxetcd_proxy_cache_evictions_total",
+            "Read cache entries dropped to stay within its bounds.",
+        );
+        let cache_invalidations = counter(
+            "oxetcd_proxy_cache_invalidations_total",
+            "Read cache entries dropped because their keys changed.",
+        );
+        let cache_entries = gauge("oxetcd_proxy_cache_entries", "Entries in the read cache.");
+        let cache_bytes = gauge(
+            "oxetcd_proxy_cache_bytes",
+            "Approximate size of the read cache's entries.",
+        );
+        let cache_up = gauge(
+            "oxetcd_proxy_cache_up",
+            "1 while the read cache's watch is live and it answers reads.",
+        );
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
@@ -109,6 +148,13 @@ impl Metrics {
             Box::new(watch_resumes.clone()),
             Box::new(watchers_parked.clone()),
             Box::new(watch_merges.clone()),
+            Box::new(cache_hits.clone()),
+            Box::new(cache_misses.clone()),
+            Box::new(cache_evictions.clone()),
+            Box::new(cache_invalidations.clone()),
+            Box::new(cache_entries.clone()),
+            Box::new(cache_bytes.clone()),
+            Box::new(cache_up.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -125,6 +171,13 @@ impl Metrics {
             watch_resumes,
             watchers_parked,
             watch_merges,
+            cache_hits,
+            cache_misses,
+            cache_evictions,
+            cache_invalidations,
+            cache_entries,
+            cache_bytes,
+            cache_up,
         })
     }
 

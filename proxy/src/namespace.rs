@@ -77,6 +77,18 @@ impl Namespace {
         }
     }
 
+    /// The keys a client's `key` and `range_end` name on the members.
+    pub fn on_members(&self, key: &[u8], range_end: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let (mut k, mut e) = (key.to_vec(), range_end.to_vec());
+        self.interval(&mut k, &mut e);
+        (k, e)
+    }
+
+    /// The whole namespace on the members: `key` and `range_end`.
+    pub fn whole(&self) -> (Vec<u8>, Vec<u8>) {
+        (self.prefix.clone(), prefix_end(&self.prefix))
+    }
+
     fn strip(&self, key: &mut Vec<u8>) {
         if key.starts_with(&self.prefix) {
             key.drain(..self.prefix.len());
@@ -306,7 +318,7 @@ impl Frames {
     ) -> Result<Bytes, RewriteError> {
         let mut out = Vec::new();
         while let Some(msg) = self.next_message()? {
-            crate::route::put_grpc_message(&mut out, &rewrite(&msg)?);
+            crate::grpc::put_grpc_message(&mut out, &rewrite(&msg)?);
         }
         Ok(Bytes::from(out))
     }
@@ -319,7 +331,7 @@ mod tests {
 
     fn frame(m: &impl Message) -> Vec<u8> {
         let mut f = Vec::new();
-        crate::route::put_grpc_message(&mut f, &m.encode_to_vec());
+        crate::grpc::put_grpc_message(&mut f, &m.encode_to_vec());
         f
     }
 

@@ -3,6 +3,8 @@
 use oxetcd_common::etcdserverpb::RangeRequest;
 use prost::Message;
 
+use crate::grpc::grpc_message;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
     /// Writes, linearizable reads, leases, locks, elections, membership: straight to the
@@ -17,7 +19,7 @@ pub enum Route {
 }
 
 /// The route of a gRPC path such as `/etcdserverpb.KV/Put`. `Range` needs its body:
-/// [`route_range`]. `coalesce` says whether the proxy serves watches itself.
+/// [`range_request`]. `coalesce` says whether the proxy serves watches itself.
 pub fn route_of(path: &str, coalesce: bool) -> Route {
     match path {
         "/etcdserverpb.Watch/Watch" if coalesce => Route::Local,
@@ -62,35 +64,36 @@ pub fn is_dedup_write(path: &str) -> bool {
     )
 }
 
-/// The route of a Range from the first gRPC message of its body (5-byte frame header, then
-/// the protobuf). A body that cannot be decoded goes to the leader, which answers the error.
-pub fn route_range(body: &[u8]) -> Route {
-    match grpc_message(body).and_then(|m| RangeRequest::decode(m).ok()) {
-        Some(r) if r.serializable => Route::AnyMember,
-        _ => Route::Leader,
-    }
+/// The Range in the first gRPC message of a body (5-byte frame header, then the protobuf),
+/// with its bytes. `None` if it cannot be decoded: the leader then answers the error.
+pub fn range_request(body: &[u8]) -> Option<(&[u8], RangeRequest)> {
+    let msg = grpc_message(body)?;
+    Some((msg, RangeRequest::decode(msg).ok()?))
 }
 
-/// The first complete gRPC message in `buf`, if it is all there and uncompressed.
-pub fn grpc_message(buf: &[u8]) -> Option<&[u8]> {
-    let len = grpc_frame_len(buf)?;
-    if buf[0] != 0 {
-        return None;
-    }
-    buf.get(5..5 + len)
+/// Calls that change keys: a client's later serializable reads must reflect their revision
+/// (read-your-writes, `crate::sessions`).
+pub fn is_write(path: &str) -> bool {
+    matches!(
+        path,
+        "/etcdserverpb.KV/Put"
+            | "/etcdserverpb.KV/DeleteRange"
+            | "/etcdserverpb.KV/Txn"
+            | "/etcdserverpb.Lease/LeaseRevoke"
+            | "/v3lockpb.Lock/Lock"
+            | "/v3lockpb.Lock/Unlock"
+            | "/v3electionpb.Election/Campaign"
+            | "/v3electionpb.Election/Proclaim"
+            | "/v3electionpb.Election/Resign"
+    )
 }
 
-/// Appends `msg` to `out` as one uncompressed gRPC message: flag byte, big-endian length, bytes.
-pub fn put_grpc_message(out: &mut Vec<u8>, msg: &[u8]) {
-    out.push(0);
-    out.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-    out.extend_from_slice(msg);
-}
-
-/// Length of the first gRPC message announced in `buf`'s frame header.
-pub fn grpc_frame_len(buf: &[u8]) -> Option<usize> {
-    let h = buf.get(..5)?;
-    Some(u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize)
+/// KV writes: the read cache forgets the keys they name as their answer passes.
+pub fn is_kv_write(path: &str) -> bool {
+    matches!(
+        path,
+        "/etcdserverpb.KV/Put" | "/etcdserverpb.KV/DeleteRange" | "/etcdserverpb.KV/Txn"
+    )
 }
 
 /// `Range` from `/etcdserverpb.KV/Range`, for metrics labels.
@@ -101,6 +104,7 @@ pub fn method_name(path: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grpc::put_grpc_message;
 
     fn frame(m: &impl Message) -> Vec<u8> {
         let mut f = Vec::new();
@@ -109,7 +113,7 @@ mod tests {
     }
 
     #[test]
-    fn serializable_ranges_are_balanced_the_rest_goes_to_the_leader() {
+    fn a_range_is_read_from_its_first_message_and_watches_follow_the_flag() {
         let lin = RangeRequest {
             key: b"k".to_vec(),
             ..Default::default()
@@ -119,14 +123,14 @@ mod tests {
             serializable: true,
             ..Default::default()
         };
-        assert_eq!(route_range(&frame(&lin)), Route::Leader);
-        assert_eq!(route_range(&frame(&ser)), Route::AnyMember);
+        assert!(!range_request(&frame(&lin)).unwrap().1.serializable);
+        assert!(range_request(&frame(&ser)).unwrap().1.serializable);
         // Cut short or compressed: the leader decides.
         let f = frame(&ser);
-        assert_eq!(route_range(&f[..f.len() - 1]), Route::Leader);
+        assert!(range_request(&f[..f.len() - 1]).is_none());
         let mut compressed = f.clone();
         compressed[0] = 1;
-        assert_eq!(route_range(&compressed), Route::Leader);
+        assert!(range_request(&compressed).is_none());
         assert_eq!(route_of("/etcdserverpb.KV/Put", true), Route::Leader);
         assert_eq!(route_of("/etcdserverpb.Watch/Watch", false), Route::Spread);
         assert_eq!(route_of("/etcdserverpb.Watch/Watch", true), Route::Local);

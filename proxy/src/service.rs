@@ -2,31 +2,38 @@
 //!
 //! Each gRPC call is one HTTP/2 stream. `request_filter` picks the route (reading the first
 //! message of a Range to see `serializable`; pingora keeps what was read in its retry buffer and
-//! sends it upstream), `upstream_peer` picks the member. If the member cannot be reached the
+//! sends it upstream), `upstream_peer` picks the member. A serializable Range the read cache
+//! can answer is answered there and goes no further; one it cannot is stored from the member's
+//! answer on its way back (`crate::cache`). Answers of writes tell the proxy how far the
+//! member got, and each client's last write (`crate::sessions`). If the member cannot be reached the
 //! request never left the proxy, so it is sent again after the cluster view is refreshed; a
 //! leader-bound request then waits (up to `--leader-wait-timeout`) for the new leader. A request
 //! that may have reached a member is only sent again if it is read-only.
 
-use std::net::ToSocketAddrs;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use oxetcd_common::etcdserverpb::RangeRequest;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::protocols::ALPN;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use tracing::{debug, warn};
 
+use crate::cache::{keys, Interval, ReadCache, Ticket};
 use crate::cluster::{Cluster, Upstream};
+use crate::grpc::{grpc_frame_len, grpc_message, leading_header};
 use crate::metrics::Metrics;
 use crate::namespace::{Frames, Namespace};
 use crate::route::{
-    grpc_frame_len, is_dedup_write, is_range, is_read_only, method_name, route_of, route_range,
-    Route,
+    is_dedup_write, is_kv_write, is_range, is_read_only, is_write, method_name, range_request,
+    route_of, Route,
 };
+use crate::sessions::Sessions;
 use crate::tls::UpstreamTls;
 
 /// gRPC's UNAVAILABLE: clients treat it as "try again", as they do for etcd's own errors
@@ -36,6 +43,11 @@ const GRPC_UNAVAILABLE: &str = "14";
 const GRPC_INVALID_ARGUMENT: &str = "3";
 /// The error type of a message `--namespace` cannot rewrite: never sent again.
 const NAMESPACE_ERROR: ErrorType = ErrorType::Custom("namespace");
+/// A write's request is read (for the keys it changes) up to this size; past it, the read
+/// cache forgets everything when it passes.
+const WRITE_READ_MAX: usize = 1 << 20;
+/// An answer's header is looked for in its first bytes.
+const HEAD_MAX: usize = 64;
 
 pub struct EtcdProxy {
     cluster: Arc<Cluster>,
@@ -45,7 +57,9 @@ pub struct EtcdProxy {
     /// TLS towards members, if `--cacert` is set.
     upstream_tls: Option<Arc<UpstreamTls>>,
     /// The proxy's own services (coalesced watches), if they run.
-    local: Option<std::net::SocketAddr>,
+    local: Option<SocketAddr>,
+    cache: Option<Arc<ReadCache>>,
+    sessions: Sessions,
     /// Makes request IDs unique across proxies and restarts: pid and start time.
     id_prefix: String,
     next_id: AtomicU64,
@@ -58,7 +72,8 @@ impl EtcdProxy {
         leader_wait: Duration,
         namespace: Option<Namespace>,
         upstream_tls: Option<Arc<UpstreamTls>>,
-        local: Option<std::net::SocketAddr>,
+        local: Option<SocketAddr>,
+        cache: Option<Arc<ReadCache>>,
     ) -> Self {
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -71,6 +86,8 @@ impl EtcdProxy {
             namespace,
             upstream_tls,
             local,
+            cache,
+            sessions: Sessions::default(),
             id_prefix: format!("{:x}-{:x}", std::process::id(), started),
             next_id: AtomicU64::new(0),
         }
@@ -88,6 +105,60 @@ pub struct Ctx {
     /// With `--namespace`, on methods that carry keys: the messages of this attempt's request
     /// and response being reassembled for rewriting.
     rewrite: Option<(Frames, Frames)>,
+    /// The client's connection: its last write is remembered by it.
+    client: Option<SocketAddr>,
+    /// A serializable read goes to a member known to have applied this (the client's last
+    /// write).
+    min_revision: i64,
+    /// Answered from the read cache.
+    cached: bool,
+    /// A miss the read cache stores once the member's answer is complete.
+    fill: Option<Fill>,
+    /// The first bytes of this attempt's answer, until its header is read.
+    head: Option<Capture>,
+    /// A KV write's request, for the keys it changes.
+    written: Option<Capture>,
+}
+
+/// A read-cache miss on its way to a member.
+struct Fill {
+    ticket: Ticket,
+    /// The Range's protobuf bytes: the cache's key.
+    request: Bytes,
+    keys: Interval,
+    answer: Capture,
+}
+
+/// Bytes of a body kept up to a size.
+struct Capture {
+    buf: BytesMut,
+    max: usize,
+    /// Nothing was cut.
+    whole: bool,
+}
+
+impl Capture {
+    fn new(max: usize) -> Self {
+        Capture {
+            buf: BytesMut::new(),
+            max,
+            whole: true,
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) {
+        let room = self.max.saturating_sub(self.buf.len());
+        if chunk.len() > room {
+            self.whole = false;
+        }
+        self.buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+
+    /// The one whole gRPC message kept, if that is all the body was.
+    fn message(&self) -> Option<&[u8]> {
+        let msg = grpc_message(&self.buf).filter(|_| self.whole)?;
+        (self.buf.len() == 5 + msg.len()).then_some(msg)
+    }
 }
 
 impl EtcdProxy {
@@ -97,6 +168,51 @@ impl EtcdProxy {
             Route::AnyMember | Route::Spread | Route::Local => self.cluster.any_member(),
         }
     }
+
+    /// A serializable Range the read cache may answer: no credentials (the cache does not
+    /// check permissions), the current revision, a unary call.
+    fn cacheable(&self, session: &Session, path: &str, r: &RangeRequest) -> Option<&ReadCache> {
+        let cache = self.cache.as_deref()?;
+        let plain = path == "/etcdserverpb.KV/Range"
+            && r.revision == 0
+            && !session.req_header().headers.contains_key("authorization")
+            && session
+                .digest()
+                .and_then(|d| d.ssl_digest.as_ref())
+                .and_then(|s| s.extension.get::<crate::tls::ClientCn>())
+                .is_none();
+        plain.then_some(cache)
+    }
+
+    /// An answer's header came back from a member: how far it got, and for a write, the
+    /// client's last write and the keys the cache forgets.
+    fn answered_at(&self, ctx: &Ctx, revision: i64) {
+        if let Some(up) = &ctx.upstream {
+            self.cluster.observe_revision(&up.addr, revision);
+        }
+        if !is_write(&ctx.path) {
+            return;
+        }
+        self.sessions
+            .wrote(ctx.client, revision, || self.cluster.settled_revision());
+        if let (Some(cache), Some(w)) = (&self.cache, &ctx.written) {
+            let keys = keys::written(self.namespace.as_ref(), &ctx.path, w.message());
+            cache.written(keys, revision);
+        }
+    }
+}
+
+/// Sends `answer` (one framed message) as a whole successful gRPC response.
+async fn answer(session: &mut Session, answer: Bytes) -> Result<()> {
+    // The client's END_STREAM may not have been read yet.
+    while !session.is_body_done() && session.read_request_body().await?.is_some() {}
+    let mut resp = ResponseHeader::build(200, Some(1))?;
+    resp.insert_header("content-type", "application/grpc")?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(answer), false).await?;
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    session.write_response_trailers(trailers).await
 }
 
 fn no_member(why: &str) -> Box<Error> {
@@ -116,12 +232,19 @@ impl ProxyHttp for EtcdProxy {
             grpc_code: None,
             request_id: None,
             rewrite: None,
+            client: None,
+            min_revision: 0,
+            cached: false,
+            fill: None,
+            head: None,
+            written: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.path = session.req_header().uri.path().to_string();
         ctx.route = route_of(&ctx.path, self.local.is_some());
+        ctx.client = session.client_addr().and_then(|a| a.as_inet()).copied();
         if is_dedup_write(&ctx.path) {
             let n = self.next_id.fetch_add(1, Ordering::Relaxed);
             ctx.request_id = Some(format!("{}-{n:x}", self.id_prefix));
@@ -139,7 +262,28 @@ impl ProxyHttp for EtcdProxy {
                     None => break,
                 }
             }
-            ctx.route = route_range(&buf);
+            let Some((msg, r)) = range_request(&buf) else {
+                return Ok(false);
+            };
+            if !r.serializable {
+                return Ok(false);
+            }
+            ctx.route = Route::AnyMember;
+            ctx.min_revision = self.sessions.floor(ctx.client);
+            if let Some(cache) = self.cacheable(session, &ctx.path, &r) {
+                if let Some(found) = cache.lookup(msg, ctx.min_revision) {
+                    ctx.cached = true;
+                    ctx.grpc_code = Some("0".into());
+                    answer(session, found).await?;
+                    return Ok(true);
+                }
+                ctx.fill = cache.ticket().map(|ticket| Fill {
+                    ticket,
+                    request: Bytes::copy_from_slice(msg),
+                    keys: keys::read(self.namespace.as_ref(), &r),
+                    answer: Capture::new(cache.max_answer()),
+                });
+            }
         }
         Ok(false)
     }
@@ -156,6 +300,19 @@ impl ProxyHttp for EtcdProxy {
             return Ok(Box::new(peer));
         }
         let up = match self.pick(ctx.route) {
+            // The client wrote at `min_revision`: only a member that applied it will do.
+            _ if ctx.route == Route::AnyMember && ctx.min_revision > 0 => {
+                match self.cluster.member_at(ctx.min_revision) {
+                    Some(up) => up,
+                    None => self
+                        .cluster
+                        .wait_member_at(ctx.min_revision, self.leader_wait)
+                        .await
+                        .ok_or_else(|| {
+                            no_member("no member has applied the client's last write")
+                        })?,
+                }
+            }
             Some(up) => up,
             None if ctx.route == Route::Leader => self
                 .cluster
@@ -192,6 +349,16 @@ impl ProxyHttp for EtcdProxy {
         peer.options.connection_timeout = Some(Duration::from_millis(500));
         peer.options.h2_ping_interval = Some(Duration::from_secs(5));
         ctx.upstream = Some(up);
+        // What an attempt captures starts over with it.
+        if is_range(&ctx.path) || is_write(&ctx.path) {
+            ctx.head = Some(Capture::new(HEAD_MAX));
+        }
+        if self.cache.is_some() && is_kv_write(&ctx.path) {
+            ctx.written = Some(Capture::new(WRITE_READ_MAX));
+        }
+        if let Some(f) = ctx.fill.as_mut() {
+            f.answer = Capture::new(f.answer.max);
+        }
         // Each attempt sends the request from its first byte (pingora replays the retry
         // buffer through `request_body_filter`), so rewriting starts over too.
         if self.namespace.is_some() && Namespace::rewrites(&ctx.path) {
@@ -219,8 +386,11 @@ impl ProxyHttp for EtcdProxy {
             req.insert_header(oxetcd_common::REQUEST_ID_HEADER, id.as_str())?;
         }
         if ctx.rewrite.is_some() {
-            // Rewritten messages change length, and must come back uncompressed.
+            // Rewritten messages change length.
             req.remove_header("content-length");
+        }
+        if ctx.rewrite.is_some() || ctx.head.is_some() {
+            // Answers the proxy reads must come back uncompressed.
             req.remove_header("grpc-accept-encoding");
         }
         Ok(())
@@ -233,6 +403,9 @@ impl ProxyHttp for EtcdProxy {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let (Some(w), Some(chunk)) = (ctx.written.as_mut(), body.as_ref()) {
+            w.push(chunk);
+        }
         let (Some(ns), Some((frames, _))) = (&self.namespace, &mut ctx.rewrite) else {
             return Ok(());
         };
@@ -260,17 +433,38 @@ impl ProxyHttp for EtcdProxy {
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
-        let (Some(ns), Some((_, frames))) = (&self.namespace, &mut ctx.rewrite) else {
+        if let (Some(ns), Some((_, frames))) = (&self.namespace, &mut ctx.rewrite) {
+            if let Some(chunk) = body.take() {
+                frames.push(&chunk);
+                let out = frames
+                    .rewrite(|m| ns.response(&ctx.path, m))
+                    .map_err(|e| Error::explain(NAMESPACE_ERROR, e.to_string()))?;
+                *body = Some(out);
+            }
+        }
+        let Some(chunk) = body.as_ref() else {
             return Ok(None);
         };
-        let Some(chunk) = body.take() else {
-            return Ok(None);
-        };
-        frames.push(&chunk);
-        let out = frames
-            .rewrite(|m| ns.response(&ctx.path, m))
-            .map_err(|e| Error::explain(NAMESPACE_ERROR, e.to_string()))?;
-        *body = Some(out);
+        if let Some(f) = ctx.fill.as_mut() {
+            f.answer.push(chunk);
+            if !f.answer.whole {
+                ctx.fill = None;
+            }
+        }
+        if let Some(head) = ctx.head.as_mut() {
+            head.push(chunk);
+            let found = match head.buf.first() {
+                Some(0) => head.buf.get(5..).and_then(leading_header),
+                _ => None,
+            };
+            let compressed = head.buf.first().is_some_and(|b| *b != 0);
+            if found.is_some() || head.buf.len() >= HEAD_MAX || compressed {
+                ctx.head = None;
+            }
+            if let Some(h) = found {
+                self.answered_at(ctx, h.revision);
+            }
+        }
         Ok(None)
     }
 
@@ -372,6 +566,11 @@ impl ProxyHttp for EtcdProxy {
         if let Some(code) = trailers.get("grpc-status").and_then(|v| v.to_str().ok()) {
             ctx.grpc_code = Some(code.to_string());
         }
+        if let (Some(f), Some(cache)) = (ctx.fill.take(), &self.cache) {
+            if let (Some("0"), Some(msg)) = (ctx.grpc_code.as_deref(), f.answer.message()) {
+                cache.store(f.ticket, f.request, f.keys, msg);
+            }
+        }
         Ok(None)
     }
 
@@ -427,7 +626,11 @@ impl ProxyHttp for EtcdProxy {
 
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let method = method_name(&ctx.path);
-        let member = ctx.upstream.as_ref().map_or("", |u| u.label.as_str());
+        let member = match &ctx.upstream {
+            _ if ctx.cached => "cache",
+            Some(u) => u.label.as_str(),
+            None => "",
+        };
         let code = match ctx.grpc_code.as_deref() {
             Some("") | None => "unknown",
             Some(c) => c,
