@@ -1,0 +1,345 @@
+//! The proxy's serializable-read cache and read-your-writes: an answer through the proxy is
+//! the state of the keys at the revision it names, whoever wrote them and wherever; a write
+//! made on a member reaches readers of the proxy within a bound; a client sees its own writes;
+//! and nothing is served from the cache while the cluster runs with auth.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use etcd_client::{GetOptions, GetResponse};
+use oxetcd_tests::{client, Cluster, Kind, Member, Proxy};
+
+struct Rng(u64);
+
+impl Rng {
+    fn seeded() -> Rng {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
+        println!("seed {seed}");
+        Rng(seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+const KEYS: u64 = 8;
+
+fn key(i: u64) -> String {
+    format!("c/{i}")
+}
+
+fn serializable() -> Option<GetOptions> {
+    Some(GetOptions::new().with_serializable())
+}
+
+/// What a read saw: its header revision and (key, mod revision, value) of each key.
+type Seen = (i64, Vec<(String, i64, Vec<u8>)>);
+
+fn seen(r: &GetResponse) -> Seen {
+    let rev = r.header().map_or(0, |h| h.revision());
+    let kvs = r
+        .kvs()
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                kv.mod_revision(),
+                kv.value().to_vec(),
+            )
+        })
+        .collect();
+    (rev, kvs)
+}
+
+/// A change to a key: its revision, and its value (`None`: deleted).
+type Change = (i64, Option<Vec<u8>>);
+
+/// Random puts and deletes on `c/*` through `cl` until `n` were made; returns each change as
+/// (revision, key, value or deleted).
+async fn write(
+    mut cl: etcd_client::Client,
+    who: String,
+    n: usize,
+    mut rng: Rng,
+) -> Vec<(i64, String, Option<Vec<u8>>)> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let k = key(rng.below(KEYS));
+        if rng.below(5) == 0 {
+            let r = cl.delete(k.as_str(), None).await.expect("delete");
+            if r.deleted() > 0 {
+                out.push((r.header().expect("header").revision(), k, None));
+            }
+        } else {
+            let v = format!("{who}-{i}").into_bytes();
+            let r = cl.put(k.as_str(), v.clone(), None).await.expect("put");
+            out.push((r.header().expect("header").revision(), k, Some(v)));
+        }
+    }
+    out
+}
+
+/// Every answer through the proxy, cached or not, is the state of the keys at its header
+/// revision: checked against the history of every change, made on members directly and
+/// through the proxy, while readers read single keys and the prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_through_the_proxy_is_the_state_at_its_revision() {
+    let mut rng = Rng::seeded();
+    let c = Cluster::start(Kind::Oxetcd, 3);
+    let p = Proxy::start(&c.endpoints(), &[]);
+    let mut writers = Vec::new();
+    for (i, m) in c.members.iter().enumerate() {
+        let cl = client(&m.endpoint()).await;
+        writers.push(tokio::spawn(write(
+            cl,
+            format!("m{i}"),
+            120,
+            Rng(rng.below(u64::MAX) | 1),
+        )));
+    }
+    let cl = client(&p.endpoint()).await;
+    writers.push(tokio::spawn(write(
+        cl,
+        "proxy".into(),
+        120,
+        Rng(rng.below(u64::MAX) | 1),
+    )));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let mut cl = client(&p.endpoint()).await;
+        let done = done.clone();
+        let mut rng = Rng(rng.below(u64::MAX) | 1);
+        readers.push(tokio::spawn(async move {
+            let mut reads: Vec<(Option<String>, Seen)> = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                // Several reads of one key in a row, so some are answered from the cache.
+                let k = rng.below(KEYS + 1);
+                for _ in 0..3 {
+                    if k == KEYS {
+                        let r = cl
+                            .get(
+                                "c/",
+                                Some(GetOptions::new().with_serializable().with_prefix()),
+                            )
+                            .await
+                            .expect("get prefix");
+                        reads.push((None, seen(&r)));
+                    } else {
+                        let r = cl.get(key(k), serializable()).await.expect("get");
+                        reads.push((Some(key(k)), seen(&r)));
+                    }
+                }
+            }
+            reads
+        }));
+    }
+    let mut history: BTreeMap<String, Vec<Change>> = BTreeMap::new();
+    for w in writers {
+        for (rev, k, v) in w.await.expect("writer") {
+            history.entry(k).or_default().push((rev, v));
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    for changes in history.values_mut() {
+        changes.sort_by_key(|(rev, _)| *rev);
+    }
+    // The key's (mod revision, value) at `rev`, if it exists then.
+    let at = |k: &str, rev: i64| -> Option<(i64, Vec<u8>)> {
+        let changes = history.get(k)?;
+        let (r, v) = changes.iter().rev().find(|(r, _)| *r <= rev)?;
+        v.as_ref().map(|v| (*r, v.clone()))
+    };
+    let mut checked = 0;
+    for r in readers {
+        for (one, (rev, kvs)) in r.await.expect("reader") {
+            let keys: Vec<String> = match one {
+                Some(k) => vec![k],
+                None => (0..KEYS).map(key).collect(),
+            };
+            for k in keys {
+                let got = kvs
+                    .iter()
+                    .find(|(key, ..)| *key == k)
+                    .map(|(_, m, v)| (*m, v.clone()));
+                assert_eq!(got, at(&k, rev), "{k} in an answer at revision {rev}");
+            }
+            checked += 1;
+        }
+    }
+    let hits = p.metric_sum("oxetcd_proxy_cache_hits_total", &[]);
+    println!("{checked} answers checked, {hits} from the cache");
+    assert!(hits > 0.0, "no answer came from the cache\n{}", p.metrics());
+}
+
+/// A write made on a member, not through the proxy, is seen by the proxy's readers within a
+/// bound, and between writes they are answered from the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_a_member_reaches_the_proxys_readers_promptly() {
+    let c = Cluster::start(Kind::Oxetcd, 3);
+    let p = Proxy::start(&c.endpoints(), &[]);
+    let mut reader = client(&p.endpoint()).await;
+    let mut members = Vec::new();
+    for m in &c.members {
+        members.push(client(&m.endpoint()).await);
+    }
+    let mut waits = Vec::new();
+    for i in 0..30 {
+        let v = format!("v{i}");
+        let rev = members[i % 3]
+            .put("fresh", v.as_str(), None)
+            .await
+            .expect("put")
+            .header()
+            .expect("header")
+            .revision();
+        let written = Instant::now();
+        loop {
+            let r = reader.get("fresh", serializable()).await.expect("get");
+            if r.kvs().first().is_some_and(|kv| kv.value() == v.as_bytes()) {
+                assert!(r.header().expect("header").revision() >= rev);
+                break;
+            }
+            assert!(
+                written.elapsed() < Duration::from_secs(2),
+                "write {i} not seen through the proxy after 2 s\n{}",
+                p.log()
+            );
+        }
+        waits.push(written.elapsed());
+        let before = p.metric_sum("oxetcd_proxy_cache_hits_total", &[]);
+        for _ in 0..5 {
+            let r = reader.get("fresh", serializable()).await.expect("get");
+            assert_eq!(r.kvs()[0].value(), v.as_bytes());
+        }
+        assert!(p.metric_sum("oxetcd_proxy_cache_hits_total", &[]) > before);
+    }
+    waits.sort();
+    println!(
+        "seen after: median {:?}, max {:?}",
+        waits[waits.len() / 2],
+        waits[waits.len() - 1]
+    );
+}
+
+/// Clients that write through the proxy and read serializably through it see their own
+/// writes, under writes made on the members beside them; with the cache and without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reads_its_own_writes_through_the_proxy_under_load() {
+    let c = Cluster::start(Kind::Oxetcd, 3);
+    let cached = Proxy::start(&c.endpoints(), &[]);
+    let uncached = Proxy::start(&c.endpoints(), &["--read-cache=false"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for (i, m) in c.members.iter().enumerate() {
+        let mut cl = client(&m.endpoint()).await;
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                cl.put(format!("load/{i}/{}", n % 50), vec![b'x'; 512], None)
+                    .await
+                    .expect("load put");
+                n += 1;
+            }
+        }));
+    }
+    let mut clients = Vec::new();
+    for (j, p) in [&cached, &uncached, &cached, &uncached].iter().enumerate() {
+        let mut cl = client(&p.endpoint()).await;
+        clients.push(tokio::spawn(async move {
+            let k = format!("ryw/{j}");
+            for i in 0..60 {
+                let v = format!("{i}");
+                let rev = cl
+                    .put(k.as_str(), v.as_str(), None)
+                    .await
+                    .expect("put")
+                    .header()
+                    .expect("header")
+                    .revision();
+                let r = cl.get(k.as_str(), serializable()).await.expect("get");
+                let h = r.header().expect("header").revision();
+                assert!(h >= rev, "{k}: wrote at {rev}, read at {h}");
+                assert_eq!(
+                    r.kvs().first().map(|kv| kv.value()),
+                    Some(v.as_bytes()),
+                    "{k}"
+                );
+                let r = cl
+                    .get(
+                        "ryw/",
+                        Some(GetOptions::new().with_serializable().with_prefix()),
+                    )
+                    .await
+                    .expect("get prefix");
+                let mine = r.kvs().iter().find(|kv| kv.key() == k.as_bytes());
+                assert_eq!(
+                    mine.map(|kv| kv.value()),
+                    Some(v.as_bytes()),
+                    "{k} in the prefix"
+                );
+            }
+        }));
+    }
+    for t in clients {
+        t.await.expect("client");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in load {
+        t.await.expect("load");
+    }
+}
+
+/// With auth on, the cache answers nothing: a read without a token gets the member's error,
+/// not a cached answer from before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_is_off_while_the_cluster_runs_with_auth() {
+    let m = Member::start(Kind::Oxetcd);
+    let p = Proxy::start(&m.endpoint(), &[]);
+    p.etcdctl(&["put", "k", "v"]).ok();
+    for _ in 0..3 {
+        assert_eq!(
+            p.etcdctl(&["get", "k", "--consistency=s", "--print-value-only"])
+                .ok(),
+            "v\n"
+        );
+    }
+    assert!(p.metric_sum("oxetcd_proxy_cache_hits_total", &[]) >= 1.0);
+    m.etcdctl(&["user", "add", "root:pw"]).ok();
+    m.etcdctl(&["auth", "enable"]).ok();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while p.metric_sum("oxetcd_proxy_cache_up", &[]) != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "cache still up under auth\n{}",
+            p.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let denied = p.etcdctl(&["get", "k", "--consistency=s"]);
+    assert!(
+        denied
+            .error_line()
+            .is_some_and(|l| l.contains("user name is empty")),
+        "{denied:?}"
+    );
+    assert_eq!(
+        p.etcdctl(&[
+            "--user=root:pw",
+            "get",
+            "k",
+            "--consistency=s",
+            "--print-value-only"
+        ])
+        .ok(),
+        "v\n"
+    );
+}
