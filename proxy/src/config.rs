@@ -101,6 +101,11 @@ pub struct Config {
     #[arg(long, env = "ETCD_GRPC_PROXY_COALESCE_WATCHES", default_value_t = true, action = clap::ArgAction::Set)]
     pub coalesce_watches: bool,
 
+    /// Serve lease keep-alives from the proxy: client keep-alive streams share one stream on
+    /// the leader. `false` passes each stream through.
+    #[arg(long, env = "ETCD_GRPC_PROXY_COALESCE_KEEPALIVES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub coalesce_keepalives: bool,
+
     /// Answer serializable reads from a cache kept coherent by a watch on the members (off
     /// while the cluster runs with auth).
     #[arg(long, env = "ETCD_GRPC_PROXY_READ_CACHE", default_value_t = true, action = clap::ArgAction::Set)]

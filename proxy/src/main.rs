@@ -10,6 +10,7 @@ mod cluster;
 mod config;
 mod grpc;
 mod http;
+mod lease;
 mod local;
 mod metrics;
 mod namespace;
@@ -17,6 +18,7 @@ mod route;
 mod service;
 mod sessions;
 mod tls;
+mod upstream;
 mod watch;
 
 use std::process::ExitCode;
@@ -158,9 +160,18 @@ fn run(config: Config) -> anyhow::Result<()> {
     let cluster = Cluster::new(&config.endpoints, metrics.clone(), upstream_tls.clone());
 
     let namespace = (!config.namespace.is_empty()).then(|| Namespace::new(&config.namespace));
-    let local = if config.coalesce_watches {
-        let watches = watch::Registry::new(cluster.clone(), metrics.clone());
-        Some(local::LocalServices::bind(watches)?)
+    let coalesce = route::Coalesce {
+        watches: config.coalesce_watches,
+        keepalives: config.coalesce_keepalives,
+    };
+    let local = if coalesce.watches || coalesce.keepalives {
+        let watches = coalesce
+            .watches
+            .then(|| watch::Registry::new(cluster.clone(), metrics.clone()));
+        let keepalives = coalesce
+            .keepalives
+            .then(|| lease::KeepAlives::new(cluster.clone(), metrics.clone()));
+        Some(local::LocalServices::bind(watches, keepalives)?)
     } else {
         None
     };
@@ -186,7 +197,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         config.leader_wait_timeout,
         namespace,
         upstream_tls,
-        local.as_ref().map(|l| l.addr),
+        local.as_ref().map(|l| (l.addr, coalesce)),
         feed.as_ref().map(|f| f.cache.clone()),
     );
     let mut grpc = pingora::proxy::http_proxy_service_with_name(

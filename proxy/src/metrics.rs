@@ -45,6 +45,12 @@ pub struct Metrics {
     pub cache_bytes: IntGauge,
     /// 1 while the read cache's watch is live (and it serves).
     pub cache_up: IntGauge,
+    /// Client lease keep-alive streams, and the streams the proxy holds on leaders for them.
+    pub keepalive_streams: IntGauge,
+    pub upstream_keepalive_streams: IntGauge,
+    /// Keep-alives from clients, and those sent upstream (÷: the fan-in).
+    pub keepalives: IntCounter,
+    pub upstream_keepalives: IntCounter,
 }
 
 impl Metrics {
@@ -136,6 +142,22 @@ impl Metrics {
             "oxetcd_proxy_cache_up",
             "1 while the read cache's watch is live and it answers reads.",
         );
+        let keepalive_streams = gauge(
+            "oxetcd_proxy_keepalive_streams",
+            "Client lease keep-alive streams.",
+        );
+        let upstream_keepalive_streams = gauge(
+            "oxetcd_proxy_upstream_keepalive_streams",
+            "Lease keep-alive streams the proxy holds on the leader for its clients.",
+        );
+        let keepalives = counter(
+            "oxetcd_proxy_keepalives_total",
+            "Lease keep-alives received from clients.",
+        );
+        let upstream_keepalives = counter(
+            "oxetcd_proxy_upstream_keepalives_total",
+            "Lease keep-alives sent to the leader for them.",
+        );
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
@@ -155,6 +177,10 @@ impl Metrics {
             Box::new(cache_entries.clone()),
             Box::new(cache_bytes.clone()),
             Box::new(cache_up.clone()),
+            Box::new(keepalive_streams.clone()),
+            Box::new(upstream_keepalive_streams.clone()),
+            Box::new(keepalives.clone()),
+            Box::new(upstream_keepalives.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -178,6 +204,10 @@ impl Metrics {
             cache_entries,
             cache_bytes,
             cache_up,
+            keepalive_streams,
+            upstream_keepalive_streams,
+            keepalives,
+            upstream_keepalives,
         })
     }
 

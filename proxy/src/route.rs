@@ -14,16 +14,25 @@ pub enum Route {
     AnyMember,
     /// Watch streams when the proxy does not coalesce them: spread over members.
     Spread,
-    /// Answered by the proxy's own services (`crate::local`): coalesced watches.
+    /// Answered by the proxy's own services (`crate::local`): coalesced watches and lease
+    /// keep-alives.
     Local,
 }
 
+/// What the proxy answers itself rather than passing through.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Coalesce {
+    pub watches: bool,
+    pub keepalives: bool,
+}
+
 /// The route of a gRPC path such as `/etcdserverpb.KV/Put`. `Range` needs its body:
-/// [`range_request`]. `coalesce` says whether the proxy serves watches itself.
-pub fn route_of(path: &str, coalesce: bool) -> Route {
+/// [`range_request`].
+pub fn route_of(path: &str, coalesce: Coalesce) -> Route {
     match path {
-        "/etcdserverpb.Watch/Watch" if coalesce => Route::Local,
+        "/etcdserverpb.Watch/Watch" if coalesce.watches => Route::Local,
         "/etcdserverpb.Watch/Watch" => Route::Spread,
+        "/etcdserverpb.Lease/LeaseKeepAlive" if coalesce.keepalives => Route::Local,
         _ => Route::Leader,
     }
 }
@@ -131,9 +140,19 @@ mod tests {
         let mut compressed = f.clone();
         compressed[0] = 1;
         assert!(range_request(&compressed).is_none());
-        assert_eq!(route_of("/etcdserverpb.KV/Put", true), Route::Leader);
-        assert_eq!(route_of("/etcdserverpb.Watch/Watch", false), Route::Spread);
-        assert_eq!(route_of("/etcdserverpb.Watch/Watch", true), Route::Local);
+        let all = Coalesce {
+            watches: true,
+            keepalives: true,
+        };
+        assert_eq!(route_of("/etcdserverpb.KV/Put", all), Route::Leader);
+        assert_eq!(
+            route_of("/etcdserverpb.Watch/Watch", Coalesce::default()),
+            Route::Spread
+        );
+        assert_eq!(route_of("/etcdserverpb.Watch/Watch", all), Route::Local);
+        let keepalive = "/etcdserverpb.Lease/LeaseKeepAlive";
+        assert_eq!(route_of(keepalive, all), Route::Local);
+        assert_eq!(route_of(keepalive, Coalesce::default()), Route::Leader);
         assert_eq!(method_name("/etcdserverpb.KV/Put"), "Put");
     }
 }

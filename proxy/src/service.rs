@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 use crate::namespace::{Frames, Namespace};
 use crate::route::{
     is_dedup_write, is_kv_write, is_range, is_read_only, is_write, method_name, range_request,
-    route_of, Route,
+    route_of, Coalesce, Route,
 };
 use crate::sessions::Sessions;
 use crate::tls::UpstreamTls;
@@ -56,8 +56,9 @@ pub struct EtcdProxy {
     namespace: Option<Namespace>,
     /// TLS towards members, if `--cacert` is set.
     upstream_tls: Option<Arc<UpstreamTls>>,
-    /// The proxy's own services (coalesced watches), if they run.
+    /// The proxy's own services, if they run, and what they answer.
     local: Option<SocketAddr>,
+    coalesce: Coalesce,
     cache: Option<Arc<ReadCache>>,
     sessions: Sessions,
     /// Makes request IDs unique across proxies and restarts: pid and start time.
@@ -72,7 +73,7 @@ impl EtcdProxy {
         leader_wait: Duration,
         namespace: Option<Namespace>,
         upstream_tls: Option<Arc<UpstreamTls>>,
-        local: Option<SocketAddr>,
+        local: Option<(SocketAddr, Coalesce)>,
         cache: Option<Arc<ReadCache>>,
     ) -> Self {
         let started = std::time::SystemTime::now()
@@ -85,7 +86,8 @@ impl EtcdProxy {
             leader_wait,
             namespace,
             upstream_tls,
-            local,
+            local: local.map(|(a, _)| a),
+            coalesce: local.map(|(_, c)| c).unwrap_or_default(),
             cache,
             sessions: Sessions::default(),
             id_prefix: format!("{:x}-{:x}", std::process::id(), started),
@@ -243,7 +245,7 @@ impl ProxyHttp for EtcdProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.path = session.req_header().uri.path().to_string();
-        ctx.route = route_of(&ctx.path, self.local.is_some());
+        ctx.route = route_of(&ctx.path, self.coalesce);
         ctx.client = session.client_addr().and_then(|a| a.as_inet()).copied();
         if is_dedup_write(&ctx.path) {
             let n = self.next_id.fetch_add(1, Ordering::Relaxed);

@@ -26,13 +26,14 @@ use oxetcd_common::etcdserverpb::{
 use oxetcd_common::mvccpb::Event;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use tonic::{Code, Status, Streaming};
+use tonic::{Status, Streaming};
 use tracing::{debug, info, warn};
 
 use super::group::{revision_of, Group, Spec, State, Watcher};
-use super::{Cmd, Identity, Registry};
+use super::{Cmd, Registry};
 use crate::cluster::Cluster;
 use crate::metrics::Metrics;
+use crate::upstream::{failover, is_no_leader, Identity};
 
 /// Responses queued for one client stream before its watchers are parked.
 pub(super) const CLIENT_QUEUE: usize = 1024;
@@ -1030,21 +1031,4 @@ async fn next_response(up: &mut Option<Upstream>) -> Result<Option<WatchResponse
         Some(u) => u.rx.message().await,
         None => std::future::pending().await,
     }
-}
-
-/// Whether a stream that ended with `status` should move to another member (the member or
-/// the connection failed) rather than end the clients' streams.
-fn failover(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unavailable
-            | Code::Unknown
-            | Code::Cancelled
-            | Code::Internal
-            | Code::DeadlineExceeded
-    )
-}
-
-fn is_no_leader(status: &Status) -> bool {
-    status.code() == Code::Unavailable && status.message().contains("no leader")
 }

@@ -21,61 +21,17 @@ use futures::Stream;
 use oxetcd_common::etcdserverpb::watch_server::Watch;
 use oxetcd_common::etcdserverpb::{WatchRequest, WatchResponse};
 use tokio::sync::mpsc;
-use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::cluster::Cluster;
 use crate::metrics::Metrics;
+use crate::upstream::Identity;
 
 /// What a hub hears from its client streams.
 enum Cmd {
     Attach { stream: u64, client: hub::Client },
     Request { stream: u64, req: WatchRequest },
     Detach { stream: u64 },
-}
-
-/// The metadata a watch stream is read under upstream: streams share upstream watches only
-/// with streams that have the same.
-#[derive(Clone, Debug, Default, Hash, PartialEq, Eq)]
-struct Identity {
-    headers: Vec<(&'static str, String)>,
-    /// `hasleader: true` (clientv3's `WithRequireLeader`): the member ends the stream when it
-    /// has no leader, and so does the proxy.
-    require_leader: bool,
-}
-
-/// Metadata that changes what a member lets a watch stream see, or when it ends it.
-const IDENTITY_HEADERS: [&str; 3] = [
-    "authorization",
-    oxetcd_common::FORWARDED_CN_HEADER,
-    "hasleader",
-];
-
-impl Identity {
-    fn of(metadata: &MetadataMap) -> Identity {
-        let mut headers = Vec::new();
-        for name in IDENTITY_HEADERS {
-            if let Some(v) = metadata.get(name).and_then(|v| v.to_str().ok()) {
-                headers.push((name, v.to_string()));
-            }
-        }
-        let require_leader = metadata
-            .get("hasleader")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v == "true");
-        Identity {
-            headers,
-            require_leader,
-        }
-    }
-
-    fn apply(&self, metadata: &mut MetadataMap) {
-        for (name, value) in &self.headers {
-            if let Ok(v) = MetadataValue::try_from(value.as_str()) {
-                metadata.insert(*name, v);
-            }
-        }
-    }
 }
 
 /// The hubs, one per identity.
