@@ -225,7 +225,7 @@ impl Hub {
         };
         for stream in waiting {
             if let Some(tx) = self.clients.get(&stream) {
-                let _ = tx.send(Ok(resp.clone()));
+                let _ = tx.send(Ok(resp));
             }
         }
         if let Some(again) = self.again.remove(&resp.id) {
