@@ -217,3 +217,60 @@ async fn namespace_covers_the_lock_and_election_services() {
         .expect("resign");
     assert_eq!(stored("/ns/myelection/"), "");
 }
+
+/// With `--namespace` the read cache watches the namespace: a write made on the member under
+/// the prefix reaches readers of the proxy, and a write outside it changes nothing they see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_cache_follows_writes_under_the_namespace() {
+    use etcd_client::GetOptions;
+    let m = Member::start(Kind::Oxetcd);
+    let p = Proxy::start(&m.endpoint(), &[&format!("--namespace={NS}")]);
+    let mut direct = Client::connect([m.url()], None).await.expect("connect");
+    let mut cl = Client::connect([format!("http://{}", p.endpoint())], None)
+        .await
+        .expect("connect");
+    let ser = || Some(GetOptions::new().with_serializable());
+    let prefix = || Some(GetOptions::new().with_serializable().with_prefix());
+    for i in 0..20 {
+        let v = format!("v{i}");
+        direct
+            .put(format!("{NS}k"), v.as_str(), None)
+            .await
+            .expect("put under the namespace");
+        // Outside the namespace: never seen through the proxy.
+        direct.put("k", "outside", None).await.expect("put outside");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let r = cl.get("k", ser()).await.expect("get");
+            let got = r.kvs().first().map(|kv| kv.value().to_vec());
+            assert_ne!(got.as_deref(), Some(&b"outside"[..]));
+            if got.as_deref() == Some(v.as_bytes()) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "write {i} not seen\n{}",
+                p.log()
+            );
+        }
+        // Read again: answered from the cache, the same.
+        for _ in 0..3 {
+            let r = cl.get("k", ser()).await.expect("get");
+            assert_eq!(r.kvs()[0].value(), v.as_bytes());
+            let r = cl.get("", prefix()).await.expect("get prefix");
+            let keys: Vec<&[u8]> = r.kvs().iter().map(|kv| kv.key()).collect();
+            assert_eq!(
+                keys,
+                [b"k"],
+                "the namespace holds one key, without its prefix"
+            );
+            assert_eq!(r.kvs()[0].value(), v.as_bytes());
+        }
+    }
+    assert!(
+        p.metric_sum("oxetcd_proxy_cache_hits_total", &[]) > 0.0,
+        "{}\n{}",
+        p.metrics(),
+        p.log()
+    );
+}
