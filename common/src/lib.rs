@@ -4,6 +4,7 @@
 pub mod config_file;
 pub mod dns;
 pub mod duration;
+pub mod events;
 pub mod go_errors;
 pub mod net;
 pub mod proto;

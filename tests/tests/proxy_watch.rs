@@ -24,7 +24,9 @@ struct Stream {
 impl Stream {
     async fn open(channel: &tonic::transport::Channel) -> Stream {
         let (tx, rx) = mpsc::unbounded_channel();
+        // Unbounded, as clientv3's receive limit (a catch-up response may hold many events).
         let rx = WatchClient::new(channel.clone())
+            .max_decoding_message_size(usize::MAX)
             .watch(UnboundedReceiverStream::new(rx))
             .await
             .expect("watch stream")
@@ -465,4 +467,51 @@ async fn progress_requests_through_the_proxy_name_the_current_revision() {
     let r = s.next().await;
     assert!(is_progress(&r));
     assert_eq!(revision(&r), put.header().expect("header").revision());
+}
+
+/// A client that does not read is parked by the bytes it holds up, not only by their count:
+/// 40 events of 1 MiB each are far fewer than 1,024 responses, yet it is parked, and it still
+/// gets every event in order once it reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_is_parked_by_the_bytes_it_holds_up() {
+    let m = Member::start(Kind::Oxetcd);
+    let p = Proxy::start(&m.endpoint(), &[]);
+    let ch = channel(&p.endpoint()).await;
+    let mut fast = Stream::open(&ch).await;
+    let slow_ch = channel(&p.endpoint()).await;
+    let mut slow = Stream::open(&slow_ch).await;
+    for s in [&mut fast, &mut slow] {
+        s.create(WatchCreateRequest {
+            key: b"big".to_vec(),
+            ..Default::default()
+        });
+        assert!(s.next().await.created);
+    }
+    let mut kv = client(&m.endpoint()).await;
+    let mut revs = Vec::new();
+    for i in 0..40u8 {
+        let put = kv.put("big", vec![i; 1 << 20], None).await.expect("put");
+        revs.push(put.header().expect("header").revision());
+        // The reading client keeps up, so only the other one holds bytes up.
+        let r = fast.next().await;
+        assert_eq!(
+            r.events[0].kv.as_ref().expect("kv").mod_revision,
+            revs[i as usize]
+        );
+    }
+    assert!(
+        p.metric_sum("oxetcd_proxy_watchers_parked_total", &[]) >= 1.0,
+        "{}",
+        p.metrics()
+    );
+    let mut got = Vec::new();
+    while got.len() < revs.len() {
+        let r = slow.next().await;
+        for e in r.events {
+            let kv = e.kv.expect("kv");
+            assert_eq!(kv.value[0] as usize, got.len(), "in order, once");
+            got.push(kv.mod_revision);
+        }
+    }
+    assert_eq!(got, revs);
 }

@@ -55,29 +55,6 @@ impl Watcher {
     }
 }
 
-/// Splits replayed events into responses of at most `max` events, cutting only between
-/// revisions (a revision with more events goes whole, alone).
-fn revision_chunks(events: &[Event], max: usize) -> Vec<&[Event]> {
-    let rev = |e: &Event| e.kv.as_ref().map_or(0, |kv| kv.mod_revision);
-    let mut chunks = Vec::new();
-    let mut start = 0;
-    // The end of the last whole revision in the current chunk.
-    let mut cut = 0;
-    for i in 0..events.len() {
-        if i > start && rev(&events[i]) != rev(&events[i - 1]) {
-            cut = i;
-        }
-        if i + 1 - start > max && cut > start {
-            chunks.push(&events[start..cut]);
-            start = cut;
-        }
-    }
-    if start < events.len() {
-        chunks.push(&events[start..]);
-    }
-    chunks
-}
-
 /// Splits events into pieces of at most `limit` encoded bytes (a single larger event is a piece
 /// of its own), in order.
 fn fragments(events: Vec<Event>, limit: usize) -> Vec<Vec<Event>> {
@@ -435,7 +412,7 @@ impl StreamState {
         if let Some(w) = self.watchers.get_mut(&id) {
             w.next_rev = w.next_rev.max(current + 1);
         }
-        for chunk in revision_chunks(&events, MAX_EVENTS_PER_RESPONSE) {
+        for chunk in oxetcd_common::events::revision_chunks(&events, MAX_EVENTS_PER_RESPONSE) {
             if !self.send_events(id, current, chunk.to_vec()).await {
                 return false;
             }
@@ -570,31 +547,6 @@ mod tests {
             }),
             ..Default::default()
         }
-    }
-
-    #[test]
-    fn replay_responses_cut_between_revisions_only() {
-        let at = |rev: i64| Event {
-            kv: Some(KeyValue {
-                mod_revision: rev,
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        // Revisions 1, 2 (five events), 3, 4 (two events), 5.
-        let events: Vec<Event> = [1, 2, 2, 2, 2, 2, 3, 4, 4, 5].into_iter().map(at).collect();
-        let chunks = revision_chunks(&events, 3);
-        let revs: Vec<Vec<i64>> = chunks
-            .iter()
-            .map(|c| {
-                c.iter()
-                    .map(|e| e.kv.as_ref().unwrap().mod_revision)
-                    .collect()
-            })
-            .collect();
-        assert_eq!(revs, [vec![1], vec![2, 2, 2, 2, 2], vec![3, 4, 4], vec![5]]);
-        assert_eq!(revision_chunks(&events, 1000).len(), 1);
-        assert!(revision_chunks(&[], 3).is_empty());
     }
 
     #[test]

@@ -89,7 +89,8 @@ impl Feed {
         let _ = tx.send(WatchRequest {
             request_union: Some(watch_request::RequestUnion::CreateRequest(create)),
         });
-        let mut client = WatchClient::new(channel.clone());
+        // A large Txn is one answer: no size limit, as clientv3's.
+        let mut client = WatchClient::new(channel.clone()).max_decoding_message_size(usize::MAX);
         let call = client.watch(UnboundedReceiverStream::new(rx));
         let mut stream = tokio::time::timeout(CALL_TIMEOUT, call)
             .await

@@ -24,6 +24,7 @@ use oxetcd_common::etcdserverpb::{
     WatchResponse,
 };
 use oxetcd_common::mvccpb::Event;
+use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Status, Streaming};
@@ -35,8 +36,11 @@ use crate::cluster::Cluster;
 use crate::metrics::Metrics;
 use crate::upstream::{failover, is_no_leader, Identity};
 
-/// Responses queued for one client stream before its watchers are parked.
-pub(super) const CLIENT_QUEUE: usize = 1024;
+/// Responses queued for one client stream before its watchers are parked...
+const CLIENT_QUEUE: usize = 1024;
+/// ... or bytes of them (encoded), whichever comes first.
+const CLIENT_QUEUE_BYTES: usize = 16 << 20;
+
 /// etcd's watch ID for answers that belong to no watcher.
 const NO_WATCH_ID: i64 = -1;
 /// Largest number of events in one response replayed from a group's history.
@@ -54,11 +58,40 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 /// How long a hub with no client streams lives on.
 const IDLE_LIFETIME: Duration = Duration::from_secs(30);
 
+/// What a client stream has queued and its client not yet taken (shared with its feed).
+#[derive(Default)]
+pub(super) struct Backlog {
+    responses: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+impl Backlog {
+    fn add(&self, resp: &WatchResponse) {
+        self.responses.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(resp.encoded_len(), Ordering::Relaxed);
+    }
+
+    /// The client took `resp`.
+    pub(super) fn take(&self, resp: &WatchResponse) {
+        self.responses.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(resp.encoded_len(), Ordering::Relaxed);
+    }
+
+    fn full(&self) -> bool {
+        self.responses.load(Ordering::Relaxed) >= CLIENT_QUEUE
+            || self.bytes.load(Ordering::Relaxed) >= CLIENT_QUEUE_BYTES
+    }
+
+    fn drained(&self) -> bool {
+        self.responses.load(Ordering::Relaxed) <= CLIENT_QUEUE / 4
+            && self.bytes.load(Ordering::Relaxed) <= CLIENT_QUEUE_BYTES / 4
+    }
+}
+
 /// A client stream as the hub sees it.
 pub(super) struct Client {
     tx: mpsc::UnboundedSender<Result<WatchResponse, Status>>,
-    /// Responses queued and not yet taken by the stream (shared with its feed).
-    queued: Arc<AtomicUsize>,
+    backlog: Arc<Backlog>,
     next_id: i64,
     /// Its watchers, and where each one is.
     watchers: HashMap<i64, Place>,
@@ -73,11 +106,11 @@ pub(super) struct Client {
 impl Client {
     pub(super) fn new(
         tx: mpsc::UnboundedSender<Result<WatchResponse, Status>>,
-        queued: Arc<AtomicUsize>,
+        backlog: Arc<Backlog>,
     ) -> Self {
         Client {
             tx,
-            queued,
+            backlog,
             next_id: 0,
             watchers: HashMap::new(),
             pending: VecDeque::new(),
@@ -86,16 +119,16 @@ impl Client {
     }
 
     fn full(&self) -> bool {
-        self.queued.load(Ordering::Relaxed) >= CLIENT_QUEUE
+        self.backlog.full()
     }
 
     fn drained(&self) -> bool {
-        self.queued.load(Ordering::Relaxed) <= CLIENT_QUEUE / 4
+        self.backlog.drained()
     }
 
     /// Queues events a group's history holds for a watcher that joins it.
     fn replay(&self, watch_id: i64, header: Option<ResponseHeader>, events: &[Event]) {
-        for chunk in events.chunks(EVENTS_PER_RESPONSE) {
+        for chunk in oxetcd_common::events::revision_chunks(events, EVENTS_PER_RESPONSE) {
             self.push(WatchResponse {
                 header,
                 watch_id,
@@ -107,9 +140,9 @@ impl Client {
 
     /// Queues a response whatever the queue's length (answers to the client's own requests).
     fn push(&self, resp: WatchResponse) {
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        if self.tx.send(Ok(resp)).is_err() {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
+        self.backlog.add(&resp);
+        if let Err(mpsc::error::SendError(Ok(resp))) = self.tx.send(Ok(resp)) {
+            self.backlog.take(&resp);
         }
     }
 }
@@ -945,7 +978,8 @@ impl Hub {
         }
         let mut request = tonic::Request::new(UnboundedReceiverStream::new(rx));
         self.identity.apply(request.metadata_mut());
-        let mut client = WatchClient::new(channel);
+        // A member's catch-up answer may hold many events; clientv3 takes any size, so must we.
+        let mut client = WatchClient::new(channel).max_decoding_message_size(usize::MAX);
         let call = client.watch(request);
         match tokio::time::timeout(CONNECT_TIMEOUT, call).await {
             Ok(Ok(resp)) => {

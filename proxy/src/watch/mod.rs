@@ -13,7 +13,7 @@ mod hub;
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -113,10 +113,10 @@ impl Watch for WatchService {
     ) -> Result<Response<Feed>, Status> {
         let identity = Identity::of(request.metadata());
         let (tx, rx) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicUsize::new(0));
+        let backlog = Arc::new(hub::Backlog::default());
         let (hub, stream) = self
             .registry
-            .attach(identity, hub::Client::new(tx, queued.clone()));
+            .attach(identity, hub::Client::new(tx, backlog.clone()));
         let mut requests = request.into_inner();
         let to_hub = hub.clone();
         tokio::spawn(async move {
@@ -130,7 +130,7 @@ impl Watch for WatchService {
         });
         Ok(Response::new(Feed {
             rx,
-            queued,
+            backlog,
             hub,
             stream,
         }))
@@ -140,7 +140,7 @@ impl Watch for WatchService {
 /// A client stream's responses; dropping it (the client went away) detaches the stream.
 pub(crate) struct Feed {
     rx: mpsc::UnboundedReceiver<Result<WatchResponse, Status>>,
-    queued: Arc<AtomicUsize>,
+    backlog: Arc<hub::Backlog>,
     hub: mpsc::UnboundedSender<Cmd>,
     stream: u64,
 }
@@ -150,8 +150,8 @@ impl Stream for Feed {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let polled = self.rx.poll_recv(cx);
-        if let Poll::Ready(Some(Ok(_))) = &polled {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
+        if let Poll::Ready(Some(Ok(resp))) = &polled {
+            self.backlog.take(resp);
         }
         polled
     }
