@@ -301,20 +301,24 @@ impl ProxyHttp for EtcdProxy {
             }
             return Ok(Box::new(peer));
         }
-        let up = match self.pick(ctx.route) {
-            // The client wrote at `min_revision`: only a member that applied it will do.
-            _ if ctx.route == Route::AnyMember && ctx.min_revision > 0 => {
-                match self.cluster.member_at(ctx.min_revision) {
-                    Some(up) => up,
-                    None => self
-                        .cluster
+        // The client wrote at `min_revision`: only a member that applied it will do. (Picked
+        // once per attempt: both pickers turn one round-robin counter.)
+        let picked = if ctx.route == Route::AnyMember && ctx.min_revision > 0 {
+            match self.cluster.member_at(ctx.min_revision) {
+                Some(up) => Some(up),
+                None => Some(
+                    self.cluster
                         .wait_member_at(ctx.min_revision, self.leader_wait)
                         .await
                         .ok_or_else(|| {
                             no_member("no member has applied the client's last write")
                         })?,
-                }
+                ),
             }
+        } else {
+            self.pick(ctx.route)
+        };
+        let up = match picked {
             Some(up) => up,
             None if ctx.route == Route::Leader => self
                 .cluster
