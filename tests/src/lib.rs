@@ -14,6 +14,7 @@ mod binaries;
 mod client;
 mod ctl;
 mod process;
+mod rng;
 mod transcript;
 
 pub use binaries::{bin, bin_dir};
@@ -22,6 +23,7 @@ pub use client::{
 };
 pub use ctl::{etcdctl_at, Ctl, Running};
 pub use process::{free_port, Cluster, Kind, Member, Proxy, CLUSTER_TOKEN};
+pub use rng::Rng;
 pub use transcript::{
     against_etcd, against_etcd_with, auth_script, first_difference, kv_script, normalize,
     run_script, set_up_auth, write_history, Step, AUTH_SETUP,

@@ -2,7 +2,7 @@
 //! its bbolt layout of revisions), so the same history hashes the same on etcd and oxetcd, and
 //! the members of a cluster agree.
 
-use oxetcd_tests::{write_history, Cluster, Kind, Member};
+use oxetcd_tests::{write_history, Cluster, Kind, Member, Rng};
 
 /// (hash, compact revision, header revision) of `endpoint hashkv -w json`, at `rev`.
 fn hashkv(m: &Member, rev: &str) -> (u64, i64, i64) {
@@ -74,19 +74,6 @@ fn oxetcdctl_endpoint_hashkv_prints_what_etcdctl_prints() {
     }
 }
 
-/// A small xorshift generator: the run is random, reproducible from the seed it prints
-/// (`OXETCD_TEST_SEED=<n>` replays one).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// A long randomized history (puts, deletes, range deletes, txns, leases, compactions) sent
 /// to every member in turn, with one member killed and restarted midway and small raft
 /// snapshots so it catches up from one: every member then hashes its key space the same, now
@@ -94,17 +81,7 @@ impl Rng {
 #[tokio::test]
 async fn members_agree_on_every_hash_after_a_long_randomized_run() {
     use etcd_client::{Compare, CompareOp, DeleteOptions, PutOptions, Txn, TxnOp};
-    let seed = std::env::var("OXETCD_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64 | 1)
-                .unwrap_or(1)
-        });
-    eprintln!("OXETCD_TEST_SEED={seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::seeded();
     let mut c = Cluster::start_with(
         Kind::Oxetcd,
         3,
@@ -130,10 +107,10 @@ async fn members_agree_on_every_hash_after_a_long_randomized_run() {
             clients[2] = oxetcd_tests::client(&c.members[2].endpoint()).await;
         }
         let down = (500..1000).contains(&i);
-        let which = rng.next(if down { 2 } else { 3 }) as usize;
+        let which = rng.below(if down { 2 } else { 3 }) as usize;
         let cl = &mut clients[which];
-        let key = format!("k{}", rng.next(40));
-        let r = match rng.next(20) {
+        let key = format!("k{}", rng.below(40));
+        let r = match rng.below(20) {
             0..=9 => cl
                 .put(key, format!("v{i}"), None)
                 .await
@@ -157,13 +134,13 @@ async fn members_agree_on_every_hash_after_a_long_randomized_run() {
                 let lease = cl.lease_grant(600, None).await.expect("grant").id();
                 let opts = PutOptions::new().with_lease(lease);
                 let put = cl.put(key, "leased", Some(opts)).await.expect("put");
-                if rng.next(2) == 0 {
+                if rng.below(2) == 0 {
                     cl.lease_revoke(lease).await.expect("revoke");
                 }
                 Ok(put.header().unwrap().revision())
             }
             _ if rev > compacted + 10 => {
-                let at = compacted + 1 + rng.next((rev - compacted - 5) as u64) as i64;
+                let at = compacted + 1 + rng.below((rev - compacted - 5) as u64) as i64;
                 cl.compact(at, None).await.expect("compact");
                 compacted = at;
                 Ok(rev)
@@ -181,7 +158,8 @@ async fn members_agree_on_every_hash_after_a_long_randomized_run() {
         let hashes: Vec<(u32, i64)> = futures_hashes(&mut clients, at).await;
         assert!(
             hashes.windows(2).all(|w| w[0] == w[1]),
-            "seed {seed}: HashKV at {at} differs: {hashes:?}"
+            "seed {}: HashKV at {at} differs: {hashes:?}",
+            rng.seed()
         );
     }
     let mut whole = Vec::new();
@@ -190,7 +168,8 @@ async fn members_agree_on_every_hash_after_a_long_randomized_run() {
     }
     assert!(
         whole.windows(2).all(|w| w[0] == w[1]),
-        "seed {seed}: Hash differs: {whole:?}"
+        "seed {}: Hash differs: {whole:?}",
+        rng.seed()
     );
 }
 

@@ -11,7 +11,7 @@ use oxetcd_common::etcdserverpb::{
     WatchResponse,
 };
 use oxetcd_common::mvccpb::Event;
-use oxetcd_tests::{client, http_get, Cluster, Kind, Member, Proxy};
+use oxetcd_tests::{client, http_get, Cluster, Kind, Member, Proxy, Rng};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
@@ -167,18 +167,6 @@ async fn a_thousand_watchers_on_ten_keys_share_ten_upstream_watches() {
     }
 }
 
-/// A small deterministic generator (the seed is printed to replay a failure).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 struct Spec {
     key: String,
     prefix: bool,
@@ -220,12 +208,7 @@ fn owed(history: &[Event], spec: &Spec, from: i64) -> Vec<Event> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_client_sees_the_members_history_across_a_member_kill() {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-        | 1;
-    println!("seed {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::seeded();
     let mut c = Cluster::start(Kind::Oxetcd, 3);
     let p = Proxy::start(&c.endpoints(), &[]);
     let mut kv = client_of(&c.endpoints()).await;

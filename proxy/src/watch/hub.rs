@@ -8,8 +8,11 @@
 //!   that revision (etcd's compaction cancel included); once it has caught up, its group
 //!   merges into another of the same spec whose history covers what it has not had yet;
 //! - a client that reads too slowly does not hold the others up: its watcher leaves the group
-//!   ("parked") at the last revision it was handed, and rejoins from the next one when its
-//!   client has drained;
+//!   ("parked") at the first revision it is owed, and rejoins from there when its client
+//!   has drained;
+//! - a progress answer to a client names a revision through which every watcher of its
+//!   stream has been handed its events (a parked one, or one back from parking whose
+//!   upstream watch is still catching up, holds it back);
 //! - when the member dies, every upstream watch is created again on another member from the
 //!   revision after its position, and events it sends again are dropped.
 
@@ -169,6 +172,11 @@ struct Parked {
 
 struct Upstream {
     addr: String,
+    /// An oxetcd member answers a progress request only once every watch of the stream has
+    /// delivered through the answer's revision (as etcd does since 3.5.8); etcd 3.4 answers
+    /// at once with its current revision, even while a watch from a revision catches up and
+    /// with events still queued, so there the answer says only where the store is.
+    synced_progress: bool,
     tx: mpsc::UnboundedSender<WatchRequest>,
     rx: Streaming<WatchResponse>,
 }
@@ -690,30 +698,18 @@ impl Hub {
         if self.progress.sent_at.take().is_none() {
             return;
         }
-        // Every upstream watch created before the request has delivered through `revision`.
+        // Every upstream watch created before the request has delivered through `revision`
+        // (on etcd 3.4 only a watch from now, which is synced from its start, and never past
+        // a compaction cancel it may still have coming).
+        let synced = self.upstream.as_ref().is_some_and(|u| u.synced_progress);
         for g in self.groups.values_mut() {
-            if g.state == State::Live {
+            if g.state == State::Live && (synced || g.start == 0) {
                 g.position = g.position.max(revision);
                 g.confirmed = true;
             }
         }
-        for stream in std::mem::take(&mut self.progress.inflight) {
-            // A parked watcher of the stream is behind: the answer names what it has had.
-            let behind = self
-                .parked
-                .iter()
-                .filter(|p| p.watcher.stream == stream)
-                .map(|p| p.watcher.start - 1)
-                .min();
-            let answer = behind.map_or(revision, |b| b.min(revision));
-            if let Some(c) = self.clients.get(&stream) {
-                c.push(WatchResponse {
-                    header: self.header_at(answer),
-                    watch_id: NO_WATCH_ID,
-                    ..Default::default()
-                });
-            }
-        }
+        // Watchers waiting for this answer join first, so what they are handed comes before
+        // the progress answers on their streams.
         if std::mem::take(&mut self.progress.fresh_inflight) {
             self.join_fresh(|_| true);
         }
@@ -722,7 +718,55 @@ impl Hub {
         for gid in ids {
             self.merge(gid);
         }
+        for stream in std::mem::take(&mut self.progress.inflight) {
+            let answer = self.delivered_through(stream, revision);
+            if let Some(c) = self.clients.get(&stream) {
+                c.push(WatchResponse {
+                    header: self.header_at(answer),
+                    watch_id: NO_WATCH_ID,
+                    ..Default::default()
+                });
+            }
+        }
         self.send_progress();
+    }
+
+    /// The revision through which every watcher of `stream` its client has seen created has
+    /// been handed its events, at most `revision`: a progress answer must never run ahead of
+    /// a watcher that is parked, or back from parking on an upstream watch still being
+    /// created or catching up.
+    fn delivered_through(&self, stream: u64, revision: i64) -> i64 {
+        let Some(c) = self.clients.get(&stream) else {
+            return revision;
+        };
+        let behind = |w: &Watcher| (!w.announce && w.start > 0).then_some(w.start - 1);
+        let mut through = revision;
+        for (id, place) in &c.watchers {
+            let had = match place {
+                Place::Group(gid) => self.groups.get(gid).and_then(|g| {
+                    let w = g
+                        .members
+                        .iter()
+                        .find(|w| w.stream == stream && w.watch_id == *id)?;
+                    if g.state == State::Live && !g.in_fragment {
+                        Some(g.position.max(w.start - 1))
+                    } else {
+                        behind(w)
+                    }
+                }),
+                Place::Parked => self
+                    .parked
+                    .iter()
+                    .find(|p| p.watcher.stream == stream && p.watcher.watch_id == *id)
+                    .and_then(|p| behind(&p.watcher)),
+                // Not created yet as its client sees it (a watcher from now).
+                Place::Fresh => None,
+            };
+            if let Some(had) = had {
+                through = through.min(had);
+            }
+        }
+        through
     }
 
     /// Merges group `gid` with another of the same spec when one can take the other's
@@ -771,7 +815,11 @@ impl Hub {
                 }
                 c.replay(w.watch_id, header, &replay);
             }
-            w.start = w.start.max(to.position + 1);
+            // Owed what comes after the replay, not after the taker's position: on etcd 3.4
+            // a progress answer can put the position past events still on their way.
+            if let Some(last) = replay.last() {
+                w.start = w.start.max(revision_of(last) + 1);
+            }
             to.members.push(w);
         }
         self.metrics.watch_merges.inc();
@@ -865,7 +913,8 @@ impl Hub {
                 continue;
             }
             if c.full() && !g.in_fragment && g.spec.shareable() {
-                slow.push(i);
+                // Parked at the first event it is owed: nothing of its spec came between.
+                slow.push((i, events.first().map_or(w.start, revision_of)));
                 continue;
             }
             c.push(WatchResponse {
@@ -884,8 +933,9 @@ impl Hub {
             return;
         }
         let spec = g.spec.clone();
-        for i in slow.into_iter().rev() {
-            let w = g.members.remove(i);
+        for (i, owed) in slow.into_iter().rev() {
+            let mut w = g.members.remove(i);
+            w.start = w.start.max(owed);
             debug!(
                 stream = w.stream,
                 watch_id = w.watch_id,
@@ -985,6 +1035,7 @@ impl Hub {
             Ok(Ok(resp)) => {
                 info!(member = %member.label, groups = self.groups.len(), "upstream watch stream open");
                 self.upstream = Some(Upstream {
+                    synced_progress: member.dedup,
                     addr: member.addr,
                     tx,
                     rx: resp.into_inner(),
@@ -1064,5 +1115,70 @@ async fn next_response(up: &mut Option<Upstream>) -> Result<Option<WatchResponse
     match up {
         Some(u) => u.rx.message().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oxetcd_common::etcdserverpb::WatchCreateRequest;
+
+    fn hub() -> Hub {
+        let metrics = Metrics::new();
+        let cluster = Cluster::new(&[], metrics.clone(), None);
+        let registry = super::super::Registry::new(cluster, metrics);
+        Hub::new(
+            1,
+            Identity::default(),
+            registry,
+            mpsc::unbounded_channel().1,
+        )
+    }
+
+    #[test]
+    fn a_progress_answer_waits_for_a_watcher_back_from_parking() {
+        let mut hub = hub();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        hub.command(Cmd::Attach {
+            stream: 7,
+            client: Client::new(tx, Arc::new(Backlog::default())),
+        });
+        let spec = Spec::of(&WatchCreateRequest {
+            key: b"k".to_vec(),
+            ..Default::default()
+        });
+        // Watcher 0 was handed everything through revision 49, parked, and is back on an
+        // upstream watch from 50 whose create is not answered yet.
+        if let Some(c) = hub.clients.get_mut(&7) {
+            c.watchers.insert(0, Place::Fresh);
+        }
+        let back = Watcher {
+            stream: 7,
+            watch_id: 0,
+            start: 50,
+            progress_notify: false,
+            announce: false,
+        };
+        hub.new_group(back.clone(), spec.clone());
+        // The client asked for progress while the upstream's answer was in flight.
+        hub.progress.sent_at = Some(Instant::now());
+        hub.progress.inflight.push(7);
+        hub.progress_answer(100);
+        let answer = rx.try_recv().expect("an answer").expect("ok");
+        assert_eq!(answer.watch_id, NO_WATCH_ID);
+        assert_eq!(answer.header.map(|h| h.revision), Some(49));
+
+        // Parked, it holds the answer back the same way.
+        hub.groups.clear();
+        hub.set_place(7, 0, Place::Parked);
+        hub.parked.push(Parked {
+            watcher: Watcher { start: 61, ..back },
+            spec,
+        });
+        hub.progress.sent_at = Some(Instant::now());
+        hub.progress.inflight.push(7);
+        hub.progress_answer(100);
+        let answer = rx.try_recv().expect("an answer").expect("ok");
+        assert_eq!(answer.header.map(|h| h.revision), Some(60));
     }
 }
