@@ -221,6 +221,8 @@ fn no_member(why: &str) -> Box<Error> {
     Error::explain(ErrorType::ConnectNoRoute, why.to_string())
 }
 
+const AUTH_ENABLE: &str = "/etcdserverpb.Auth/AuthEnable";
+
 #[async_trait]
 impl ProxyHttp for EtcdProxy {
     type CTX = Ctx;
@@ -250,6 +252,13 @@ impl ProxyHttp for EtcdProxy {
         if is_dedup_write(&ctx.path) {
             let n = self.next_id.fetch_add(1, Ordering::Relaxed);
             ctx.request_id = Some(format!("{}-{n:x}", self.id_prefix));
+        }
+        if ctx.path == AUTH_ENABLE {
+            // The cache does not check permissions: off before auth can be on; its feed
+            // checks auth again before it serves anything.
+            if let Some(cache) = &self.cache {
+                cache.disable();
+            }
         }
         // Keep the body (up to pingora's 64 KiB) so a request can be sent to another member.
         session.enable_retry_buffering();
@@ -631,6 +640,13 @@ impl ProxyHttp for EtcdProxy {
     }
 
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        if ctx.path == AUTH_ENABLE {
+            // Again once it is answered: the feed may have started over while it was in
+            // flight, and seen auth still off.
+            if let Some(cache) = &self.cache {
+                cache.disable();
+            }
+        }
         let method = method_name(&ctx.path);
         let member = match &ctx.upstream {
             _ if ctx.cached => "cache",

@@ -7,27 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use etcd_client::{GetOptions, GetResponse};
-use oxetcd_tests::{client, Cluster, Kind, Member, Proxy};
-
-struct Rng(u64);
-
-impl Rng {
-    fn seeded() -> Rng {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-            | 1;
-        println!("seed {seed}");
-        Rng(seed)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
+use oxetcd_tests::{client, Cluster, Kind, Member, Proxy, Rng};
 
 const KEYS: u64 = 8;
 
@@ -97,26 +77,16 @@ async fn an_answer_through_the_proxy_is_the_state_at_its_revision() {
     let mut writers = Vec::new();
     for (i, m) in c.members.iter().enumerate() {
         let cl = client(&m.endpoint()).await;
-        writers.push(tokio::spawn(write(
-            cl,
-            format!("m{i}"),
-            120,
-            Rng(rng.below(u64::MAX) | 1),
-        )));
+        writers.push(tokio::spawn(write(cl, format!("m{i}"), 120, rng.fork())));
     }
     let cl = client(&p.endpoint()).await;
-    writers.push(tokio::spawn(write(
-        cl,
-        "proxy".into(),
-        120,
-        Rng(rng.below(u64::MAX) | 1),
-    )));
+    writers.push(tokio::spawn(write(cl, "proxy".into(), 120, rng.fork())));
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut readers = Vec::new();
     for _ in 0..2 {
         let mut cl = client(&p.endpoint()).await;
         let done = done.clone();
-        let mut rng = Rng(rng.below(u64::MAX) | 1);
+        let mut rng = rng.fork();
         readers.push(tokio::spawn(async move {
             let mut reads: Vec<(Option<String>, Seen)> = Vec::new();
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
@@ -341,5 +311,47 @@ async fn the_cache_is_off_while_the_cluster_runs_with_auth() {
         ])
         .ok(),
         "v\n"
+    );
+}
+
+/// An AuthEnable through the proxy turns the cache off before auth can be on (the next read
+/// without a token is refused, with nothing waited for); one that fails lets it come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_enabled_through_the_proxy_stops_the_cache_at_once() {
+    let m = Member::start(Kind::Oxetcd);
+    let p = Proxy::start(&m.endpoint(), &[]);
+    p.etcdctl(&["put", "k", "v"]).ok();
+    let cached = |p: &Proxy| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let hits = p.metric_sum("oxetcd_proxy_cache_hits_total", &[]);
+        loop {
+            assert!(Instant::now() < deadline, "no cache hit\n{}", p.log());
+            assert_eq!(
+                p.etcdctl(&["get", "k", "--consistency=s", "--print-value-only"])
+                    .ok(),
+                "v\n"
+            );
+            if p.metric_sum("oxetcd_proxy_cache_hits_total", &[]) > hits {
+                return;
+            }
+        }
+    };
+    cached(&p);
+    let refused = p.etcdctl(&["auth", "enable"]);
+    assert!(
+        refused
+            .error_line()
+            .is_some_and(|l| l.contains("root user does not exist")),
+        "{refused:?}"
+    );
+    cached(&p);
+    p.etcdctl(&["user", "add", "root:pw"]).ok();
+    p.etcdctl(&["auth", "enable"]).ok();
+    let denied = p.etcdctl(&["get", "k", "--consistency=s"]);
+    assert!(
+        denied
+            .error_line()
+            .is_some_and(|l| l.contains("user name is empty")),
+        "{denied:?}"
     );
 }

@@ -137,6 +137,11 @@ impl Feed {
                     if !self.cluster.is_healthy(addr) {
                         return Err("member failed its health check".into());
                     }
+                    if !self.cache.is_live() {
+                        // Turned off by an AuthEnable passing through: start over, which
+                        // checks auth first.
+                        return Err("auth may have been enabled".into());
+                    }
                     self.check_auth_off(&channel).await?;
                     let progress = WatchRequest {
                         request_union: Some(watch_request::RequestUnion::ProgressRequest(

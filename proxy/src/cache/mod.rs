@@ -298,6 +298,11 @@ impl ReadCache {
         self.report(&inner);
     }
 
+    /// Whether the cache follows a watch (and may serve).
+    pub fn is_live(&self) -> bool {
+        self.lock().position.is_some()
+    }
+
     /// The watch stopped: serve nothing until it is live again.
     pub fn disable(&self) {
         let mut inner = self.lock();
