@@ -6,6 +6,8 @@
 #   bench/compare.sh [TARGET_DIR] [MEMBERS]   (TARGET_DIR default: $CARGO_TARGET_DIR or target,
 #                                              release build; MEMBERS: 1 or 3, default 1)
 #
+# ONLY=<regex> runs the workloads whose name matches it (ONLY=lease: the keep-alives alone).
+#
 # Prints one table row per workload: req/s and p50/p99 of each, the ratio, and the CPU time of
 # all members of each cluster per request (µs; user + system, from /proc).
 set -euo pipefail
@@ -30,6 +32,7 @@ printf "%-44s %12s %12s %7s %18s %18s %9s %9s\n" workload "etcd req/s" "oxetcd r
   "etcd p50/p99 ms" "oxetcd p50/p99 ms" "etcd µs" "ox µs"
 while IFS='|' read -r name total args; do
   [ -z "$name" ] && continue
+  [[ -n "${ONLY:-}" && ! "$name" =~ $ONLY ]] && continue
   e0=$(ticks etcd)
   # shellcheck disable=SC2086
   read -r er ep50 ep99 <<<"$(run "$E" $args)"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Helpers shared by the benchmark scripts: start etcd or oxetcd members, run the load
 # generator. Source it after setting T (release binaries) and MEMBERS; MEMBER_ARGS, if set, is
-# added to every member's command line.
+# added to every member's command line; OXETCD, if set, is the oxetcd binary (another build, for
+# an A/B run).
 CTL=$T/oxetcdctl
+OXETCD=${OXETCD:-$T/oxetcd}
 WORK=$(mktemp -d /tmp/oxetcd-bench.XXXX)
 # The members are started from $(...) subshells, so they are not our jobs: stop them by pid.
 cleanup() {
@@ -16,7 +18,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 start() { # kind prefix -> prints the client endpoints, comma-separated
   local kind=$1 prefix=$2 i cluster="" eps=""
-  local bin=etcd; [ "$kind" = oxetcd ] && bin=$T/oxetcd
+  local bin=etcd; [ "$kind" = oxetcd ] && bin=$OXETCD
   local cps=() pps=()
   for i in $(seq 1 "$MEMBERS"); do
     cps+=("$(free_port)"); pps+=("$(free_port)")

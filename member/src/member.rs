@@ -508,6 +508,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     );
     let (proposals, proposal_rx) = tokio::sync::mpsc::channel(PROPOSAL_QUEUE);
     let (reads, read_rx) = tokio::sync::mpsc::channel(PROPOSAL_QUEUE);
+    let (renewals, renewal_queue) = crate::lease::renewals();
     let server = Arc::new(EtcdServer {
         raft: raft.clone(),
         state,
@@ -526,6 +527,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         },
         metrics: metrics.clone(),
         lessor,
+        renewals,
         watch_hub,
         peers,
         lease_ids: std::sync::atomic::AtomicU64::new(
@@ -564,6 +566,10 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         crate::server::run_proposer(weak.clone(), proposal_rx),
     );
     tasks.spawn("lease-expiry", crate::lease::run_expiry(weak.clone()));
+    tasks.spawn(
+        "lease-renewals",
+        crate::lease::run_renewals(weak.clone(), renewal_queue),
+    );
     tasks.spawn("raft-snapshots", take_snapshots(raft.clone(), snapshots));
     tasks.spawn(
         "compaction",

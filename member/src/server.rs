@@ -79,6 +79,8 @@ pub(crate) struct EtcdServer {
     pub timing: Timing,
     pub metrics: Metrics,
     pub lessor: Arc<Lessor>,
+    /// A follower's keep-alives on their way to the leader (see `lease::run_renewals`).
+    pub renewals: crate::lease::Renewals,
     pub watch_hub: WatchHub,
     /// The other members, over their peer URLs.
     pub peers: Arc<Peers>,

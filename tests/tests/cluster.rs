@@ -53,6 +53,45 @@ async fn any_member_serves_writes_and_linearizable_reads() {
     assert!(leaders.iter().all(|l| *l == leaders[0] && *l != 0));
 }
 
+/// Keep-alives from many streams on a follower reach the leader's lease clock together (one
+/// peer call carries every renewal queued meanwhile): each stream is still answered for its
+/// own lease, and an unknown lease among them is refused alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_keepalives_on_a_follower_are_each_answered_for_their_own_lease() {
+    let c = Cluster::start(Kind::Oxetcd, 3);
+    let leader = c.leader().expect("leader");
+    let follower = c.members[(leader + 1) % 3].endpoint();
+    let mut cl = client(&follower).await;
+    let mut tasks = Vec::new();
+    for i in 0..40i64 {
+        let ttl = 30 + i;
+        let id = cl.lease_grant(ttl, None).await.expect("grant").id();
+        let mut cl = client(&follower).await;
+        tasks.push(tokio::spawn(async move {
+            let (mut keeper, mut acks) = cl.lease_keep_alive(id).await.expect("keep-alive");
+            for _ in 0..25 {
+                keeper.keep_alive().await.expect("send");
+                let ack = tokio::time::timeout(Duration::from_secs(10), acks.message())
+                    .await
+                    .expect("answered")
+                    .expect("ok")
+                    .expect("not ended");
+                assert_eq!((ack.id(), ack.ttl()), (id, ttl));
+            }
+        }));
+    }
+    let unknown = cl.lease_keep_alive(0x0bad).await.map(|_| ());
+    assert!(
+        unknown
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("not found")),
+        "{unknown:?}"
+    );
+    for t in tasks {
+        t.await.expect("every stream answered for its lease");
+    }
+}
+
 #[tokio::test]
 async fn leases_and_watches_through_followers() {
     use etcd_client::{EventType, PutOptions, WatchOptions};

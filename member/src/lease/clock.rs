@@ -26,19 +26,32 @@ impl EtcdServer {
         })
     }
 
-    /// Asks the leader's lease clock (here or over the peer URL). Only the leader renews leases
-    /// and decides expiry, so a follower's own clock is never the answer. A renewal is
-    /// idempotent: it is asked again of the next leader until the request timeout.
+    /// Asks the leader's lease clock about one lease.
     pub(crate) async fn lease_clock(
         &self,
         id: i64,
         renew: bool,
     ) -> Result<Option<i64>, ServerError> {
+        Ok(self.lease_clocks(&[id], renew).await?.pop().flatten())
+    }
+
+    /// Asks the leader's lease clock (here or over the peer URL) about each lease of `ids`,
+    /// answered in their order. Only the leader renews leases and decides expiry, so a
+    /// follower's own clock is never the answer. A renewal is idempotent: it is asked again of
+    /// the next leader until the request timeout.
+    pub(crate) async fn lease_clocks(
+        &self,
+        ids: &[i64],
+        renew: bool,
+    ) -> Result<Vec<Option<i64>>, ServerError> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
             let leader = self.leader_id();
             if leader == Some(self.member_id) {
-                return self.lease_clock_here(id, renew);
+                return ids
+                    .iter()
+                    .map(|id| self.lease_clock_here(*id, renew))
+                    .collect();
             }
             let Some(node) = self.leader_node(leader, None) else {
                 self.settle_leadership(deadline).await?;
@@ -46,9 +59,14 @@ impl EtcdServer {
             };
             let ask = self
                 .peers
-                .lease_clock(&node, id, renew, remaining(deadline));
+                .lease_clock(&node, ids, renew, remaining(deadline));
             match self.until_leader_changes(leader, deadline, ask).await {
-                Some(Ok(ttl)) => return Ok(ttl),
+                Some(Ok(ttls)) if ttls.len() == ids.len() => return Ok(ttls),
+                Some(Ok(_)) => {
+                    return Err(ServerError::Internal(
+                        "the leader's lease clock answered for other leases".into(),
+                    ))
+                }
                 Some(Err(PeerError::Server(e))) => return Err(e),
                 Some(Err(e)) if Instant::now() >= deadline => return Err(e.into_server()),
                 // Neither an answer nor a new leader before the deadline.
@@ -59,8 +77,12 @@ impl EtcdServer {
         }
     }
 
-    /// Renews a lease: its granted TTL, `None` if there is no such lease.
+    /// Renews a lease: its granted TTL, `None` if there is no such lease. The leader renews
+    /// it at once; a follower's renewals go to the leader together (`super::renewals`).
     pub(crate) async fn renew_lease(&self, id: i64) -> Result<Option<i64>, ServerError> {
-        self.lease_clock(id, true).await
+        if self.is_leader() {
+            return self.lease_clock_here(id, true);
+        }
+        self.renewals.renew(id).await
     }
 }

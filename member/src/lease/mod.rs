@@ -8,14 +8,17 @@
 //!   raft entry, as in etcd); an expired lease is revoked by proposing a LeaseRevoke. A member
 //!   that becomes leader (or restarts) gives every lease a full TTL again, as etcd does.
 //!   `expiry` is its loop (revoke what expired, on the leader), `clock` how any member reads or
-//!   renews it (a follower asks the leader).
+//!   renews it (a follower asks the leader), `renewals` a follower's keep-alives batched into
+//!   one call to the leader.
 
 mod clock;
 mod expiry;
 mod lessor;
+mod renewals;
 
 pub(crate) use expiry::run_expiry;
 pub(crate) use lessor::Lessor;
+pub(crate) use renewals::{renewals, run_renewals, Renewals};
 
 use std::collections::{BTreeMap, BTreeSet};
 

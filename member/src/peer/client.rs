@@ -153,16 +153,16 @@ impl Peers {
         self.call(leader, Call::ReadIndex, &(), timeout).await
     }
 
-    /// The leader's lease clock: renew lease `id` (its granted TTL) or read its remaining TTL;
-    /// `None` if the leader knows no such lease.
+    /// The leader's lease clock: renew each lease of `ids` (its granted TTL) or read its
+    /// remaining TTL, in their order; `None` for a lease the leader does not know.
     pub(crate) async fn lease_clock(
         &self,
         leader: &MemberNode,
-        id: i64,
+        ids: &[i64],
         renew: bool,
         timeout: Duration,
-    ) -> Result<Option<i64>, PeerError> {
-        self.call(leader, Call::LeaseClock, &(id, renew), timeout)
+    ) -> Result<Vec<Option<i64>>, PeerError> {
+        self.call(leader, Call::LeaseClock, &(ids, renew), timeout)
             .await
     }
 

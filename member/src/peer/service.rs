@@ -125,10 +125,11 @@ impl RaftPeer for PeerService {
     }
 
     async fn lease_clock(&self, r: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
-        let (id, renew): (i64, bool) = self.open(r)?;
+        let (ids, renew): (Vec<i64>, bool) = self.open(r)?;
         let result = if self.server.is_leader() {
-            self.server
-                .lease_clock_here(id, renew)
+            ids.iter()
+                .map(|id| self.server.lease_clock_here(*id, renew))
+                .collect::<Result<Vec<_>, _>>()
                 .map_err(PeerError::Server)
         } else {
             Err(PeerError::NotLeader)
