@@ -206,10 +206,11 @@ pub(crate) fn put(
     if lease != 0 && !leases.exists(lease) {
         return Err(KvError::LeaseNotFound);
     }
-    txn.put(store, req.key.clone(), value, lease)?;
+    let prev_kv = if req.prev_kv { prev.clone() } else { None };
+    txn.put(req.key.clone(), value, lease, prev);
     Ok(PutResponse {
         header: header(txn.rev()),
-        prev_kv: if req.prev_kv { prev } else { None },
+        prev_kv,
     })
 }
 

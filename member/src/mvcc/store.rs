@@ -457,16 +457,17 @@ impl WriteTxn {
         Ok(self.range(store, key, &[])?.pop())
     }
 
-    /// Stages a put; returns the stored key-value (with its revisions and version).
+    /// Stages a put over `prev`, the key's current value as [`WriteTxn::get`] gave it (the
+    /// caller has read it already: one index seek per put, not two); returns the stored
+    /// key-value (with its revisions and version).
     pub(crate) fn put(
         &mut self,
-        store: &Mvcc,
         key: Vec<u8>,
         value: Vec<u8>,
         lease: i64,
-    ) -> Result<KeyValue, KvError> {
+        prev: Option<KeyValue>,
+    ) -> KeyValue {
         let main = self.begin_rev + 1;
-        let prev = self.get(store, &key)?;
         let (create_revision, version) = match &prev {
             Some(p) => (p.create_revision, p.version + 1),
             None => (main, 1),
@@ -484,7 +485,7 @@ impl WriteTxn {
             prev,
         });
         self.overlay.insert(key, Some(kv.clone()));
-        Ok(kv)
+        kv
     }
 
     /// Stages deletes of every live key in the range; returns the deleted key-values.

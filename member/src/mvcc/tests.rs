@@ -558,8 +558,11 @@ fn a_rebuilt_index_answers_as_the_stored_one() {
     // dir), it must answer every read at every revision as the one kept on every write.
     let mut f = Fixture::new();
     let leased = |f: &mut Fixture, k: &str, lease: i64| {
-        f.write(|s, t| t.put(s, k.into(), b"v".to_vec(), lease))
-            .unwrap();
+        f.write(|s, t| {
+            let prev = t.get(s, k.as_bytes())?;
+            Ok(t.put(k.into(), b"v".to_vec(), lease, prev))
+        })
+        .unwrap();
     };
     f.put("a", "1");
     f.put("a", "2");
