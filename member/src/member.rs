@@ -129,23 +129,23 @@ async fn watch_leadership(
     me: u64,
     metrics: Metrics,
 ) {
-    let mut rx = raft.metrics();
+    // Server metrics change with the vote, state, leader and membership only (the whole
+    // metrics change after every command of raft's core: waking on those costs CPU per write).
+    let mut rx = raft.server_metrics();
     let mut leaders = elections.leader_changes();
     let mut last_leader = None;
     loop {
         let leader = elections.leader(&raft, me);
-        let (leading, learner, applied) = {
+        let (leading, learner) = {
             let m = rx.borrow();
             (
                 m.state == openraft::ServerState::Leader,
                 m.state == openraft::ServerState::Learner,
-                m.last_applied.map_or(0, |l| l.index),
             )
         };
         metrics.has_leader.set(leader.is_some() as i64);
         metrics.is_leader.set(leading as i64);
         metrics.is_learner.set(learner as i64);
-        metrics.proposals_applied.set(applied as i64);
         if leader.is_some() && leader != last_leader {
             metrics.leader_changes.inc();
             tracing::info!(
@@ -169,7 +169,8 @@ async fn watch_leadership(
 /// (fail-stop, as etcd exits when a WAL fsync fails); restarted once the disk is fixed, it
 /// recovers from its log and catches up from the others.
 async fn raft_core_stopped(raft: Raft) {
-    let mut rx = raft.metrics();
+    // The core owns the sender: the channel closes when it stops.
+    let mut rx = raft.server_metrics();
     while rx.changed().await.is_ok() {}
 }
 
@@ -262,7 +263,7 @@ fn serve(
 /// in the applied membership (a new member catching up) is not "removed".
 async fn removed_from_cluster(server: &EtcdServer) {
     let mut told = server.removed.subscribe();
-    let mut metrics = server.raft.metrics();
+    let mut metrics = server.raft.server_metrics();
     let mut was_member = false;
     loop {
         if *told.borrow() {
@@ -410,6 +411,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         crate::apply::ApplyMetrics {
             commit_latency: metrics.backend_commit.clone(),
             slow_applies: metrics.slow_applies.clone(),
+            applied: metrics.proposals_applied.clone(),
         },
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -501,7 +501,7 @@ impl EtcdServer {
         deadline: Instant,
         call: impl std::future::Future<Output = T>,
     ) -> Option<T> {
-        let mut metrics = self.raft.metrics();
+        let mut metrics = self.raft.server_metrics();
         let changed =
             metrics.wait_for(|m| m.current_leader.is_some() && m.current_leader != leader);
         tokio::select! {
@@ -515,7 +515,7 @@ impl EtcdServer {
     pub(crate) async fn wait_for_other_leader(&self, old: Option<u64>, deadline: Instant) {
         let lease = Duration::from_millis(self.raft.config().election_timeout_max);
         let until = deadline.min(Instant::now() + lease);
-        let mut metrics = self.raft.metrics();
+        let mut metrics = self.raft.server_metrics();
         let changed = metrics.wait_for(|m| m.current_leader.is_some() && m.current_leader != old);
         let _ = tokio::time::timeout_at(until, changed).await;
     }
@@ -559,7 +559,7 @@ impl EtcdServer {
             });
         }
         if self.leader_id().is_none() {
-            let mut metrics = self.raft.metrics();
+            let mut metrics = self.raft.server_metrics();
             let known = metrics.wait_for(|m| m.current_leader.is_some());
             let _ = tokio::time::timeout_at(deadline, known).await;
         } else {
@@ -568,14 +568,17 @@ impl EtcdServer {
         Ok(())
     }
 
-    /// Waits until this member has applied `index`.
+    /// Waits until this member has applied `index`. Raft's data metrics change with the log
+    /// and the applied index only (its whole metrics after every command of the core).
     async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ServerError> {
-        self.raft
-            .wait(Some(remaining(deadline)))
-            .applied_index_at_least(Some(index), "applied forwarded entry")
-            .await
-            .map(|_| ())
-            .map_err(|_| ServerError::TimedOut)
+        let mut data = self.raft.data_metrics();
+        let applied = data.wait_for(|m| m.last_applied.is_some_and(|l| l.index >= index));
+        let result = match tokio::time::timeout_at(deadline, applied).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Err(_) => Err(ServerError::TimedOut),
+        };
+        result
     }
 }
 

@@ -45,6 +45,8 @@ pub(crate) struct ApplyMetrics {
     pub commit_latency: prometheus::Histogram,
     /// Applies slower than [`SLOW_APPLY`].
     pub slow_applies: prometheus::IntCounter,
+    /// The applied log index (`etcd_server_proposals_applied_total`).
+    pub applied: prometheus::IntGauge,
 }
 
 #[derive(Clone)]
@@ -197,6 +199,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.metrics.slow_applies.inc();
         }
         state.mvcc.batch_written();
+        if let Some(applied) = &state.applied {
+            self.metrics.applied.set(applied.index as i64);
+        }
         // Watchers hear of a revision only once it is readable from the store.
         for (rev, events) in published {
             self.hub.publish(rev, events);

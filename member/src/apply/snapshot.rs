@@ -426,6 +426,9 @@ impl StateMachine {
         self.lessor.clear();
         {
             let st = self.state.read().map_err(read_err)?;
+            if let Some(applied) = &st.applied {
+                self.metrics.applied.set(applied.index as i64);
+            }
             restart_lease_clock(&self.lessor, &st.leases);
             super::resume_compaction(&self.compactions, &st);
         }
