@@ -207,6 +207,14 @@ impl Cluster {
             .unwrap_or(0)
     }
 
+    /// Whether the member at `addr` is an oxetcd member (its `Status` said so).
+    pub fn is_oxetcd(&self, addr: &str) -> bool {
+        self.read()
+            .members
+            .iter()
+            .any(|m| m.upstream.addr == addr && m.upstream.dedup)
+    }
+
     /// Whether the member at `addr` passed its last health check.
     pub fn is_healthy(&self, addr: &str) -> bool {
         self.read()

@@ -172,11 +172,6 @@ struct Parked {
 
 struct Upstream {
     addr: String,
-    /// An oxetcd member answers a progress request only once every watch of the stream has
-    /// delivered through the answer's revision (as etcd does since 3.5.8); etcd 3.4 answers
-    /// at once with its current revision, even while a watch from a revision catches up and
-    /// with events still queued, so there the answer says only where the store is.
-    synced_progress: bool,
     tx: mpsc::UnboundedSender<WatchRequest>,
     rx: Streaming<WatchResponse>,
 }
@@ -701,7 +696,14 @@ impl Hub {
         // Every upstream watch created before the request has delivered through `revision`
         // (on etcd 3.4 only a watch from now, which is synced from its start, and never past
         // a compaction cancel it may still have coming).
-        let synced = self.upstream.as_ref().is_some_and(|u| u.synced_progress);
+        // An oxetcd member answers a progress request only once every watch of the stream has
+        // delivered through the answer's revision (as etcd does since 3.5.8); etcd 3.4 answers
+        // at once with its current revision, even while a watch from a revision catches up and
+        // with events still queued, so there the answer says only where the store is.
+        let synced = self
+            .upstream
+            .as_ref()
+            .is_some_and(|u| self.cluster.is_oxetcd(&u.addr));
         for g in self.groups.values_mut() {
             if g.state == State::Live && (synced || g.start == 0) {
                 g.position = g.position.max(revision);
@@ -748,8 +750,10 @@ impl Hub {
                         .members
                         .iter()
                         .find(|w| w.stream == stream && w.watch_id == *id)?;
+                    // A live group hands on what it receives as it comes: the member's answer
+                    // covers it (on etcd 3.4, as far as etcd's own answer would).
                     if g.state == State::Live && !g.in_fragment {
-                        Some(g.position.max(w.start - 1))
+                        None
                     } else {
                         behind(w)
                     }
@@ -1035,7 +1039,6 @@ impl Hub {
             Ok(Ok(resp)) => {
                 info!(member = %member.label, groups = self.groups.len(), "upstream watch stream open");
                 self.upstream = Some(Upstream {
-                    synced_progress: member.dedup,
                     addr: member.addr,
                     tx,
                     rx: resp.into_inner(),
