@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use oxetcd_common::etcdserverpb::lease_client::LeaseClient;
@@ -29,7 +29,7 @@ use tracing::{info, warn};
 
 use crate::cluster::Cluster;
 use crate::metrics::Metrics;
-use crate::upstream::{failover, is_no_leader, Identity};
+use crate::upstream::{failover, is_no_leader, Hubs, Identity};
 
 /// How long opening the upstream stream may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -46,7 +46,7 @@ enum Cmd {
 
 /// The hubs, one per identity.
 pub(crate) struct KeepAlives {
-    hubs: Mutex<HashMap<Identity, mpsc::UnboundedSender<Cmd>>>,
+    hubs: Hubs<Cmd>,
     cluster: Arc<Cluster>,
     metrics: Arc<Metrics>,
     next: AtomicU64,
@@ -55,7 +55,7 @@ pub(crate) struct KeepAlives {
 impl KeepAlives {
     pub(crate) fn new(cluster: Arc<Cluster>, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(KeepAlives {
-            hubs: Mutex::new(HashMap::new()),
+            hubs: Hubs::default(),
             cluster,
             metrics,
             next: AtomicU64::new(1),
@@ -70,38 +70,12 @@ impl KeepAlives {
         tx: Answers,
     ) -> (mpsc::UnboundedSender<Cmd>, u64) {
         let stream = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut hubs = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
-        let mut cmd = Cmd::Attach { stream, tx };
-        loop {
-            let hub = hubs.entry(identity.clone()).or_insert_with(|| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(Hub::new(identity.clone(), self.clone(), rx, tx.clone()).run());
-                tx
-            });
-            match hub.send(cmd) {
-                Ok(()) => return (hub.clone(), stream),
-                Err(mpsc::error::SendError(back)) => {
-                    cmd = back;
-                    hubs.remove(&identity);
-                }
-            }
-        }
-    }
-
-    /// The hub of `identity` leaves if `idle` holds under the lock (attaches are sent under
-    /// it, so none can be on its way).
-    fn retire(
-        &self,
-        identity: &Identity,
-        hub: &mpsc::UnboundedSender<Cmd>,
-        idle: impl FnOnce() -> bool,
-    ) -> bool {
-        let mut hubs = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
-        if hubs.get(identity).is_some_and(|h| h.same_channel(hub)) && idle() {
-            hubs.remove(identity);
-            return true;
-        }
-        false
+        let hub = self.hubs.send(&identity, Cmd::Attach { stream, tx }, || {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(Hub::new(identity.clone(), self.clone(), rx, tx.clone()).run());
+            tx
+        });
+        (hub, stream)
     }
 }
 
@@ -166,6 +140,7 @@ impl Hub {
                 let cmds = &self.cmds;
                 if self
                     .registry
+                    .hubs
                     .retire(&self.identity, &self.me, || cmds.is_empty())
                 {
                     break;

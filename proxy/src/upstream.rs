@@ -1,7 +1,12 @@
 //! What the proxy's own streams to members (coalesced watches and lease keep-alives) share:
-//! the identity a client stream is read under, and which failures move a stream to another
-//! member rather than end the clients' streams.
+//! the identity a client stream is read under, the hub task each identity's client streams
+//! share ([`Hubs`]), and which failures move a stream to another member rather than end the
+//! clients' streams.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::sync::mpsc;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
 
@@ -64,4 +69,57 @@ pub fn failover(status: &Status) -> bool {
 
 pub fn is_no_leader(status: &Status) -> bool {
     status.code() == Code::Unavailable && status.message().contains("no leader")
+}
+
+/// The hub task of each identity, by the sender of its commands `C`: started by the first
+/// client stream of an identity, gone once it retires idle.
+pub(crate) struct Hubs<C> {
+    hubs: Mutex<HashMap<Identity, mpsc::UnboundedSender<C>>>,
+}
+
+impl<C> Default for Hubs<C> {
+    fn default() -> Self {
+        Hubs {
+            hubs: Mutex::default(),
+        }
+    }
+}
+
+impl<C> Hubs<C> {
+    /// Sends `cmd` to the hub of `identity`, started with `start` if there is none or the last
+    /// one ended; returns that hub. Sent under the lock, so a hub that retires cannot miss it.
+    pub(crate) fn send(
+        &self,
+        identity: &Identity,
+        mut cmd: C,
+        mut start: impl FnMut() -> mpsc::UnboundedSender<C>,
+    ) -> mpsc::UnboundedSender<C> {
+        let mut hubs = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let hub = hubs.entry(identity.clone()).or_insert_with(&mut start);
+            match hub.send(cmd) {
+                Ok(()) => return hub.clone(),
+                Err(mpsc::error::SendError(back)) => {
+                    cmd = back;
+                    hubs.remove(identity);
+                }
+            }
+        }
+    }
+
+    /// The hub `hub` of `identity` leaves if it still is that identity's hub and `idle` holds
+    /// under the lock (commands are sent under it, so none can be on its way).
+    pub(crate) fn retire(
+        &self,
+        identity: &Identity,
+        hub: &mpsc::UnboundedSender<C>,
+        idle: impl FnOnce() -> bool,
+    ) -> bool {
+        let mut hubs = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
+        if hubs.get(identity).is_some_and(|h| h.same_channel(hub)) && idle() {
+            hubs.remove(identity);
+            return true;
+        }
+        false
+    }
 }

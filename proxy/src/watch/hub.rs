@@ -189,8 +189,9 @@ struct Progress {
 }
 
 pub(super) struct Hub {
-    id: u64,
     identity: Identity,
+    /// Its own command channel: how the registry tells this hub from a later one.
+    me: mpsc::UnboundedSender<Cmd>,
     registry: Arc<Registry>,
     cluster: Arc<Cluster>,
     metrics: Arc<Metrics>,
@@ -217,14 +218,14 @@ pub(super) struct Hub {
 
 impl Hub {
     pub(super) fn new(
-        id: u64,
         identity: Identity,
         registry: Arc<Registry>,
         cmds: mpsc::UnboundedReceiver<Cmd>,
+        me: mpsc::UnboundedSender<Cmd>,
     ) -> Hub {
         Hub {
-            id,
             identity,
+            me,
             cluster: registry.cluster.clone(),
             metrics: registry.metrics.clone(),
             registry,
@@ -1095,7 +1096,8 @@ impl Hub {
         }
         let cmds = &self.cmds;
         self.registry
-            .retire(&self.identity, self.id, || cmds.is_empty())
+            .hubs
+            .retire(&self.identity, &self.me, || cmds.is_empty())
     }
 
     /// Brings the shared gauges in line with this hub's counts.
@@ -1130,12 +1132,8 @@ mod tests {
         let metrics = Metrics::new();
         let cluster = Cluster::new(&[], metrics.clone(), None);
         let registry = super::super::Registry::new(cluster, metrics);
-        Hub::new(
-            1,
-            Identity::default(),
-            registry,
-            mpsc::unbounded_channel().1,
-        )
+        let (me, cmds) = mpsc::unbounded_channel();
+        Hub::new(Identity::default(), registry, cmds, me)
     }
 
     #[test]

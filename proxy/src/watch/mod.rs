@@ -11,10 +11,9 @@
 mod group;
 mod hub;
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::Stream;
@@ -25,7 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::cluster::Cluster;
 use crate::metrics::Metrics;
-use crate::upstream::Identity;
+use crate::upstream::{Hubs, Identity};
 
 /// What a hub hears from its client streams.
 enum Cmd {
@@ -36,7 +35,7 @@ enum Cmd {
 
 /// The hubs, one per identity.
 pub(crate) struct Registry {
-    hubs: Mutex<HashMap<Identity, (u64, mpsc::UnboundedSender<Cmd>)>>,
+    hubs: Hubs<Cmd>,
     cluster: Arc<Cluster>,
     metrics: Arc<Metrics>,
     next: AtomicU64,
@@ -45,51 +44,29 @@ pub(crate) struct Registry {
 impl Registry {
     pub(crate) fn new(cluster: Arc<Cluster>, metrics: Arc<Metrics>) -> Arc<Registry> {
         Arc::new(Registry {
-            hubs: Mutex::new(HashMap::new()),
+            hubs: Hubs::default(),
             cluster,
             metrics,
             next: AtomicU64::new(1),
         })
     }
 
-    /// Attaches a client stream to its identity's hub (started if there is none). Done under
-    /// the lock, so a hub that retires cannot miss an attach.
+    /// Attaches a client stream to its identity's hub, starting one if there is none (or the
+    /// last one ended).
     fn attach(
         self: &Arc<Self>,
         identity: Identity,
         client: hub::Client,
     ) -> (mpsc::UnboundedSender<Cmd>, u64) {
         let stream = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut hubs = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
-        let mut cmd = Cmd::Attach { stream, client };
-        loop {
-            let (_, tx) = hubs.entry(identity.clone()).or_insert_with(|| {
-                let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let hub = self
+            .hubs
+            .send(&identity, Cmd::Attach { stream, client }, || {
                 let (tx, rx) = mpsc::unbounded_channel();
-                let hub = hub::Hub::new(id, identity.clone(), self.clone(), rx);
-                tokio::spawn(hub.run());
-                (id, tx)
+                tokio::spawn(hub::Hub::new(identity.clone(), self.clone(), rx, tx.clone()).run());
+                tx
             });
-            match tx.send(cmd) {
-                Ok(()) => return (tx.clone(), stream),
-                Err(mpsc::error::SendError(back)) => {
-                    // The hub ended: start another.
-                    cmd = back;
-                    hubs.remove(&identity);
-                }
-            }
-        }
-    }
-
-    /// A hub with nothing to do leaves, if it is still the identity's hub and `idle` holds
-    /// under the lock.
-    fn retire(&self, identity: &Identity, id: u64, idle: impl FnOnce() -> bool) -> bool {
-        let mut hubs = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
-        if hubs.get(identity).is_some_and(|(i, _)| *i == id) && idle() {
-            hubs.remove(identity);
-            return true;
-        }
-        false
+        (hub, stream)
     }
 }
 
