@@ -498,3 +498,50 @@ async fn a_slow_client_is_parked_by_the_bytes_it_holds_up() {
     }
     assert_eq!(got, revs);
 }
+
+/// etcd 3.4 answers a progress request at once, even while a watch from a revision is still
+/// catching up (its events come from a sync loop, every 100 ms). In front of it, the proxy must
+/// not take that answer for the watch having caught up: a watcher from an old revision, beside
+/// a watcher from now that it could be merged into, still gets its whole history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_front_of_etcd_34_a_watcher_from_a_revision_gets_its_whole_history() {
+    let m = Member::start(Kind::Etcd);
+    let p = Proxy::start(&m.endpoint(), &[]);
+    let mut kv = client_of(&m.endpoint()).await;
+    let first = kv.put("k/0", "v", None).await.expect("put");
+    let first = first.header().expect("header").revision();
+    for i in 1..100 {
+        kv.put(format!("k/{i}"), "v", None).await.expect("put");
+    }
+    let ch = channel(&p.endpoint()).await;
+    let watch = |start_revision| WatchCreateRequest {
+        key: b"k/".to_vec(),
+        range_end: prefix_end("k/"),
+        start_revision,
+        ..Default::default()
+    };
+    // The watcher from a revision first, then one from now on the same prefix (a group the
+    // first could be merged into), then a progress request, all within etcd's 100 ms.
+    let mut old = Stream::open(&ch).await;
+    old.create(watch(first));
+    let mut now = Stream::open(&ch).await;
+    now.create(watch(0));
+    old.progress();
+    assert!(now.next().await.created);
+    let mut keys = Vec::new();
+    while keys.len() < 100 {
+        let r = old.next().await;
+        assert!(!r.canceled, "{r:?}");
+        if r.created || is_progress(&r) {
+            continue;
+        }
+        keys.extend(
+            r.events
+                .iter()
+                .filter_map(|e| e.kv.as_ref())
+                .map(|kv| kv.key.clone()),
+        );
+    }
+    let want: Vec<Vec<u8>> = (0..100).map(|i| format!("k/{i}").into_bytes()).collect();
+    assert_eq!(keys, want, "every event once, in order");
+}
