@@ -10,7 +10,6 @@
 //! no leader for a `hasleader` stream) end the client streams as the member would.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,7 +48,6 @@ pub(crate) struct KeepAlives {
     hubs: Hubs<Cmd>,
     cluster: Arc<Cluster>,
     metrics: Arc<Metrics>,
-    next: AtomicU64,
 }
 
 impl KeepAlives {
@@ -58,7 +56,6 @@ impl KeepAlives {
             hubs: Hubs::default(),
             cluster,
             metrics,
-            next: AtomicU64::new(1),
         })
     }
 
@@ -69,13 +66,12 @@ impl KeepAlives {
         identity: Identity,
         tx: Answers,
     ) -> (mpsc::UnboundedSender<Cmd>, u64) {
-        let stream = self.next.fetch_add(1, Ordering::Relaxed);
-        let hub = self.hubs.send(&identity, Cmd::Attach { stream, tx }, || {
+        let attach = |stream| Cmd::Attach { stream, tx };
+        self.hubs.attach(&identity, attach, || {
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(Hub::new(identity.clone(), self.clone(), rx, tx.clone()).run());
             tx
-        });
-        (hub, stream)
+        })
     }
 }
 

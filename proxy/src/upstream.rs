@@ -4,6 +4,7 @@
 //! clients' streams.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use tokio::sync::mpsc;
@@ -75,17 +76,32 @@ pub fn is_no_leader(status: &Status) -> bool {
 /// client stream of an identity, gone once it retires idle.
 pub(crate) struct Hubs<C> {
     hubs: Mutex<HashMap<Identity, mpsc::UnboundedSender<C>>>,
+    /// Numbers the client streams, across every hub.
+    next_stream: AtomicU64,
 }
 
 impl<C> Default for Hubs<C> {
     fn default() -> Self {
         Hubs {
             hubs: Mutex::default(),
+            next_stream: AtomicU64::new(1),
         }
     }
 }
 
 impl<C> Hubs<C> {
+    /// Numbers a new client stream and attaches it to its identity's hub with the command
+    /// `attach` makes of its number (see [`Hubs::send`]); the hub, and the stream's number.
+    pub(crate) fn attach(
+        &self,
+        identity: &Identity,
+        attach: impl FnOnce(u64) -> C,
+        start: impl FnMut() -> mpsc::UnboundedSender<C>,
+    ) -> (mpsc::UnboundedSender<C>, u64) {
+        let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        (self.send(identity, attach(stream), start), stream)
+    }
+
     /// Sends `cmd` to the hub of `identity`, started with `start` if there is none or the last
     /// one ended; returns that hub. Sent under the lock, so a hub that retires cannot miss it.
     pub(crate) fn send(

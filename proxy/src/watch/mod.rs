@@ -12,7 +12,6 @@ mod group;
 mod hub;
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -38,7 +37,6 @@ pub(crate) struct Registry {
     hubs: Hubs<Cmd>,
     cluster: Arc<Cluster>,
     metrics: Arc<Metrics>,
-    next: AtomicU64,
 }
 
 impl Registry {
@@ -47,7 +45,6 @@ impl Registry {
             hubs: Hubs::default(),
             cluster,
             metrics,
-            next: AtomicU64::new(1),
         })
     }
 
@@ -58,15 +55,12 @@ impl Registry {
         identity: Identity,
         client: hub::Client,
     ) -> (mpsc::UnboundedSender<Cmd>, u64) {
-        let stream = self.next.fetch_add(1, Ordering::Relaxed);
-        let hub = self
-            .hubs
-            .send(&identity, Cmd::Attach { stream, client }, || {
-                let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(hub::Hub::new(identity.clone(), self.clone(), rx, tx.clone()).run());
-                tx
-            });
-        (hub, stream)
+        let attach = |stream| Cmd::Attach { stream, client };
+        self.hubs.attach(&identity, attach, || {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(hub::Hub::new(identity.clone(), self.clone(), rx, tx.clone()).run());
+            tx
+        })
     }
 }
 
