@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::apply::MemberState;
 use crate::auth::{AuthInfo, Tokens};
-use crate::error::{Applied, ServerError};
+use crate::error::ServerError;
 use crate::lease::Lessor;
 use crate::metrics::Metrics;
 use crate::mvcc::KvError;
@@ -40,11 +40,21 @@ const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// The result a proposer hands back: encoded response and the entry's raft term.
 type ProposalResult = Result<(Vec<u8>, u64), ServerError>;
 
-/// A request waiting to be proposed.
+/// Requests waiting to be proposed: one of this member's, or a batch a follower forwarded.
 pub(crate) struct Pending {
-    request: InternalRaftRequest,
+    requests: Vec<InternalRaftRequest>,
     size: usize,
-    done: oneshot::Sender<ProposalResult>,
+    waiter: Waiter,
+}
+
+/// Who waits for a [`Pending`]'s results.
+enum Waiter {
+    /// A request of this member's clients, or of the member itself: its one result.
+    Local(oneshot::Sender<ProposalResult>),
+    /// A batch forwarded by a follower (see [`EtcdServer::write_forwarded`]): the results of
+    /// all its requests and the entry's term and index. Written here or refused, never
+    /// forwarded again.
+    Forwarded(oneshot::Sender<Result<Forwarded, PeerError>>),
 }
 
 /// A read barrier waiting for the next read-index round.
@@ -214,9 +224,32 @@ impl EtcdServer {
         let (done, result) = oneshot::channel();
         self.proposals
             .send(Pending {
-                request,
+                requests: vec![request],
                 size,
-                done,
+                waiter: Waiter::Local(done),
+            })
+            .await
+            .map_err(|_| ServerError::Stopped)?;
+        result.await.map_err(|_| ServerError::Stopped)?
+    }
+
+    /// The leader's side of a batch a follower forwarded: its requests join the next entry
+    /// this member's proposer writes, with this member's own and other followers' requests
+    /// (openraft 0.9 writes and syncs each entry on its own, so one entry per round is one
+    /// fsync per round on the leader, not one per member that sent writes). Written here or
+    /// refused (`NotLeader`: nothing was done), never forwarded again.
+    pub(crate) async fn write_forwarded(&self, payload: Vec<u8>) -> Result<Forwarded, PeerError> {
+        if !self.is_leader() {
+            return Err(PeerError::NotLeader);
+        }
+        let batch = RaftBatch::decode(payload.as_slice())
+            .map_err(|e| ServerError::Internal(format!("undecodable forwarded batch: {e}")))?;
+        let (done, result) = oneshot::channel();
+        self.proposals
+            .send(Pending {
+                requests: batch.requests,
+                size: payload.len(),
+                waiter: Waiter::Forwarded(done),
             })
             .await
             .map_err(|_| ServerError::Stopped)?;
@@ -325,64 +358,163 @@ pub(crate) async fn run_read_batcher(
 
 /// The proposer task: turns queued requests into raft entries. It takes every request queued
 /// while the previous entry was in flight (bounded by count and bytes) and proposes them as one
-/// entry, applied in order. openraft 0.9 writes and syncs one entry's log I/O before starting
-/// the next, so this is where write throughput comes from: one fsync per batch, not per request.
+/// entry, applied in order; on the leader that includes the batches followers forwarded.
+/// openraft 0.9 writes and syncs one entry's log I/O before starting the next, so this is where
+/// write throughput comes from: one fsync per batch, not per request.
 pub(crate) async fn run_proposer(
     server: std::sync::Weak<EtcdServer>,
     mut rx: mpsc::Receiver<Pending>,
 ) {
-    while let Some(first) = rx.recv().await {
+    // A batch that did not fit the previous entry starts the next one.
+    let mut held: Option<Pending> = None;
+    loop {
+        let first = match held.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let mut count = first.requests.len();
         let mut bytes = first.size;
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(p) => {
-                    bytes += p.size;
-                    batch.push(p);
-                }
-                Err(_) => break,
+        while count < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES {
+            let Ok(p) = rx.try_recv() else {
+                break;
+            };
+            if count + p.requests.len() > MAX_BATCH_REQUESTS || bytes + p.size > MAX_BATCH_BYTES {
+                held = Some(p);
+                break;
             }
+            count += p.requests.len();
+            bytes += p.size;
+            batch.push(p);
         }
         let Some(server) = server.upgrade() else {
             return;
         };
-        let (requests, waiters): (Vec<_>, Vec<_>) =
-            batch.into_iter().map(|p| (p.request, p.done)).unzip();
-        let payload = RaftBatch { requests }.encode_to_vec();
         let pending = &server.metrics.proposals_pending;
-        pending.add(waiters.len() as i64);
-        let written = server.write_entry(payload).await;
-        pending.sub(waiters.len() as i64);
-        match written {
-            Ok((responses, term)) => {
-                let mut responses = responses.into_iter();
-                for w in waiters {
-                    let r = match responses.next() {
-                        Some(Ok(b)) => Ok((b, term)),
-                        Some(Err(e)) => Err(e),
-                        None => Err(ServerError::Internal(
-                            "entry applied without a result".into(),
-                        )),
-                    };
-                    let _ = w.send(r);
+        pending.add(count as i64);
+        server.write_batch(batch).await;
+        pending.sub(count as i64);
+    }
+}
+
+/// The entry payload (an encoded `RaftBatch`) holding every request of `batch`, in order.
+fn encode_batch(batch: &[Pending]) -> Vec<u8> {
+    let len: usize = batch
+        .iter()
+        .flat_map(|p| &p.requests)
+        .map(|r| prost::encoding::message::encoded_len(1, r))
+        .sum();
+    let mut payload = Vec::with_capacity(len);
+    for r in batch.iter().flat_map(|p| &p.requests) {
+        // A repeated message field is its elements' encodings one after another.
+        prost::encoding::message::encode(1, r, &mut payload);
+    }
+    payload
+}
+
+/// Hands each waiter of `batch` its share of an entry's results, in order, or the error.
+fn answer(batch: Vec<Pending>, written: Result<Forwarded, ServerError>) {
+    let (mut results, term, log_index) = match written {
+        Ok(f) => (f.results.into_iter(), f.term, f.log_index),
+        Err(e) => {
+            for p in batch {
+                match p.waiter {
+                    Waiter::Local(w) => {
+                        let _ = w.send(Err(e.clone()));
+                    }
+                    Waiter::Forwarded(w) => {
+                        let _ = w.send(Err(PeerError::Server(e.clone())));
+                    }
                 }
             }
-            Err(e) => {
-                server.metrics.proposals_failed.inc();
-                for w in waiters {
-                    let _ = w.send(Err(e.clone()));
-                }
+            return;
+        }
+    };
+    for p in batch {
+        match p.waiter {
+            Waiter::Local(w) => {
+                let r = match results.next() {
+                    Some(Ok(b)) => Ok((b, term)),
+                    Some(Err(e)) => Err(e),
+                    None => Err(ServerError::Internal(
+                        "entry applied without a result".into(),
+                    )),
+                };
+                let _ = w.send(r);
+            }
+            Waiter::Forwarded(w) => {
+                let _ = w.send(Ok(Forwarded {
+                    results: results.by_ref().take(p.requests.len()).collect(),
+                    term,
+                    log_index,
+                }));
             }
         }
     }
 }
 
+/// After an entry with forwarded batches could not be written here: the followers' batches
+/// are refused (they find the leader themselves), this member's own requests are returned to
+/// go on their way, unless the deadline passed (`late`: the entry may still be applied, so they
+/// must not be proposed again).
+fn refuse_forwarded(batch: Vec<Pending>, late: bool) -> Vec<Pending> {
+    let mut local = Vec::new();
+    for p in batch {
+        match p.waiter {
+            Waiter::Forwarded(w) => {
+                let refusal = if late {
+                    PeerError::Server(ServerError::TimedOut)
+                } else {
+                    PeerError::NotLeader
+                };
+                let _ = w.send(Err(refusal));
+            }
+            Waiter::Local(w) if late => {
+                let _ = w.send(Err(ServerError::TimedOut));
+            }
+            Waiter::Local(_) => local.push(p),
+        }
+    }
+    local
+}
+
 impl EtcdServer {
+    /// Writes one proposer batch as one entry and answers its waiters.
+    async fn write_batch(&self, batch: Vec<Pending>) {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let local = if batch
+            .iter()
+            .any(|p| matches!(p.waiter, Waiter::Forwarded(_)))
+        {
+            self.wait_transfer_gate().await;
+            match self.write_here(encode_batch(&batch), deadline).await {
+                Ok(f) => return answer(batch, Ok(f)),
+                Err(_) => refuse_forwarded(batch, Instant::now() >= deadline),
+            }
+        } else {
+            batch
+        };
+        if local.is_empty() {
+            return;
+        }
+        let written = self.write_entry(encode_batch(&local), deadline).await;
+        if written.is_err() {
+            self.metrics.proposals_failed.inc();
+        }
+        answer(local, written);
+    }
+
     /// Writes one raft entry and waits until it is applied here; returns the per-request results.
     /// On a follower the entry goes to the leader over the peer URL (clients never see
     /// "not leader"), and the answer waits until this member has applied it too.
-    async fn write_entry(&self, payload: Vec<u8>) -> Result<(Vec<Applied>, u64), ServerError> {
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
+    async fn write_entry(
+        &self,
+        payload: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<Forwarded, ServerError> {
         // The payload as forwarded: with request IDs, the same on every attempt.
         let mut forwarded: Option<Vec<u8>> = None;
         loop {
@@ -391,7 +523,7 @@ impl EtcdServer {
             // have become the leader with the forwarded entry already in its log.
             let attempt = forwarded.as_ref().unwrap_or(&payload).clone();
             let named = match self.write_here(attempt, deadline).await {
-                Ok(f) => return Ok((f.results, f.term)),
+                Ok(f) => return Ok(f),
                 Err(named) => named,
             };
             let Some((leader, node)) = self.leader_to_ask(named, deadline).await? else {
@@ -407,7 +539,7 @@ impl EtcdServer {
             {
                 Some(Ok(f)) => {
                     self.wait_applied(f.log_index, deadline).await?;
-                    return Ok((f.results, f.term));
+                    return Ok(f);
                 }
                 Some(Err(PeerError::Server(e))) => return Err(e),
                 Some(Err(e)) if Instant::now() >= deadline => return Err(e.into_server()),
@@ -443,18 +575,6 @@ impl EtcdServer {
                 Err(None)
             }
             Err(_) => Err(None),
-        }
-    }
-
-    /// The leader's side of a forwarded entry: write it here, never forward it again.
-    pub(crate) async fn write_entry_here(&self, payload: Vec<u8>) -> Result<Forwarded, PeerError> {
-        self.wait_transfer_gate().await;
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
-        match self.write_here(payload, deadline).await {
-            Ok(f) => Ok(f),
-            // In the log but neither committed nor replaced yet: it may still be applied.
-            Err(_) if Instant::now() >= deadline => Err(ServerError::TimedOut.into()),
-            Err(_) => Err(PeerError::NotLeader),
         }
     }
 
@@ -645,5 +765,112 @@ mod tests {
             member_id(&["http://127.0.0.1:2381".into()], "etcd-cluster")
         );
         assert_eq!(cluster_id(&[2, 1], "t"), cluster_id(&[1, 2], "t"));
+    }
+
+    fn request(id: &str) -> InternalRaftRequest {
+        InternalRaftRequest {
+            request_id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    type ForwardRx = oneshot::Receiver<Result<Forwarded, PeerError>>;
+
+    /// Two local requests around a forwarded batch of three, as the leader's proposer takes
+    /// them from its queue.
+    fn mixed() -> (
+        Vec<Pending>,
+        oneshot::Receiver<ProposalResult>,
+        ForwardRx,
+        oneshot::Receiver<ProposalResult>,
+    ) {
+        let (a, a_rx) = oneshot::channel();
+        let (f, f_rx) = oneshot::channel();
+        let (b, b_rx) = oneshot::channel();
+        let batch = vec![
+            Pending {
+                requests: vec![request("a")],
+                size: 1,
+                waiter: Waiter::Local(a),
+            },
+            Pending {
+                requests: vec![request("f1"), request("f2"), request("f3")],
+                size: 3,
+                waiter: Waiter::Forwarded(f),
+            },
+            Pending {
+                requests: vec![request("b")],
+                size: 1,
+                waiter: Waiter::Local(b),
+            },
+        ];
+        (batch, a_rx, f_rx, b_rx)
+    }
+
+    #[test]
+    fn one_entry_carries_local_and_forwarded_requests_in_queue_order() {
+        let (batch, ..) = mixed();
+        let decoded = RaftBatch::decode(encode_batch(&batch).as_slice()).unwrap();
+        let ids: Vec<_> = decoded
+            .requests
+            .iter()
+            .map(|r| r.request_id.as_str())
+            .collect();
+        assert_eq!(ids, ["a", "f1", "f2", "f3", "b"]);
+    }
+
+    #[test]
+    fn each_waiter_gets_its_own_results() {
+        let (batch, mut a, mut f, mut b) = mixed();
+        let results = (0..5u8)
+            .map(|i| {
+                if i == 2 {
+                    Err(ServerError::TimedOut)
+                } else {
+                    Ok(vec![i])
+                }
+            })
+            .collect();
+        answer(
+            batch,
+            Ok(Forwarded {
+                results,
+                term: 7,
+                log_index: 42,
+            }),
+        );
+        assert_eq!(a.try_recv().unwrap().unwrap(), (vec![0], 7));
+        let f = f.try_recv().unwrap().unwrap();
+        assert_eq!(
+            f.results,
+            vec![Ok(vec![1]), Err(ServerError::TimedOut), Ok(vec![3])]
+        );
+        assert_eq!((f.term, f.log_index), (7, 42));
+        assert_eq!(b.try_recv().unwrap().unwrap(), (vec![4], 7));
+    }
+
+    #[test]
+    fn a_failed_entry_refuses_forwarded_batches_and_keeps_local_requests() {
+        let (batch, mut a, mut f, mut b) = mixed();
+        let local = refuse_forwarded(batch, false);
+        assert!(matches!(f.try_recv().unwrap(), Err(PeerError::NotLeader)));
+        let ids: Vec<_> = local
+            .iter()
+            .flat_map(|p| &p.requests)
+            .map(|r| r.request_id.as_str())
+            .collect();
+        assert_eq!(ids, ["a", "b"]);
+        // Still waiting: they are proposed again.
+        assert!(a.try_recv().is_err() && b.try_recv().is_err());
+        drop(local);
+
+        // Past the deadline the entry may still be applied: nobody proposes it again.
+        let (batch, mut a, mut f, _b) = mixed();
+        assert!(refuse_forwarded(batch, true).is_empty());
+        assert!(matches!(a.try_recv().unwrap(), Err(ServerError::TimedOut)));
+        assert!(matches!(
+            f.try_recv().unwrap(),
+            Err(PeerError::Server(ServerError::TimedOut))
+        ));
     }
 }

@@ -116,7 +116,7 @@ impl RaftPeer for PeerService {
 
     async fn forward(&self, r: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
         let payload: Vec<u8> = self.open(r)?;
-        self.answer(self.server.write_entry_here(payload).await)
+        self.answer(self.server.write_forwarded(payload).await)
     }
 
     async fn read_index(&self, r: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
