@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# A/B of two oxetcd builds, head to head: two 3-member clusters side by side (fresh data dirs,
+# same disk, loopback), the same `oxetcdctl bench` workload run on each in turn, ROUNDS times.
+#
+#   bench/ab.sh BIN_A BIN_B ROUNDS BENCH_ARGS...   (TARGET_DIR for oxetcdctl: $CARGO_TARGET_DIR
+#                                                   or target, release build)
+#   e.g. bench/ab.sh /tmp/oxetcd-old /tmp/oxetcd-new 4 --clients 100 --conns 10 put --total 20000
+#
+# Prints per run: req/s, p50/p99 (ms), CPU (user + system) of the three members per request
+# (µs), and the raft entries the run added (the committed index on the first member). Member 1
+# leads in both clusters, so a workload on one connection goes to the leader in both.
+set -euo pipefail
+T=${CARGO_TARGET_DIR:-target}/release
+MEMBERS=3
+A=$1 B=$2 ROUNDS=$3
+shift 3
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+OXETCD=$A EA=$(start oxetcd a)
+OXETCD=$B EB=$(start oxetcd b)
+HZ=$(getconf CLK_TCK)
+ticks() {
+  local t=0 i
+  for i in 1 2 3; do t=$((t + $(awk '{print $14 + $15}' "/proc/$(cat "$WORK/$1$i.pid")/stat"))); done
+  echo $t
+}
+committed() { curl -s "http://${1%%,*}/metrics" | awk '/^etcd_server_proposals_committed_total/ {print $2}'; }
+# Which member leads matters to a workload on few connections (the first goes to member 1):
+# both clusters run with member 1 as the leader (etcdctl move-leader).
+for eps in "$EA" "$EB"; do
+  ETCDCTL_API=3 etcdctl --endpoints="$eps" endpoint status -w json | python3 -c '
+import json, sys
+st = json.load(sys.stdin)
+leader = next(s["Endpoint"] for s in st if s["Status"]["leader"] == s["Status"]["header"]["member_id"])
+first = st[0]["Status"]["header"]["member_id"]
+if leader != st[0]["Endpoint"]:
+    print(leader, format(first, "x"))' | while read -r leader id; do
+    ETCDCTL_API=3 etcdctl --endpoints="$leader" move-leader "$id" >/dev/null
+  done
+done
+total=$(python3 -c 'import sys; a=sys.argv[1:]; print(a[a.index("--total")+1] if "--total" in a else 0)' "$@")
+printf "%-6s %-5s %10s %14s %8s %8s\n" round build "req/s" "p50/p99 ms" "µs/req" entries
+for r in $(seq 1 "$ROUNDS"); do
+  for c in a b; do
+    eps=$EA
+    [ $c = b ] && eps=$EB
+    t0=$(ticks $c) i0=$(committed "$eps")
+    read -r rps p50 p99 <<<"$(run "$eps" "$@")"
+    t1=$(ticks $c) i1=$(committed "$eps")
+    python3 -c "
+r, p50, p99, t, n, e = $rps, $p50, $p99, $((t1 - t0)), $total, float('$i1') - float('$i0')
+us = f'{t * 1e6 / $HZ / n:.0f}' if n else '-'
+print(f'{$r:<6} {\"$c\":<5} {r:10.0f} {p50*1000:>6.1f}/{p99*1000:<7.1f} {us:>8} {e:8.0f}')"
+  done
+done
