@@ -25,19 +25,8 @@ ticks() {
   echo $t
 }
 committed() { curl -s "http://${1%%,*}/metrics" | awk '/^etcd_server_proposals_committed_total/ {print $2}'; }
-# Which member leads matters to a workload on few connections (the first goes to member 1):
-# both clusters run with member 1 as the leader (etcdctl move-leader).
-for eps in "$EA" "$EB"; do
-  ETCDCTL_API=3 etcdctl --endpoints="$eps" endpoint status -w json | python3 -c '
-import json, sys
-st = json.load(sys.stdin)
-leader = next(s["Endpoint"] for s in st if s["Status"]["leader"] == s["Status"]["header"]["member_id"])
-first = st[0]["Status"]["header"]["member_id"]
-if leader != st[0]["Endpoint"]:
-    print(leader, format(first, "x"))' | while read -r leader id; do
-    ETCDCTL_API=3 etcdctl --endpoints="$leader" move-leader "$id" >/dev/null
-  done
-done
+lead_on_first "$EA"
+lead_on_first "$EB"
 total=$(python3 -c 'import sys; a=sys.argv[1:]; print(a[a.index("--total")+1] if "--total" in a else 0)' "$@")
 printf "%-6s %-5s %10s %14s %8s %8s\n" round build "req/s" "p50/p99 ms" "µs/req" entries
 for r in $(seq 1 "$ROUNDS"); do

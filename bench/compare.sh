@@ -18,6 +18,11 @@ source "$(dirname "$0")/lib.sh"
 
 E=$(start etcd etcd)
 O=$(start oxetcd ox)
+# The first member leads in both clusters (the single-client rows talk to it).
+if [ "$MEMBERS" -gt 1 ]; then
+  lead_on_first "$E"
+  lead_on_first "$O"
+fi
 # CPU ticks (user + system) of every member of a cluster.
 ticks() {
   local t=0 i

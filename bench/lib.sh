@@ -40,6 +40,21 @@ start() { # kind prefix -> prints the client endpoints, comma-separated
   echo "$eps"
 }
 
+# Moves leadership to the first member (etcdctl move-leader; etcd 3.4 and oxetcd alike): a
+# workload on one connection talks to the first member, and whether it leads (a follower
+# forwards) decides its latency more than the build does.
+lead_on_first() { # endpoints
+  local eps=$1
+  ETCDCTL_API=3 etcdctl --endpoints="$eps" endpoint status -w json | python3 -c '
+import json, sys
+st = json.load(sys.stdin)
+leader = next(s["Endpoint"] for s in st if s["Status"]["leader"] == s["Status"]["header"]["member_id"])
+if leader != st[0]["Endpoint"]:
+    print(leader, format(st[0]["Status"]["header"]["member_id"], "x"))' | while read -r leader id; do
+    ETCDCTL_API=3 etcdctl --endpoints="$leader" move-leader "$id" >/dev/null
+  done
+}
+
 run() { # endpoints args... -> "rps p50 p99" (for watch-latency: put rps, event p50/p99)
   local eps=$1; shift
   "$CTL" --endpoints="$eps" -w json bench "$@" | python3 -c '
