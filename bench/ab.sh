@@ -19,11 +19,6 @@ source "$(dirname "$0")/lib.sh"
 OXETCD=$A EA=$(start oxetcd a)
 OXETCD=$B EB=$(start oxetcd b)
 HZ=$(getconf CLK_TCK)
-ticks() {
-  local t=0 i
-  for i in 1 2 3; do t=$((t + $(awk '{print $14 + $15}' "/proc/$(cat "$WORK/$1$i.pid")/stat"))); done
-  echo $t
-}
 committed() { curl -s "http://${1%%,*}/metrics" | awk '/^etcd_server_proposals_committed_total/ {print $2}'; }
 lead_on_first "$EA"
 lead_on_first "$EB"
@@ -33,9 +28,9 @@ for r in $(seq 1 "$ROUNDS"); do
   for c in a b; do
     eps=$EA
     [ $c = b ] && eps=$EB
-    t0=$(ticks $c) i0=$(committed "$eps")
+    t0=$(cluster_ticks $c) i0=$(committed "$eps")
     read -r rps p50 p99 <<<"$(run "$eps" "$@")"
-    t1=$(ticks $c) i1=$(committed "$eps")
+    t1=$(cluster_ticks $c) i1=$(committed "$eps")
     python3 -c "
 r, p50, p99, t, n, e = $rps, $p50, $p99, $((t1 - t0)), $total, float('$i1') - float('$i0')
 us = f'{t * 1e6 / $HZ / n:.0f}' if n else '-'

@@ -23,14 +23,6 @@ if [ "$MEMBERS" -gt 1 ]; then
   lead_on_first "$E"
   lead_on_first "$O"
 fi
-# CPU ticks (user + system) of every member of a cluster.
-ticks() {
-  local t=0 i
-  for i in $(seq 1 "$MEMBERS"); do
-    t=$((t + $(awk '{print $14 + $15}' "/proc/$(cat "$WORK/$1$i.pid")/stat")))
-  done
-  echo $t
-}
 HZ=$(getconf CLK_TCK)
 echo "$MEMBERS member(s) each"
 printf "%-44s %12s %12s %7s %18s %18s %9s %9s\n" workload "etcd req/s" "oxetcd req/s" ratio \
@@ -38,14 +30,14 @@ printf "%-44s %12s %12s %7s %18s %18s %9s %9s\n" workload "etcd req/s" "oxetcd r
 while IFS='|' read -r name total args; do
   [ -z "$name" ] && continue
   [[ -n "${ONLY:-}" && ! "$name" =~ $ONLY ]] && continue
-  e0=$(ticks etcd)
+  e0=$(cluster_ticks etcd)
   # shellcheck disable=SC2086
   read -r er ep50 ep99 <<<"$(run "$E" $args)"
-  e1=$(ticks etcd)
-  o0=$(ticks ox)
+  e1=$(cluster_ticks etcd)
+  o0=$(cluster_ticks ox)
   # shellcheck disable=SC2086
   read -r or op50 op99 <<<"$(run "$O" $args)"
-  o1=$(ticks ox)
+  o1=$(cluster_ticks ox)
   ratio=$(python3 -c "print(f'{$or/$er:.2f}')")
   ms() { python3 -c "print(f'{$1*1000:.1f}/{$2*1000:.1f}')"; }
   us() { python3 -c "print(f'{($2-$1)*1e6/$HZ/$total:.0f}' if $total else '-')"; }

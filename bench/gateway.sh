@@ -13,7 +13,6 @@ MEMBERS=1
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-ticks() { awk '{print $14 + $15}' "/proc/$(cat "$WORK/$1.pid")/stat"; }
 hz=$(getconf CLK_TCK)
 
 E=$(start etcd etcd)
@@ -25,10 +24,10 @@ while IFS='|' read -r name total args; do
     flag=(); [ $path = gateway ] && flag=(--gateway)
     for kind in etcd ox; do
       eps=$E; [ $kind = ox ] && eps=$O
-      before=$(ticks ${kind}1)
+      before=$(ticks_of ${kind}1)
       # shellcheck disable=SC2086
       read -r rps p50 p99 <<<"$(run "$eps" ${flag[@]+"${flag[@]}"} $args --total "$total")"
-      after=$(ticks ${kind}1)
+      after=$(ticks_of ${kind}1)
       python3 - "$name" "$kind" "$path" "$rps" "$p50" "$p99" "$before" "$after" "$hz" "$total" <<'PY'
 import sys
 name, kind, path, rps, p50, p99, b, a, hz, total = sys.argv[1:]

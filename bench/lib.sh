@@ -55,6 +55,15 @@ if leader != st[0]["Endpoint"]:
   done
 }
 
+# CPU clock ticks (user + system) of one process started here (its pid file's name), and of
+# every member of a cluster started with `start KIND PREFIX`.
+ticks_of() { awk '{print $14 + $15}' "/proc/$(cat "$WORK/$1.pid")/stat"; }
+cluster_ticks() { # prefix
+  local t=0 i
+  for i in $(seq 1 "$MEMBERS"); do t=$((t + $(ticks_of "$1$i"))); done
+  echo $t
+}
+
 run() { # endpoints args... -> "rps p50 p99" (for watch-latency: put rps, event p50/p99)
   local eps=$1; shift
   "$CTL" --endpoints="$eps" -w json bench "$@" | python3 -c '

@@ -49,12 +49,6 @@ XP=$(start_proxy oxetcd "$E" oxproxy-etcd)
 ms() { python3 -c "print(f'{$1*1000:.1f}/{$2*1000:.1f}')"; }
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 HZ=$(getconf CLK_TCK)
-ticks_of() { awk '{print $14 + $15}' "/proc/$(cat "$WORK/$1.pid")/stat"; }
-cluster_ticks() { # etcd|ox
-  local t=0 i
-  for i in $(seq 1 "$MEMBERS"); do t=$((t + $(ticks_of "$1$i"))); done
-  echo $t
-}
 us_per() { python3 -c "print(f'{($1)*1e6/$HZ/$2:.0f}')"; }
 printf "%-40s %-24s %10s %14s %8s %9s %10s\n" workload target "req/s" "p50/p99 ms" "vs leader" \
   "proxy µs" "members µs"
