@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
     config.enable_type_names();
     tonic_prost_build::configure()
+        .codec_path("crate::codec::ProtoCodec")
         .build_client(true)
         .build_server(true)
         .file_descriptor_set_path(&descriptors)

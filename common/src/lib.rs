@@ -1,6 +1,7 @@
 //! What the oxetcd binaries share: the etcd v3 wire API (generated from `proto/`), the server
 //! version we report, and small helpers for URLs and keys.
 
+pub mod codec;
 pub mod config_file;
 pub mod dns;
 pub mod duration;
