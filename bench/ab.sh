@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A/B of two oxetcd builds, head to head: two 3-member clusters side by side (fresh data dirs,
+# A/B of two oxetcd builds, head to head: two clusters of MEMBERS (default 3) members side by side (fresh data dirs,
 # same disk, loopback), the same `oxetcdctl bench` workload run on each in turn, ROUNDS times.
 #
 #   bench/ab.sh BIN_A BIN_B ROUNDS BENCH_ARGS...   (TARGET_DIR for oxetcdctl: $CARGO_TARGET_DIR
@@ -11,7 +11,7 @@
 # leads in both clusters, so a workload on one connection goes to the leader in both.
 set -euo pipefail
 T=${CARGO_TARGET_DIR:-target}/release
-MEMBERS=3
+MEMBERS=${MEMBERS:-3}
 A=$1 B=$2 ROUNDS=$3
 shift 3
 # shellcheck source=bench/lib.sh
