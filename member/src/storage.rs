@@ -63,6 +63,36 @@ const ALL_CFS: [&str; 8] = [
 const STATE_CFS: [&str; 4] = [CF_KV, CF_META, CF_LEASE, CF_AUTH];
 
 /// Shared handle to the member's database.
+/// The revision at the end of every `key_index` row (`mvcc/index.rs`): what is left of a row
+/// key without it, the encoded user key, is the row's prefix.
+pub(crate) const INDEX_REV_BYTES: usize = 16;
+
+/// Bloom filters on the `key_index` rows' user keys, in the memtable and in the tables: a put
+/// of a new key looks the key up before writing it, and a seek through a large memtable was
+/// most of what a put cost the index (`docs/benchmarks.md`, session 13). The filters answer
+/// "no such key" without it. Only iterators that stay within one key use them
+/// (`mvcc::index::Scan` for one key); every other iterator of the index reads in total order.
+fn index_prefix_filters(table: &mut rocksdb::BlockBasedOptions, cf: &mut Options) {
+    fn user_key(row: &[u8]) -> &[u8] {
+        &row[..row.len().saturating_sub(INDEX_REV_BYTES)]
+    }
+    // The encoded user key is at least its 2-byte terminator (the marker row, empty, is out).
+    fn has_user_key(row: &[u8]) -> bool {
+        row.len() >= INDEX_REV_BYTES + 2
+    }
+    cf.set_prefix_extractor(rocksdb::SliceTransform::create(
+        "oxetcd.index_user_key",
+        user_key,
+        Some(has_user_key),
+    ));
+    cf.set_memtable_prefix_bloom_ratio(MEMTABLE_BLOOM_RATIO);
+    table.set_bloom_filter(10.0, false);
+    table.set_whole_key_filtering(false);
+}
+
+/// The memtable's share given to its prefix Bloom filter.
+const MEMTABLE_BLOOM_RATIO: f64 = 0.05;
+
 #[derive(Clone)]
 pub(crate) struct Storage {
     db: Arc<DB>,
@@ -103,6 +133,9 @@ impl Storage {
             table.set_cache_index_and_filter_blocks(true);
             table.set_pin_l0_filter_and_index_blocks_in_cache(true);
             let mut cf = Options::default();
+            if *name == CF_INDEX {
+                index_prefix_filters(&mut table, &mut cf);
+            }
             cf.set_block_based_table_factory(&table);
             cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
             cf.set_write_buffer_size(WRITE_BUFFER_BYTES);

@@ -7,6 +7,7 @@
 mod error;
 mod index;
 mod kv;
+mod recent;
 mod revision;
 mod store;
 #[cfg(test)]

@@ -7,7 +7,8 @@ use prost::Message;
 use rocksdb::WriteBatch;
 
 use super::error::KvError;
-use super::index::{self, Row};
+use super::index::{self, KeyAt, Row};
+use super::recent::RecentKeys;
 use super::revision::Revision;
 use crate::storage::{Storage, CF_INDEX, CF_KV, CF_LEASE_KEYS, CF_META};
 
@@ -36,6 +37,8 @@ pub(crate) struct Mvcc {
     pending: std::collections::HashMap<Revision, KeyValue>,
     /// The index rows of the same writes.
     pending_index: index::Pending,
+    /// The newest row of recently used keys (written or read at the current revision).
+    recent: RecentKeys,
 }
 
 impl Mvcc {
@@ -65,6 +68,7 @@ impl Mvcc {
             live_keys,
             pending: Default::default(),
             pending_index: Default::default(),
+            recent: RecentKeys::new(),
         })
     }
 
@@ -112,6 +116,32 @@ impl Mvcc {
         end: &'a [u8],
         at: i64,
     ) -> index::KeyScan<'a> {
+        if end.is_empty() && at >= self.current_rev {
+            let now = self.newest(start).transpose();
+            return Box::new(
+                now.into_iter()
+                    .map(move |r| r.map(|at| (start.to_vec(), at))),
+            );
+        }
+        self.scan_index(start, end, at)
+    }
+
+    /// Where `key` stands at the current revision: from the recent keys, or from the index
+    /// (and then remembered).
+    fn newest(&self, key: &[u8]) -> Result<Option<KeyAt>, KvError> {
+        if let Some(now) = self.recent.get(key) {
+            return Ok(now);
+        }
+        let now = match self.scan_index(key, &[], self.current_rev).next() {
+            Some(found) => Some(found?.1),
+            None => None,
+        };
+        self.recent.set(key, now);
+        Ok(now)
+    }
+
+    /// [`Mvcc::range_index`] read from the stored rows and the apply in progress.
+    fn scan_index<'a>(&'a self, start: &'a [u8], end: &'a [u8], at: i64) -> index::KeyScan<'a> {
         let stored = index::Scan::new(self.storage.db(), self.storage.cf(CF_INDEX), start, end, at);
         if self.pending_index.is_empty() {
             Box::new(stored)
@@ -267,6 +297,14 @@ impl Mvcc {
                     };
                     batch.put_cf(index_cf, index::row_key(&kv.key, rev), row.encode());
                     self.pending_index.push(&kv.key, rev, row);
+                    self.recent.set(
+                        &kv.key,
+                        Some(KeyAt {
+                            modified: rev,
+                            created: kv.create_revision,
+                            version: kv.version,
+                        }),
+                    );
                     match &prev {
                         None => self.live_keys += 1,
                         Some(p) if p.lease != 0 && p.lease != kv.lease => {
@@ -292,6 +330,7 @@ impl Mvcc {
                         Row::Tombstone.encode(),
                     );
                     self.pending_index.push(&prev.key, rev, Row::Tombstone);
+                    self.recent.set(&prev.key, None);
                     self.live_keys -= 1;
                     if prev.lease != 0 {
                         batch.delete_cf(leases, index::lease_row(prev.lease, &prev.key));
