@@ -417,6 +417,10 @@ impl StreamState {
                 return false;
             }
         }
+        // A store read per watcher, and sends that rarely wait: without a yield a stream
+        // creating thousands of watchers holds a runtime thread for ~128 of them (tokio's
+        // budget) while gets queue behind it (etcd benchmark's watch-get).
+        tokio::task::yield_now().await;
         true
     }
 
