@@ -191,6 +191,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.snapshots.applied(responses.len().max(1) as u64);
             results.push(ApplyResult { responses });
         }
+        state.mvcc.seal(&mut batch);
         stage_applied(&self.storage, &mut batch, &state.applied, &state.membership)?;
         let timer = self.metrics.commit_latency.start_timer();
         self.storage.db().write(batch).map_err(write_err)?;

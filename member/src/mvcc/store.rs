@@ -39,6 +39,14 @@ pub(crate) struct Mvcc {
     pending_index: index::Pending,
     /// The newest row of recently used keys (written or read at the current revision).
     recent: RecentKeys,
+    /// What the last [`Mvcc::seal`] staged (or the store held when opened).
+    sealed: Sealed,
+}
+
+#[derive(Clone, Copy)]
+struct Sealed {
+    current_rev: i64,
+    live_keys: i64,
 }
 
 impl Mvcc {
@@ -69,6 +77,10 @@ impl Mvcc {
             pending: Default::default(),
             pending_index: Default::default(),
             recent: RecentKeys::new(),
+            sealed: Sealed {
+                current_rev,
+                live_keys,
+            },
         })
     }
 
@@ -190,6 +202,10 @@ impl Mvcc {
 
     /// The caller wrote the batch of this apply: its values are readable from RocksDB now.
     pub(crate) fn batch_written(&mut self) {
+        debug_assert!(
+            self.sealed.current_rev == self.current_rev && self.sealed.live_keys == self.live_keys,
+            "a batch with commits was written unsealed"
+        );
         self.pending.clear();
         self.pending_index.clear();
     }
@@ -285,7 +301,6 @@ impl Mvcc {
             self.storage.cf(CF_INDEX),
             self.storage.cf(CF_LEASE_KEYS),
         );
-        let live_before = self.live_keys;
         let mut events = Vec::with_capacity(txn.changes.len());
         for (sub, change) in txn.changes.into_iter().enumerate() {
             let rev = Revision::new(main, sub as i64);
@@ -353,16 +368,29 @@ impl Mvcc {
                 }
             }
         }
-        if self.live_keys != live_before {
+        self.current_rev = main;
+        events
+    }
+
+    /// Stages what the commits since the last seal changed about the whole store (the current
+    /// revision, the live-key count) into `batch`, once per batch rather than once per
+    /// transaction: a batch holds many, and each repeat was one more memtable insert on every
+    /// member. The caller seals every batch that carries commits before writing it.
+    pub(crate) fn seal(&mut self, batch: &mut WriteBatch) {
+        if self.current_rev != self.sealed.current_rev {
+            batch.put_cf(
+                self.storage.cf(CF_META),
+                META_CURRENT_REV,
+                self.current_rev.to_be_bytes(),
+            );
+        }
+        if self.live_keys != self.sealed.live_keys {
             index::stage_live_keys(&self.storage, batch, self.live_keys);
         }
-        self.current_rev = main;
-        batch.put_cf(
-            self.storage.cf(CF_META),
-            META_CURRENT_REV,
-            main.to_be_bytes(),
-        );
-        events
+        self.sealed = Sealed {
+            current_rev: self.current_rev,
+            live_keys: self.live_keys,
+        };
     }
 
     /// What hashing the key space at `rev` (0: the current revision) needs from the store,

@@ -50,6 +50,7 @@ impl Fixture {
         let out = f(&self.store, &mut txn)?;
         let mut batch = WriteBatch::default();
         self.store.commit(txn, &mut batch);
+        self.store.seal(&mut batch);
         self.storage.db().write(batch).unwrap();
         self.store.batch_written();
         Ok(out)
@@ -539,6 +540,7 @@ fn later_writes_of_one_apply_read_earlier_ones_before_the_batch_is_written() {
         f.get(key("k")).unwrap(),
         vec![("k".into(), "3".into(), 2, 4, 3)]
     );
+    f.store.seal(&mut batch);
     f.storage.db().write(batch).unwrap();
     f.store.batch_written();
     assert_eq!(
