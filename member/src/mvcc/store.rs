@@ -221,13 +221,32 @@ impl Mvcc {
         end: &[u8],
         prev_kv: bool,
     ) -> Result<Vec<Event>, KvError> {
+        Ok(self
+            .events_within(from, to, start, end, prev_kv, usize::MAX)?
+            .unwrap_or_default())
+    }
+
+    /// [`Mvcc::events`], or `None` once the values read pass `max_bytes`.
+    pub(crate) fn events_within(
+        &self,
+        from: i64,
+        to: i64,
+        start: &[u8],
+        end: &[u8],
+        prev_kv: bool,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<Event>>, KvError> {
         let cf = self.storage.cf(CF_KV);
         let first = Revision::new(from, 0).to_key(false);
-        let iter = self.storage.db().iterator_cf(
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_upper_bound(Revision::new(to.saturating_add(1), 0).to_key(false));
+        let iter = self.storage.db().iterator_cf_opt(
             cf,
+            opts,
             rocksdb::IteratorMode::From(&first, rocksdb::Direction::Forward),
         );
         let mut events = Vec::new();
+        let mut bytes = 0usize;
         for item in iter {
             let (k, v) = item?;
             let Some((rev, tombstone)) = Revision::from_key(&k) else {
@@ -240,6 +259,10 @@ impl Mvcc {
                 .map_err(|e| KvError::Corrupt(format!("bad value at {rev:?}: {e}")))?;
             if !super::in_range(&kv.key, start, end) {
                 continue;
+            }
+            bytes = bytes.saturating_add(v.len());
+            if bytes > max_bytes {
+                return Ok(None);
             }
             if tombstone {
                 // A tombstone row holds the key alone (etcd's layout); its event carries the
@@ -262,7 +285,7 @@ impl Mvcc {
                 prev_kv: prev,
             });
         }
-        Ok(events)
+        Ok(Some(events))
     }
 
     /// The value of one key at revision `at`, if it existed then and is not compacted away.

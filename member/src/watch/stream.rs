@@ -22,6 +22,35 @@ use crate::server::EtcdServer;
 const MAX_EVENTS_PER_RESPONSE: usize = 1000;
 /// etcd's watch ID for responses that belong to no watcher (progress of the whole stream).
 const NO_WATCH_ID: i64 = -1;
+/// A catch-up of at most this many revisions reads them for every key and keeps them for the
+/// stream's next watchers (see [`History`]), unless their values pass `HISTORY_BYTES`: kept
+/// per stream until the next revision, so small.
+const HISTORY_REVS: i64 = 256;
+const HISTORY_BYTES: usize = 64 << 10;
+
+/// The events of a short run of revisions `from..=to`, every key, as a catch-up read them. A
+/// watcher created next on the same stream from within the run, while the store is still at
+/// `to`, is served from here: creating thousands of watchers reads the store once, not once
+/// per watcher (etcd syncs its unsynced watchers in groups, one read per group).
+struct History {
+    from: i64,
+    to: i64,
+    events: Vec<Event>,
+}
+
+impl History {
+    /// The events at or after `from`, if this history holds them all up to `current`.
+    fn since(&self, from: i64, current: i64) -> Option<impl Iterator<Item = &Event>> {
+        if self.to != current || from < self.from {
+            return None;
+        }
+        Some(
+            self.events
+                .iter()
+                .filter(move |e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision >= from)),
+        )
+    }
+}
 
 struct Watcher {
     /// Split responses larger than the request limit into fragments (etcd's `fragment`).
@@ -109,6 +138,7 @@ pub(crate) async fn serve(
         watchers: BTreeMap::new(),
         next_id: 0,
         progress_wanted: None,
+        history: None,
     };
     let mut feed = server.watch_hub.subscribe();
     let mut progress = tokio::time::interval(server.timing.watch_progress_interval);
@@ -155,6 +185,8 @@ struct StreamState {
     /// answered once every watcher of the stream has been sent all events up to there
     /// (etcd #15220: a progress revision must never run ahead of the stream's events).
     progress_wanted: Option<i64>,
+    /// What the last catch-up read, for the next watchers (see [`History`]).
+    history: Option<History>,
 }
 
 impl Drop for StreamState {
@@ -382,6 +414,8 @@ impl StreamState {
         let Some(w) = self.watchers.get(&id) else {
             return true;
         };
+        let history = &self.history;
+        let mut read_now: Option<History> = None;
         // Read under the state lock, send after releasing it.
         let read = (|| -> Result<(i64, i64, Option<Vec<Event>>), crate::error::ServerError> {
             let st = self.server.read_state()?;
@@ -392,16 +426,42 @@ impl StreamState {
             if w.next_rev > current {
                 return Ok((current, compacted, Some(Vec::new())));
             }
+            let pick = |evs: &mut dyn Iterator<Item = &Event>| -> Vec<Event> {
+                evs.filter(|e| w.wants(e)).map(|e| w.shape(e)).collect()
+            };
+            // History kept for the stream holds no previous values.
+            if !w.prev_kv {
+                if let Some(mut evs) = history.as_ref().and_then(|h| h.since(w.next_rev, current)) {
+                    return Ok((current, compacted, Some(pick(&mut evs))));
+                }
+                if current - w.next_rev < HISTORY_REVS {
+                    let all = st.mvcc.events_within(
+                        w.next_rev,
+                        current,
+                        &[0],
+                        &[0],
+                        false,
+                        HISTORY_BYTES,
+                    )?;
+                    if let Some(all) = all {
+                        let evs = pick(&mut all.iter());
+                        read_now = Some(History {
+                            from: w.next_rev,
+                            to: current,
+                            events: all,
+                        });
+                        return Ok((current, compacted, Some(evs)));
+                    }
+                }
+            }
             let evs = st
                 .mvcc
                 .events(w.next_rev, current, &w.key, &w.range_end, w.prev_kv)?;
-            let evs = evs
-                .iter()
-                .filter(|e| w.wants(e))
-                .map(|e| w.shape(e))
-                .collect();
-            Ok((current, compacted, Some(evs)))
+            Ok((current, compacted, Some(pick(&mut evs.iter()))))
         })();
+        if read_now.is_some() {
+            self.history = read_now;
+        }
         let (current, compacted, events) = match read {
             Ok(r) => r,
             Err(e) => return self.out.send(Err(e.into())).await.is_ok(),
@@ -437,6 +497,8 @@ impl StreamState {
     /// Hands one committed revision to every watcher that has not seen it yet.
     async fn live(&mut self, revision: &i64, events: &[Event]) -> bool {
         let revision = *revision;
+        // The store moved on: the kept history no longer ends at its current revision.
+        self.history = None;
         let mut out = Vec::new();
         for (id, w) in self.watchers.iter_mut() {
             if w.next_rev > revision {
@@ -565,5 +627,32 @@ mod tests {
         }
         // One event larger than the limit still goes, alone.
         assert_eq!(fragments(vec![ev(1000)], 100).len(), 1);
+    }
+
+    #[test]
+    fn kept_history_serves_only_watchers_it_covers() {
+        let at = |key: &str, rev: i64| Event {
+            kv: Some(KeyValue {
+                key: key.into(),
+                mod_revision: rev,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let h = History {
+            from: 5,
+            to: 8,
+            events: vec![at("a", 5), at("b", 6), at("c", 6), at("a", 8)],
+        };
+        let revs = |from| -> Option<Vec<i64>> {
+            let evs = h.since(from, 8)?;
+            Some(evs.map(|e| e.kv.as_ref().unwrap().mod_revision).collect())
+        };
+        assert_eq!(revs(5), Some(vec![5, 6, 6, 8]));
+        assert_eq!(revs(6), Some(vec![6, 6, 8]));
+        assert_eq!(revs(9), Some(vec![]));
+        // Older than what was read, or the store has moved on: read the store.
+        assert!(h.since(4, 8).is_none());
+        assert!(h.since(6, 9).is_none());
     }
 }
