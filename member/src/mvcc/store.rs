@@ -212,22 +212,9 @@ impl Mvcc {
 
     /// The events of revisions `from..=to` on keys in `[start, end)`, in revision order, as a
     /// watcher replaying history sees them. With `prev_kv`, each event carries the key's value
-    /// before it (when that is not compacted away).
+    /// before it (when that is not compacted away). `None` once the values read pass
+    /// `max_bytes`.
     pub(crate) fn events(
-        &self,
-        from: i64,
-        to: i64,
-        start: &[u8],
-        end: &[u8],
-        prev_kv: bool,
-    ) -> Result<Vec<Event>, KvError> {
-        Ok(self
-            .events_within(from, to, start, end, prev_kv, usize::MAX)?
-            .unwrap_or_default())
-    }
-
-    /// [`Mvcc::events`], or `None` once the values read pass `max_bytes`.
-    pub(crate) fn events_within(
         &self,
         from: i64,
         to: i64,

@@ -435,14 +435,9 @@ impl StreamState {
                     return Ok((current, compacted, Some(pick(&mut evs))));
                 }
                 if current - w.next_rev < HISTORY_REVS {
-                    let all = st.mvcc.events_within(
-                        w.next_rev,
-                        current,
-                        &[0],
-                        &[0],
-                        false,
-                        HISTORY_BYTES,
-                    )?;
+                    let all =
+                        st.mvcc
+                            .events(w.next_rev, current, &[0], &[0], false, HISTORY_BYTES)?;
                     if let Some(all) = all {
                         let evs = pick(&mut all.iter());
                         read_now = Some(History {
@@ -456,7 +451,15 @@ impl StreamState {
             }
             let evs = st
                 .mvcc
-                .events(w.next_rev, current, &w.key, &w.range_end, w.prev_kv)?;
+                .events(
+                    w.next_rev,
+                    current,
+                    &w.key,
+                    &w.range_end,
+                    w.prev_kv,
+                    usize::MAX,
+                )?
+                .unwrap_or_default();
             Ok((current, compacted, Some(pick(&mut evs.iter()))))
         })();
         if read_now.is_some() {
