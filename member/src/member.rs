@@ -453,7 +453,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             storage.clone(),
             metrics.wal_fsync.clone(),
             metrics.proposals_committed.clone(),
-        ),
+        )
+        .context("starting the raft log")?,
         state_machine,
     )
     .await

@@ -1,0 +1,136 @@
+//! Callbacks used by Storage API
+
+use std::io;
+
+use tokio::sync::mpsc;
+use tokio::sync::oneshot;
+
+use crate::async_runtime::AsyncOneshotSendExt;
+use crate::core::notify::Notify;
+use crate::raft_state::io_state::log_io_id::LogIOId;
+use crate::type_config::alias::OneshotSenderOf;
+use crate::LogId;
+use crate::RaftTypeConfig;
+use crate::StorageIOError;
+use crate::Vote;
+
+/// A oneshot callback for completion of log io operation.
+pub struct LogFlushed<C>
+where C: RaftTypeConfig
+{
+    log_io_id: LogIOId<C::NodeId>,
+    tx: FlushedTx<C>,
+}
+
+/// oxetcd patch: where a flush is reported. A leader's own append reports straight to the raft
+/// core's notification queue (see `RaftCore::append_to_log_in_background`).
+enum FlushedTx<C>
+where C: RaftTypeConfig
+{
+    Oneshot(OneshotSenderOf<C, Result<LogIOId<C::NodeId>, io::Error>>),
+    Notify {
+        tx: mpsc::UnboundedSender<Notify<C>>,
+        vote: Vote<C::NodeId>,
+        log_id: LogId<C::NodeId>,
+    },
+}
+
+impl<C> LogFlushed<C>
+where C: RaftTypeConfig
+{
+    pub(crate) fn new(
+        log_io_id: LogIOId<C::NodeId>,
+        tx: OneshotSenderOf<C, Result<LogIOId<C::NodeId>, io::Error>>,
+    ) -> Self {
+        Self {
+            log_io_id,
+            tx: FlushedTx::Oneshot(tx),
+        }
+    }
+
+    /// oxetcd patch: a callback that reports `Notify::LocalLogFlushed` to the raft core.
+    pub(crate) fn notify(
+        tx: mpsc::UnboundedSender<Notify<C>>,
+        vote: Vote<C::NodeId>,
+        log_id: LogId<C::NodeId>,
+    ) -> Self {
+        Self {
+            log_io_id: LogIOId::new(vote.clone(), Some(log_id.clone())),
+            tx: FlushedTx::Notify { tx, vote, log_id },
+        }
+    }
+
+    /// oxetcd patch: whether the raft core waits for this callback before it does anything else
+    /// (a follower's append, or a leader that replicates to no one). If it does not, the store
+    /// may fsync in the background while the core replicates the entries.
+    pub fn core_waits(&self) -> bool {
+        matches!(self.tx, FlushedTx::Oneshot(_))
+    }
+
+    /// Report log io completion event.
+    ///
+    /// It will be called when the log is successfully appended to the storage or an error occurs.
+    pub fn log_io_completed(self, result: Result<(), io::Error>) {
+        if let Err(e) = &result {
+            tracing::error!("LogFlush error: {}, while flushing upto {}", e, self.log_io_id);
+        }
+        match self.tx {
+            FlushedTx::Oneshot(tx) => {
+                let res = match result {
+                    Err(e) => tx.send(Err(e)),
+                    Ok(()) => tx.send(Ok(self.log_io_id)),
+                };
+                if let Err(e) = res {
+                    tracing::error!("failed to send log io completion event: {:?}", e);
+                }
+            }
+            FlushedTx::Notify { tx, vote, log_id } => {
+                let error = result.err().map(|e| e.to_string());
+                // The core has stopped if this fails; nothing is waiting for the flush then.
+                let _ = tx.send(Notify::LocalLogFlushed { vote, log_id, error });
+            }
+        }
+    }
+}
+
+/// A oneshot callback for completion of applying logs to state machine.
+pub struct LogApplied<C>
+where C: RaftTypeConfig
+{
+    last_log_id: LogId<C::NodeId>,
+    tx: oneshot::Sender<Result<(LogId<C::NodeId>, Vec<C::R>), StorageIOError<C::NodeId>>>,
+}
+
+impl<C> LogApplied<C>
+where C: RaftTypeConfig
+{
+    #[allow(dead_code)]
+    pub(crate) fn new(
+        last_log_id: LogId<C::NodeId>,
+        tx: oneshot::Sender<Result<(LogId<C::NodeId>, Vec<C::R>), StorageIOError<C::NodeId>>>,
+    ) -> Self {
+        Self { last_log_id, tx }
+    }
+
+    /// Report apply io completion event.
+    ///
+    /// It will be called when the log is successfully applied to the state machine or an error
+    /// occurs.
+    pub fn completed(self, result: Result<Vec<C::R>, StorageIOError<C::NodeId>>) {
+        let res = match result {
+            Ok(x) => {
+                tracing::debug!("LogApplied upto {}", self.last_log_id);
+                let resp = (self.last_log_id.clone(), x);
+                self.tx.send(Ok(resp))
+            }
+            Err(e) => {
+                tracing::error!("LogApplied error: {}, while applying upto {}", e, self.last_log_id);
+                self.tx.send(Err(e))
+            }
+        };
+
+        if let Err(_e) = res {
+            tracing::error!("failed to send apply complete event, last_log_id: {}", self.last_log_id);
+        }
+    }
+}
