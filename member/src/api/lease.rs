@@ -13,7 +13,6 @@ use oxetcd_common::etcdserverpb::{
 };
 use oxetcd_common::oxetcdpb::internal_raft_request::Request as Proposal;
 use prost::Message;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::request_id;
@@ -163,36 +162,37 @@ impl Lease for LeaseService {
 
 /// A keep-alive stream: each request renews its lease (on the leader's clock) and is answered
 /// with the TTL. `requests` is a gRPC stream's messages or the HTTP gateway's JSON objects.
+///
+/// The answers are computed as the response stream is polled, in the connection's task: on the
+/// leader a renewal is a clock update, and a task and channel per stream cost a wake-up per
+/// keep-alive. The stream ends after its first error.
 pub(super) fn keep_alive(
     server: Arc<EtcdServer>,
-    mut requests: impl futures::Stream<Item = Result<LeaseKeepAliveRequest, Status>>
-        + Unpin
-        + Send
-        + 'static,
-) -> ReceiverStream<Result<LeaseKeepAliveResponse, Status>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(async move {
-        while let Some(Ok(req)) = futures::StreamExt::next(&mut requests).await {
-            let resp = match server.renew_lease(req.id).await {
+    requests: impl Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Unpin + Send + 'static,
+) -> impl Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send + 'static {
+    futures::stream::unfold(Some(requests), move |requests| {
+        let server = server.clone();
+        async move {
+            let mut requests = requests?;
+            let Some(Ok(req)) = futures::StreamExt::next(&mut requests).await else {
+                return None;
+            };
+            match server.renew_lease(req.id).await {
                 Ok(ttl) => {
                     let rev = server
                         .read_state()
                         .map(|s| s.mvcc.current_rev())
                         .unwrap_or_default();
-                    Ok(LeaseKeepAliveResponse {
+                    let resp = LeaseKeepAliveResponse {
                         header: server.header(rev, server.term()),
                         id: req.id,
                         // An unknown lease answers TTL 0, as etcd does.
                         ttl: ttl.unwrap_or(0),
-                    })
+                    };
+                    Some((Ok(resp), Some(requests)))
                 }
-                Err(e) => Err(e.into()),
-            };
-            let failed = resp.is_err();
-            if tx.send(resp).await.is_err() || failed {
-                return;
+                Err(e) => Some((Err(e.into()), None)),
             }
         }
-    });
-    ReceiverStream::new(rx)
+    })
 }
