@@ -452,13 +452,17 @@ pub(crate) async fn run(d: &Dialer, args: BenchArgs, json: bool) -> Result<(), F
     {
         let token = d.authenticate(endpoints).await?;
         let conns = connect_all(endpoints, dial, &token, args.conns).await?;
-        let get_conn = connect_all(endpoints, dial, &token, 1).await?;
         let opts = watch_get::WatchGet {
             watchers,
             streams: streams.max(1),
             events,
         };
-        return Ok(watch_get::run(&conns, &get_conn[0], opts, json).await?);
+        let getter = watch_get::Getter {
+            endpoint: endpoints[0].clone(),
+            dial,
+            token,
+        };
+        return Ok(watch_get::run(&conns, getter, opts, json).await?);
     }
     let rate = match args.command {
         BenchCommand::Put { rate, .. } => rate,

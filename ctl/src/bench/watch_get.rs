@@ -3,6 +3,11 @@
 //! streams on the connections in turn; once the first watcher is created, one client on a
 //! connection of its own sends serializable gets of `abc`, one after another, until every
 //! watcher has seen every event. The report is of the gets.
+//!
+//! The getter runs on a thread and runtime of its own, connection included. On the shared
+//! runtime its task and its connection's waited in the queues behind the ten streams' readers
+//! (tokio does not preempt), so the gets timed the load generator's backlog as much as the
+//! server; Go's scheduler, which etcd's tool runs on, preempts busy goroutines.
 
 use std::time::Instant;
 
@@ -14,9 +19,16 @@ use oxetcd_common::etcdserverpb::{
 };
 
 use super::{print_outcome, Failures};
-use crate::client::Conn;
+use crate::client::{self, Conn, Token};
 
 const KEY: &[u8] = b"watchkey";
+
+/// Where the getter connects (the first endpoint, as etcd's tool).
+pub(super) struct Getter {
+    pub endpoint: String,
+    pub dial: std::time::Duration,
+    pub token: Token,
+}
 
 pub(super) struct WatchGet {
     pub watchers: usize,
@@ -26,7 +38,7 @@ pub(super) struct WatchGet {
 
 pub(super) async fn run(
     conns: &[Conn],
-    get_conn: &Conn,
+    getter: Getter,
     o: WatchGet,
     json: bool,
 ) -> anyhow::Result<()> {
@@ -48,35 +60,67 @@ pub(super) async fn run(
     let (all_done, done) = tokio::sync::watch::channel(false);
 
     // The gets, from the first watcher's creation until every watcher is done.
-    let getter = {
-        let mut kv = KvClient::new(get_conn.clone());
-        let failures = Failures::default();
+    let (report, getter_report) = tokio::sync::oneshot::channel();
+    let get_conn = {
+        let (connected, conn) = tokio::sync::oneshot::channel();
         let mut done = done.clone();
-        tokio::spawn(async move {
-            let mut lat = Vec::new();
-            if created.await.is_err() {
-                return (lat, 0.0, failures);
-            }
-            let start = Instant::now();
-            loop {
-                let get = RangeRequest {
-                    key: b"abc".to_vec(),
-                    serializable: true,
-                    ..Default::default()
+        std::thread::Builder::new()
+            .name("getter".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = connected.send(Err(anyhow::anyhow!("getter runtime: {e}")));
+                        return;
+                    }
                 };
-                let t = Instant::now();
-                tokio::select! {
-                    r = kv.range(get) => match r {
-                        Ok(_) => lat.push(t.elapsed().as_secs_f64()),
-                        Err(e) => failures.add(e.message()),
-                    },
-                    // A get cut short by the end is not recorded, as etcd's.
-                    _ = done.wait_for(|d| *d) => break,
-                }
-            }
-            (lat, start.elapsed().as_secs_f64(), failures)
-        })
+                rt.block_on(async move {
+                    let ch = client::connect_one(
+                        &getter.endpoint,
+                        getter.dial,
+                        std::time::Duration::from_secs(60),
+                    )
+                    .await;
+                    let mut kv = match ch {
+                        Ok(ch) => KvClient::new(getter.token.attach(ch)),
+                        Err(e) => {
+                            let _ = connected.send(Err(anyhow::anyhow!("{e}")));
+                            return;
+                        }
+                    };
+                    let _ = connected.send(Ok(()));
+                    let failures = Failures::default();
+                    let mut lat = Vec::new();
+                    if created.await.is_err() {
+                        let _ = report.send((lat, 0.0, failures));
+                        return;
+                    }
+                    let start = Instant::now();
+                    loop {
+                        let get = RangeRequest {
+                            key: b"abc".to_vec(),
+                            serializable: true,
+                            ..Default::default()
+                        };
+                        let t = Instant::now();
+                        tokio::select! {
+                            r = kv.range(get) => match r {
+                                Ok(_) => lat.push(t.elapsed().as_secs_f64()),
+                                Err(e) => failures.add(e.message()),
+                            },
+                            // A get cut short by the end is not recorded, as etcd's.
+                            _ = done.wait_for(|d| *d) => break,
+                        }
+                    }
+                    let _ = report.send((lat, start.elapsed().as_secs_f64(), failures));
+                });
+            })?;
+        conn
     };
+    get_conn.await??;
 
     let mut readers = Vec::new();
     let mut keep = Vec::new();
@@ -142,7 +186,7 @@ pub(super) async fn run(
     }
     let _ = all_done.send(true);
     drop((keep, first_created));
-    let (mut lat, elapsed, failures) = getter.await?;
+    let (mut lat, elapsed, failures) = getter_report.await?;
     if !complete {
         failures.add("a watch stream ended before its watchers saw every event");
     }
