@@ -292,6 +292,10 @@ impl EtcdServer {
                     self.wait_applied(index, deadline).await?;
                     return Ok(index);
                 }
+                // The leader is stopping (a storage failure, a signal): ask its successor.
+                Some(Err(PeerError::Server(ServerError::Stopped))) if Instant::now() < deadline => {
+                    self.wait_for_other_leader(Some(leader), deadline).await
+                }
                 Some(Err(PeerError::Server(e))) => return Err(e),
                 Some(Err(e)) if Instant::now() >= deadline => return Err(e.into_server()),
                 // Neither an answer nor a new leader before the deadline.
@@ -540,6 +544,12 @@ impl EtcdServer {
                 Some(Ok(f)) => {
                     self.wait_applied(f.log_index, deadline).await?;
                     return Ok(f);
+                }
+                // The leader is stopping (a storage failure, a signal) and dropped the batch
+                // unanswered: nothing it said is final. Its successor gets the same tagged
+                // payload, applied at most once thanks to the request IDs.
+                Some(Err(PeerError::Server(ServerError::Stopped))) if Instant::now() < deadline => {
+                    self.wait_for_other_leader(Some(leader), deadline).await
                 }
                 Some(Err(PeerError::Server(e))) => return Err(e),
                 Some(Err(e)) if Instant::now() >= deadline => return Err(e.into_server()),
