@@ -123,6 +123,16 @@ fn sync_loop(pending: &std::sync::mpsc::Receiver<Flush>, fsync: &prometheus::His
     }
 }
 
+/// Reports a failed append both ways openraft listens: to the flush callback, and as the
+/// call's error (either stops the raft core).
+fn append_failed(
+    callback: LogFlushed<TypeConfig>,
+    e: impl std::fmt::Display,
+) -> Result<(), StorageError> {
+    callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+    Err(StorageIOError::write_logs(&std::io::Error::other(e.to_string())).into())
+}
+
 fn get_meta<T: DeserializeOwned>(storage: &Storage, key: &[u8]) -> Result<Option<T>, StorageError> {
     let cf = storage.cf(CF_RAFT_META);
     let Some(bytes) = storage
@@ -252,31 +262,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     callback.log_io_completed(Ok(()));
                     Ok(())
                 }
-                Err(e) => {
-                    let io = std::io::Error::other(e.to_string());
-                    callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                    Err(StorageIOError::write_logs(&io).into())
-                }
+                Err(e) => append_failed(callback, e),
             };
         }
         // Unsynced: readable now, durable once the sync thread reports it.
         if let Err(e) = self.storage.db().write(batch) {
-            let io = std::io::Error::other(e.to_string());
-            callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-            return Err(StorageIOError::write_logs(&io).into());
+            return append_failed(callback, e);
         }
         let flush = Flush {
             storage: self.storage.clone(),
             callback,
         };
-        if let Err(std::sync::mpsc::SendError(flush)) = self.syncer.send(flush) {
-            let gone = std::io::Error::other("the log sync thread has stopped");
-            flush
-                .callback
-                .log_io_completed(Err(std::io::Error::other(gone.to_string())));
-            return Err(StorageIOError::write_logs(&gone).into());
+        match self.syncer.send(flush) {
+            Ok(()) => Ok(()),
+            Err(std::sync::mpsc::SendError(flush)) => {
+                append_failed(flush.callback, "the log sync thread has stopped")
+            }
         }
-        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
