@@ -311,6 +311,15 @@ impl Member {
         v["header"]["revision"].as_i64().expect("revision")
     }
 
+    /// The member's ID, from the header of its `endpoint status` (real etcdctl).
+    pub fn id(&self) -> u64 {
+        let out = self.etcdctl(&["endpoint", "status", "-w", "json"]);
+        let v: serde_json::Value = serde_json::from_str(out.ok().trim()).expect("status json");
+        v[0]["Status"]["header"]["member_id"]
+            .as_u64()
+            .expect("member_id")
+    }
+
     /// Runs real `etcdctl` (API v3) against this member.
     pub fn etcdctl(&self, args: &[&str]) -> Ctl {
         Ctl::run(Path::new("etcdctl"), &self.endpoint(), args, None)

@@ -28,12 +28,6 @@ fn fill(m: &Member) -> Ctl {
 }
 
 /// The member's ID in decimal, as alarm listings print it.
-fn member_id(m: &Member) -> String {
-    let out = m.etcdctl(&["endpoint", "status", "-w", "json"]);
-    let v: serde_json::Value = serde_json::from_str(out.ok().trim()).expect("status json");
-    v[0]["Status"]["header"]["member_id"].to_string()
-}
-
 fn errors_of_status(m: &Member) -> Vec<String> {
     let out = m.etcdctl(&["endpoint", "status", "-w", "json"]);
     let v: serde_json::Value = serde_json::from_str(out.ok().trim()).expect("status json");
@@ -59,7 +53,7 @@ fn seen(out: &Ctl) -> (i32, String, Option<String>) {
 #[test]
 fn nospace_caps_writes_until_space_is_freed_and_the_alarm_disarmed() {
     let run = |m: &Member| {
-        let id = member_id(m);
+        let id = m.id().to_string();
         let refused = seen(&fill(m));
         let alarm = m.etcdctl(&["alarm", "list"]).ok().replace(&id, "ID");
         let status_errors: Vec<String> = errors_of_status(m)

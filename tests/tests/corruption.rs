@@ -37,12 +37,6 @@ fn write(m: &Member, n: usize) {
     }
 }
 
-fn member_id(m: &Member) -> String {
-    let out = m.etcdctl(&["endpoint", "status", "-w", "json"]);
-    let v: serde_json::Value = serde_json::from_str(out.ok().trim()).expect("json");
-    v[0]["Status"]["header"]["member_id"].to_string()
-}
-
 #[test]
 fn a_member_whose_data_differs_refuses_to_start() {
     let mut c = Cluster::start_with(Kind::Oxetcd, 3, &["--experimental-initial-corrupt-check"]);
@@ -81,7 +75,7 @@ fn the_leaders_periodic_check_raises_corrupt_for_the_damaged_member() {
     // Damage a follower.
     let leader = c.leader().expect("a leader");
     let victim = (leader + 1) % 3;
-    let id = member_id(&c.members[victim]);
+    let id = c.members[victim].id().to_string();
     c.members[victim].etcdctl(&["get", "k0"]).ok();
     c.members[victim].stop();
     damage_value(&c.members[victim], b"k3");

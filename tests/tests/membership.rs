@@ -248,17 +248,7 @@ fn endpoint_status_and_health_of_the_whole_cluster_look_as_etcds() {
 
 /// Member ID (hex, as etcdctl prints it) of each member, in order.
 fn member_ids(c: &Cluster) -> Vec<String> {
-    c.members
-        .iter()
-        .map(|m| {
-            let s = m.etcdctl(&["endpoint", "status", "-w", "json"]);
-            let v: serde_json::Value = serde_json::from_str(s.ok()).expect("json");
-            format!(
-                "{:x}",
-                v[0]["Status"]["header"]["member_id"].as_u64().expect("id")
-            )
-        })
-        .collect()
+    c.members.iter().map(|m| format!("{:x}", m.id())).collect()
 }
 
 /// `move-leader` as against etcd: refused through a follower alone and for a stranger, and
