@@ -25,7 +25,7 @@ fn main() {
         eprintln!("oxetcd: {e:#}");
         std::process::exit(1);
     }
-    let rt = match tokio::runtime::Runtime::new() {
+    let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("oxetcd: cannot start the runtime: {e}");
@@ -37,4 +37,16 @@ fn main() {
         eprintln!("oxetcd: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// The member's multi-threaded runtime. Without tokio's LIFO slot: a task woken by another runs
+/// after the tasks queued before it, so the answers of one raft entry, woken together, are all
+/// written into their connections before each connection's task flushes them (one `writev` per
+/// connection, not per answer). Needs `--cfg tokio_unstable` (see `.cargo/config.toml`).
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    #[cfg(tokio_unstable)]
+    builder.disable_lifo_slot();
+    builder.build()
 }
