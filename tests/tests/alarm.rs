@@ -27,7 +27,7 @@ fn fill(m: &Member) -> Ctl {
     panic!("200 puts of 128 KiB never reached a 2 MiB quota");
 }
 
-/// The member's ID in decimal, as alarm listings print it.
+/// The errors `endpoint status` lists for the member (its raised alarms).
 fn errors_of_status(m: &Member) -> Vec<String> {
     let out = m.etcdctl(&["endpoint", "status", "-w", "json"]);
     let v: serde_json::Value = serde_json::from_str(out.ok().trim()).expect("status json");
