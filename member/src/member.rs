@@ -432,6 +432,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         // Snapshots are triggered by applied requests, not entries (`SnapshotTrigger`).
         snapshot_policy: openraft::SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: cfg.experimental_snapshot_catchup_entries,
+        commit_delay_us: crate::raft::COMMIT_DELAY.as_micros() as u64,
         ..Default::default()
     }
     .validate()

@@ -182,6 +182,16 @@ impl EtcdServer {
         self.leader_id() == Some(self.member_id)
     }
 
+    /// Whether the applied membership has a member (voter or learner) other than this one.
+    fn has_peers(&self) -> bool {
+        self.read_state().is_ok_and(|s| {
+            s.membership
+                .membership()
+                .nodes()
+                .any(|(id, _)| *id != self.member_id)
+        })
+    }
+
     /// Proposes a member's own request (lease expiry, its attributes, the steps of a Lock
     /// or Election the API has permitted) through raft and waits until it is applied on this
     /// member; no permission check applies. Returns the encoded response and the entry's term.
@@ -401,6 +411,12 @@ pub(crate) async fn run_proposer(
         pending.add(count as i64);
         server.write_batch(batch).await;
         pending.sub(count as i64);
+        // The leader sends a new commit index with its next entry, or alone after
+        // `raft::COMMIT_DELAY`: with no entry about to follow, send it to the followers now
+        // (they answer forwarded requests, and their watchers hear of writes, once they apply).
+        if held.is_none() && rx.is_empty() && server.is_leader() && server.has_peers() {
+            let _ = server.raft.trigger().heartbeat().await;
+        }
     }
 }
 

@@ -16,6 +16,15 @@ pub(crate) use network::Network;
 
 use crate::error::Applied;
 
+/// How long a leader's new commit index may wait for the next entry to carry it to the
+/// followers before a heartbeat carries it alone (openraft's `commit_delay_us`, our patch, see
+/// `vendor/openraft/README.oxetcd.md`). Upstream sends each commit at once, so every entry cost
+/// each follower two RPCs, even when the next entry was about to go. The proposer sends the
+/// commit at once when no entry follows (`server::run_proposer`); this delay only bounds the
+/// rest (membership entries, a leader's first entry). tokio's timer rounds it up to its 1 ms
+/// tick.
+pub(crate) const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// The result of applying one entry, handed back to the proposer through openraft: for each
 /// request of the batch, the protobuf-encoded response of its kind, or its error.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -228,6 +228,12 @@ pub struct Config {
            default_missing_value = "true"
     )]
     pub enable_elect: bool,
+
+    /// oxetcd patch: how long, in microseconds, a leader's new commit index may wait to ride
+    /// on the next AppendEntries before a heartbeat carries it alone. 0 (upstream's behaviour):
+    /// each commit is sent at once. See `replication::ReplicationCore::commit_due`.
+    #[clap(long, default_value = "0")]
+    pub commit_delay_us: u64,
 }
 
 /// Updatable config for a raft runtime.

@@ -1235,7 +1235,15 @@ where
                         }
                     }
                     ExternalCommand::Heartbeat => {
-                        self.send_heartbeat("ExternalCommand");
+                        // oxetcd patch: the commit index goes to every follower now, right
+                        // after the RPC in flight to it if there is one, whatever
+                        // `Config::commit_delay_us` says (upstream: through the engine, which
+                        // skips a follower with an RPC in flight).
+                        if self.engine.leader.is_some() {
+                            for node in self.replications.values() {
+                                let _ = node.tx_repl.send(Replicate::Heartbeat);
+                            }
+                        }
                     }
                     ExternalCommand::Snapshot => self.trigger_snapshot(),
                     ExternalCommand::GetSnapshot { tx } => {

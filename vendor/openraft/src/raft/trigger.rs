@@ -48,6 +48,9 @@ where C: RaftTypeConfig
 
     /// Trigger a heartbeat at once and return at once.
     ///
+    /// oxetcd patch: every follower gets one, after the RPC in flight to it if there is one, so
+    /// it learns the commit index at once whatever `Config::commit_delay_us` says.
+    ///
     /// Returns error when RaftCore has [`Fatal`] error, e.g. shut down or having storage error.
     /// It is not affected by `Raft::enable_heartbeat(false)`.
     pub async fn heartbeat(&self) -> Result<(), Fatal<C::NodeId>> {

@@ -145,6 +145,11 @@ where
     /// Appropriate number of entries to send.
     /// This is only used by AppendEntries RPC.
     entries_hint: ReplicationHint,
+
+    /// oxetcd patch: when a commit index not sent yet must go out on its own, as a heartbeat
+    /// (`Config::commit_delay_us`). Until then it waits for the next entries, which carry it:
+    /// one RPC per entry instead of two when entries follow each other closely.
+    commit_due: Option<InstantOf<C>>,
 }
 
 impl<C, N, LS> ReplicationCore<C, N, LS>
@@ -198,6 +203,7 @@ where
             weak_tx_event: tx_event.downgrade(),
             next_action: None,
             entries_hint: Default::default(),
+            commit_due: None,
         };
 
         let join_handle = C::AsyncRuntime::spawn(this.main().instrument(span));
@@ -217,6 +223,8 @@ where
                 self.drain_events_with_backoff().await?;
                 continue;
             };
+            // oxetcd patch: every RPC carries the commit index as it is now.
+            self.commit_due = None;
 
             // Backup the log data for retrying.
             let mut log_data = None;
@@ -630,12 +638,27 @@ where
         // If there is next action to run, do not block waiting for events,
         // instead, just try the best to drain all events.
         if self.next_action.is_none() {
-            let event =
-                self.rx_event.recv().await.ok_or(ReplicationClosed::new("rx_repl is closed in drain_event()"))?;
-            self.process_event(event);
+            // oxetcd patch: a commit index waiting to be sent is sent alone once due.
+            let event = match self.commit_due.clone() {
+                Some(due) => {
+                    select! {
+                        _ = C::sleep_until(due) => {
+                            self.next_action = Some(Data::new_heartbeat());
+                            None
+                        }
+                        recv = self.rx_event.recv() => Some(recv),
+                    }
+                }
+                None => Some(self.rx_event.recv().await),
+            };
+            if let Some(event) = event {
+                let event = event.ok_or(ReplicationClosed::new("rx_repl is closed in drain_event()"))?;
+                self.process_event(event);
+            }
         }
 
-        // Returning from process_event(), next_action is never None.
+        // next_action may still be None (oxetcd patch): a commit index waits for its due time
+        // or for entries; the caller calls again.
 
         self.try_drain_events().await?;
 
@@ -680,8 +703,14 @@ where
                 self.committed = c;
 
                 // If there is no action, fill in an heartbeat action to send committed index.
+                // oxetcd patch: or wait up to `commit_delay_us` for entries to carry it.
                 if self.next_action.is_none() {
-                    self.next_action = Some(Data::new_heartbeat());
+                    let delay = self.config.commit_delay_us;
+                    if delay == 0 {
+                        self.next_action = Some(Data::new_heartbeat());
+                    } else if self.commit_due.is_none() {
+                        self.commit_due = Some(C::now() + Duration::from_micros(delay));
+                    }
                 }
             }
             Replicate::Heartbeat => {
