@@ -40,4 +40,5 @@ pub mod snapshot;
 mod storage;
 mod tasks;
 mod tls;
+mod waiters;
 mod watch;

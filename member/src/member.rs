@@ -401,13 +401,17 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let (compactions, compaction_targets) = tokio::sync::watch::channel(0);
     let (compacted_tx, compacted) = tokio::sync::watch::channel(0);
     let snapshots = Arc::new(crate::apply::SnapshotTrigger::new(cfg.snapshot_count));
+    let waiters = Arc::new(crate::waiters::Waiters::new(me));
     let state_machine = StateMachine::open(
         storage.clone(),
-        lessor.clone(),
-        watch_hub.clone(),
-        tokens.clone(),
-        compactions,
-        snapshots.clone(),
+        crate::apply::Shared {
+            lessor: lessor.clone(),
+            hub: watch_hub.clone(),
+            tokens: tokens.clone(),
+            compactions,
+            snapshots: snapshots.clone(),
+            waiters: waiters.clone(),
+        },
         crate::apply::ApplyMetrics {
             commit_latency: metrics.backend_commit.clone(),
             slow_applies: metrics.slow_applies.clone(),
@@ -542,6 +546,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
                 << 8,
         ),
         proposals,
+        waiters,
         reads,
         forward_ids: std::sync::atomic::AtomicU64::new(
             std::time::SystemTime::now()

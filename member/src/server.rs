@@ -25,6 +25,7 @@ use crate::mvcc::KvError;
 use crate::peer::{Forwarded, PeerError, Peers};
 use crate::raft::{MemberNode, Proposal, Raft};
 use crate::storage::Storage;
+use crate::waiters::{answer, refuse_forwarded, Pending, Waiter, Waiters};
 use crate::watch::WatchHub;
 
 /// How long a request waits for a leader, for its entry to be applied, or for a read index:
@@ -36,26 +37,6 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
 const MAX_BATCH_REQUESTS: usize = 1024;
 /// Most bytes one raft entry carries (a single request may still be up to --max-request-bytes).
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
-
-/// The result a proposer hands back: encoded response and the entry's raft term.
-type ProposalResult = Result<(Vec<u8>, u64), ServerError>;
-
-/// Requests waiting to be proposed: one of this member's, or a batch a follower forwarded.
-pub(crate) struct Pending {
-    requests: Vec<InternalRaftRequest>,
-    size: usize,
-    waiter: Waiter,
-}
-
-/// Who waits for a [`Pending`]'s results.
-enum Waiter {
-    /// A request of this member's clients, or of the member itself: its one result.
-    Local(oneshot::Sender<ProposalResult>),
-    /// A batch forwarded by a follower (see [`EtcdServer::write_forwarded`]): the results of
-    /// all its requests and the entry's term and index. Written here or refused, never
-    /// forwarded again.
-    Forwarded(oneshot::Sender<Result<Forwarded, PeerError>>),
-}
 
 /// A read barrier waiting for the next read-index round.
 pub(crate) type ReadWaiter = oneshot::Sender<Result<u64, ServerError>>;
@@ -98,6 +79,8 @@ pub(crate) struct EtcdServer {
     pub lease_ids: std::sync::atomic::AtomicU64,
     /// Requests on their way to the proposer task (see [`run_proposer`]).
     pub proposals: mpsc::Sender<Pending>,
+    /// The proposer's entries in flight, answered by the state machine (shared with it).
+    pub waiters: Arc<Waiters>,
     /// Read barriers waiting for the next read-index round (see [`run_read_batcher`]).
     pub reads: mpsc::Sender<ReadWaiter>,
     /// Source of the request IDs a follower gives the requests it forwards (see
@@ -420,89 +403,10 @@ pub(crate) async fn run_proposer(
     }
 }
 
-/// The entry payload (an encoded `RaftBatch`) holding every request of `batch`, in order.
-fn encode_batch(batch: &[Pending]) -> Vec<u8> {
-    let len: usize = batch
-        .iter()
-        .flat_map(|p| &p.requests)
-        .map(|r| prost::encoding::message::encoded_len(1, r))
-        .sum();
-    let mut payload = Vec::with_capacity(len);
-    for r in batch.iter().flat_map(|p| &p.requests) {
-        // A repeated message field is its elements' encodings one after another.
-        prost::encoding::message::encode(1, r, &mut payload);
-    }
-    payload
-}
-
-/// Hands each waiter of `batch` its share of an entry's results, in order, or the error.
-fn answer(batch: Vec<Pending>, written: Result<Forwarded, ServerError>) {
-    let (mut results, term, log_index) = match written {
-        Ok(f) => (f.results.into_iter(), f.term, f.log_index),
-        Err(e) => {
-            for p in batch {
-                match p.waiter {
-                    Waiter::Local(w) => {
-                        let _ = w.send(Err(e.clone()));
-                    }
-                    Waiter::Forwarded(w) => {
-                        let _ = w.send(Err(PeerError::Server(e.clone())));
-                    }
-                }
-            }
-            return;
-        }
-    };
-    for p in batch {
-        match p.waiter {
-            Waiter::Local(w) => {
-                let r = match results.next() {
-                    Some(Ok(b)) => Ok((b, term)),
-                    Some(Err(e)) => Err(e),
-                    None => Err(ServerError::Internal(
-                        "entry applied without a result".into(),
-                    )),
-                };
-                let _ = w.send(r);
-            }
-            Waiter::Forwarded(w) => {
-                let _ = w.send(Ok(Forwarded {
-                    results: results.by_ref().take(p.requests.len()).collect(),
-                    term,
-                    log_index,
-                }));
-            }
-        }
-    }
-}
-
-/// After an entry with forwarded batches could not be written here: the followers' batches
-/// are refused (they find the leader themselves), this member's own requests are returned to
-/// go on their way, unless the deadline passed (`late`: the entry may still be applied, so they
-/// must not be proposed again).
-fn refuse_forwarded(batch: Vec<Pending>, late: bool) -> Vec<Pending> {
-    let mut local = Vec::new();
-    for p in batch {
-        match p.waiter {
-            Waiter::Forwarded(w) => {
-                let refusal = if late {
-                    PeerError::Server(ServerError::TimedOut)
-                } else {
-                    PeerError::NotLeader
-                };
-                let _ = w.send(Err(refusal));
-            }
-            Waiter::Local(w) if late => {
-                let _ = w.send(Err(ServerError::TimedOut));
-            }
-            Waiter::Local(_) => local.push(p),
-        }
-    }
-    local
-}
-
 impl EtcdServer {
-    /// Writes one proposer batch as one entry and answers its waiters.
+    /// Writes one proposer batch as one entry. Its waiters are registered under the entry's
+    /// number, and the state machine answers them once it has applied the entry here
+    /// (`waiters`); those still registered when the write returns are answered here.
     async fn write_batch(&self, batch: Vec<Pending>) {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         let local = if batch
@@ -510,7 +414,12 @@ impl EtcdServer {
             .any(|p| matches!(p.waiter, Waiter::Forwarded(_)))
         {
             self.wait_transfer_gate().await;
-            match self.write_here(encode_batch(&batch), deadline).await {
+            let (payload, number) = self.waiters.register(batch);
+            let written = self.write_here(payload, deadline).await;
+            let Some(batch) = self.waiters.take_own(number) else {
+                return;
+            };
+            match written {
                 Ok(f) => return answer(batch, Ok(f)),
                 Err(_) => refuse_forwarded(batch, Instant::now() >= deadline),
             }
@@ -520,7 +429,11 @@ impl EtcdServer {
         if local.is_empty() {
             return;
         }
-        let written = self.write_entry(encode_batch(&local), deadline).await;
+        let (payload, number) = self.waiters.register(local);
+        let written = self.write_entry(payload, deadline).await;
+        let Some(local) = self.waiters.take_own(number) else {
+            return;
+        };
         if written.is_err() {
             self.metrics.proposals_failed.inc();
         }
@@ -777,6 +690,7 @@ pub(crate) fn cluster_id(member_ids: &[u64], token: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::waiters::ProposalResult;
 
     #[test]
     fn ids_are_stable_and_distinct() {
@@ -836,13 +750,20 @@ mod tests {
     #[test]
     fn one_entry_carries_local_and_forwarded_requests_in_queue_order() {
         let (batch, ..) = mixed();
-        let decoded = RaftBatch::decode(encode_batch(&batch).as_slice()).unwrap();
+        let waiters = Waiters::new(9);
+        let (payload, number) = waiters.register(batch);
+        let decoded = RaftBatch::decode(payload.as_slice()).unwrap();
         let ids: Vec<_> = decoded
             .requests
             .iter()
             .map(|r| r.request_id.as_str())
             .collect();
         assert_eq!(ids, ["a", "f1", "f2", "f3", "b"]);
+        assert_eq!((decoded.proposer, decoded.proposal), (9, number));
+        // Another member's entry with the same number is not this member's to answer.
+        assert!(waiters.take(8, number).is_none());
+        assert_eq!(waiters.take(9, number).map(|b| b.len()), Some(3));
+        assert!(waiters.take_own(number).is_none());
     }
 
     #[test]

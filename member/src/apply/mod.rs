@@ -31,8 +31,10 @@ use state::{load_state, read_err, restart_lease_clock, stage_applied, write_err}
 
 use crate::auth::Tokens;
 use crate::lease::Lessor;
+use crate::peer::Forwarded;
 use crate::raft::{ApplyResult, LogId, MemberNode, StorageError, TypeConfig};
 use crate::storage::Storage;
+use crate::waiters::{answer, Pending, Waiters};
 use crate::watch::WatchHub;
 
 /// etcd warns of an apply slower than this ("apply request took too long").
@@ -69,6 +71,8 @@ pub(crate) struct StateMachine {
     metrics: ApplyMetrics,
     /// Counts applied requests towards the next raft snapshot.
     snapshots: Arc<SnapshotTrigger>,
+    /// The proposer's waiters, answered here once their entry is applied.
+    waiters: Arc<Waiters>,
 }
 
 /// A loaded state may hold rows a compaction had not removed yet (a crash, a snapshot from
@@ -80,18 +84,33 @@ fn resume_compaction(compactions: &tokio::sync::watch::Sender<i64>, state: &Memb
     }
 }
 
+/// What the state machine shares with the rest of the member.
+pub(crate) struct Shared {
+    pub lessor: Arc<Lessor>,
+    pub hub: WatchHub,
+    pub tokens: Arc<Tokens>,
+    /// Hears every compaction revision applied (and the one found at start-up), for the
+    /// background task that removes the rows (`compaction`).
+    pub compactions: tokio::sync::watch::Sender<i64>,
+    pub snapshots: Arc<SnapshotTrigger>,
+    /// The proposer's waiters, answered once their entry is applied.
+    pub waiters: Arc<Waiters>,
+}
+
 impl StateMachine {
-    /// `compactions` hears every compaction revision applied (and the one found at start-up),
-    /// for the background task that removes the rows (`compaction`).
     pub(crate) fn open(
         storage: Storage,
-        lessor: Arc<Lessor>,
-        hub: WatchHub,
-        tokens: Arc<Tokens>,
-        compactions: tokio::sync::watch::Sender<i64>,
-        snapshots: Arc<SnapshotTrigger>,
+        shared: Shared,
         metrics: ApplyMetrics,
     ) -> Result<Self, StorageError> {
+        let Shared {
+            lessor,
+            hub,
+            tokens,
+            compactions,
+            snapshots,
+            waiters,
+        } = shared;
         snapshot::recover(&storage)?;
         let state = load_state(&storage)?;
         resume_compaction(&compactions, &state);
@@ -120,6 +139,7 @@ impl StateMachine {
             asked_for_snapshot: Default::default(),
             compactions,
             snapshots,
+            waiters,
             metrics,
         })
     }
@@ -155,8 +175,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut batch = WriteBatch::default();
         let mut results = Vec::new();
         let mut published = Vec::new();
+        // This member's proposer's waiters, answered once the batch is written.
+        let mut answers: Vec<(Vec<Pending>, Forwarded)> = Vec::new();
         for entry in entries {
             state.applied = Some(entry.log_id);
+            let mut waiters = None;
             let responses = match entry.payload {
                 EntryPayload::Blank => Vec::new(),
                 EntryPayload::Membership(m) => {
@@ -165,6 +188,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 EntryPayload::Normal(proposal) => match RaftBatch::decode(proposal.0.as_slice()) {
                     Ok(b) => {
+                        waiters = self.waiters.take(b.proposer, b.proposal);
                         let mut out = Vec::with_capacity(b.requests.len());
                         for (position, req) in b.requests.into_iter().enumerate() {
                             let mut cx = Context {
@@ -189,7 +213,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 },
             };
             self.snapshots.applied(responses.len().max(1) as u64);
-            results.push(ApplyResult { responses });
+            match waiters {
+                Some(batch) => {
+                    let applied = Forwarded {
+                        results: responses,
+                        term: entry.log_id.leader_id.term,
+                        log_index: entry.log_id.index,
+                    };
+                    answers.push((batch, applied));
+                    results.push(ApplyResult::default());
+                }
+                None => results.push(ApplyResult { responses }),
+            }
         }
         state.mvcc.seal(&mut batch);
         stage_applied(&self.storage, &mut batch, &state.applied, &state.membership)?;
@@ -206,6 +241,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Watchers hear of a revision only once it is readable from the store.
         for (rev, events) in published {
             self.hub.publish(rev, events);
+        }
+        drop(state);
+        for (batch, applied) in answers {
+            answer(batch, Ok(applied));
         }
         Ok(results)
     }

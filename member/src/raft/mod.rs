@@ -25,8 +25,9 @@ use crate::error::Applied;
 /// tick.
 pub(crate) const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// The result of applying one entry, handed back to the proposer through openraft: for each
-/// request of the batch, the protobuf-encoded response of its kind, or its error.
+/// The result of applying one entry, handed back through openraft to whoever wrote it: for
+/// each request of the batch, the protobuf-encoded response of its kind, or its error. Empty
+/// when the state machine answered the entry's waiters itself (`crate::waiters`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct ApplyResult {
     pub responses: Vec<Applied>,
