@@ -3,14 +3,17 @@
 //! another member: a follower that asked a stale leader hears `NotLeader` and asks the new one
 //! itself, so no two members can end up waiting on each other.
 
+use std::pin::Pin;
 use std::sync::Arc;
+
+use futures::Stream;
 
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use oxetcd_common::oxetcdpeerpb::raft_peer_server::RaftPeer;
 use oxetcd_common::oxetcdpeerpb::PeerMessage;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::PeerError;
 use crate::leadership::TransferStep;
@@ -75,12 +78,11 @@ impl PeerService {
     }
 }
 
-#[tonic::async_trait]
-impl RaftPeer for PeerService {
-    async fn append_entries(
-        &self,
-        r: Request<PeerMessage>,
-    ) -> Result<Response<PeerMessage>, Status> {
+/// The answers of one `AppendStream` call.
+type Appends = Pin<Box<dyn Stream<Item = Result<PeerMessage, Status>> + Send>>;
+
+impl PeerService {
+    async fn append(&self, r: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
         let size = r.get_ref().data.len();
         let req: AppendEntriesRequest<TypeConfig> = self.open(r)?;
         let from = self.received(&req.vote, size);
@@ -90,6 +92,39 @@ impl RaftPeer for PeerService {
             self.server.elections.heard_from_leader();
         }
         self.reply_to(&from, &res)
+    }
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn append_entries(
+        &self,
+        r: Request<PeerMessage>,
+    ) -> Result<Response<PeerMessage>, Status> {
+        self.append(r).await
+    }
+
+    type AppendStreamStream = Appends;
+
+    /// Each append is handled as the answer stream is polled for its answer, in the call's
+    /// own task: no task of its own, and the next message is read only once the previous one
+    /// is answered.
+    async fn append_stream(
+        &self,
+        r: Request<Streaming<PeerMessage>>,
+    ) -> Result<Response<Appends>, Status> {
+        let this = PeerService::new(self.server.clone());
+        let appends = r.into_inner();
+        let answers = futures::stream::unfold(Some((this, appends)), |state| async move {
+            let (this, mut appends) = state?;
+            let m = appends.message().await.ok().flatten()?;
+            match this.append(Request::new(m)).await {
+                Ok(answer) => Some((Ok(answer.into_inner()), Some((this, appends)))),
+                // An error status ends the call: nothing more is read.
+                Err(status) => Some((Err(status), None)),
+            }
+        });
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn vote(&self, r: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {

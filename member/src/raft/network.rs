@@ -16,7 +16,9 @@ use oxetcd_common::oxetcdpeerpb::raft_peer_client::RaftPeerClient;
 use oxetcd_common::oxetcdpeerpb::PeerMessage;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::mpsc;
 use tonic::transport::Channel;
+use tonic::{Status, Streaming};
 
 use super::{MemberNode, TypeConfig};
 use crate::metrics::PeerMetrics;
@@ -37,6 +39,21 @@ pub(crate) struct PeerClient {
     client: Option<RaftPeerClient<Channel>>,
     metrics: PeerMetrics,
     heartbeat_failures: prometheus::IntCounter,
+    /// Appends sent through this client. openraft makes one client per replication stream
+    /// (many appends) and one per leadership check (one append): from the second append on,
+    /// they go over one `AppendStream` call.
+    appends: u64,
+    /// The open `AppendStream` call. Dropped after any failure or time-out, so an answer that
+    /// comes late is never taken for the next append's.
+    stream: Option<AppendStream>,
+    /// False once the peer turned `AppendStream` down (a member of an older version).
+    streaming: bool,
+}
+
+/// One `AppendStream` call: appends go in one by one, answers come back in order.
+struct AppendStream {
+    appends: mpsc::Sender<PeerMessage>,
+    answers: Streaming<PeerMessage>,
 }
 
 #[derive(Clone, Copy)]
@@ -76,16 +93,30 @@ impl PeerClient {
         let data = bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let size = data.len() as u64;
         let sent = std::time::Instant::now();
-        let mut request = tonic::Request::new(PeerMessage {
+        let message = PeerMessage {
             cluster_id: self.cluster_id,
             data,
-        });
-        request.set_timeout(option.hard_ttl());
-        let resp = match rpc {
-            Rpc::Append => client.append_entries(request).await,
-            Rpc::Vote => client.vote(request).await,
-            Rpc::Snapshot => client.install_snapshot(request).await,
         };
+        let streamed = matches!(rpc, Rpc::Append) && self.streaming && self.appends > 0;
+        let resp = if streamed {
+            let r = append_streamed(client, &mut self.stream, message, option.hard_ttl()).await;
+            if matches!(&r, Err(s) if s.code() == tonic::Code::Unimplemented) {
+                self.streaming = false;
+            }
+            r
+        } else {
+            let mut request = tonic::Request::new(message);
+            request.set_timeout(option.hard_ttl());
+            let r = match rpc {
+                Rpc::Append => client.append_entries(request).await,
+                Rpc::Vote => client.vote(request).await,
+                Rpc::Snapshot => client.install_snapshot(request).await,
+            };
+            r.map(tonic::Response::into_inner)
+        };
+        if matches!(rpc, Rpc::Append) {
+            self.appends += 1;
+        }
         if resp.is_err() {
             self.metrics.sent_failures.with_label_values(&[&to]).inc();
             if heartbeat {
@@ -106,7 +137,6 @@ impl PeerClient {
         }
         let resp = match resp {
             Ok(r) => {
-                let r = r.into_inner();
                 let m = &self.metrics.received_bytes;
                 m.with_label_values(&[&to]).inc_by(r.data.len() as u64);
                 r
@@ -123,6 +153,49 @@ impl PeerClient {
     }
 }
 
+/// One append over `stream`, the client's `AppendStream` call, opened first if there is none;
+/// on any failure, or no answer within `ttl`, the call is dropped.
+async fn append_streamed(
+    client: &mut RaftPeerClient<Channel>,
+    stream: &mut Option<AppendStream>,
+    message: PeerMessage,
+    ttl: std::time::Duration,
+) -> Result<PeerMessage, Status> {
+    let answer = tokio::time::timeout(ttl, async {
+        let open = match stream.take() {
+            Some(open) => {
+                open.appends
+                    .send(message)
+                    .await
+                    .map_err(|_| Status::unavailable("append stream closed"))?;
+                open
+            }
+            None => {
+                let (appends, rx) = mpsc::channel(1);
+                // The first append goes with the call.
+                appends
+                    .try_send(message)
+                    .map_err(|_| Status::internal("append stream full"))?;
+                let requests = futures::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|m| (m, rx))
+                });
+                let answers = client.append_stream(requests).await?.into_inner();
+                AppendStream { appends, answers }
+            }
+        };
+        let mut open = open;
+        let answer = open.answers.message().await?;
+        *stream = Some(open);
+        answer.ok_or_else(|| Status::unavailable("append stream ended"))
+    })
+    .await;
+    let answer = answer.unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer in time")));
+    if answer.is_err() {
+        *stream = None;
+    }
+    answer
+}
+
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
@@ -133,6 +206,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             client: self.peers.client(node).ok(),
             metrics: self.metrics.clone(),
             heartbeat_failures: self.heartbeat_failures.clone(),
+            appends: 0,
+            stream: None,
+            streaming: true,
         }
     }
 }
