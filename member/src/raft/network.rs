@@ -162,7 +162,7 @@ async fn append_streamed(
     ttl: std::time::Duration,
 ) -> Result<PeerMessage, Status> {
     let answer = tokio::time::timeout(ttl, async {
-        let open = match stream.take() {
+        let mut open = match stream.take() {
             Some(open) => {
                 open.appends
                     .send(message)
@@ -183,7 +183,6 @@ async fn append_streamed(
                 AppendStream { appends, answers }
             }
         };
-        let mut open = open;
         let answer = open.answers.message().await?;
         *stream = Some(open);
         answer.ok_or_else(|| Status::unavailable("append stream ended"))
