@@ -135,17 +135,9 @@ async fn watch_leadership(
     let mut leaders = elections.leader_changes();
     let mut last_leader = None;
     loop {
-        let leader = elections.leader(&raft, me);
-        let (leading, learner) = {
-            let m = rx.borrow();
-            (
-                m.state == openraft::ServerState::Leader,
-                m.state == openraft::ServerState::Learner,
-            )
-        };
-        metrics.has_leader.set(leader.is_some() as i64);
-        metrics.is_leader.set(leading as i64);
-        metrics.is_learner.set(learner as i64);
+        let now = elections.leadership(&raft, me);
+        metrics.set_leadership(now.leader, now.leading, now.learner);
+        let leader = now.leader;
         if leader.is_some() && leader != last_leader {
             metrics.leader_changes.inc();
             tracing::info!(

@@ -180,6 +180,13 @@ fn disk_buckets() -> Vec<f64> {
 }
 
 impl Metrics {
+    /// The leader gauges: `etcd_server_has_leader`, `_is_leader`, `_is_learner`.
+    pub(crate) fn set_leadership(&self, leader: Option<u64>, leading: bool, learner: bool) {
+        self.has_leader.set(leader.is_some() as i64);
+        self.is_leader.set(leading as i64);
+        self.is_learner.set(learner as i64);
+    }
+
     /// The member's metrics; `extensive` is `--metrics extensive`.
     pub(crate) fn new(member_id: u64, extensive: bool) -> Self {
         let m = Maker(Registry::new());

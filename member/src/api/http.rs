@@ -85,6 +85,12 @@ async fn version() -> impl IntoResponse {
 }
 
 async fn metrics(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
+    // As of now, not as of the leadership watcher's last wake-up (`member::watch_leadership`):
+    // a client that saw a leader elsewhere must not scrape `has_leader 0` here.
+    let now = server.elections.leadership(&server.raft, server.member_id);
+    server
+        .metrics
+        .set_leadership(now.leader, now.leading, now.learner);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         server.metrics.render(),

@@ -33,6 +33,13 @@ pub(crate) struct PreVoteRequest {
     pub last_log: Option<LogId>,
 }
 
+/// This member's view of leadership, for the leader gauges (see [`Elections::leadership`]).
+pub(crate) struct Leadership {
+    pub leader: Option<u64>,
+    pub leading: bool,
+    pub learner: bool,
+}
+
 /// The election clock shared by the campaign task, the peer service (which reports contact
 /// from the leader and answers pre-votes) and leadership transfer (which holds elections).
 pub(crate) struct Elections {
@@ -88,6 +95,21 @@ impl Elections {
             (m.current_leader, m.state == ServerState::Leader)
         };
         self.view(leader, me, leading)
+    }
+
+    /// What the leader gauges show: the leader as etcd reports it, whether this member leads,
+    /// whether it is a learner, all from one snapshot of raft's server metrics. openraft
+    /// publishes those before its whole metrics (which [`Elections::leader`] reads), so
+    /// mixing the two could show a member leading while `has_leader` is 0.
+    pub(crate) fn leadership(&self, raft: &super::Raft, me: u64) -> Leadership {
+        let m = raft.server_metrics();
+        let m = m.borrow();
+        let leading = m.state == ServerState::Leader;
+        Leadership {
+            leader: self.view(m.current_leader, me, leading),
+            leading,
+            learner: m.state == ServerState::Learner,
+        }
     }
 
     fn view(&self, raft_leader: Option<u64>, me: u64, leading: bool) -> Option<u64> {
