@@ -7,7 +7,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use oxetcd_common::oxetcdpeerpb::raft_peer_server::RaftPeer;
 use oxetcd_common::oxetcdpeerpb::PeerMessage;
