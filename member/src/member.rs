@@ -393,7 +393,13 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let (compactions, compaction_targets) = tokio::sync::watch::channel(0);
     let (compacted_tx, compacted) = tokio::sync::watch::channel(0);
     let snapshots = Arc::new(crate::apply::SnapshotTrigger::new(cfg.snapshot_count));
-    let waiters = Arc::new(crate::waiters::Waiters::new(me));
+    // Where this life's forwarded request IDs and proposal numbers start: they must differ from
+    // those of earlier lives still in the log.
+    let started_nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    let waiters = Arc::new(crate::waiters::Waiters::new(me, started_nanos));
     let state_machine = StateMachine::open(
         storage.clone(),
         crate::apply::Shared {
@@ -540,12 +546,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         proposals,
         waiters,
         reads,
-        forward_ids: std::sync::atomic::AtomicU64::new(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0),
-        ),
+        forward_ids: std::sync::atomic::AtomicU64::new(started_nanos),
         transferring: tokio::sync::watch::channel(false).0,
         removed: tokio::sync::watch::channel(false).0,
         elections: elections.clone(),

@@ -750,7 +750,7 @@ mod tests {
     #[test]
     fn one_entry_carries_local_and_forwarded_requests_in_queue_order() {
         let (batch, ..) = mixed();
-        let waiters = Waiters::new(9);
+        let waiters = Waiters::new(9, 1);
         let (payload, number) = waiters.register(batch);
         let decoded = RaftBatch::decode(payload.as_slice()).unwrap();
         let ids: Vec<_> = decoded

@@ -48,14 +48,11 @@ pub(crate) struct Waiters {
 }
 
 impl Waiters {
-    pub(crate) fn new(member_id: u64) -> Self {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1);
+    /// `first`: the first proposal number, the time the member started (see `next`).
+    pub(crate) fn new(member_id: u64, first: u64) -> Self {
         Self {
             member_id,
-            next: AtomicU64::new(now),
+            next: AtomicU64::new(first),
             waiting: Mutex::default(),
         }
     }

@@ -89,18 +89,14 @@ impl Elections {
 
     /// The leader as etcd would report it (see [`Elections`]), from raft's metrics now.
     pub(crate) fn leader(&self, raft: &super::Raft, me: u64) -> Option<u64> {
-        let (leader, leading) = {
-            let m = raft.metrics();
-            let m = m.borrow();
-            (m.current_leader, m.state == ServerState::Leader)
-        };
-        self.view(leader, me, leading)
+        self.leadership(raft, me).leader
     }
 
-    /// What the leader gauges show: the leader as etcd reports it, whether this member leads,
-    /// whether it is a learner, all from one snapshot of raft's server metrics. openraft
-    /// publishes those before its whole metrics (which [`Elections::leader`] reads), so
-    /// mixing the two could show a member leading while `has_leader` is 0.
+    /// This member's view of leadership (the leader as etcd reports it, whether this member
+    /// leads, whether it is a learner), all from one snapshot of raft's server metrics. Those
+    /// are published before openraft's whole metrics, so they are never the older of the two;
+    /// reading the leader from one and the state from the other once showed a member leading
+    /// while `has_leader` said 0.
     pub(crate) fn leadership(&self, raft: &super::Raft, me: u64) -> Leadership {
         let m = raft.server_metrics();
         let m = m.borrow();
