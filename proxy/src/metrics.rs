@@ -31,8 +31,11 @@ pub struct Metrics {
     pub watchers_parked: IntCounter,
     /// Upstream watches folded into another of the same key or range once caught up.
     pub watch_merges: IntCounter,
-    /// Serializable reads answered from the read cache.
+    /// Reads answered from the read cache (serializable, or linearizable after a barrier).
     pub cache_hits: IntCounter,
+    /// Read barriers sent for linearizable reads the read cache answers (each shared by the
+    /// linearizable reads that queued while the previous one was in flight).
+    pub cache_barriers: IntCounter,
     /// Serializable reads the live cache could not answer (not there, or the client's last
     /// write not reached yet).
     pub cache_misses: IntCounter,
@@ -119,7 +122,11 @@ impl Metrics {
         );
         let cache_hits = counter(
             "oxetcd_proxy_cache_hits_total",
-            "Serializable reads answered from the read cache.",
+            "Reads answered from the read cache: serializable, or linearizable after a read barrier.",
+        );
+        let cache_barriers = counter(
+            "oxetcd_proxy_cache_read_barriers_total",
+            "Read barriers sent for linearizable reads answered from the read cache.",
         );
         let cache_misses = counter(
             "oxetcd_proxy_cache_misses_total",
@@ -171,6 +178,7 @@ impl Metrics {
             Box::new(watchers_parked.clone()),
             Box::new(watch_merges.clone()),
             Box::new(cache_hits.clone()),
+            Box::new(cache_barriers.clone()),
             Box::new(cache_misses.clone()),
             Box::new(cache_evictions.clone()),
             Box::new(cache_invalidations.clone()),
@@ -198,6 +206,7 @@ impl Metrics {
             watchers_parked,
             watch_merges,
             cache_hits,
+            cache_barriers,
             cache_misses,
             cache_evictions,
             cache_invalidations,

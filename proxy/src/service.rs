@@ -2,9 +2,10 @@
 //!
 //! Each gRPC call is one HTTP/2 stream. `request_filter` picks the route (reading the first
 //! message of a Range to see `serializable`; pingora keeps what was read in its retry buffer and
-//! sends it upstream), `upstream_peer` picks the member. A serializable Range the read cache
-//! can answer is answered there and goes no further; one it cannot is stored from the member's
-//! answer on its way back (`crate::cache`). Answers of writes tell the proxy how far the
+//! sends it upstream), `upstream_peer` picks the member. A Range the read cache can answer
+//! (a serializable one at once, a linearizable one after a read barrier) is answered there and
+//! goes no further; one it cannot is stored from the member's answer on its way back
+//! (`crate::cache`). Answers of writes tell the proxy how far the
 //! member got, and each client's last write (`crate::sessions`). If the member cannot be reached the
 //! request never left the proxy, so it is sent again after the cluster view is refreshed; a
 //! leader-bound request then waits (up to `--leader-wait-timeout`) for the new leader. A request
@@ -22,6 +23,7 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::protocols::ALPN;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use prost::Message;
 use tracing::{debug, warn};
 
 use crate::cache::{keys, Interval, ReadCache, Ticket};
@@ -171,8 +173,8 @@ impl EtcdProxy {
         }
     }
 
-    /// A serializable Range the read cache may answer: no credentials (the cache does not
-    /// check permissions), the current revision, a unary call.
+    /// A Range the read cache may answer: no credentials (the cache does not check
+    /// permissions), the current revision, a unary call.
     fn cacheable(&self, session: &Session, path: &str, r: &RangeRequest) -> Option<&ReadCache> {
         let cache = self.cache.as_deref()?;
         let plain = path == "/etcdserverpb.KV/Range"
@@ -184,6 +186,49 @@ impl EtcdProxy {
                 .and_then(|s| s.extension.get::<crate::tls::ClientCn>())
                 .is_none();
         plain.then_some(cache)
+    }
+
+    /// A linearizable Range the read cache may answer: after a read barrier, from the cache
+    /// once its watch has reached the barrier's revision (`cache::barrier`). Otherwise it goes
+    /// to the leader as before (at once if the cache does not hold it: no barrier then), and a
+    /// cacheable answer is stored on its way back.
+    async fn linearizable_read(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        r: &RangeRequest,
+    ) -> Result<bool> {
+        let Some(cache) = self.cacheable(session, &ctx.path, r) else {
+            return Ok(false);
+        };
+        // Entries are kept under the request's serializable form.
+        let request = Bytes::from(
+            RangeRequest {
+                serializable: true,
+                ..r.clone()
+            }
+            .encode_to_vec(),
+        );
+        if cache.holds(&request) {
+            if let Some(revision) = cache.barrier().revision().await {
+                if cache.reached(revision).await {
+                    let floor = revision.max(self.sessions.floor(ctx.client));
+                    if let Some(found) = cache.lookup(&request, floor) {
+                        ctx.cached = true;
+                        ctx.grpc_code = Some("0".into());
+                        answer(session, found).await?;
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        ctx.fill = cache.ticket().map(|ticket| Fill {
+            ticket,
+            request,
+            keys: keys::read(self.namespace.as_ref(), r),
+            answer: Capture::new(cache.max_answer()),
+        });
+        Ok(false)
     }
 
     /// An answer's header came back from a member: how far it got, and for a write, the
@@ -277,7 +322,7 @@ impl ProxyHttp for EtcdProxy {
                 return Ok(false);
             };
             if !r.serializable {
-                return Ok(false);
+                return self.linearizable_read(session, ctx, &r).await;
             }
             ctx.route = Route::AnyMember;
             ctx.min_revision = self.sessions.floor(ctx.client);

@@ -1,9 +1,12 @@
-//! The proxy's serializable-read cache and read-your-writes: an answer through the proxy is
-//! the state of the keys at the revision it names, whoever wrote them and wherever; a write
-//! made on a member reaches readers of the proxy within a bound; a client sees its own writes;
-//! and nothing is served from the cache while the cluster runs with auth.
+//! The proxy's read cache and read-your-writes: an answer through the proxy is the state of
+//! the keys at the revision it names, whoever wrote them and wherever, and a linearizable one
+//! is no older than any write acknowledged before it was asked; a write made on a member
+//! reaches serializable readers of the proxy within a bound; a client sees its own writes; and
+//! nothing is served from the cache while the cluster runs with auth.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{GetOptions, GetResponse};
@@ -42,25 +45,30 @@ fn seen(r: &GetResponse) -> Seen {
 type Change = (i64, Option<Vec<u8>>);
 
 /// Random puts and deletes on `c/*` through `cl` until `n` were made; returns each change as
-/// (revision, key, value or deleted).
+/// (revision, key, value or deleted). `acked` is raised to each answer's revision.
 async fn write(
     mut cl: etcd_client::Client,
     who: String,
     n: usize,
     mut rng: Rng,
+    acked: Arc<AtomicI64>,
 ) -> Vec<(i64, String, Option<Vec<u8>>)> {
     let mut out = Vec::new();
     for i in 0..n {
         let k = key(rng.below(KEYS));
         if rng.below(5) == 0 {
             let r = cl.delete(k.as_str(), None).await.expect("delete");
+            let rev = r.header().expect("header").revision();
+            acked.fetch_max(rev, Ordering::SeqCst);
             if r.deleted() > 0 {
-                out.push((r.header().expect("header").revision(), k, None));
+                out.push((rev, k, None));
             }
         } else {
             let v = format!("{who}-{i}").into_bytes();
             let r = cl.put(k.as_str(), v.clone(), None).await.expect("put");
-            out.push((r.header().expect("header").revision(), k, Some(v)));
+            let rev = r.header().expect("header").revision();
+            acked.fetch_max(rev, Ordering::SeqCst);
+            out.push((rev, k, Some(v)));
         }
     }
     out
@@ -68,43 +76,62 @@ async fn write(
 
 /// Every answer through the proxy, cached or not, is the state of the keys at its header
 /// revision: checked against the history of every change, made on members directly and
-/// through the proxy, while readers read single keys and the prefix.
+/// through the proxy, while readers read single keys and the prefix. A linearizable answer's
+/// revision is at least that of every write acknowledged before the read was sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_through_the_proxy_is_the_state_at_its_revision() {
     let mut rng = Rng::seeded();
     let c = Cluster::start(Kind::Oxetcd, 3);
     let p = Proxy::start(&c.endpoints(), &[]);
+    let acked = Arc::new(AtomicI64::new(0));
     let mut writers = Vec::new();
     for (i, m) in c.members.iter().enumerate() {
         let cl = client(&m.endpoint()).await;
-        writers.push(tokio::spawn(write(cl, format!("m{i}"), 120, rng.fork())));
+        writers.push(tokio::spawn(write(
+            cl,
+            format!("m{i}"),
+            120,
+            rng.fork(),
+            acked.clone(),
+        )));
     }
     let cl = client(&p.endpoint()).await;
-    writers.push(tokio::spawn(write(cl, "proxy".into(), 120, rng.fork())));
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    writers.push(tokio::spawn(write(
+        cl,
+        "proxy".into(),
+        120,
+        rng.fork(),
+        acked.clone(),
+    )));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut readers = Vec::new();
     for _ in 0..2 {
         let mut cl = client(&p.endpoint()).await;
         let done = done.clone();
+        let acked = acked.clone();
         let mut rng = rng.fork();
         readers.push(tokio::spawn(async move {
-            let mut reads: Vec<(Option<String>, Seen)> = Vec::new();
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            // (key, or the prefix; the floor of a linearizable read; what it saw)
+            let mut reads: Vec<(Option<String>, Option<i64>, Seen)> = Vec::new();
+            while !done.load(Ordering::Relaxed) {
                 // Several reads of one key in a row, so some are answered from the cache.
                 let k = rng.below(KEYS + 1);
+                let linearizable = rng.below(2) == 0;
                 for _ in 0..3 {
+                    let floor = linearizable.then(|| acked.load(Ordering::SeqCst));
+                    let mut opts = GetOptions::new();
+                    if !linearizable {
+                        opts = opts.with_serializable();
+                    }
                     if k == KEYS {
                         let r = cl
-                            .get(
-                                "c/",
-                                Some(GetOptions::new().with_serializable().with_prefix()),
-                            )
+                            .get("c/", Some(opts.with_prefix()))
                             .await
                             .expect("get prefix");
-                        reads.push((None, seen(&r)));
+                        reads.push((None, floor, seen(&r)));
                     } else {
-                        let r = cl.get(key(k), serializable()).await.expect("get");
-                        reads.push((Some(key(k)), seen(&r)));
+                        let r = cl.get(key(k), Some(opts)).await.expect("get");
+                        reads.push((Some(key(k)), floor, seen(&r)));
                     }
                 }
             }
@@ -117,7 +144,7 @@ async fn an_answer_through_the_proxy_is_the_state_at_its_revision() {
             history.entry(k).or_default().push((rev, v));
         }
     }
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    done.store(true, Ordering::Relaxed);
     for changes in history.values_mut() {
         changes.sort_by_key(|(rev, _)| *rev);
     }
@@ -129,7 +156,13 @@ async fn an_answer_through_the_proxy_is_the_state_at_its_revision() {
     };
     let mut checked = 0;
     for r in readers {
-        for (one, (rev, kvs)) in r.await.expect("reader") {
+        for (one, floor, (rev, kvs)) in r.await.expect("reader") {
+            if let Some(floor) = floor {
+                assert!(
+                    rev >= floor,
+                    "a linearizable read at revision {rev}, sent after a write at {floor}"
+                );
+            }
             let keys: Vec<String> = match one {
                 Some(k) => vec![k],
                 None => (0..KEYS).map(key).collect(),
@@ -145,8 +178,49 @@ async fn an_answer_through_the_proxy_is_the_state_at_its_revision() {
         }
     }
     let hits = p.metric_sum("oxetcd_proxy_cache_hits_total", &[]);
-    println!("{checked} answers checked, {hits} from the cache");
+    let barriers = p.metric_sum("oxetcd_proxy_cache_read_barriers_total", &[]);
+    println!("{checked} answers checked, {hits} from the cache, {barriers} read barriers");
     assert!(hits > 0.0, "no answer came from the cache\n{}", p.metrics());
+    assert!(
+        barriers > 0.0,
+        "no linearizable read came from the cache\n{}",
+        p.metrics()
+    );
+}
+
+/// A linearizable read through the proxy sees a write acknowledged by a member just before,
+/// though the proxy did not see the write pass; reads between writes come from the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linearizable_read_through_the_proxy_sees_the_write_just_made_on_a_member() {
+    let c = Cluster::start(Kind::Oxetcd, 3);
+    let p = Proxy::start(&c.endpoints(), &[]);
+    let mut reader = client(&p.endpoint()).await;
+    let mut members = Vec::new();
+    for m in &c.members {
+        members.push(client(&m.endpoint()).await);
+    }
+    for i in 0..40 {
+        let v = format!("v{i}");
+        let rev = members[i % 3]
+            .put("lin", v.as_str(), None)
+            .await
+            .expect("put")
+            .header()
+            .expect("header")
+            .revision();
+        for _ in 0..3 {
+            let r = reader.get("lin", None).await.expect("get");
+            assert!(r.header().expect("header").revision() >= rev);
+            assert_eq!(
+                r.kvs().first().map(|kv| kv.value()),
+                Some(v.as_bytes()),
+                "write {i} (revision {rev}) not seen by a linearizable read after it"
+            );
+        }
+    }
+    // Each value's second and third reads could come from the cache.
+    let hits = p.metric_sum("oxetcd_proxy_cache_hits_total", &[]);
+    assert!(hits > 0.0, "no read came from the cache\n{}", p.metrics());
 }
 
 /// A write made on a member, not through the proxy, is seen by the proxy's readers within a
@@ -354,4 +428,36 @@ async fn auth_enabled_through_the_proxy_stops_the_cache_at_once() {
             .is_some_and(|l| l.contains("user name is empty")),
         "{denied:?}"
     );
+}
+
+/// With `--namespace` the cache's watch sees no event for a write outside the namespace, yet
+/// it moves the revision a linearizable read must reach: the read asks the watch for progress
+/// and is still answered from the cache, at a revision covering that write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linearizable_read_through_a_namespace_follows_writes_outside_it() {
+    let m = Member::start(Kind::Oxetcd);
+    let p = Proxy::start(&m.endpoint(), &["--namespace=ns/"]);
+    let mut direct = client(&m.endpoint()).await;
+    let mut reader = client(&p.endpoint()).await;
+    reader.put("k", "v", None).await.expect("put");
+    // The first read fills the cache.
+    reader.get("k", None).await.expect("get");
+    for i in 0..10 {
+        let rev = direct
+            .put("outside", format!("{i}"), None)
+            .await
+            .expect("put outside")
+            .header()
+            .expect("header")
+            .revision();
+        let hits = p.metric_sum("oxetcd_proxy_cache_hits_total", &[]);
+        let r = reader.get("k", None).await.expect("get");
+        assert!(r.header().expect("header").revision() >= rev);
+        assert_eq!(r.kvs().first().map(|kv| kv.value()), Some(&b"v"[..]));
+        assert!(
+            p.metric_sum("oxetcd_proxy_cache_hits_total", &[]) > hits,
+            "read {i} not answered from the cache\n{}",
+            p.metrics()
+        );
+    }
 }

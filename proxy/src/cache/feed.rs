@@ -2,9 +2,11 @@
 //! `--namespace`) from a healthy member, applied to the cache as it comes.
 //!
 //! The cache is live only while that watch is: on any failure it is emptied and the feed
-//! starts over on a member that answers, from an empty cache. Once a second the feed also
-//! asks for a progress notification (so the position moves when keys outside the namespace
-//! change) and checks that the cluster still runs without auth.
+//! starts over on a member that answers, from an empty cache. Once a second, and whenever a
+//! linearizable read waits for a revision its events did not reach, the feed also asks for a
+//! progress notification (so the position moves when keys outside the namespace change); once
+//! a second it checks that the cluster still runs without auth. While it is live, the read
+//! barrier of linearizable reads goes to its member.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,6 +109,9 @@ impl Feed {
         }
         let start = created.header.map_or(0, |h| h.revision);
         self.cache.reset(start);
+        self.cache
+            .barrier()
+            .follow(Some((channel.clone(), self.key.clone())));
         info!(member = %addr, revision = start, "read cache live");
         let mut tick = tokio::time::interval(TICK);
         tick.reset();
@@ -133,6 +138,10 @@ impl Feed {
                         .collect();
                     self.cache.apply(changes, position);
                 }
+                // A linearizable read waits for a revision the feed's events did not reach.
+                _ = self.cache.progress_wanted() => {
+                    tx.send(progress_request()).map_err(|_| "watch: stream closed")?;
+                }
                 _ = tick.tick() => {
                     if !self.cluster.is_healthy(addr) {
                         return Err("member failed its health check".into());
@@ -143,17 +152,22 @@ impl Feed {
                         return Err("auth may have been enabled".into());
                     }
                     self.check_auth_off(&channel).await?;
-                    let progress = WatchRequest {
-                        request_union: Some(watch_request::RequestUnion::ProgressRequest(
-                            WatchProgressRequest {},
-                        )),
-                    };
-                    tx.send(progress).map_err(|_| "watch: stream closed")?;
+                    tx.send(progress_request()).map_err(|_| "watch: stream closed")?;
                 }
             }
         }
     }
+}
 
+fn progress_request() -> WatchRequest {
+    WatchRequest {
+        request_union: Some(watch_request::RequestUnion::ProgressRequest(
+            WatchProgressRequest {},
+        )),
+    }
+}
+
+impl Feed {
     /// The cache does not check permissions, so it serves only a cluster without auth.
     async fn check_auth_off(&self, channel: &Channel) -> Result<(), String> {
         let mut auth = AuthClient::new(channel.clone());

@@ -20,18 +20,27 @@
 //! - **Read-your-writes.** A client is answered from the cache only if `W` has reached its own
 //!   last write ([`crate::sessions`]).
 //!
+//! - **Linearizable reads** are answered once `W` has reached a read barrier's revision
+//!   ([`barrier`]).
+//!
 //! Only requests without credentials are served, and only while the cluster runs without auth
 //! (the feed checks), because the cache does not check permissions.
 
+pub mod barrier;
 pub mod feed;
 pub mod keys;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use lru::LruCache;
 use oxetcd_common::etcdserverpb::ResponseHeader;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use barrier::Barrier;
 
 use crate::grpc::{encode_with_header, split_header};
 use crate::metrics::Metrics;
@@ -40,6 +49,12 @@ use crate::metrics::Metrics;
 const RECENT_CHANGES: usize = 1024;
 /// Entries over a range of keys are checked against every change, so they are kept fewer.
 const MAX_RANGE_ENTRIES: usize = 1024;
+/// A linearizable read waits this long for the watch to reach its barrier before it asks the
+/// feed for a progress notification (the revision may have moved by writes the feed does not
+/// see: keys outside `--namespace`).
+const PROGRESS_AFTER: Duration = Duration::from_millis(5);
+/// And this long in all before it goes to a member itself.
+const REACH_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Keys `[start, end)`; no end: every key from `start` on. In the members' key space (with
 /// `--namespace`, prefixed).
@@ -129,6 +144,11 @@ pub struct ReadCache {
     max_entries: usize,
     max_bytes: usize,
     metrics: Arc<Metrics>,
+    /// The position moved, or the cache went down.
+    moved: Notify,
+    /// A linearizable read waits for a progress notification.
+    progress: Notify,
+    barrier: Arc<Barrier>,
 }
 
 impl ReadCache {
@@ -146,8 +166,50 @@ impl ReadCache {
             }),
             max_entries: max_entries.max(1),
             max_bytes,
+            moved: Notify::new(),
+            progress: Notify::new(),
+            barrier: Barrier::new(metrics.cache_barriers.clone()),
             metrics,
         })
+    }
+
+    /// The read barrier of linearizable reads, on the feed's member.
+    pub fn barrier(&self) -> &Arc<Barrier> {
+        &self.barrier
+    }
+
+    /// Waits until the position reaches `revision`; false if the cache went down, or it took
+    /// too long (the read goes to a member then).
+    pub async fn reached(&self, revision: i64) -> bool {
+        let started = Instant::now();
+        let mut asked = false;
+        loop {
+            let moved = self.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            match self.lock().position {
+                None => return false,
+                Some(w) if w >= revision => return true,
+                Some(_) => {}
+            }
+            let until = if asked {
+                started + REACH_TIMEOUT
+            } else {
+                started + PROGRESS_AFTER
+            };
+            if tokio::time::timeout_at(until, moved).await.is_err() {
+                if asked {
+                    return false;
+                }
+                asked = true;
+                self.progress.notify_one();
+            }
+        }
+    }
+
+    /// Resolves when a linearizable read asked for a progress notification.
+    pub async fn progress_wanted(&self) {
+        self.progress.notified().await
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -177,6 +239,12 @@ impl ReadCache {
         drop(inner);
         self.metrics.cache_hits.inc();
         Some(encode_with_header(&header, &rest))
+    }
+
+    /// Whether the live cache holds an answer to `request` (not counted as a use).
+    pub fn holds(&self, request: &[u8]) -> bool {
+        let inner = self.lock();
+        inner.position.is_some() && inner.entries.contains(request)
     }
 
     /// The largest answer stored.
@@ -264,11 +332,16 @@ impl ReadCache {
         for (revision, keys) in changes {
             gone += inner.change(revision, keys);
         }
+        let mut moved = false;
         if let Some(w) = inner.position.as_mut() {
+            moved = position > *w;
             *w = (*w).max(position);
         }
         self.report(&inner);
         drop(inner);
+        if moved {
+            self.moved.notify_waiters();
+        }
         self.metrics.cache_invalidations.inc_by(gone);
     }
 
@@ -296,6 +369,8 @@ impl ReadCache {
         inner.recent_floor = position;
         self.metrics.cache_up.set(1);
         self.report(&inner);
+        drop(inner);
+        self.moved.notify_waiters();
     }
 
     /// Whether the cache follows a watch (and may serve).
@@ -310,6 +385,9 @@ impl ReadCache {
         inner.position = None;
         self.metrics.cache_up.set(0);
         self.report(&inner);
+        drop(inner);
+        self.barrier.follow(None);
+        self.moved.notify_waiters();
     }
 
     fn report(&self, inner: &Inner) {
