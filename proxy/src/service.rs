@@ -663,17 +663,24 @@ impl ProxyHttp for EtcdProxy {
         };
         let mut sent = false;
         if ctx.grpc_code.is_none() {
+            // Headers, then the status as trailers. Not a trailers-only answer: pingora would
+            // end that stream with RST_STREAM(CANCEL) or an empty DATA frame, which grpc-go
+            // reads as "canceled", or as a stream closed without trailers.
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static(status));
+            if let Ok(m) = http::HeaderValue::from_str(&message) {
+                trailers.insert("grpc-message", m);
+            }
             if let Ok(mut resp) = ResponseHeader::build(200, None) {
-                let ok = resp
+                if resp
                     .insert_header("content-type", "application/grpc")
                     .is_ok()
-                    && resp.insert_header("grpc-status", status).is_ok()
-                    && resp.insert_header("grpc-message", message).is_ok();
-                if ok {
+                {
                     sent = session
-                        .write_response_header(Box::new(resp), true)
+                        .write_response_header(Box::new(resp), false)
                         .await
-                        .is_ok();
+                        .is_ok()
+                        && session.write_response_trailers(trailers).await.is_ok();
                 }
             }
             ctx.grpc_code = Some(status.to_string());

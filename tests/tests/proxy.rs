@@ -358,3 +358,31 @@ async fn a_new_member_receives_reads_without_a_proxy_restart() {
         );
     }
 }
+
+/// With no member to send a call to, the proxy answers as etcd does without a leader: gRPC
+/// UNAVAILABLE "etcdserver: no leader", which clients retry, and etcdctl prints as etcd's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_member_the_proxy_answers_unavailable_no_leader() {
+    let mut m = oxetcd_tests::Member::start(Kind::Oxetcd);
+    let p = Proxy::start(&m.endpoint(), &["--leader-wait-timeout=200ms"]);
+    let mut cl = client(&p.endpoint()).await;
+    m.stop();
+    for result in [
+        cl.put("k", "v", None).await.map(|_| ()),
+        cl.get("k", None).await.map(|_| ()),
+    ] {
+        match result {
+            Err(etcd_client::Error::GRpcStatus(s)) => {
+                assert_eq!(s.code(), tonic::Code::Unavailable, "{s:?}");
+                assert_eq!(s.message(), "etcdserver: no leader");
+            }
+            other => panic!("expected UNAVAILABLE, got {other:?}"),
+        }
+    }
+    let put = p.etcdctl(&["--command-timeout=2s", "put", "k", "v"]);
+    assert_eq!(
+        put.error_line(),
+        Some("Error: etcdserver: no leader"),
+        "{put:?}"
+    );
+}
