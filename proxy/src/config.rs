@@ -106,8 +106,8 @@ pub struct Config {
     #[arg(long, env = "ETCD_GRPC_PROXY_COALESCE_KEEPALIVES", default_value_t = true, action = clap::ArgAction::Set)]
     pub coalesce_keepalives: bool,
 
-    /// Answer serializable reads from a cache kept coherent by a watch on the members (off
-    /// while the cluster runs with auth).
+    /// Answer serializable reads, and linearizable ones after a read barrier, from a cache
+    /// kept coherent by a watch on the members (off while the cluster runs with auth).
     #[arg(long, env = "ETCD_GRPC_PROXY_READ_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
     pub read_cache: bool,
 
