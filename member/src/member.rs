@@ -451,6 +451,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             peers: peers.clone(),
             metrics: metrics.peer.clone(),
             heartbeat_failures: metrics.heartbeat_send_failures.clone(),
+            idle: Default::default(),
         },
         LogStore::new(
             storage.clone(),

@@ -2,6 +2,7 @@
 //! `oxetcdpeerpb.RaftPeer`), carried as bincode. A peer that cannot be reached is reported as
 //! `Unreachable`, which openraft answers with back-off: a dead peer costs a log line, not a stall.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use openraft::error::{
@@ -31,17 +32,48 @@ pub(crate) struct Network {
     pub peers: Arc<Peers>,
     pub metrics: PeerMetrics,
     pub heartbeat_failures: prometheus::IntCounter,
+    pub idle: IdleStreams,
+}
+
+/// Open `AppendStream` calls no client holds, by peer (member ID and peer URLs): a client
+/// openraft drops gives its healthy call back, and a new one takes it up. So a leadership check
+/// (a new client for one append, once per linearizable read round) is one message on an open
+/// call, not a unary call of its own.
+#[derive(Clone, Default)]
+pub(crate) struct IdleStreams(
+    Arc<std::sync::Mutex<HashMap<(u64, Vec<String>), Vec<AppendStream>>>>,
+);
+
+/// Idle calls kept per peer: a replication stream's and a leadership check's or two.
+const IDLE_PER_PEER: usize = 2;
+
+impl IdleStreams {
+    fn take(&self, peer: &(u64, Vec<String>)) -> Option<AppendStream> {
+        let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        idle.get_mut(peer)?.pop()
+    }
+
+    fn put(&self, peer: (u64, Vec<String>), stream: AppendStream) {
+        let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let streams = idle.entry(peer).or_default();
+        if streams.len() < IDLE_PER_PEER {
+            streams.push(stream);
+        }
+    }
 }
 
 pub(crate) struct PeerClient {
     target: u64,
+    /// `target` and its peer URLs: the key of its idle calls.
+    peer: (u64, Vec<String>),
+    idle: IdleStreams,
     cluster_id: u64,
     client: Option<RaftPeerClient<Channel>>,
     metrics: PeerMetrics,
     heartbeat_failures: prometheus::IntCounter,
     /// Appends sent through this client. openraft makes one client per replication stream
-    /// (many appends) and one per leadership check (one append): from the second append on,
-    /// they go over one `AppendStream` call.
+    /// (many appends) and one per leadership check (one append): an append goes over an
+    /// `AppendStream` call if an idle one was taken up, and otherwise from the second on.
     appends: u64,
     /// The open `AppendStream` call. Dropped after any failure or time-out, so an answer that
     /// comes late is never taken for the next append's.
@@ -51,7 +83,7 @@ pub(crate) struct PeerClient {
 }
 
 /// One `AppendStream` call: appends go in one by one, answers come back in order.
-struct AppendStream {
+pub(crate) struct AppendStream {
     appends: mpsc::Sender<PeerMessage>,
     answers: Streaming<PeerMessage>,
 }
@@ -97,7 +129,11 @@ impl PeerClient {
             cluster_id: self.cluster_id,
             data,
         };
-        let streamed = matches!(rpc, Rpc::Append) && self.streaming && self.appends > 0;
+        let append = matches!(rpc, Rpc::Append) && self.streaming;
+        if append && self.stream.is_none() {
+            self.stream = self.idle.take(&self.peer);
+        }
+        let streamed = append && (self.appends > 0 || self.stream.is_some());
         let resp = if streamed {
             let r = append_streamed(client, &mut self.stream, message, option.hard_ttl()).await;
             if matches!(&r, Err(s) if s.code() == tonic::Code::Unimplemented) {
@@ -195,12 +231,22 @@ async fn append_streamed(
     answer
 }
 
+impl Drop for PeerClient {
+    fn drop(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            self.idle.put(self.peer.clone(), stream);
+        }
+    }
+}
+
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, node: &MemberNode) -> Self::Network {
         PeerClient {
             target,
+            peer: (target, node.peer_urls.clone()),
+            idle: self.idle.clone(),
             cluster_id: self.peers.cluster_id(),
             client: self.peers.client(node).ok(),
             metrics: self.metrics.clone(),
