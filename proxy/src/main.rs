@@ -101,9 +101,11 @@ fn main() -> ExitCode {
         config.log_level
     ))
     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: not in log files and journald, as the member.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Err(e) = config.validate() {
         eprintln!("oxetcd-proxy: {e}");

@@ -461,3 +461,170 @@ async fn a_linearizable_read_through_a_namespace_follows_writes_outside_it() {
         );
     }
 }
+
+/// kill -9 of the member the cache's watch and read barrier are on, under linearizable reads
+/// through the proxy and writes made on the members: every read answers the state of its key
+/// at its revision, no older than any write acknowledged before it was sent, and the cache
+/// serves linearizable reads again from another member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linearizable_reads_through_the_proxy_stay_current_across_a_kill_of_the_feeds_member() {
+    const READERS: usize = 2;
+    let mut rng = Rng::seeded();
+    let mut c = Cluster::start(Kind::Oxetcd, 3);
+    let p = Proxy::start(&c.endpoints(), &[]);
+    // The member the feed follows: the last "read cache live" line names it.
+    let feed_member = |p: &Proxy| -> Option<String> {
+        let log = p.log();
+        let line = log.lines().rev().find(|l| l.contains("read cache live"))?;
+        let at = line.find("member=")? + "member=".len();
+        Some(line[at..].split_whitespace().next()?.to_string())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while p.metric_sum("oxetcd_proxy_cache_up", &[]) != 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the cache is not live\n{}",
+            p.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fed = feed_member(&p).expect("the feed's member in the log");
+    let victim = c
+        .members
+        .iter()
+        .position(|m| m.endpoint() == fed)
+        .expect("the feed's member");
+    let acked = Arc::new(AtomicI64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Writes on the members (a client of all of them, which fails over); only acknowledged
+    // ones count.
+    let eps: Vec<String> = c
+        .members
+        .iter()
+        .map(|m| format!("http://{}", m.endpoint()))
+        .collect();
+    let mut wc = etcd_client::Client::connect(eps, None)
+        .await
+        .expect("connect");
+    let writer = {
+        let (acked, stop, mut rng) = (acked.clone(), stop.clone(), rng.fork());
+        tokio::spawn(async move {
+            let mut history: Vec<(i64, String, Vec<u8>)> = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let k = key(rng.below(KEYS));
+                let v = format!("w-{i}").into_bytes();
+                i += 1;
+                if let Ok(r) = wc.put(k.as_str(), v.clone(), None).await {
+                    let rev = r.header().expect("header").revision();
+                    acked.fetch_max(rev, Ordering::SeqCst);
+                    history.push((rev, k, v));
+                }
+            }
+            history
+        })
+    };
+    let reads = Arc::new(AtomicI64::new(0));
+    let mut readers = Vec::new();
+    for _ in 0..READERS {
+        let mut cl = client(&p.endpoint()).await;
+        let (acked, stop, reads, mut rng) =
+            (acked.clone(), stop.clone(), reads.clone(), rng.fork());
+        readers.push(tokio::spawn(async move {
+            let mut seen_all = Vec::new();
+            let mut failed = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let k = key(rng.below(KEYS));
+                let floor = acked.load(Ordering::SeqCst);
+                match cl.get(k.as_str(), None).await {
+                    Ok(r) => seen_all.push((k, floor, seen(&r))),
+                    Err(e) => failed.push(e.to_string()),
+                }
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+            (seen_all, failed)
+        }));
+    }
+    let until = |n: i64| {
+        let reads = reads.clone();
+        async move {
+            while reads.load(Ordering::Relaxed) < n {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    until(300).await;
+    c.members[victim].kill9();
+    let barriers_at_kill = p.metric_sum("oxetcd_proxy_cache_read_barriers_total", &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // The feed moves to another member, and linearizable reads come from the cache again.
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let moved = feed_member(&p).is_some_and(|m| m != fed);
+        if moved
+            && p.metric_sum("oxetcd_proxy_cache_read_barriers_total", &[]) > barriers_at_kill + 50.0
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no linearizable read from the cache after the kill\n{}",
+            p.log()
+        );
+    }
+    let after = reads.load(Ordering::Relaxed);
+    until(after + 300).await;
+    stop.store(true, Ordering::Relaxed);
+    let history = writer.await.expect("writer");
+    let mut by_key: BTreeMap<String, Vec<(i64, Vec<u8>)>> = BTreeMap::new();
+    for (rev, k, v) in history {
+        by_key.entry(k).or_default().push((rev, v));
+    }
+    for changes in by_key.values_mut() {
+        changes.sort_by_key(|(rev, _)| *rev);
+    }
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for r in readers {
+        let (all, failed) = r.await.expect("reader");
+        failures.extend(failed);
+        for (k, floor, (rev, kvs)) in all {
+            assert!(
+                rev >= floor,
+                "{k}: a linearizable read at revision {rev}, sent after a write at {floor}"
+            );
+            // Only acknowledged writes are known: a write that failed may have been applied,
+            // so a value must be one written to this key at or before `rev`, and the newest
+            // acknowledged one at or before `rev` must not be newer than it.
+            let got = kvs.first().map(|(_, m, v)| (*m, v.clone()));
+            let known = by_key.get(&k).cloned().unwrap_or_default();
+            let newest_acked = known.iter().rev().find(|(r, _)| *r <= rev);
+            if let Some((m, v)) = &got {
+                assert!(*m <= rev, "{k}: modified at {m}, read at {rev}");
+                if let Some(expected) = known.iter().find(|(r, _)| r == m) {
+                    assert_eq!(&expected.1, v, "{k} at {m}");
+                }
+                if let Some((r, _)) = newest_acked {
+                    assert!(
+                        m >= r,
+                        "{k}: read {m} at {rev}, though {r} was acknowledged"
+                    );
+                }
+            } else {
+                assert!(newest_acked.is_none(), "{k}: missing at {rev}");
+            }
+            checked += 1;
+        }
+    }
+    println!("{checked} linearizable reads checked; failed: {failures:?}");
+    // A read fails only if its member died while sending the answer (the proxy passes
+    // answers on as they come and cannot send them again then): at most one per reader.
+    assert!(
+        failures.len() <= READERS
+            && failures
+                .iter()
+                .all(|e| e.contains("error reading a body from connection")),
+        "failed reads: {failures:?}\n{}",
+        p.log()
+    );
+}
