@@ -39,21 +39,22 @@ pub(crate) struct Network {
 /// openraft drops gives its healthy call back, and a new one takes it up. So a leadership check
 /// (a new client for one append, once per linearizable read round) is one message on an open
 /// call, not a unary call of its own.
+/// A peer: its member ID and peer URLs.
+type Peer = (u64, Vec<String>);
+
 #[derive(Clone, Default)]
-pub(crate) struct IdleStreams(
-    Arc<std::sync::Mutex<HashMap<(u64, Vec<String>), Vec<AppendStream>>>>,
-);
+pub(crate) struct IdleStreams(Arc<std::sync::Mutex<HashMap<Peer, Vec<AppendStream>>>>);
 
 /// Idle calls kept per peer: a replication stream's and a leadership check's or two.
 const IDLE_PER_PEER: usize = 2;
 
 impl IdleStreams {
-    fn take(&self, peer: &(u64, Vec<String>)) -> Option<AppendStream> {
+    fn take(&self, peer: &Peer) -> Option<AppendStream> {
         let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
         idle.get_mut(peer)?.pop()
     }
 
-    fn put(&self, peer: (u64, Vec<String>), stream: AppendStream) {
+    fn put(&self, peer: Peer, stream: AppendStream) {
         let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let streams = idle.entry(peer).or_default();
         if streams.len() < IDLE_PER_PEER {
@@ -65,7 +66,7 @@ impl IdleStreams {
 pub(crate) struct PeerClient {
     target: u64,
     /// `target` and its peer URLs: the key of its idle calls.
-    peer: (u64, Vec<String>),
+    peer: Peer,
     idle: IdleStreams,
     cluster_id: u64,
     client: Option<RaftPeerClient<Channel>>,
