@@ -36,8 +36,8 @@ pub struct Metrics {
     /// Read barriers sent for linearizable reads the read cache answers (each shared by the
     /// linearizable reads that queued while the previous one was in flight).
     pub cache_barriers: IntCounter,
-    /// Serializable reads the live cache could not answer (not there, or the client's last
-    /// write not reached yet).
+    /// Reads the live cache could not answer (not there, the client's last write not reached
+    /// yet, or for a linearizable read, no barrier).
     pub cache_misses: IntCounter,
     /// Entries dropped to stay within `--read-cache-max-entries` and `--read-cache-max-bytes`.
     pub cache_evictions: IntCounter,
@@ -130,7 +130,7 @@ impl Metrics {
         );
         let cache_misses = counter(
             "oxetcd_proxy_cache_misses_total",
-            "Serializable reads the live read cache could not answer.",
+            "Reads (serializable or linearizable) the live read cache could not answer.",
         );
         let cache_evictions = counter(
             "oxetcd_proxy_cache_evictions_total",

@@ -209,18 +209,27 @@ impl EtcdProxy {
             }
             .encode_to_vec(),
         );
+        let mut barrier = None;
         if cache.holds(&request) {
             if let Some(revision) = cache.barrier().revision().await {
                 if cache.reached(revision).await {
-                    let floor = revision.max(self.sessions.floor(ctx.client));
-                    if let Some(found) = cache.lookup(&request, floor) {
-                        ctx.cached = true;
-                        ctx.grpc_code = Some("0".into());
-                        answer(session, found).await?;
-                        return Ok(true);
-                    }
+                    barrier = Some(revision);
                 }
             }
+        }
+        // A lookup counts its own miss.
+        let found = match barrier {
+            Some(revision) => cache.lookup(&request, revision.max(self.sessions.floor(ctx.client))),
+            None => {
+                cache.missed();
+                None
+            }
+        };
+        if let Some(found) = found {
+            ctx.cached = true;
+            ctx.grpc_code = Some("0".into());
+            answer(session, found).await?;
+            return Ok(true);
         }
         ctx.fill = cache.ticket().map(|ticket| Fill {
             ticket,

@@ -19,7 +19,6 @@
 //!   the client sees it (and count as recent changes).
 //! - **Read-your-writes.** A client is answered from the cache only if `W` has reached its own
 //!   last write ([`crate::sessions`]).
-//!
 //! - **Linearizable reads** are answered once `W` has reached a read barrier's revision
 //!   ([`barrier`]).
 //!
@@ -239,6 +238,13 @@ impl ReadCache {
         drop(inner);
         self.metrics.cache_hits.inc();
         Some(encode_with_header(&header, &rest))
+    }
+
+    /// Counts a read the live cache did not answer without a lookup.
+    pub fn missed(&self) {
+        if self.is_live() {
+            self.metrics.cache_misses.inc();
+        }
     }
 
     /// Whether the live cache holds an answer to `request` (not counted as a use).
