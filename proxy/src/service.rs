@@ -225,6 +225,21 @@ impl EtcdProxy {
                 None
             }
         };
+        self.answer_or_fill(session, ctx, cache, found, &request, r)
+            .await
+    }
+
+    /// Answers a Range with `found`, the cache's answer, or makes ready to store the member's
+    /// answer to `request` (the cache's key) on its way back.
+    async fn answer_or_fill(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        cache: &ReadCache,
+        found: Option<Bytes>,
+        request: &[u8],
+        r: &RangeRequest,
+    ) -> Result<bool> {
         if let Some(found) = found {
             ctx.cached = true;
             ctx.grpc_code = Some("0".into());
@@ -233,7 +248,7 @@ impl EtcdProxy {
         }
         ctx.fill = cache.ticket().map(|ticket| Fill {
             ticket,
-            request,
+            request: Bytes::copy_from_slice(request),
             keys: keys::read(self.namespace.as_ref(), r),
             answer: Capture::new(cache.max_answer()),
         });
@@ -336,18 +351,10 @@ impl ProxyHttp for EtcdProxy {
             ctx.route = Route::AnyMember;
             ctx.min_revision = self.sessions.floor(ctx.client);
             if let Some(cache) = self.cacheable(session, &ctx.path, &r) {
-                if let Some(found) = cache.lookup(msg, ctx.min_revision) {
-                    ctx.cached = true;
-                    ctx.grpc_code = Some("0".into());
-                    answer(session, found).await?;
-                    return Ok(true);
-                }
-                ctx.fill = cache.ticket().map(|ticket| Fill {
-                    ticket,
-                    request: Bytes::copy_from_slice(msg),
-                    keys: keys::read(self.namespace.as_ref(), &r),
-                    answer: Capture::new(cache.max_answer()),
-                });
+                let found = cache.lookup(msg, ctx.min_revision);
+                return self
+                    .answer_or_fill(session, ctx, cache, found, msg, &r)
+                    .await;
             }
         }
         Ok(false)

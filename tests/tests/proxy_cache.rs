@@ -41,6 +41,25 @@ fn seen(r: &GetResponse) -> Seen {
     (rev, kvs)
 }
 
+/// A client of each member.
+async fn clients_of(c: &Cluster) -> Vec<etcd_client::Client> {
+    let mut clients = Vec::new();
+    for m in &c.members {
+        clients.push(client(&m.endpoint()).await);
+    }
+    clients
+}
+
+/// Puts `key` = `value`; returns the write's revision.
+async fn put_at(cl: &mut etcd_client::Client, key: &str, value: &str) -> i64 {
+    cl.put(key, value, None)
+        .await
+        .expect("put")
+        .header()
+        .expect("header")
+        .revision()
+}
+
 /// A change to a key: its revision, and its value (`None`: deleted).
 type Change = (i64, Option<Vec<u8>>);
 
@@ -195,19 +214,10 @@ async fn a_linearizable_read_through_the_proxy_sees_the_write_just_made_on_a_mem
     let c = Cluster::start(Kind::Oxetcd, 3);
     let p = Proxy::start(&c.endpoints(), &[]);
     let mut reader = client(&p.endpoint()).await;
-    let mut members = Vec::new();
-    for m in &c.members {
-        members.push(client(&m.endpoint()).await);
-    }
+    let mut members = clients_of(&c).await;
     for i in 0..40 {
         let v = format!("v{i}");
-        let rev = members[i % 3]
-            .put("lin", v.as_str(), None)
-            .await
-            .expect("put")
-            .header()
-            .expect("header")
-            .revision();
+        let rev = put_at(&mut members[i % 3], "lin", &v).await;
         for _ in 0..3 {
             let r = reader.get("lin", None).await.expect("get");
             assert!(r.header().expect("header").revision() >= rev);
@@ -230,20 +240,11 @@ async fn a_write_on_a_member_reaches_the_proxys_readers_promptly() {
     let c = Cluster::start(Kind::Oxetcd, 3);
     let p = Proxy::start(&c.endpoints(), &[]);
     let mut reader = client(&p.endpoint()).await;
-    let mut members = Vec::new();
-    for m in &c.members {
-        members.push(client(&m.endpoint()).await);
-    }
+    let mut members = clients_of(&c).await;
     let mut waits = Vec::new();
     for i in 0..30 {
         let v = format!("v{i}");
-        let rev = members[i % 3]
-            .put("fresh", v.as_str(), None)
-            .await
-            .expect("put")
-            .header()
-            .expect("header")
-            .revision();
+        let rev = put_at(&mut members[i % 3], "fresh", &v).await;
         let written = Instant::now();
         loop {
             let r = reader.get("fresh", serializable()).await.expect("get");
