@@ -353,24 +353,60 @@ pub(crate) async fn run_read_batcher(
     }
 }
 
+/// Entries the proposer keeps in flight with peers: the next entry is appended and sent while
+/// the previous one is on its way to a quorum. A member alone gains nothing from overlapping
+/// its entries (its round is its own fsync and apply, and smaller batches cost more), so it
+/// keeps one.
+const IN_FLIGHT_WITH_PEERS: usize = 2;
+
 /// The proposer task: turns queued requests into raft entries. It takes every request queued
-/// while the previous entry was in flight (bounded by count and bytes) and proposes them as one
-/// entry, applied in order; on the leader that includes the batches followers forwarded.
-/// openraft 0.9 writes and syncs one entry's log I/O before starting the next, so this is where
-/// write throughput comes from: one fsync per batch, not per request.
+/// while the previous entries were in flight (bounded by count and bytes) and proposes them as
+/// one entry, applied in order; on the leader that includes the batches followers forwarded.
+/// openraft 0.9 writes one entry's log I/O before starting the next, so this is where write
+/// throughput comes from: one log write per batch, not per request. Entries are submitted to
+/// raft in the order their batches were taken (`FuturesUnordered` first polls futures in the
+/// order they were pushed); requests in flight together were concurrent, and etcd orders
+/// concurrent requests no more than that.
 pub(crate) async fn run_proposer(
     server: std::sync::Weak<EtcdServer>,
     mut rx: mpsc::Receiver<Pending>,
 ) {
+    use futures::StreamExt;
     // A batch that did not fit the previous entry starts the next one.
     let mut held: Option<Pending> = None;
+    let mut in_flight = futures::stream::FuturesUnordered::new();
     loop {
-        let first = match held.take() {
-            Some(p) => p,
-            None => match rx.recv().await {
-                Some(p) => p,
-                None => return,
-            },
+        let Some(s) = server.upgrade() else {
+            return;
+        };
+        let most = if s.has_peers() {
+            IN_FLIGHT_WITH_PEERS
+        } else {
+            1
+        };
+        drop(s);
+        let first = if in_flight.len() >= most {
+            in_flight.next().await;
+            entry_done(
+                &server,
+                in_flight.is_empty() && held.is_none() && rx.is_empty(),
+            )
+            .await;
+            continue;
+        } else if let Some(p) = held.take() {
+            p
+        } else {
+            tokio::select! {
+                // Entries in flight are driven while the proposer waits for requests.
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {
+                    entry_done(&server, in_flight.is_empty() && rx.is_empty()).await;
+                    continue;
+                }
+                p = rx.recv() => match p {
+                    Some(p) => p,
+                    None => return,
+                },
+            }
         };
         let mut count = first.requests.len();
         let mut bytes = first.size;
@@ -390,16 +426,24 @@ pub(crate) async fn run_proposer(
         let Some(server) = server.upgrade() else {
             return;
         };
-        let pending = &server.metrics.proposals_pending;
-        pending.add(count as i64);
-        server.write_batch(batch).await;
-        pending.sub(count as i64);
-        // The leader sends a new commit index with its next entry, or alone after
-        // `raft::COMMIT_DELAY`: with no entry about to follow, send it to the followers now
-        // (they answer forwarded requests, and their watchers hear of writes, once they apply).
-        if held.is_none() && rx.is_empty() && server.is_leader() && server.has_peers() {
-            let _ = server.raft.trigger().heartbeat().await;
-        }
+        server.metrics.proposals_pending.add(count as i64);
+        in_flight.push(async move {
+            server.write_batch(batch).await;
+            server.metrics.proposals_pending.sub(count as i64);
+        });
+    }
+}
+
+/// After an entry: the leader sends a new commit index with its next entry, or alone after
+/// `raft::COMMIT_DELAY`; when the proposer is `idle` (nothing in flight or queued, so no entry
+/// is about to follow), it sends it to the followers now (they answer forwarded requests, and
+/// their watchers hear of writes, once they apply).
+async fn entry_done(server: &std::sync::Weak<EtcdServer>, idle: bool) {
+    let Some(server) = server.upgrade().filter(|_| idle) else {
+        return;
+    };
+    if server.is_leader() && server.has_peers() {
+        let _ = server.raft.trigger().heartbeat().await;
     }
 }
 
