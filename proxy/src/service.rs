@@ -650,8 +650,18 @@ impl ProxyHttp for EtcdProxy {
         Ok(None)
     }
 
+    /// A client that went away (a watch stream closed, a call canceled) is no failure to log:
+    /// pingora would log it as an error, once per stream.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        e.esource() == &ErrorSource::Downstream
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        warn!(path = %ctx.path, "request failed: {e}");
+        if e.esource() == &ErrorSource::Downstream {
+            debug!(path = %ctx.path, "client went away: {e}");
+        } else {
+            warn!(path = %ctx.path, "request failed: {e}");
+        }
         // Answer as a gRPC server would: a trailers-only response with a status, so clients
         // see "unavailable" rather than an HTTP error.
         let (status, message) = match e.etype() {
