@@ -57,7 +57,17 @@ if leader != st[0]["Endpoint"]:
 
 # CPU clock ticks (user + system) of one process started here (its pid file's name), and of
 # every member of a cluster started with `start KIND PREFIX`.
-ticks_of() { awk '{print $14 + $15}' "/proc/$(cat "$WORK/$1.pid")/stat"; }
+ticks_of() {
+  local pid
+  pid=$(cat "$WORK/$1.pid")
+  if [ ! -r "/proc/$pid/stat" ]; then
+    # A member that is gone says why in its log.
+    echo "$1 (pid $pid) is not running; the end of its log:" >&2
+    tail -20 "$WORK/$1.log" >&2
+    return 1
+  fi
+  awk '{print $14 + $15}' "/proc/$pid/stat"
+}
 cluster_ticks() { # prefix
   local t=0 i
   for i in $(seq 1 "$MEMBERS"); do t=$((t + $(ticks_of "$1$i"))); done
