@@ -363,10 +363,11 @@ const IN_FLIGHT_WITH_PEERS: usize = 2;
 /// while the previous entries were in flight (bounded by count and bytes) and proposes them as
 /// one entry, applied in order; on the leader that includes the batches followers forwarded.
 /// openraft 0.9 writes one entry's log I/O before starting the next, so this is where write
-/// throughput comes from: one log write per batch, not per request. Entries are submitted to
-/// raft in the order their batches were taken (`FuturesUnordered` first polls futures in the
-/// order they were pushed); requests in flight together were concurrent, and etcd orders
-/// concurrent requests no more than that.
+/// throughput comes from: one log write per batch, not per request. With two entries in
+/// flight, the order they reach raft is normally the order their batches were taken
+/// (`FuturesUnordered` first polls futures in the order they were pushed), but nothing depends
+/// on it: requests in different entries in flight together were concurrent (a client waits for
+/// its answer before its next request), and etcd does not order concurrent requests either.
 pub(crate) async fn run_proposer(
     server: std::sync::Weak<EtcdServer>,
     mut rx: mpsc::Receiver<Pending>,
