@@ -79,17 +79,13 @@ impl LogStore {
         get_meta(&self.storage, key)
     }
 
-    fn put_meta<T: Serialize>(&self, key: &[u8], v: &T, sync: bool) -> Result<(), StorageError> {
+    /// Writes a raft meta row, synced (the vote and the purge point must survive a crash).
+    fn put_meta<T: Serialize>(&self, key: &[u8], v: &T) -> Result<(), StorageError> {
         let bytes = bincode::serialize(v).map_err(|e| StorageIOError::write(&e))?;
         let cf = self.storage.cf(CF_RAFT_META);
-        let opts = if sync {
-            synced()
-        } else {
-            WriteOptions::default()
-        };
         self.storage
             .db()
-            .put_cf_opt(cf, key, bytes, &opts)
+            .put_cf_opt(cf, key, bytes, &synced())
             .map_err(|e| StorageIOError::write(&e))?;
         Ok(())
     }
@@ -217,7 +213,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
-        self.put_meta(KEY_VOTE, vote, true)
+        self.put_meta(KEY_VOTE, vote)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
@@ -298,7 +294,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // Record the purge point first, so a crash in between never leaves a gap unexplained.
-        self.put_meta(KEY_LAST_PURGED, &log_id, true)?;
+        self.put_meta(KEY_LAST_PURGED, &log_id)?;
         let cf = self.storage.cf(CF_RAFT_LOG);
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(cf, index_key(0), index_key(log_id.index + 1));
