@@ -65,6 +65,36 @@ impl KvService {
         Ok((req, who))
     }
 
+    /// A Range, admitted and its permission checked, read under the state lock by `read`.
+    async fn read_range<T>(
+        &self,
+        request: Request<RangeRequest>,
+        read: impl FnOnce(&mvcc::Mvcc, &RangeRequest) -> Result<T, mvcc::KvError>,
+    ) -> Result<T, Status> {
+        let (req, who) = self.admit_range(request, mvcc::check_range).await?;
+        let state = self.server.read_state()?;
+        state.auth.check_range(&who, &req)?;
+        Ok(read(&state.mvcc, &req)?)
+    }
+
+    /// A Range as the gRPC API answers it: its key-values left encoded where the request
+    /// allows (see `mvcc::range_encoded`).
+    pub(super) async fn range_encoded(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<mvcc::EncodedRange, Status> {
+        let mut resp = self
+            .read_range(request, |store, req| {
+                Ok(match mvcc::range_encoded(store, req)? {
+                    Some(kvs) => mvcc::EncodedRange::Encoded { header: None, kvs },
+                    None => mvcc::EncodedRange::Message(mvcc::range(store, req)?),
+                })
+            })
+            .await?;
+        resp.set_header(self.server.header(resp.revision(), self.server.term()));
+        Ok(resp)
+    }
+
     fn revision_of(h: &Option<oxetcd_common::etcdserverpb::ResponseHeader>) -> i64 {
         h.as_ref().map(|h| h.revision).unwrap_or_default()
     }
@@ -200,12 +230,7 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
-        let (req, who) = self.admit_range(request, mvcc::check_range).await?;
-        let mut resp = {
-            let state = self.server.read_state()?;
-            state.auth.check_range(&who, &req)?;
-            mvcc::range(&state.mvcc, &req)?
-        };
+        let mut resp = self.read_range(request, mvcc::range).await?;
         resp.header = self
             .server
             .header(Self::revision_of(&resp.header), self.server.term());

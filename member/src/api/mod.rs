@@ -12,6 +12,7 @@ mod kv;
 mod lease;
 mod lock;
 mod maintenance;
+mod range;
 mod require_leader;
 mod watch;
 
@@ -19,7 +20,6 @@ use std::sync::Arc;
 
 use oxetcd_common::etcdserverpb::auth_server::AuthServer;
 use oxetcd_common::etcdserverpb::cluster_server::ClusterServer;
-use oxetcd_common::etcdserverpb::kv_server::KvServer;
 use oxetcd_common::etcdserverpb::lease_server::LeaseServer;
 use oxetcd_common::etcdserverpb::maintenance_server::MaintenanceServer;
 use oxetcd_common::etcdserverpb::watch_server::WatchServer;
@@ -106,35 +106,38 @@ fn grpc_routes(server: Arc<EtcdServer>) -> axum::Router {
                 .max_encoding_message_size(usize::MAX)
         };
     }
-    Routes::new(limited!(KvServer::new(kv::KvService::new(server.clone()))))
-        .add_service(limited!(WatchServer::new(watch::WatchService::new(
-            server.clone()
-        ))))
-        .add_service(limited!(LeaseServer::new(lease::LeaseService::new(
-            server.clone()
-        ))))
-        .add_service(limited!(LockServer::new(lock::LockService::new(
-            server.clone()
-        ))))
-        .add_service(limited!(ElectionServer::new(
-            election::ElectionService::new(server.clone())
-        )))
-        .add_service(limited!(ClusterServer::new(cluster::ClusterService::new(
-            server.clone()
-        ))))
-        .add_service(limited!(MaintenanceServer::new(
-            maintenance::MaintenanceService::new(server.clone())
-        )))
-        .add_service(limited!(AuthServer::new(auth::AuthService::new(
-            server.clone()
-        ))))
-        .into_axum_router()
-        .layer(axum::middleware::map_response(error::oversized_as_grpc_go))
-        .layer(axum::middleware::map_response_with_state(
-            server.clone(),
-            name_the_leader,
-        ))
-        .layer(grpc_metrics::Observe { server })
+    Routes::new(range::KvRoutes::new(
+        Arc::new(kv::KvService::new(server.clone())),
+        max,
+    ))
+    .add_service(limited!(WatchServer::new(watch::WatchService::new(
+        server.clone()
+    ))))
+    .add_service(limited!(LeaseServer::new(lease::LeaseService::new(
+        server.clone()
+    ))))
+    .add_service(limited!(LockServer::new(lock::LockService::new(
+        server.clone()
+    ))))
+    .add_service(limited!(ElectionServer::new(
+        election::ElectionService::new(server.clone())
+    )))
+    .add_service(limited!(ClusterServer::new(cluster::ClusterService::new(
+        server.clone()
+    ))))
+    .add_service(limited!(MaintenanceServer::new(
+        maintenance::MaintenanceService::new(server.clone())
+    )))
+    .add_service(limited!(AuthServer::new(auth::AuthService::new(
+        server.clone()
+    ))))
+    .into_axum_router()
+    .layer(axum::middleware::map_response(error::oversized_as_grpc_go))
+    .layer(axum::middleware::map_response_with_state(
+        server.clone(),
+        name_the_leader,
+    ))
+    .layer(grpc_metrics::Observe { server })
 }
 
 /// Adds `oxetcd-leader` and `oxetcd-raft-term` to every gRPC response: a proxy in front learns

@@ -4,7 +4,9 @@
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
 
+use super::encoded::EncodedKvs;
 use super::error::KvError;
+use super::revision::Revision;
 use super::store::{Mvcc, WriteTxn};
 use oxetcd_common::etcdserverpb::{
     compare, range_request, request_op, response_op, CompactionRequest, Compare,
@@ -40,7 +42,41 @@ pub(crate) fn range_chunk(store: &Mvcc, req: &RangeRequest) -> Result<RangeRespo
     Ok(resp)
 }
 
-fn read(store: &Mvcc, req: &RangeRequest, count_all: bool) -> Result<RangeResponse, KvError> {
+/// A Range outside any transaction, its key-values left encoded (see `encoded`): `None` when
+/// the request needs them decoded (a sort, a filter, `keys_only`, `count_only`).
+pub(crate) fn range_encoded(
+    store: &Mvcc,
+    req: &RangeRequest,
+) -> Result<Option<EncodedKvs>, KvError> {
+    if !is_default_order(req) || has_filters(req) || req.keys_only || req.count_only {
+        return Ok(None);
+    }
+    let found = find(store, req, true)?;
+    let mut out = EncodedKvs::default();
+    store.fetch_encoded(&found.revs, &mut out)?;
+    out.finish(found.more(req), found.count);
+    out.revision = store.current_rev();
+    Ok(Some(out))
+}
+
+/// What the index says a Range reads.
+struct Found {
+    /// The revisions whose values are read, in key order.
+    revs: Vec<Revision>,
+    /// The keys in the range (or past the revisions read, as far as counted).
+    count: i64,
+    /// Whether only the first `limit` values are read (key order, no filters).
+    plain: bool,
+}
+
+impl Found {
+    /// etcd's `more` for a read in key order without filters: keys left past the limit.
+    fn more(&self, req: &RangeRequest) -> bool {
+        self.plain && req.limit > 0 && self.count > self.revs.len() as i64
+    }
+}
+
+fn find(store: &Mvcc, req: &RangeRequest, count_all: bool) -> Result<Found, KvError> {
     let at = store.read_rev(req.revision)?;
     // In key order and without filters, only the first `limit` values need reading; every
     // key in the range is counted all the same (unless `count_all` is off).
@@ -62,17 +98,25 @@ fn read(store: &Mvcc, req: &RangeRequest, count_all: bool) -> Result<RangeRespon
             break;
         }
     }
-    let count = count as i64;
+    Ok(Found {
+        revs,
+        count: count as i64,
+        plain,
+    })
+}
+
+fn read(store: &Mvcc, req: &RangeRequest, count_all: bool) -> Result<RangeResponse, KvError> {
+    let found = find(store, req, count_all)?;
     if req.count_only {
         return Ok(RangeResponse {
             header: header(store.current_rev()),
-            count,
+            count: found.count,
             ..Default::default()
         });
     }
-    let kvs = store.fetch(&revs)?;
-    let mut resp = shape(req, kvs, count);
-    if plain && req.limit > 0 && count > revs.len() as i64 {
+    let kvs = store.fetch(&found.revs)?;
+    let mut resp = shape(req, kvs, found.count);
+    if found.more(req) {
         resp.more = true;
     }
     resp.header = header(store.current_rev());

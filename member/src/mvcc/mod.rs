@@ -4,6 +4,7 @@
 //! `store` keeps the key index and revisions and reads values from RocksDB; `kv` turns the
 //! etcd requests (Range, Put, DeleteRange, Txn, Compact) into reads and staged writes.
 
+mod encoded;
 mod error;
 mod index;
 mod kv;
@@ -13,10 +14,11 @@ mod store;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use encoded::EncodedRange;
 pub(crate) use error::KvError;
 pub(crate) use kv::{
     check_delete, check_put, check_range, check_range_stream, check_txn, compact, delete_range,
-    put, range, range_chunk, txn, LeaseCheck,
+    put, range, range_chunk, range_encoded, txn, LeaseCheck,
 };
 
 /// Is `key` in the etcd range `[start, end)`? `end` empty: just `start`; `end` = "\0": every key

@@ -165,10 +165,43 @@ impl Mvcc {
     /// Reads the values of the given revisions (which the index says exist): from the apply in
     /// progress if it wrote them, else from RocksDB.
     pub(crate) fn fetch(&self, revs: &[Revision]) -> Result<Vec<KeyValue>, KvError> {
-        let cf = self.storage.cf(CF_KV);
         let mut out = Vec::with_capacity(revs.len());
+        self.fetch_each(revs, |rev, row| {
+            out.push(match row {
+                Fetched::Pending(kv) => kv.clone(),
+                Fetched::Stored(bytes) => KeyValue::decode(bytes)
+                    .map_err(|e| KvError::Corrupt(format!("bad value at {rev:?}: {e}")))?,
+            });
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`Mvcc::fetch`] left encoded: appends each value to `out` as the bytes of an encoded
+    /// `mvccpb.KeyValue` (a stored row as it is).
+    pub(crate) fn fetch_encoded(
+        &self,
+        revs: &[Revision],
+        out: &mut super::encoded::EncodedKvs,
+    ) -> Result<(), KvError> {
+        self.fetch_each(revs, |_, row| {
+            match row {
+                Fetched::Pending(kv) => out.push_kv(&kv.encode_to_vec()),
+                Fetched::Stored(bytes) => out.push_kv(bytes),
+            }
+            Ok(())
+        })
+    }
+
+    /// Calls `each` with every revision's value, in order.
+    fn fetch_each(
+        &self,
+        revs: &[Revision],
+        mut each: impl FnMut(&Revision, Fetched<'_>) -> Result<(), KvError>,
+    ) -> Result<(), KvError> {
+        let cf = self.storage.cf(CF_KV);
         // A chunk at a time: the stored bytes of a whole large range are never held beside
-        // its decoded values.
+        // what is made of them.
         for chunk in revs.chunks(FETCH_CHUNK) {
             let keys: Vec<_> = chunk
                 .iter()
@@ -182,7 +215,7 @@ impl Mvcc {
                 .into_iter();
             for rev in chunk {
                 if let Some(kv) = self.pending.get(rev) {
-                    out.push(kv.clone());
+                    each(rev, Fetched::Pending(kv))?;
                     continue;
                 }
                 let bytes = from_db
@@ -191,13 +224,10 @@ impl Mvcc {
                     .ok_or_else(|| {
                         KvError::Corrupt(format!("revision {rev:?} in the index but not stored"))
                     })?;
-                out.push(
-                    KeyValue::decode(bytes.as_ref())
-                        .map_err(|e| KvError::Corrupt(format!("bad value at {rev:?}: {e}")))?,
-                );
+                each(rev, Fetched::Stored(bytes.as_ref()))?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The caller wrote the batch of this apply: its values are readable from RocksDB now.
@@ -480,6 +510,12 @@ enum Change {
     Delete {
         prev: KeyValue,
     },
+}
+
+/// A value [`Mvcc::fetch_each`] found: staged by the apply in progress, or stored.
+enum Fetched<'a> {
+    Pending(&'a KeyValue),
+    Stored(&'a [u8]),
 }
 
 /// A write transaction being built: its changes are staged here and are visible to its own later
