@@ -2,11 +2,12 @@
 //!
 //! The generated `KvServer` answers a `RangeResponse` message, which holds every key-value
 //! decoded, and tonic encodes it into one buffer beside them. This service takes the Range
-//! path before it: the answer is an [`EncodedRange`], the stored rows framed as the response's
+//! path before it: the answer is an `EncodedRange`, the stored rows framed as the response's
 //! `kvs` in parts of about a megabyte (see `mvcc/encoded.rs`), and the parts go out as the
-//! HTTP/2 body as they are, each freed once sent. A large Range so holds one encoded copy of
-//! its answer, not a decoded one and an encoded one. Every other KV method, and the gateway's
-//! Range, go to the generated server as before.
+//! HTTP/2 body as they are, each freed once sent. Past its first megabytes, a large answer is
+//! only measured under the state lock and read again part by part as the client takes it, so
+//! one Range holds a few megabytes, whatever its size. Every other KV method, and the
+//! gateway's Range, go to the generated server as before.
 //!
 //! The request is decoded by tonic's own `Streaming`, with the generated server's receive
 //! limit; the answer is framed as tonic frames a unary one (`content-type`, the 5-byte
@@ -29,6 +30,7 @@ use tonic::server::NamedService;
 use tonic::Status;
 
 use super::kv::KvService;
+use crate::mvcc::Remainder;
 
 const RANGE_PATH: &str = "/etcdserverpb.KV/Range";
 
@@ -126,12 +128,11 @@ where
     // gRPC's message prefix: not compressed, then the length.
     let mut prefix = [0u8; 5];
     prefix[1..].copy_from_slice(&(len as u32).to_be_bytes());
-    let frames = answer.into_parts(&prefix);
-    let mut trailers = HeaderMap::new();
-    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    let (built, rest) = answer.into_parts(&prefix);
     let body = Parts {
-        data: frames.into_iter(),
-        trailers: Some(trailers),
+        built: built.into_iter(),
+        rest,
+        done: false,
     };
     let mut response = http::Response::new(tonic::body::Body::new(body));
     response
@@ -140,10 +141,12 @@ where
     Ok(response)
 }
 
-/// A body of ready parts, then the trailers.
+/// An answer's body: the parts built, then those read as they are sent, then the trailers
+/// (`grpc-status: 0`, or the error that ended the reading).
 struct Parts {
-    data: std::vec::IntoIter<Bytes>,
-    trailers: Option<HeaderMap>,
+    built: std::vec::IntoIter<Bytes>,
+    rest: Option<Remainder>,
+    done: bool,
 }
 
 impl http_body::Body for Parts {
@@ -155,13 +158,29 @@ impl http_body::Body for Parts {
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = self.get_mut();
-        if let Some(data) = this.data.next() {
+        if let Some(data) = this.built.next() {
             return Poll::Ready(Some(Ok(Frame::data(data))));
         }
-        Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))))
+        if this.done {
+            return Poll::Ready(None);
+        }
+        // hyper asks for the next part only while the stream has send capacity, so a slow
+        // client holds the reading back: a part or two of the rest is in memory at a time.
+        let status = match this.rest.as_mut().and_then(Remainder::next_part) {
+            Some(Ok(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+            Some(Err(e)) => Status::from(e),
+            None => Status::ok(""),
+        };
+        this.done = true;
+        this.rest = None;
+        let mut trailers = HeaderMap::new();
+        if let Err(e) = status.add_header(&mut trailers) {
+            return Poll::Ready(Some(Err(e)));
+        }
+        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.data.len() == 0 && self.trailers.is_none()
+        self.done && self.built.len() == 0
     }
 }

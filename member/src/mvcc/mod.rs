@@ -14,7 +14,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use encoded::EncodedRange;
+pub(crate) use encoded::{EncodedRange, Remainder};
 pub(crate) use error::KvError;
 pub(crate) use kv::{
     check_delete, check_put, check_range, check_range_stream, check_txn, compact, delete_range,

@@ -184,50 +184,28 @@ impl Mvcc {
         revs: &[Revision],
         out: &mut super::encoded::EncodedKvs,
     ) -> Result<(), KvError> {
-        self.fetch_each(revs, |_, row| {
+        out.read_from(&self.storage);
+        self.fetch_each(revs, |rev, row| {
             match row {
-                Fetched::Pending(kv) => out.push_kv(&kv.encode_to_vec()),
-                Fetched::Stored(bytes) => out.push_kv(bytes),
+                Fetched::Pending(kv) => out.push_pending(*rev, kv.encode_to_vec().into()),
+                Fetched::Stored(bytes) => out.push_kv(*rev, bytes),
             }
             Ok(())
         })
     }
 
-    /// Calls `each` with every revision's value, in order.
     fn fetch_each(
         &self,
         revs: &[Revision],
-        mut each: impl FnMut(&Revision, Fetched<'_>) -> Result<(), KvError>,
+        each: impl FnMut(&Revision, Fetched<'_, &KeyValue>) -> Result<(), KvError>,
     ) -> Result<(), KvError> {
-        let cf = self.storage.cf(CF_KV);
-        // A chunk at a time: the stored bytes of a whole large range are never held beside
-        // what is made of them.
-        for chunk in revs.chunks(FETCH_CHUNK) {
-            let keys: Vec<_> = chunk
-                .iter()
-                .filter(|r| !self.pending.contains_key(r))
-                .map(|r| r.to_key(false))
-                .collect();
-            let mut from_db = self
-                .storage
-                .db()
-                .batched_multi_get_cf(cf, &keys, false)
-                .into_iter();
-            for rev in chunk {
-                if let Some(kv) = self.pending.get(rev) {
-                    each(rev, Fetched::Pending(kv))?;
-                    continue;
-                }
-                let bytes = from_db
-                    .next()
-                    .ok_or_else(|| KvError::Corrupt("multi_get returned too few values".into()))??
-                    .ok_or_else(|| {
-                        KvError::Corrupt(format!("revision {rev:?} in the index but not stored"))
-                    })?;
-                each(rev, Fetched::Stored(bytes.as_ref()))?;
-            }
-        }
-        Ok(())
+        fetch_rows(
+            &self.storage,
+            revs,
+            |rev| self.pending.get(rev),
+            |rev| KvError::Corrupt(format!("revision {rev:?} in the index but not stored")),
+            each,
+        )
     }
 
     /// The caller wrote the batch of this apply: its values are readable from RocksDB now.
@@ -512,10 +490,47 @@ enum Change {
     },
 }
 
-/// A value [`Mvcc::fetch_each`] found: staged by the apply in progress, or stored.
-enum Fetched<'a> {
-    Pending(&'a KeyValue),
+/// A value [`fetch_rows`] found: `pending` had it, or it is stored.
+pub(super) enum Fetched<'a, P> {
+    Pending(P),
     Stored(&'a [u8]),
+}
+
+/// Calls `each` with every revision's value, in order: what `pending` has (the apply in
+/// progress), else the stored row (`missing` is the error when there is none).
+pub(super) fn fetch_rows<P>(
+    storage: &Storage,
+    revs: &[Revision],
+    pending: impl Fn(&Revision) -> Option<P>,
+    missing: impl Fn(&Revision) -> KvError,
+    mut each: impl FnMut(&Revision, Fetched<'_, P>) -> Result<(), KvError>,
+) -> Result<(), KvError> {
+    let cf = storage.cf(CF_KV);
+    // A chunk at a time: the stored bytes of a whole large range are never held beside what
+    // is made of them.
+    for chunk in revs.chunks(FETCH_CHUNK) {
+        let keys: Vec<_> = chunk
+            .iter()
+            .filter(|r| pending(r).is_none())
+            .map(|r| r.to_key(false))
+            .collect();
+        let mut from_db = storage
+            .db()
+            .batched_multi_get_cf(cf, &keys, false)
+            .into_iter();
+        for rev in chunk {
+            if let Some(p) = pending(rev) {
+                each(rev, Fetched::Pending(p))?;
+                continue;
+            }
+            let bytes = from_db
+                .next()
+                .ok_or_else(|| KvError::Corrupt("multi_get returned too few values".into()))??
+                .ok_or_else(|| missing(rev))?;
+            each(rev, Fetched::Stored(bytes.as_ref()))?;
+        }
+    }
+    Ok(())
 }
 
 /// A write transaction being built: its changes are staged here and are visible to its own later
