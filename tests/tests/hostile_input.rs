@@ -107,6 +107,14 @@ async fn kv_probes(endpoint: &str) -> Vec<(tonic::Code, String)> {
             })
             .await,
         ),
+        // The same limit on a Range (served by its own path, `api/range.rs`).
+        outcome(
+            big.range(RangeRequest {
+                key: vec![b'k'; 8 << 20],
+                ..Default::default()
+            })
+            .await,
+        ),
     ]
 }
 
