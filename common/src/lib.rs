@@ -9,6 +9,7 @@ pub mod events;
 pub mod go_errors;
 pub mod net;
 pub mod proto;
+pub mod runtime;
 pub mod signal;
 pub mod systemd;
 pub mod tls;

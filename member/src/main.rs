@@ -43,9 +43,12 @@ fn main() {
 /// after the tasks queued before it, so the answers of one raft entry, woken together, are all
 /// written into their connections before each connection's task flushes them (one `writev` per
 /// connection, not per answer). Needs `--cfg tokio_unstable` (see `.cargo/config.toml`).
+///
+/// Its worker count: see `oxetcd_common::runtime::worker_threads`.
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
+    builder.worker_threads(oxetcd_common::runtime::worker_threads());
     #[cfg(tokio_unstable)]
     builder.disable_lifo_slot();
     builder.build()

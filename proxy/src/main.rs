@@ -152,7 +152,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     let conf = ServerConf {
         // The data plane's connector trusts `--cacert` for members' certificates.
         ca_file: upstream_tls.as_ref().map(|_| config.cacert.clone()),
-        threads: 2,
+        threads: oxetcd_common::runtime::worker_threads(),
         // A proxy holds no state: on SIGTERM, stop at once rather than after pingora's grace
         // period; clients reconnect to another proxy or this one restarted.
         grace_period_seconds: Some(0),
