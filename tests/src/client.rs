@@ -83,6 +83,15 @@ pub fn http_request_with(
     (status, out)
 }
 
+/// A plain gRPC channel to one endpoint (`host:port`), for the generated clients.
+pub async fn channel(endpoint: &str) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(format!("http://{endpoint}"))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect")
+}
+
 /// An etcd-client connected to one endpoint (`host:port`).
 pub async fn client(endpoint: &str) -> etcd_client::Client {
     etcd_client::Client::connect([format!("http://{endpoint}")], None)

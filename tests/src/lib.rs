@@ -19,7 +19,7 @@ mod transcript;
 
 pub use binaries::{bin, bin_dir};
 pub use client::{
-    client, http_get, http_get_at, http_request, http_request_with, key_space, rows, Row,
+    channel, client, http_get, http_get_at, http_request, http_request_with, key_space, rows, Row,
 };
 pub use ctl::{etcdctl_at, Ctl, Running};
 pub use process::{free_port, Cluster, Kind, Member, Proxy, CLUSTER_TOKEN};

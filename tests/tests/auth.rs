@@ -17,7 +17,7 @@ use oxetcd_common::v3electionpb::{CampaignRequest, LeaderRequest};
 use oxetcd_common::v3lockpb::lock_client::LockClient;
 use oxetcd_common::v3lockpb::{LockRequest, UnlockRequest};
 use oxetcd_tests::{
-    against_etcd, auth_script, first_difference, run_script, Cluster, Kind, Member,
+    against_etcd, auth_script, channel, first_difference, run_script, Cluster, Kind, Member,
 };
 use tonic::transport::Channel;
 
@@ -57,14 +57,6 @@ fn oxetcdctl_auth_commands_print_what_etcdctl_prints() {
         "oxetcdctl differs from etcdctl at {}\n--- oxetcdctl:\n{ours}",
         first_difference(&theirs, &ours)
     );
-}
-
-async fn channel(endpoint: &str) -> Channel {
-    Channel::from_shared(format!("http://{endpoint}"))
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect")
 }
 
 /// A request carrying `token` (none if empty), as clientv3 sends it.

@@ -8,16 +8,7 @@ use oxetcd_common::etcdserverpb::{
     watch_request, CompactionRequest, MemberAddRequest, PutRequest, RangeRequest, RequestOp,
     TxnRequest, WatchCancelRequest, WatchCreateRequest, WatchRequest, WatchResponse,
 };
-use oxetcd_tests::{Cluster, Kind, Member};
-use tonic::transport::Channel;
-
-async fn channel(endpoint: &str) -> Channel {
-    Channel::from_shared(format!("http://{endpoint}"))
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect")
-}
+use oxetcd_tests::{channel, Cluster, Kind, Member};
 
 /// (code, message) of a failed call, or "OK".
 fn outcome<T>(r: Result<tonic::Response<T>, tonic::Status>) -> (tonic::Code, String) {

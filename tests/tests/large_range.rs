@@ -6,7 +6,7 @@ use oxetcd_common::etcdserverpb::kv_client::KvClient;
 use oxetcd_common::etcdserverpb::{
     range_request, request_op, PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest,
 };
-use oxetcd_tests::{Kind, Member};
+use oxetcd_tests::{channel, Kind, Member};
 use tonic::transport::Channel;
 
 const KEYS: usize = 3000;
@@ -14,12 +14,7 @@ const KEYS: usize = 3000;
 const PER_TXN: usize = 100;
 
 async fn kv(endpoint: &str) -> KvClient<Channel> {
-    let ch = Channel::from_shared(format!("http://{endpoint}"))
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
-    KvClient::new(ch).max_decoding_message_size(64 << 20)
+    KvClient::new(channel(endpoint).await).max_decoding_message_size(64 << 20)
 }
 
 /// 3,000 keys of 1.0 to 2.2 KB (about 4.8 MB) in 30 txns, then 200 of them rewritten;

@@ -11,7 +11,7 @@ use oxetcd_common::etcdserverpb::{
     WatchResponse,
 };
 use oxetcd_common::mvccpb::Event;
-use oxetcd_tests::{client, http_get, Cluster, Kind, Member, Proxy, Rng};
+use oxetcd_tests::{channel, client, http_get, Cluster, Kind, Member, Proxy, Rng};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
@@ -57,14 +57,6 @@ impl Stream {
             .expect("stream ok")
             .expect("stream not ended")
     }
-}
-
-async fn channel(endpoint: &str) -> tonic::transport::Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect")
 }
 
 /// An etcd-client balanced over `endpoints` (comma-separated `host:port`).

@@ -7,7 +7,7 @@ use oxetcd_common::etcdserverpb::kv_client::KvClient;
 use oxetcd_common::etcdserverpb::{
     range_request, CompactionRequest, PutRequest, RangeRequest, RangeResponse,
 };
-use oxetcd_tests::{Kind, Member, Proxy};
+use oxetcd_tests::{channel, Kind, Member, Proxy};
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
@@ -15,12 +15,7 @@ use tonic::transport::Channel;
 const MAX_REQUEST_BYTES: &str = "16384";
 
 async fn kv(endpoint: &str) -> KvClient<Channel> {
-    let ch = Channel::from_shared(format!("http://{endpoint}"))
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
-    KvClient::new(ch).max_decoding_message_size(64 << 20)
+    KvClient::new(channel(endpoint).await).max_decoding_message_size(64 << 20)
 }
 
 /// The stream's chunks, in order.
