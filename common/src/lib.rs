@@ -9,7 +9,6 @@ pub mod events;
 pub mod go_errors;
 pub mod net;
 pub mod proto;
-pub mod runtime;
 pub mod signal;
 pub mod systemd;
 pub mod tls;

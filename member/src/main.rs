@@ -44,11 +44,13 @@ fn main() {
 /// written into their connections before each connection's task flushes them (one `writev` per
 /// connection, not per answer). Needs `--cfg tokio_unstable` (see `.cargo/config.toml`).
 ///
-/// Its worker count: see `oxetcd_common::runtime::worker_threads`.
+/// As many workers as cores (tokio's default; `TOKIO_WORKER_THREADS` sets the number). On two
+/// cores one worker spent 10–30% less CPU per request, but a task's long synchronous work then
+/// holds up every other: a unary Range of 1M keys on the leader (about a second of reading)
+/// delayed its heartbeats and cost it its term (`docs/benchmarks.md`, session 18).
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
-    builder.worker_threads(oxetcd_common::runtime::worker_threads());
     #[cfg(tokio_unstable)]
     builder.disable_lifo_slot();
     builder.build()

@@ -147,12 +147,27 @@ fn endpoints_from_srv(config: &Config) -> anyhow::Result<Vec<String>> {
     Ok(urls)
 }
 
+/// `TOKIO_WORKER_THREADS` if set to a number above zero; else one fewer than the cores, at
+/// least one. The proxy does no long synchronous work, and two workers on two cores wake each
+/// other for most hand-offs: with one, it spent 34 µs of CPU per proxied put, against 46–63 µs
+/// with two (`docs/benchmarks.md`, sessions 17 and 18).
+fn worker_threads() -> usize {
+    let set = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0);
+    set.unwrap_or_else(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cores.saturating_sub(1).max(1)
+    })
+}
+
 fn run(config: Config) -> anyhow::Result<()> {
     let upstream_tls = tls::UpstreamTls::load(&config)?;
     let conf = ServerConf {
         // The data plane's connector trusts `--cacert` for members' certificates.
         ca_file: upstream_tls.as_ref().map(|_| config.cacert.clone()),
-        threads: oxetcd_common::runtime::worker_threads(),
+        threads: worker_threads(),
         // A proxy holds no state: on SIGTERM, stop at once rather than after pingora's grace
         // period; clients reconnect to another proxy or this one restarted.
         grace_period_seconds: Some(0),
