@@ -45,7 +45,7 @@ fn main() {
 /// connection, not per answer). Needs `--cfg tokio_unstable` (see `.cargo/config.toml`).
 ///
 /// As many workers as cores (tokio's default; `TOKIO_WORKER_THREADS` sets the number). On two
-/// cores one worker spent 10–30% less CPU per request, but a task's long synchronous work then
+/// cores one worker spent 2–30% less CPU per request, but a task's long synchronous work then
 /// holds up every other: a unary Range of 1M keys on the leader (about a second of reading)
 /// delayed its heartbeats and cost it its term (`docs/benchmarks.md`, session 18).
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
