@@ -69,22 +69,26 @@ impl KvService {
     async fn read_range<T>(
         &self,
         request: Request<RangeRequest>,
-        read: impl FnOnce(&mvcc::Mvcc, &RangeRequest) -> Result<T, mvcc::KvError>,
+        read: impl FnOnce(&dyn mvcc::KvRead, &RangeRequest) -> Result<T, mvcc::KvError>,
     ) -> Result<T, Status> {
         let (req, who) = self.admit_range(request, mvcc::check_range).await?;
-        let read_now = || -> Result<T, Status> {
+        if !may_be_large(&req) {
             let state = self.server.read_state()?;
             state.auth.check_range(&who, &req)?;
-            Ok(read(&state.mvcc, &req)?)
-        };
-        if may_be_large(&req) {
-            // The worker's other tasks, the raft heartbeats among them, move to another
-            // thread meanwhile: two full Ranges of 1M keys on a leader (about a second of
-            // reading each) held up both workers and cost it its term.
-            tokio::task::block_in_place(read_now)
-        } else {
-            read_now()
+            return Ok(read(&state.mvcc, &req)?);
         }
+        // Read from a snapshot, with the state lock released: applies go on meanwhile (and
+        // the reads queued behind a waiting apply). The worker's other tasks, the raft
+        // heartbeats among them, move to another thread: two full Ranges of 1M keys on a
+        // leader (about a second of reading each) held up both workers and cost it its term.
+        tokio::task::block_in_place(|| {
+            let view = {
+                let state = self.server.read_state()?;
+                state.auth.check_range(&who, &req)?;
+                mvcc::View::of(&state.mvcc, &self.server.storage)
+            };
+            Ok(read(&view, &req)?)
+        })
     }
 
     /// A Range as the gRPC API answers it: its key-values left encoded where the request
@@ -248,7 +252,9 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
-        let mut resp = self.read_range(request, mvcc::range).await?;
+        let mut resp = self
+            .read_range(request, |store, req| mvcc::range(store, req))
+            .await?;
         resp.header = self
             .server
             .header(Self::revision_of(&resp.header), self.server.term());

@@ -186,6 +186,7 @@ impl Remainder {
             let step = &revs[self.next..(self.next + ROWS_PER_READ).min(revs.len())];
             fetch_rows(
                 storage,
+                None,
                 step,
                 |rev| pending.get(rev),
                 |_| KvError::Compacted,

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use super::encoded::EncodedKvs;
 use super::error::KvError;
+use super::index::KeyScan;
 use super::revision::Revision;
 use super::store::{Mvcc, WriteTxn};
 use oxetcd_common::etcdserverpb::{
@@ -29,14 +30,57 @@ fn header(revision: i64) -> Option<ResponseHeader> {
 
 // ---- Range ---------------------------------------------------------------------------------------
 
+/// What a Range reads from: the store itself, under the state lock, or a [`super::View`] of
+/// it, read with no lock held.
+pub(crate) trait KvRead {
+    /// The revision of the last applied write.
+    fn current_rev(&self) -> i64;
+    /// The revision a read asking for `requested` (<= 0: the newest) reads at.
+    fn read_rev(&self, requested: i64) -> Result<i64, KvError>;
+    /// Where every key in `[start, end)` stood at revision `at`, in key order.
+    fn range_index<'a>(&'a self, start: &'a [u8], end: &'a [u8], at: i64) -> KeyScan<'a>;
+    /// The values of the given revisions (which the index says exist).
+    fn fetch(&self, revs: &[Revision]) -> Result<Vec<KeyValue>, KvError>;
+    /// [`KvRead::fetch`] left encoded, appended to `out`.
+    fn fetch_encoded(&self, revs: &[Revision], out: &mut EncodedKvs) -> Result<(), KvError>;
+}
+
+impl KvRead for Mvcc {
+    fn current_rev(&self) -> i64 {
+        Mvcc::current_rev(self)
+    }
+
+    fn read_rev(&self, requested: i64) -> Result<i64, KvError> {
+        Mvcc::read_rev(self, requested)
+    }
+
+    fn range_index<'a>(&'a self, start: &'a [u8], end: &'a [u8], at: i64) -> KeyScan<'a> {
+        Mvcc::range_index(self, start, end, at)
+    }
+
+    fn fetch(&self, revs: &[Revision]) -> Result<Vec<KeyValue>, KvError> {
+        Mvcc::fetch(self, revs)
+    }
+
+    fn fetch_encoded(&self, revs: &[Revision], out: &mut EncodedKvs) -> Result<(), KvError> {
+        Mvcc::fetch_encoded(self, revs, out)
+    }
+}
+
 /// A Range outside any transaction (serializable or after a linearizable barrier).
-pub(crate) fn range(store: &Mvcc, req: &RangeRequest) -> Result<RangeResponse, KvError> {
+pub(crate) fn range<S: KvRead + ?Sized>(
+    store: &S,
+    req: &RangeRequest,
+) -> Result<RangeResponse, KvError> {
     read(store, req, true)
 }
 
 /// One chunk of a RangeStream (keys in key order, no filters, `limit` > 0): its keys, and
 /// `more` if any key is left; the keys past it are not counted (`count` is 0).
-pub(crate) fn range_chunk(store: &Mvcc, req: &RangeRequest) -> Result<RangeResponse, KvError> {
+pub(crate) fn range_chunk<S: KvRead + ?Sized>(
+    store: &S,
+    req: &RangeRequest,
+) -> Result<RangeResponse, KvError> {
     let mut resp = read(store, req, false)?;
     resp.count = 0;
     Ok(resp)
@@ -44,8 +88,8 @@ pub(crate) fn range_chunk(store: &Mvcc, req: &RangeRequest) -> Result<RangeRespo
 
 /// A Range outside any transaction, its key-values left encoded (see `encoded`): `None` when
 /// the request needs them decoded (a sort, a filter, `keys_only`, `count_only`).
-pub(crate) fn range_encoded(
-    store: &Mvcc,
+pub(crate) fn range_encoded<S: KvRead + ?Sized>(
+    store: &S,
     req: &RangeRequest,
 ) -> Result<Option<EncodedKvs>, KvError> {
     if !is_default_order(req) || has_filters(req) || req.keys_only || req.count_only {
@@ -76,7 +120,11 @@ impl Found {
     }
 }
 
-fn find(store: &Mvcc, req: &RangeRequest, count_all: bool) -> Result<Found, KvError> {
+fn find<S: KvRead + ?Sized>(
+    store: &S,
+    req: &RangeRequest,
+    count_all: bool,
+) -> Result<Found, KvError> {
     let at = store.read_rev(req.revision)?;
     // In key order and without filters, only the first `limit` values need reading; every
     // key in the range is counted all the same (unless `count_all` is off).
@@ -105,7 +153,11 @@ fn find(store: &Mvcc, req: &RangeRequest, count_all: bool) -> Result<Found, KvEr
     })
 }
 
-fn read(store: &Mvcc, req: &RangeRequest, count_all: bool) -> Result<RangeResponse, KvError> {
+fn read<S: KvRead + ?Sized>(
+    store: &S,
+    req: &RangeRequest,
+    count_all: bool,
+) -> Result<RangeResponse, KvError> {
     let found = find(store, req, count_all)?;
     if req.count_only {
         return Ok(RangeResponse {

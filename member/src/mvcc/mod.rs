@@ -13,12 +13,13 @@ mod revision;
 mod store;
 #[cfg(test)]
 mod tests;
+mod view;
 
 pub(crate) use encoded::{EncodedRange, Remainder};
 pub(crate) use error::KvError;
 pub(crate) use kv::{
     check_delete, check_put, check_range, check_range_stream, check_txn, compact, delete_range,
-    put, range, range_chunk, range_encoded, txn, LeaseCheck,
+    put, range, range_chunk, range_encoded, txn, KvRead, LeaseCheck,
 };
 
 /// Is `key` in the etcd range `[start, end)`? `end` empty: just `start`; `end` = "\0": every key
@@ -33,3 +34,4 @@ pub(crate) fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
 pub(crate) use index::{clear_derived, kept_at, KeyAt};
 pub(crate) use revision::Revision;
 pub(crate) use store::{hash_kv_rows, HashPlan, Mvcc, WriteTxn};
+pub(crate) use view::View;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use oxetcd_common::mvccpb::{event::EventType, Event, KeyValue};
 use prost::Message;
-use rocksdb::WriteBatch;
+use rocksdb::{ReadOptions, WriteBatch};
 
 use super::error::KvError;
 use super::index::{self, KeyAt, Row};
@@ -16,6 +16,9 @@ const META_CURRENT_REV: &[u8] = b"current_rev";
 const META_COMPACT_REV: &[u8] = b"compact_rev";
 /// Values read from RocksDB per batched lookup.
 const FETCH_CHUNK: usize = 256;
+
+/// A RocksDB snapshot of the store's database.
+pub(super) type Snapshot<'a> = rocksdb::SnapshotWithThreadMode<'a, rocksdb::DB>;
 
 /// The key space. Mutated only by the apply path (under the state machine's write lock);
 /// read concurrently by serializable and linearizable Range.
@@ -108,16 +111,12 @@ impl Mvcc {
     /// Resolves a requested read revision (<= 0: the newest) and checks it against the
     /// compaction point and the current revision.
     pub(crate) fn read_rev(&self, requested: i64) -> Result<i64, KvError> {
-        if requested <= 0 {
-            return Ok(self.current_rev);
-        }
-        if requested > self.current_rev {
-            return Err(KvError::FutureRev);
-        }
-        if requested < self.compact_rev {
-            return Err(KvError::Compacted);
-        }
-        Ok(requested)
+        read_rev(requested, self.current_rev, self.compact_rev)
+    }
+
+    /// Whether an apply is in progress: values committed but not in RocksDB yet.
+    pub(super) fn mid_apply(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     /// Where every key in `[start, end)` stood at revision `at`, in key order (with the
@@ -201,6 +200,7 @@ impl Mvcc {
     ) -> Result<(), KvError> {
         fetch_rows(
             &self.storage,
+            None,
             revs,
             |rev| self.pending.get(rev),
             |rev| KvError::Corrupt(format!("revision {rev:?} in the index but not stored")),
@@ -490,6 +490,21 @@ enum Change {
     },
 }
 
+/// A read revision for a request asking for `requested` (<= 0: the newest), checked against
+/// the compaction point and the current revision.
+pub(super) fn read_rev(requested: i64, current: i64, compacted: i64) -> Result<i64, KvError> {
+    if requested <= 0 {
+        return Ok(current);
+    }
+    if requested > current {
+        return Err(KvError::FutureRev);
+    }
+    if requested < compacted {
+        return Err(KvError::Compacted);
+    }
+    Ok(requested)
+}
+
 /// A value [`fetch_rows`] found: `pending` had it, or it is stored.
 pub(super) enum Fetched<'a, P> {
     Pending(P),
@@ -500,12 +515,17 @@ pub(super) enum Fetched<'a, P> {
 /// progress), else the stored row (`missing` is the error when there is none).
 pub(super) fn fetch_rows<P>(
     storage: &Storage,
+    snapshot: Option<&Snapshot<'_>>,
     revs: &[Revision],
     pending: impl Fn(&Revision) -> Option<P>,
     missing: impl Fn(&Revision) -> KvError,
     mut each: impl FnMut(&Revision, Fetched<'_, P>) -> Result<(), KvError>,
 ) -> Result<(), KvError> {
     let cf = storage.cf(CF_KV);
+    let mut opts = ReadOptions::default();
+    if let Some(snapshot) = snapshot {
+        opts.set_snapshot(snapshot);
+    }
     // A chunk at a time: the stored bytes of a whole large range are never held beside what
     // is made of them.
     for chunk in revs.chunks(FETCH_CHUNK) {
@@ -516,7 +536,7 @@ pub(super) fn fetch_rows<P>(
             .collect();
         let mut from_db = storage
             .db()
-            .batched_multi_get_cf(cf, &keys, false)
+            .batched_multi_get_cf_opt(cf, &keys, false, &opts)
             .into_iter();
         for rev in chunk {
             if let Some(p) = pending(rev) {

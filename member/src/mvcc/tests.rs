@@ -756,3 +756,46 @@ fn a_compaction_during_a_large_answer_ends_it_with_compacted() {
     }
     assert!(matches!(outcome, Some(KvError::Compacted)), "{outcome:?}");
 }
+
+/// A view reads the store as it was when taken, whatever is applied and compacted after:
+/// the keys, values, count, header revision, and older revisions it could read then.
+#[test]
+fn a_view_reads_the_store_as_it_was_when_taken() {
+    let mut f = Fixture::new();
+    for i in 0..300 {
+        f.put(&format!("k{i:03}"), &format!("v{i}"));
+    }
+    let before = f.put("k001", "rewritten");
+    let (all, older) = (
+        prefix("k"),
+        RangeRequest {
+            revision: before - 1,
+            ..prefix("k")
+        },
+    );
+    let want: Vec<_> = [&all, &older]
+        .map(|req| range(&f.store, req).unwrap())
+        .to_vec();
+    let storage = f.storage.clone();
+    let view = View::of(&f.store, &storage);
+    f.put("k000", "changed");
+    f.put("k500", "new");
+    f.del("k002", "k010");
+    let rev = f.put("k001", "again");
+    f.compact(rev).unwrap();
+    assert_eq!(range(&f.store, &older), Err(KvError::Compacted));
+    for (req, want) in [&all, &older].into_iter().zip(&want) {
+        assert_eq!(&range(&view, req).unwrap(), want);
+        let encoded = range_encoded(&view, req).unwrap().expect("a plain range");
+        let (parts, rest) = EncodedRange::Encoded {
+            header: want.header,
+            kvs: encoded,
+        }
+        .into_parts(b"");
+        assert!(rest.is_none(), "a small answer is built at once");
+        assert!(
+            parts.concat() == want.encode_to_vec(),
+            "the encodings differ"
+        );
+    }
+}
