@@ -220,8 +220,9 @@ impl Mvcc {
 
     /// The events of revisions `from..=to` on keys in `[start, end)`, in revision order, as a
     /// watcher replaying history sees them. With `prev_kv`, each event carries the key's value
-    /// before it (when that is not compacted away). `None` once the values read pass
-    /// `max_bytes`.
+    /// before it (when that is not compacted away). Once the rows read pass `max_bytes`, the
+    /// read ends with the revision it is in (a revision is never split): the events returned
+    /// are those of `from..=through`.
     pub(crate) fn events(
         &self,
         from: i64,
@@ -230,7 +231,7 @@ impl Mvcc {
         end: &[u8],
         prev_kv: bool,
         max_bytes: usize,
-    ) -> Result<Option<Vec<Event>>, KvError> {
+    ) -> Result<Events, KvError> {
         let cf = self.storage.cf(CF_KV);
         let first = Revision::new(from, 0).to_key(false);
         let mut opts = rocksdb::ReadOptions::default();
@@ -242,6 +243,8 @@ impl Mvcc {
         );
         let mut events = Vec::new();
         let mut bytes = 0usize;
+        // The revision whose rows are being read: every one before it is read whole.
+        let mut reading = None;
         for item in iter {
             let (k, v) = item?;
             let Some((rev, tombstone)) = Revision::from_key(&k) else {
@@ -250,14 +253,20 @@ impl Mvcc {
             if rev.main > to {
                 break;
             }
+            if reading != Some(rev.main) {
+                if bytes > max_bytes {
+                    return Ok(Events {
+                        events,
+                        through: rev.main - 1,
+                    });
+                }
+                reading = Some(rev.main);
+            }
+            bytes = bytes.saturating_add(v.len());
             let mut kv = KeyValue::decode(v.as_ref())
                 .map_err(|e| KvError::Corrupt(format!("bad value at {rev:?}: {e}")))?;
             if !super::in_range(&kv.key, start, end) {
                 continue;
-            }
-            bytes = bytes.saturating_add(v.len());
-            if bytes > max_bytes {
-                return Ok(None);
             }
             if tombstone {
                 // A tombstone row holds the key alone (etcd's layout); its event carries the
@@ -280,7 +289,10 @@ impl Mvcc {
                 prev_kv: prev,
             });
         }
-        Ok(Some(events))
+        Ok(Events {
+            events,
+            through: to,
+        })
     }
 
     /// The value of one key at revision `at`, if it existed then and is not compacted away.
@@ -488,6 +500,12 @@ enum Change {
     Delete {
         prev: KeyValue,
     },
+}
+
+/// What [`Mvcc::events`] read: the events of revisions `from..=through`.
+pub(crate) struct Events {
+    pub(crate) events: Vec<Event>,
+    pub(crate) through: i64,
 }
 
 /// A read revision for a request asking for `requested` (<= 0: the newest), checked against

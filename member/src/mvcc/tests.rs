@@ -799,3 +799,69 @@ fn a_view_reads_the_store_as_it_was_when_taken() {
         );
     }
 }
+
+/// History read a few bytes at a time comes in whole revisions, and the reads together are
+/// the history read at once: a watcher replaying far back never holds all of it, and never
+/// sees part of a revision.
+#[test]
+fn history_read_in_parts_is_whole_revisions() {
+    let mut f = Fixture::new();
+    for i in 0..40 {
+        f.put(&format!("k{:02}", i % 7), &"v".repeat(100 + i));
+        if i % 5 == 0 {
+            // Several keys in one revision.
+            let req = TxnRequest {
+                success: (0..4).map(|j| op_put(&format!("t{i}-{j}"), "x")).collect(),
+                ..Default::default()
+            };
+            f.write(|s, t| txn(s, t, &req, &NoLeases)).unwrap();
+        }
+        if i % 9 == 0 {
+            f.del("k00", "k03");
+        }
+    }
+    let current = f.store.current_rev();
+    for (start, end, prev_kv) in [("\0", "\0", false), ("k", "l", true)] {
+        let whole = f
+            .store
+            .events(
+                2,
+                current,
+                start.as_bytes(),
+                end.as_bytes(),
+                prev_kv,
+                usize::MAX,
+            )
+            .unwrap();
+        assert_eq!(whole.through, current);
+        assert!(whole.events.len() > 40);
+        for max_bytes in [0, 150, 1000] {
+            let (mut from, mut joined, mut reads) = (2, Vec::new(), 0);
+            while from <= current {
+                let part = f
+                    .store
+                    .events(
+                        from,
+                        current,
+                        start.as_bytes(),
+                        end.as_bytes(),
+                        prev_kv,
+                        max_bytes,
+                    )
+                    .unwrap();
+                assert!(part.through >= from, "every read moves on");
+                for e in &part.events {
+                    let rev = e.kv.as_ref().unwrap().mod_revision;
+                    assert!((from..=part.through).contains(&rev));
+                }
+                joined.extend(part.events);
+                from = part.through + 1;
+                reads += 1;
+            }
+            assert_eq!(joined, whole.events, "{start:?} by {max_bytes} B");
+            if max_bytes < 1000 {
+                assert!(reads > 10, "{max_bytes} B a read: {reads} reads");
+            }
+        }
+    }
+}

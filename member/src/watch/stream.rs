@@ -27,6 +27,8 @@ const NO_WATCH_ID: i64 = -1;
 /// per stream until the next revision, so small.
 const HISTORY_REVS: i64 = 256;
 const HISTORY_BYTES: usize = 64 << 10;
+/// Bytes of stored rows read at a time by a watcher replaying history.
+const REPLAY_BYTES: usize = 1 << 20;
 
 /// The events of a short run of revisions `from..=to`, every key, as a catch-up read them. A
 /// watcher created next on the same stream from within the run, while the store is still at
@@ -409,75 +411,31 @@ impl StreamState {
         .await
     }
 
-    /// Replays, from the store, everything a watcher is owed up to the current revision.
+    /// Replays, from the store, everything a watcher is owed up to the current revision: a
+    /// few [`REPLAY_BYTES`] of history at a time, each read under the state lock and sent
+    /// after releasing it, so a watcher starting far back holds neither the lock nor memory
+    /// for all of its history at once.
     async fn catch_up(&mut self, id: i64) -> bool {
-        let Some(w) = self.watchers.get(&id) else {
-            return true;
-        };
-        let history = &self.history;
-        let mut read_now: Option<History> = None;
-        // Read under the state lock, send after releasing it.
-        let read = (|| -> Result<(i64, i64, Option<Vec<Event>>), crate::error::ServerError> {
-            let st = self.server.read_state()?;
-            let (current, compacted) = (st.mvcc.current_rev(), st.mvcc.compact_rev());
-            if w.next_rev < compacted {
-                return Ok((current, compacted, None));
-            }
-            if w.next_rev > current {
-                return Ok((current, compacted, Some(Vec::new())));
-            }
-            let pick = |evs: &mut dyn Iterator<Item = &Event>| -> Vec<Event> {
-                evs.filter(|e| w.wants(e)).map(|e| w.shape(e)).collect()
+        loop {
+            let read = self.read_owed(id);
+            let (current, compacted, owed) = match read {
+                Ok(Some(r)) => r,
+                Ok(None) => return true,
+                Err(e) => return self.out.send(Err(e.into())).await.is_ok(),
             };
-            // History kept for the stream holds no previous values.
-            if !w.prev_kv {
-                if let Some(mut evs) = history.as_ref().and_then(|h| h.since(w.next_rev, current)) {
-                    return Ok((current, compacted, Some(pick(&mut evs))));
-                }
-                if current - w.next_rev < HISTORY_REVS {
-                    let all =
-                        st.mvcc
-                            .events(w.next_rev, current, &[0], &[0], false, HISTORY_BYTES)?;
-                    if let Some(all) = all {
-                        let evs = pick(&mut all.iter());
-                        read_now = Some(History {
-                            from: w.next_rev,
-                            to: current,
-                            events: all,
-                        });
-                        return Ok((current, compacted, Some(evs)));
-                    }
+            let Some((events, through)) = owed else {
+                return self.send_compacted(id, compacted).await;
+            };
+            if let Some(w) = self.watchers.get_mut(&id) {
+                w.next_rev = w.next_rev.max(through + 1);
+            }
+            for chunk in oxetcd_common::events::revision_chunks(&events, MAX_EVENTS_PER_RESPONSE) {
+                if !self.send_events(id, current, chunk.to_vec()).await {
+                    return false;
                 }
             }
-            let evs = st
-                .mvcc
-                .events(
-                    w.next_rev,
-                    current,
-                    &w.key,
-                    &w.range_end,
-                    w.prev_kv,
-                    usize::MAX,
-                )?
-                .unwrap_or_default();
-            Ok((current, compacted, Some(pick(&mut evs.iter()))))
-        })();
-        if read_now.is_some() {
-            self.history = read_now;
-        }
-        let (current, compacted, events) = match read {
-            Ok(r) => r,
-            Err(e) => return self.out.send(Err(e.into())).await.is_ok(),
-        };
-        let Some(events) = events else {
-            return self.send_compacted(id, compacted).await;
-        };
-        if let Some(w) = self.watchers.get_mut(&id) {
-            w.next_rev = w.next_rev.max(current + 1);
-        }
-        for chunk in oxetcd_common::events::revision_chunks(&events, MAX_EVENTS_PER_RESPONSE) {
-            if !self.send_events(id, current, chunk.to_vec()).await {
-                return false;
+            if through >= current {
+                break;
             }
         }
         // A store read per watcher, and sends that rarely wait: without a yield a stream
@@ -485,6 +443,64 @@ impl StreamState {
         // budget) while gets queue behind it (etcd benchmark's watch-get).
         tokio::task::yield_now().await;
         true
+    }
+
+    /// The next events watcher `id` is owed, read under the state lock: with the store's
+    /// current and compacted revisions, the events and the revision they run through (`None`
+    /// if the watcher's next revision is compacted). `None` if there is no such watcher.
+    #[allow(clippy::type_complexity)]
+    fn read_owed(
+        &mut self,
+        id: i64,
+    ) -> Result<Option<(i64, i64, Option<(Vec<Event>, i64)>)>, crate::error::ServerError> {
+        let Some(w) = self.watchers.get(&id) else {
+            return Ok(None);
+        };
+        let st = self.server.read_state()?;
+        let (current, compacted) = (st.mvcc.current_rev(), st.mvcc.compact_rev());
+        if w.next_rev < compacted {
+            return Ok(Some((current, compacted, None)));
+        }
+        if w.next_rev > current {
+            return Ok(Some((current, compacted, Some((Vec::new(), current)))));
+        }
+        let pick = |evs: &mut dyn Iterator<Item = &Event>| -> Vec<Event> {
+            evs.filter(|e| w.wants(e)).map(|e| w.shape(e)).collect()
+        };
+        // History kept for the stream holds no previous values.
+        if !w.prev_kv {
+            if let Some(mut evs) = self
+                .history
+                .as_ref()
+                .and_then(|h| h.since(w.next_rev, current))
+            {
+                return Ok(Some((current, compacted, Some((pick(&mut evs), current)))));
+            }
+            if current - w.next_rev < HISTORY_REVS {
+                let all = st
+                    .mvcc
+                    .events(w.next_rev, current, &[0], &[0], false, HISTORY_BYTES)?;
+                if all.through == current {
+                    let evs = pick(&mut all.events.iter());
+                    self.history = Some(History {
+                        from: w.next_rev,
+                        to: current,
+                        events: all.events,
+                    });
+                    return Ok(Some((current, compacted, Some((evs, current)))));
+                }
+            }
+        }
+        let owed = st.mvcc.events(
+            w.next_rev,
+            current,
+            &w.key,
+            &w.range_end,
+            w.prev_kv,
+            REPLAY_BYTES,
+        )?;
+        let evs = pick(&mut owed.events.iter());
+        Ok(Some((current, compacted, Some((evs, owed.through)))))
     }
 
     async fn catch_up_all(&mut self) -> bool {
