@@ -11,14 +11,14 @@
 //!   of the leader's), or for itself if its own hash changed under it. The alarm stops writes
 //!   cluster-wide (`apply/layers.rs`).
 
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use oxetcd_common::etcdserverpb::{alarm_request::AlarmAction, AlarmRequest, AlarmType};
 use oxetcd_common::oxetcdpb::internal_raft_request::Request;
 use serde::{Deserialize, Serialize};
 
-use crate::apply::MemberState;
+use crate::apply::{MemberState, StateLock};
 use crate::error::ServerError;
 use crate::mvcc::{HashPlan, KvError};
 use crate::peer::Peers;
@@ -44,7 +44,7 @@ pub(crate) struct PeerHash {
 /// during the scan. Blocking.
 pub(crate) fn hash_kv(
     storage: &Storage,
-    state: &RwLock<MemberState>,
+    state: &StateLock,
     rev: i64,
 ) -> Result<(u32, HashPlan), ServerError> {
     let db = storage.db();
@@ -114,7 +114,7 @@ fn others(state: &MemberState, me: u64) -> Vec<(u64, MemberNode)> {
 pub(crate) async fn initial_check(
     me: u64,
     storage: &Storage,
-    state: &Arc<RwLock<MemberState>>,
+    state: &Arc<StateLock>,
     peers: &Peers,
 ) -> anyhow::Result<()> {
     let (storage2, state2) = (storage.clone(), state.clone());

@@ -6,7 +6,7 @@
 //! etcd's request timeout and gives up on a leader as soon as another one is known, so a
 //! paused or partitioned leader costs a client at most one election.
 
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, RwLockReadGuard};
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
@@ -16,7 +16,7 @@ use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::apply::MemberState;
+use crate::apply::{MemberState, StateLock};
 use crate::auth::{AuthInfo, Tokens};
 use crate::error::ServerError;
 use crate::lease::Lessor;
@@ -60,7 +60,7 @@ pub(crate) struct EtcdServer {
     /// The newest compaction revision whose superseded rows are gone (`apply::compaction`):
     /// what a `physical` Compact waits for.
     pub compacted: tokio::sync::watch::Receiver<i64>,
-    pub state: Arc<RwLock<MemberState>>,
+    pub state: Arc<StateLock>,
     pub storage: Storage,
     pub member_id: u64,
     pub cluster_id: u64,
@@ -165,14 +165,19 @@ impl EtcdServer {
         self.leader_id() == Some(self.member_id)
     }
 
-    /// Whether the applied membership has a member (voter or learner) other than this one.
+    /// Whether the membership has a member (voter or learner) other than this one.
+    ///
+    /// Membership lookups read raft's effective membership (its metrics), never the state
+    /// lock: the proposer and replication ask on every entry, and an apply that holds the
+    /// lock for seconds (a DeleteRange of 1M keys) would block them, heartbeats included.
     fn has_peers(&self) -> bool {
-        self.read_state().is_ok_and(|s| {
-            s.membership
-                .membership()
-                .nodes()
-                .any(|(id, _)| *id != self.member_id)
-        })
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .any(|(id, _)| *id != self.member_id)
     }
 
     /// Proposes a member's own request (lease expiry, its attributes, the steps of a Lock
@@ -624,7 +629,7 @@ impl EtcdServer {
         let _ = tokio::time::timeout_at(until, changed).await;
     }
 
-    /// The leader's node, from openraft's hint or else from the applied membership.
+    /// The leader's node, from openraft's hint or else from the membership.
     pub(crate) fn leader_node(
         &self,
         id: Option<u64>,
@@ -637,17 +642,18 @@ impl EtcdServer {
         node.or_else(|| self.member_node(id))
     }
 
-    /// A member's node from the applied membership.
+    /// A member's node from the membership (see [`EtcdServer::has_peers`]).
     pub(crate) fn member_node(&self, id: u64) -> Option<MemberNode> {
-        self.read_state()
-            .ok()?
-            .membership
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
             .membership()
             .get_node(&id)
             .cloned()
     }
 
-    /// The leader's node by ID, from the applied membership (for other modules).
+    /// The leader's node by ID, from the membership (for other modules).
     pub(crate) fn leader_node_of(&self, id: Option<u64>) -> Option<MemberNode> {
         self.leader_node(id, None)
     }

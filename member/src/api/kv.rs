@@ -72,7 +72,7 @@ impl KvService {
         read: impl FnOnce(&dyn mvcc::KvRead, &RangeRequest) -> Result<T, mvcc::KvError>,
     ) -> Result<T, Status> {
         let (req, who) = self.admit_range(request, mvcc::check_range).await?;
-        if !may_be_large(&req) {
+        if !mvcc::may_read_many(&req) {
             let state = self.server.read_state()?;
             state.auth.check_range(&who, &req)?;
             return Ok(read(&state.mvcc, &req)?);
@@ -81,7 +81,7 @@ impl KvService {
         // the reads queued behind a waiting apply). The worker's other tasks, the raft
         // heartbeats among them, move to another thread: two full Ranges of 1M keys on a
         // leader (about a second of reading each) held up both workers and cost it its term.
-        tokio::task::block_in_place(|| {
+        crate::apply::off_runtime(|| {
             let view = {
                 let state = self.server.read_state()?;
                 state.auth.check_range(&who, &req)?;
@@ -112,14 +112,6 @@ impl KvService {
     fn revision_of(h: &Option<oxetcd_common::etcdserverpb::ResponseHeader>) -> i64 {
         h.as_ref().map(|h| h.revision).unwrap_or_default()
     }
-}
-
-/// Ranges past this many keys may take long enough to read that they leave the runtime.
-const LARGE_RANGE_KEYS: i64 = 10_000;
-
-/// Whether a Range may read many keys: a range, not one key, without a small limit.
-fn may_be_large(req: &RangeRequest) -> bool {
-    !req.range_end.is_empty() && !(1..=LARGE_RANGE_KEYS).contains(&req.limit)
 }
 
 /// Is this txn read-only (no put, delete or nested write in either branch)? And are all its

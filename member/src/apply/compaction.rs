@@ -7,13 +7,13 @@
 //! Rows deleted here are not tied to the applied log id: after a crash midway, the member
 //! finds the compaction revision at start-up and runs the walk again (it is idempotent).
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rocksdb::WriteBatch;
 use tokio::sync::watch;
 
-use super::state::MemberState;
+use super::state::StateLock;
 use crate::storage::Storage;
 
 /// Keys per step (etcd's default `--experimental-compaction-batch-limit`).
@@ -25,7 +25,7 @@ const PAUSE: Duration = Duration::from_millis(1);
 /// `done` tells the newest one whose rows are gone (what `physical` compactions wait for).
 pub(crate) async fn run(
     storage: Storage,
-    state: Arc<RwLock<MemberState>>,
+    state: Arc<StateLock>,
     mut targets: watch::Receiver<i64>,
     done: watch::Sender<i64>,
 ) {
@@ -52,11 +52,7 @@ pub(crate) async fn run(
     }
 }
 
-async fn compact(
-    storage: &Storage,
-    state: &Arc<RwLock<MemberState>>,
-    rev: i64,
-) -> Result<(), String> {
+async fn compact(storage: &Storage, state: &Arc<StateLock>, rev: i64) -> Result<(), String> {
     let mut from: Option<Vec<u8>> = None;
     loop {
         let (storage, state) = (storage.clone(), state.clone());

@@ -14,16 +14,17 @@ mod layers;
 mod snapshot;
 mod state;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{Entry, EntryPayload, RaftSnapshotBuilder, StoredMembership};
-use oxetcd_common::oxetcdpb::RaftBatch;
+use oxetcd_common::oxetcdpb::internal_raft_request::Request as Proposal;
+use oxetcd_common::oxetcdpb::{InternalRaftRequest, RaftBatch};
 use prost::Message;
 use rocksdb::WriteBatch;
 
 pub(crate) use snapshot::SnapshotTrigger;
-pub(crate) use state::MemberState;
+pub(crate) use state::{off_runtime, MemberState, StateLock};
 
 use interpreter::Interpreter;
 use layers::{Alarms, Context, Dedup, Permissions};
@@ -54,7 +55,7 @@ pub(crate) struct ApplyMetrics {
 #[derive(Clone)]
 pub(crate) struct StateMachine {
     storage: Storage,
-    state: Arc<RwLock<MemberState>>,
+    state: Arc<StateLock>,
     lessor: Arc<Lessor>,
     hub: WatchHub,
     /// The apply pipeline every client request goes through.
@@ -73,6 +74,32 @@ pub(crate) struct StateMachine {
     snapshots: Arc<SnapshotTrigger>,
     /// The proposer's waiters, answered here once their entry is applied.
     waiters: Arc<Waiters>,
+}
+
+/// Whether applying a request may hold the state lock for long: it may touch many keys.
+fn may_take_long(req: &InternalRaftRequest) -> bool {
+    match &req.request {
+        Some(Proposal::DeleteRange(d)) => !d.range_end.is_empty(),
+        Some(Proposal::Txn(t)) => t
+            .success
+            .iter()
+            .chain(&t.failure)
+            .filter_map(|op| op.request.as_ref())
+            .any(crate::mvcc::may_write_many),
+        // Deletes every key attached to the lease.
+        Some(Proposal::LeaseRevoke(_)) => true,
+        _ => false,
+    }
+}
+
+/// An apply that may take long, for as long as it holds the state lock: readers wait for it
+/// off the runtime's workers.
+struct LongWrite<'a>(&'a StateLock);
+
+impl Drop for LongWrite<'_> {
+    fn drop(&mut self) {
+        self.0.set_long(false);
+    }
 }
 
 /// A loaded state may hold rows a compaction had not removed yet (a crash, a snapshot from
@@ -130,7 +157,7 @@ impl StateMachine {
         });
         Ok(Self {
             storage,
-            state: Arc::new(RwLock::new(state)),
+            state: Arc::new(StateLock::new(state)),
             lessor,
             hub,
             pipeline,
@@ -144,7 +171,7 @@ impl StateMachine {
         })
     }
 
-    pub(crate) fn state(&self) -> Arc<RwLock<MemberState>> {
+    pub(crate) fn state(&self) -> Arc<StateLock> {
         self.state.clone()
     }
 }
@@ -177,6 +204,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut published = Vec::new();
         // This member's proposer's waiters, answered once the batch is written.
         let mut answers: Vec<(Vec<Pending>, Forwarded)> = Vec::new();
+        // Set once a request that may take long is seen (see `StateLock`).
+        let mut long: Option<LongWrite<'_>> = None;
         for entry in entries {
             state.applied = Some(entry.log_id);
             let mut waiters = None;
@@ -189,19 +218,30 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(proposal) => match RaftBatch::decode(proposal.0.as_slice()) {
                     Ok(b) => {
                         waiters = self.waiters.take(b.proposer, b.proposal);
-                        let mut out = Vec::with_capacity(b.requests.len());
-                        for (position, req) in b.requests.into_iter().enumerate() {
-                            let mut cx = Context {
-                                state: &mut state,
-                                batch: &mut batch,
-                                published: &mut published,
-                                log_index: entry.log_id.index,
-                                position: position as u32,
-                                who: None,
-                            };
-                            out.push(self.pipeline.apply_request(&mut cx, req));
+                        if long.is_none() && b.requests.iter().any(may_take_long) {
+                            self.state.set_long(true);
+                            long = Some(LongWrite(&self.state));
                         }
-                        out
+                        let run = || {
+                            let mut out = Vec::with_capacity(b.requests.len());
+                            for (position, req) in b.requests.into_iter().enumerate() {
+                                let mut cx = Context {
+                                    state: &mut state,
+                                    batch: &mut batch,
+                                    published: &mut published,
+                                    log_index: entry.log_id.index,
+                                    position: position as u32,
+                                    who: None,
+                                };
+                                out.push(self.pipeline.apply_request(&mut cx, req));
+                            }
+                            out
+                        };
+                        if long.is_some() {
+                            off_runtime(run)
+                        } else {
+                            run()
+                        }
                     }
                     Err(e) => {
                         tracing::error!(
@@ -229,7 +269,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         state.mvcc.seal(&mut batch);
         stage_applied(&self.storage, &mut batch, &state.applied, &state.membership)?;
         let timer = self.metrics.commit_latency.start_timer();
-        self.storage.db().write(batch).map_err(write_err)?;
+        let write = || self.storage.db().write(batch).map_err(write_err);
+        if long.is_some() {
+            off_runtime(write)?;
+        } else {
+            write()?;
+        }
         timer.observe_duration();
         if started.elapsed() > SLOW_APPLY {
             self.metrics.slow_applies.inc();
@@ -243,6 +288,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.hub.publish(rev, events);
         }
         drop(state);
+        drop(long);
         for (batch, applied) in answers {
             answer(batch, Ok(applied));
         }

@@ -253,7 +253,7 @@ fn recorded_meta(storage: &Storage) -> Result<Option<Meta>, StorageError> {
 /// The applied point, and a RocksDB snapshot of the same moment.
 fn capture<'a>(
     storage: &'a Storage,
-    state: &std::sync::RwLock<super::MemberState>,
+    state: &super::StateLock,
 ) -> Result<(Meta, rocksdb::SnapshotWithThreadMode<'a, rocksdb::DB>), StorageError> {
     let st = state.read().map_err(read_err)?;
     let last = st.applied;

@@ -1,5 +1,8 @@
 //! The member's applied state and how it is loaded from RocksDB.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{LockResult, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
 use openraft::{StorageIOError, StoredMembership};
 
 use crate::alarm::AlarmStore;
@@ -13,6 +16,54 @@ use crate::storage::{Storage, CF_META};
 const META_APPLIED: &[u8] = b"applied";
 const META_MEMBERSHIP: &[u8] = b"membership";
 pub(super) const META_MEMBER_ATTRS: &[u8] = b"member_attrs";
+
+/// The applied state behind its lock, shared with the read path.
+///
+/// An apply that may hold the lock for long (a DeleteRange of many keys: seconds at 1M)
+/// says so with [`StateLock::set_long`]; it then runs off the runtime's workers, and so do
+/// the readers that wait for it ([`off_runtime`]). Otherwise every worker could end up
+/// blocked on the lock, the raft heartbeats with them, and the leader would lose its term.
+pub(crate) struct StateLock {
+    lock: RwLock<MemberState>,
+    long_write: AtomicBool,
+}
+
+impl StateLock {
+    pub(crate) fn new(state: MemberState) -> Self {
+        Self {
+            lock: RwLock::new(state),
+            long_write: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn read(&self) -> LockResult<RwLockReadGuard<'_, MemberState>> {
+        if self.long_write.load(Ordering::Acquire) {
+            return off_runtime(|| self.lock.read());
+        }
+        self.lock.read()
+    }
+
+    pub(crate) fn write(&self) -> LockResult<RwLockWriteGuard<'_, MemberState>> {
+        self.lock.write()
+    }
+
+    /// Says whether the write in progress may hold the lock for long.
+    pub(crate) fn set_long(&self, long: bool) {
+        self.long_write.store(long, Ordering::Release);
+    }
+}
+
+/// Runs `f`, which may block for long, without holding up the other tasks of this runtime
+/// worker (`block_in_place` moves them to another thread); outside a multi-threaded runtime
+/// it just runs `f`.
+pub(crate) fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
 
 /// The member's applied state, shared with the read path.
 pub(crate) struct MemberState {

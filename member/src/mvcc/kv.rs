@@ -203,6 +203,30 @@ fn range_in_txn(
     Ok(resp)
 }
 
+/// Ranges past this many keys may take long enough to read that they leave the runtime.
+const MANY_KEYS: i64 = 10_000;
+
+/// Whether a Range may read many keys: a range, not one key, without a small limit.
+pub(crate) fn may_read_many(req: &RangeRequest) -> bool {
+    !req.range_end.is_empty() && !(1..=MANY_KEYS).contains(&req.limit)
+}
+
+/// Whether a write may touch many keys: a DeleteRange of a range, or a Txn with one, or
+/// with a Range that may read many keys (`may_read_many`).
+pub(crate) fn may_write_many(op: &request_op::Request) -> bool {
+    match op {
+        request_op::Request::RequestRange(r) => may_read_many(r),
+        request_op::Request::RequestPut(_) => false,
+        request_op::Request::RequestDeleteRange(d) => !d.range_end.is_empty(),
+        request_op::Request::RequestTxn(t) => t
+            .success
+            .iter()
+            .chain(&t.failure)
+            .filter_map(|op| op.request.as_ref())
+            .any(may_write_many),
+    }
+}
+
 /// Results in key order, as the index yields them (etcd's `IsDefaultOrdering`).
 pub(crate) fn is_default_order(req: &RangeRequest) -> bool {
     use range_request::{SortOrder, SortTarget};

@@ -21,9 +21,7 @@ pub mod status;
 pub use reader::BoltError;
 pub use restore::has_checksum;
 
-use std::sync::RwLock;
-
-use crate::apply::MemberState;
+use crate::apply::StateLock;
 use crate::storage::Storage;
 
 /// Why a snapshot could not be written, read or restored.
@@ -54,7 +52,7 @@ pub enum SnapshotError {
 /// read from the snapshot while applies go on.
 pub(crate) fn capture<'a>(
     storage: &'a Storage,
-    state: &RwLock<MemberState>,
+    state: &StateLock,
 ) -> Result<backend::View<'a>, SnapshotError> {
     let st = state
         .read()

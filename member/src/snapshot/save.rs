@@ -9,14 +9,14 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use oxetcd_common::etcdserverpb::SnapshotResponse;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::{backend, bolt, capture, SnapshotError};
-use crate::apply::MemberState;
+use crate::apply::StateLock;
 use crate::storage::Storage;
 
 /// etcd's `snapshotSendBufferSize`.
@@ -42,7 +42,7 @@ pub(crate) fn clear_scratch(storage: &Storage) {
 /// Writes the state as a bbolt file at `path`; returns its size in bytes.
 pub(crate) fn write_file(
     storage: &Storage,
-    state: &RwLock<MemberState>,
+    state: &StateLock,
     path: &Path,
 ) -> Result<u64, SnapshotError> {
     let view = capture(storage, state)?;
@@ -54,7 +54,7 @@ pub(crate) fn write_file(
 /// Starts writing and sending a snapshot; the receiver yields etcd's messages, or one error.
 pub(crate) fn stream(
     storage: Storage,
-    state: Arc<RwLock<MemberState>>,
+    state: Arc<StateLock>,
 ) -> mpsc::Receiver<Result<SnapshotResponse, SnapshotError>> {
     let (tx, rx) = mpsc::channel(4);
     tokio::task::spawn_blocking(move || {
@@ -68,7 +68,7 @@ pub(crate) fn stream(
 
 fn send(
     storage: &Storage,
-    state: &RwLock<MemberState>,
+    state: &StateLock,
     tx: &mpsc::Sender<Result<SnapshotResponse, SnapshotError>>,
 ) -> Result<(), SnapshotError> {
     let dir = storage.scratch_dir();
