@@ -188,3 +188,46 @@ pub(super) fn stage_applied(
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// While a write flagged long holds the lock, a task waiting to read does not hold up the
+    /// other tasks of its worker (here the runtime's only one), as raft's heartbeats must go on.
+    #[test]
+    fn a_reader_waiting_for_a_long_write_leaves_the_worker_to_other_tasks() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = Storage::open(dir.path()).expect("storage");
+        let lock = Arc::new(StateLock::new(load_state(&storage).expect("state")));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let writing = lock.write().expect("write lock");
+        lock.set_long(true);
+        // Spawned from outside the runtime, the tasks start in this order: the other one
+        // runs on the only worker once the reader waits.
+        let reader = {
+            let lock = lock.clone();
+            rt.spawn(async move { lock.read().expect("read lock").applied.is_none() })
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        rt.spawn(async move {
+            let _ = tx.send(());
+        });
+        // Bounds a worker held by the reader: the test fails rather than hangs.
+        let other_ran = rx.recv_timeout(Duration::from_secs(10));
+        lock.set_long(false);
+        drop(writing);
+        assert!(other_ran.is_ok(), "the reader held the only worker");
+        assert!(
+            rt.block_on(reader).expect("reader"),
+            "a fresh state has applied nothing"
+        );
+    }
+}
