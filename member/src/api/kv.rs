@@ -229,15 +229,6 @@ async fn stream_range(
     }
 }
 
-/// Accepts every lease: a read-only txn never checks one.
-struct AnyLease;
-
-impl mvcc::LeaseCheck for AnyLease {
-    fn exists(&self, _id: i64) -> bool {
-        true
-    }
-}
-
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(
@@ -304,11 +295,21 @@ impl Kv for KvService {
                 self.server.read_barrier().await?;
             }
             let who = creds.who(&self.server).await?.unwrap_or_default();
-            let mut resp = {
+            let mut resp = if mvcc::txn_may_touch_many(&req) {
+                // As a Range that may read many keys (`read_range`): from a snapshot, with
+                // the lock released, off the runtime's workers.
+                crate::apply::off_runtime(|| -> Result<_, Status> {
+                    let view = {
+                        let state = self.server.read_state()?;
+                        state.auth.check_txn(&who, &req, &|_| Vec::new())?;
+                        mvcc::View::of(&state.mvcc, &self.server.storage)
+                    };
+                    Ok(mvcc::read_txn(&view, &req)?)
+                })?
+            } else {
                 let state = self.server.read_state()?;
                 state.auth.check_txn(&who, &req, &|_| Vec::new())?;
-                let mut txn = state.mvcc.write_txn();
-                mvcc::txn(&state.mvcc, &mut txn, &req, &AnyLease)?
+                mvcc::read_txn(&state.mvcc, &req)?
             };
             resp.header = self
                 .server

@@ -80,12 +80,7 @@ pub(crate) struct StateMachine {
 fn may_take_long(req: &InternalRaftRequest) -> bool {
     match &req.request {
         Some(Proposal::DeleteRange(d)) => !d.range_end.is_empty(),
-        Some(Proposal::Txn(t)) => t
-            .success
-            .iter()
-            .chain(&t.failure)
-            .filter_map(|op| op.request.as_ref())
-            .any(crate::mvcc::may_write_many),
+        Some(Proposal::Txn(t)) => crate::mvcc::txn_may_touch_many(t),
         // Deletes every key attached to the lease.
         Some(Proposal::LeaseRevoke(_)) => true,
         _ => false,

@@ -218,13 +218,17 @@ pub(crate) fn may_write_many(op: &request_op::Request) -> bool {
         request_op::Request::RequestRange(r) => may_read_many(r),
         request_op::Request::RequestPut(_) => false,
         request_op::Request::RequestDeleteRange(d) => !d.range_end.is_empty(),
-        request_op::Request::RequestTxn(t) => t
-            .success
-            .iter()
-            .chain(&t.failure)
-            .filter_map(|op| op.request.as_ref())
-            .any(may_write_many),
+        request_op::Request::RequestTxn(t) => txn_may_touch_many(t),
     }
+}
+
+/// Whether a Txn has an operation that may touch many keys (see [`may_write_many`]).
+pub(crate) fn txn_may_touch_many(t: &TxnRequest) -> bool {
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .filter_map(|op| op.request.as_ref())
+        .any(may_write_many)
 }
 
 /// Results in key order, as the index yields them (etcd's `IsDefaultOrdering`).
@@ -395,17 +399,70 @@ pub(crate) fn txn(
     })
 }
 
+/// A Txn without writes (no put or delete in any branch, the caller's check), read from
+/// `store` at its current revision: what [`txn`] answers for it, without a write
+/// transaction, so it can be read from a [`super::View`] too.
+pub(crate) fn read_txn<S: KvRead + ?Sized>(
+    store: &S,
+    req: &TxnRequest,
+) -> Result<TxnResponse, KvError> {
+    let now = store.current_rev();
+    let mut succeeded = true;
+    for c in &req.compare {
+        let mut revs = Vec::new();
+        for item in store.range_index(&c.key, &c.range_end, now) {
+            revs.push(item?.1.modified);
+        }
+        if !compare_all(&store.fetch(&revs)?, c) {
+            succeeded = false;
+            break;
+        }
+    }
+    let ops = if succeeded {
+        &req.success
+    } else {
+        &req.failure
+    };
+    let mut responses = Vec::with_capacity(ops.len());
+    for op in ops {
+        let response = match &op.request {
+            Some(request_op::Request::RequestRange(r)) => {
+                let mut resp = range(store, r)?;
+                resp.header = header(now);
+                response_op::Response::ResponseRange(resp)
+            }
+            Some(request_op::Request::RequestTxn(t)) => {
+                response_op::Response::ResponseTxn(read_txn(store, t)?)
+            }
+            Some(_) => return Err(KvError::Storage("a write in a read-only txn".into())),
+            None => continue,
+        };
+        responses.push(ResponseOp {
+            response: Some(response),
+        });
+    }
+    Ok(TxnResponse {
+        header: header(now),
+        succeeded,
+        responses,
+    })
+}
+
 fn compare_holds(store: &Mvcc, txn: &WriteTxn, c: &Compare) -> Result<bool, KvError> {
-    let kvs = txn.range(store, &c.key, &c.range_end)?;
+    Ok(compare_all(&txn.range(store, &c.key, &c.range_end)?, c))
+}
+
+/// Whether a compare holds for the key-values in its range, as etcd 3.4 decides it.
+fn compare_all(kvs: &[KeyValue], c: &Compare) -> bool {
     if kvs.is_empty() {
         // A missing key has no value to compare (nil == empty in gRPC), so a value compare
         // fails; every other target compares as zero.
         if c.target() == compare::CompareTarget::Value {
-            return Ok(false);
+            return false;
         }
-        return Ok(compare_kv(&KeyValue::default(), c));
+        return compare_kv(&KeyValue::default(), c);
     }
-    Ok(kvs.iter().all(|kv| compare_kv(kv, c)))
+    kvs.iter().all(|kv| compare_kv(kv, c))
 }
 
 fn compare_kv(kv: &KeyValue, c: &Compare) -> bool {

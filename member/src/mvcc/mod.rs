@@ -19,7 +19,8 @@ pub(crate) use encoded::{EncodedRange, Remainder};
 pub(crate) use error::KvError;
 pub(crate) use kv::{
     check_delete, check_put, check_range, check_range_stream, check_txn, compact, delete_range,
-    may_read_many, may_write_many, put, range, range_chunk, range_encoded, txn, KvRead, LeaseCheck,
+    may_read_many, put, range, range_chunk, range_encoded, read_txn, txn, txn_may_touch_many,
+    KvRead, LeaseCheck,
 };
 
 /// Is `key` in the etcd range `[start, end)`? `end` empty: just `start`; `end` = "\0": every key

@@ -865,3 +865,109 @@ fn history_read_in_parts_is_whole_revisions() {
         }
     }
 }
+
+/// A txn without writes answers the same through `read_txn` (read-only, from the store or a
+/// view) as through the write path: compares of every target over keys and ranges, ranges
+/// with options, at older revisions, nested txns, and the errors.
+#[test]
+fn a_read_only_txn_answers_as_the_write_path_does() {
+    use compare::{CompareResult as R, CompareTarget as T, TargetUnion as U};
+    let mut f = Fixture::new();
+    for i in 0..30 {
+        f.put(&format!("k{:02}", i % 12), &format!("v{i}"));
+    }
+    f.del("k03", "k05");
+    let old = f.put("k00", "again") - 5;
+    let op = |r: RangeRequest| RequestOp {
+        request: Some(request_op::Request::RequestRange(r)),
+    };
+    let ranges = vec![
+        op(key("k01")),
+        op(key("missing")),
+        op(RangeRequest {
+            limit: 3,
+            ..prefix("k")
+        }),
+        op(RangeRequest {
+            sort_target: range_request::SortTarget::Mod as i32,
+            sort_order: range_request::SortOrder::Descend as i32,
+            limit: 4,
+            ..prefix("k")
+        }),
+        op(RangeRequest {
+            count_only: true,
+            ..prefix("k")
+        }),
+        op(RangeRequest {
+            keys_only: true,
+            min_mod_revision: old,
+            ..prefix("k")
+        }),
+        op(RangeRequest {
+            revision: old,
+            ..prefix("k")
+        }),
+    ];
+    let nested = RequestOp {
+        request: Some(request_op::Request::RequestTxn(TxnRequest {
+            compare: vec![cmp("k02", T::Version, R::Greater, U::Version(1))],
+            success: vec![op_get("k02")],
+            failure: vec![op_get("k05")],
+        })),
+    };
+    let compares = [
+        vec![cmp("k01", T::Value, R::Equal, U::Value(b"v13".to_vec()))],
+        vec![cmp("k01", T::Value, R::Equal, U::Value(b"v1".to_vec()))],
+        vec![cmp("missing", T::Create, R::Equal, U::CreateRevision(0))],
+        vec![cmp("missing", T::Value, R::Equal, U::Value(vec![]))],
+        vec![Compare {
+            range_end: b"k1".to_vec(),
+            ..cmp("k0", T::Mod, R::Less, U::ModRevision(old + 10))
+        }],
+        vec![
+            cmp("k02", T::Version, R::Greater, U::Version(1)),
+            cmp("k06", T::Mod, R::NotEqual, U::ModRevision(3)),
+        ],
+    ];
+    let mut cases: Vec<TxnRequest> = compares
+        .into_iter()
+        .map(|compare| TxnRequest {
+            compare,
+            success: ranges.clone(),
+            failure: vec![nested.clone(), op_get("k07")],
+        })
+        .collect();
+    // Errors: a future and a compacted revision.
+    let current = f.store.current_rev();
+    for revision in [current + 1, 1] {
+        cases.push(TxnRequest {
+            success: vec![op(RangeRequest {
+                revision,
+                ..key("k01")
+            })],
+            ..Default::default()
+        });
+    }
+    f.compact(2).unwrap();
+    let storage = f.storage.clone();
+    let mut succeeded = 0;
+    for req in &cases {
+        let want = f.write(|s, t| txn(s, t, req, &NoLeases));
+        assert_eq!(
+            f.store.current_rev(),
+            current,
+            "a read-only txn writes nothing"
+        );
+        assert_eq!(read_txn(&f.store, req), want, "{req:?}");
+        assert_eq!(
+            read_txn(&View::of(&f.store, &storage), req),
+            want,
+            "{req:?}"
+        );
+        succeeded += want.is_ok_and(|r| r.succeeded) as usize;
+    }
+    assert!(
+        (2..cases.len() - 2).contains(&succeeded),
+        "both branches taken"
+    );
+}
