@@ -15,6 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::request_id;
+use crate::auth::{AuthError, AuthStore};
 use crate::identity::Credentials;
 use crate::mvcc;
 use crate::quota;
@@ -65,29 +66,44 @@ impl KvService {
         Ok((req, who))
     }
 
-    /// A Range, admitted and its permission checked, read under the state lock by `read`.
+    /// A Range, admitted and its permission checked, read by `read` (see `read_state_with`).
     async fn read_range<T>(
         &self,
         request: Request<RangeRequest>,
         read: impl FnOnce(&dyn mvcc::KvRead, &RangeRequest) -> Result<T, mvcc::KvError>,
     ) -> Result<T, Status> {
         let (req, who) = self.admit_range(request, mvcc::check_range).await?;
-        if !mvcc::may_read_many(&req) {
+        self.read_state_with(
+            mvcc::may_read_many(&req),
+            |auth| auth.check_range(&who, &req),
+            |store| read(store, &req),
+        )
+    }
+
+    /// Reads with `read` once `permitted` allows it: under the state lock, or, for a read
+    /// that may touch `many` keys, from a snapshot with the lock released and off the
+    /// runtime's workers. Applies go on meanwhile (and the reads queued behind a waiting
+    /// apply), and the worker's other tasks, the raft heartbeats among them, move to another
+    /// thread: two full Ranges of 1M keys on a leader (about a second of reading each) held
+    /// up both workers and cost it its term.
+    fn read_state_with<T>(
+        &self,
+        many: bool,
+        permitted: impl FnOnce(&AuthStore) -> Result<(), AuthError>,
+        read: impl FnOnce(&dyn mvcc::KvRead) -> Result<T, mvcc::KvError>,
+    ) -> Result<T, Status> {
+        if !many {
             let state = self.server.read_state()?;
-            state.auth.check_range(&who, &req)?;
-            return Ok(read(&state.mvcc, &req)?);
+            permitted(&state.auth)?;
+            return Ok(read(&state.mvcc)?);
         }
-        // Read from a snapshot, with the state lock released: applies go on meanwhile (and
-        // the reads queued behind a waiting apply). The worker's other tasks, the raft
-        // heartbeats among them, move to another thread: two full Ranges of 1M keys on a
-        // leader (about a second of reading each) held up both workers and cost it its term.
         crate::apply::off_runtime(|| {
             let view = {
                 let state = self.server.read_state()?;
-                state.auth.check_range(&who, &req)?;
+                permitted(&state.auth)?;
                 mvcc::View::of(&state.mvcc, &self.server.storage)
             };
-            Ok(read(&view, &req)?)
+            Ok(read(&view)?)
         })
     }
 
@@ -295,22 +311,11 @@ impl Kv for KvService {
                 self.server.read_barrier().await?;
             }
             let who = creds.who(&self.server).await?.unwrap_or_default();
-            let mut resp = if mvcc::txn_may_touch_many(&req) {
-                // As a Range that may read many keys (`read_range`): from a snapshot, with
-                // the lock released, off the runtime's workers.
-                crate::apply::off_runtime(|| -> Result<_, Status> {
-                    let view = {
-                        let state = self.server.read_state()?;
-                        state.auth.check_txn(&who, &req, &|_| Vec::new())?;
-                        mvcc::View::of(&state.mvcc, &self.server.storage)
-                    };
-                    Ok(mvcc::read_txn(&view, &req)?)
-                })?
-            } else {
-                let state = self.server.read_state()?;
-                state.auth.check_txn(&who, &req, &|_| Vec::new())?;
-                mvcc::read_txn(&state.mvcc, &req)?
-            };
+            let mut resp = self.read_state_with(
+                mvcc::txn_may_touch_many(&req),
+                |auth| auth.check_txn(&who, &req, &|_| Vec::new()),
+                |store| mvcc::read_txn(store, &req),
+            )?;
             resp.header = self
                 .server
                 .header(Self::revision_of(&resp.header), self.server.term());

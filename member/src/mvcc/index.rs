@@ -570,8 +570,7 @@ pub(super) fn rebuild(storage: &Storage) -> Result<i64, KvError> {
         let Some((rev, tombstone)) = Revision::from_key(&k) else {
             return Err(KvError::Corrupt(format!("bad revision key {k:?}")));
         };
-        let kv = KeyValue::decode(v.as_ref())
-            .map_err(|e| KvError::Corrupt(format!("bad value at {rev:?}: {e}")))?;
+        let kv = rev.decode_value(v.as_ref())?;
         let row = match tombstone {
             true => Row::Tombstone,
             false => Row::Put {

@@ -1,6 +1,11 @@
 //! Revisions: (main, sub). Every write transaction gets one main revision; the changes inside it
 //! are told apart by sub.
 
+use oxetcd_common::mvccpb::KeyValue;
+use prost::Message;
+
+use super::error::KvError;
+
 /// A point in the store's history.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Default, Hash)]
 pub(crate) struct Revision {
@@ -23,6 +28,11 @@ impl Revision {
             k.push(b't');
         }
         k
+    }
+
+    /// The key-value stored in this revision's `kv` row (`bytes`).
+    pub(crate) fn decode_value(self, bytes: &[u8]) -> Result<KeyValue, KvError> {
+        KeyValue::decode(bytes).map_err(|e| KvError::Corrupt(format!("bad value at {self:?}: {e}")))
     }
 
     /// The key of this revision in etcd's `key` bucket: main, `_`, sub (big-endian), and a

@@ -168,8 +168,7 @@ impl Mvcc {
         self.fetch_each(revs, |rev, row| {
             out.push(match row {
                 Fetched::Pending(kv) => kv.clone(),
-                Fetched::Stored(bytes) => KeyValue::decode(bytes)
-                    .map_err(|e| KvError::Corrupt(format!("bad value at {rev:?}: {e}")))?,
+                Fetched::Stored(bytes) => rev.decode_value(bytes)?,
             });
             Ok(())
         })?;
@@ -263,8 +262,7 @@ impl Mvcc {
                 reading = Some(rev.main);
             }
             bytes = bytes.saturating_add(v.len());
-            let mut kv = KeyValue::decode(v.as_ref())
-                .map_err(|e| KvError::Corrupt(format!("bad value at {rev:?}: {e}")))?;
+            let mut kv = rev.decode_value(v.as_ref())?;
             if !super::in_range(&kv.key, start, end) {
                 continue;
             }
@@ -707,8 +705,7 @@ pub(crate) fn hash_kv_rows<S: index::Source + ?Sized>(
                 None => *keeps_any.insert(index::any_live_at(src, storage, plan.at)?),
             };
             if any {
-                let kv = KeyValue::decode(v.as_ref())
-                    .map_err(|e| KvError::Corrupt(format!("bad value at {rev:?}: {e}")))?;
+                let kv = rev.decode_value(v.as_ref())?;
                 if tombstone || !index::kept_at(src, storage, &kv.key, rev, plan.at)? {
                     continue;
                 }

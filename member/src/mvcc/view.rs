@@ -7,7 +7,6 @@
 use std::convert::Infallible;
 
 use oxetcd_common::mvccpb::KeyValue;
-use prost::Message;
 
 use super::encoded::EncodedKvs;
 use super::error::KvError;
@@ -83,10 +82,7 @@ impl KvRead for View<'_> {
                 Fetched::Stored(bytes) => bytes,
                 Fetched::Pending(none) => match none {},
             };
-            out.push(
-                KeyValue::decode(bytes)
-                    .map_err(|e| KvError::Corrupt(format!("bad value at {rev:?}: {e}")))?,
-            );
+            out.push(rev.decode_value(bytes)?);
             Ok(())
         })?;
         Ok(out)
