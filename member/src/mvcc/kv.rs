@@ -359,18 +359,7 @@ pub(crate) fn txn(
     req: &TxnRequest,
     leases: &dyn LeaseCheck,
 ) -> Result<TxnResponse, KvError> {
-    let mut succeeded = true;
-    for c in &req.compare {
-        if !compare_holds(store, txn, c)? {
-            succeeded = false;
-            break;
-        }
-    }
-    let ops = if succeeded {
-        &req.success
-    } else {
-        &req.failure
-    };
+    let (succeeded, ops) = choose(req, |c| compare_holds(store, txn, c))?;
     let mut responses = Vec::with_capacity(ops.len());
     for op in ops {
         let response = match &op.request {
@@ -407,22 +396,13 @@ pub(crate) fn read_txn<S: KvRead + ?Sized>(
     req: &TxnRequest,
 ) -> Result<TxnResponse, KvError> {
     let now = store.current_rev();
-    let mut succeeded = true;
-    for c in &req.compare {
+    let (succeeded, ops) = choose(req, |c| {
         let mut revs = Vec::new();
         for item in store.range_index(&c.key, &c.range_end, now) {
             revs.push(item?.1.modified);
         }
-        if !compare_all(&store.fetch(&revs)?, c) {
-            succeeded = false;
-            break;
-        }
-    }
-    let ops = if succeeded {
-        &req.success
-    } else {
-        &req.failure
-    };
+        Ok(compare_all(&store.fetch(&revs)?, c))
+    })?;
     let mut responses = Vec::with_capacity(ops.len());
     for op in ops {
         let response = match &op.request {
@@ -446,6 +426,20 @@ pub(crate) fn read_txn<S: KvRead + ?Sized>(
         succeeded,
         responses,
     })
+}
+
+/// Evaluates a Txn's compares with `holds`, in order until one fails: whether all held, and
+/// the branch to run.
+fn choose(
+    req: &TxnRequest,
+    mut holds: impl FnMut(&Compare) -> Result<bool, KvError>,
+) -> Result<(bool, &[RequestOp]), KvError> {
+    for c in &req.compare {
+        if !holds(c)? {
+            return Ok((false, &req.failure));
+        }
+    }
+    Ok((true, &req.success))
 }
 
 fn compare_holds(store: &Mvcc, txn: &WriteTxn, c: &Compare) -> Result<bool, KvError> {
