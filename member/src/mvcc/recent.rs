@@ -23,6 +23,8 @@ const CAPACITY_BYTES: u64 = 16 << 20;
 /// row, the cache's own bookkeeping. Measured: at 64 a cache full of 1M-key load grew the
 /// member's RSS by 36 MB rather than 16 (`bench/scale.sh`).
 const ENTRY_OVERHEAD: u64 = 128;
+/// About how many keys the cache holds (keys of 32 bytes).
+const ITEMS: u64 = CAPACITY_BYTES / (ENTRY_OVERHEAD + 32);
 
 #[derive(Clone)]
 struct ByBytes;
@@ -37,8 +39,11 @@ pub(super) struct RecentKeys(Cache<Vec<u8>, Option<KeyAt>, ByBytes>);
 
 impl RecentKeys {
     pub(super) fn new() -> Self {
-        let items = (CAPACITY_BYTES / (ENTRY_OVERHEAD + 32)) as usize;
-        Self(Cache::with_weighter(items, CAPACITY_BYTES, ByBytes))
+        Self(Cache::with_weighter(
+            ITEMS as usize,
+            CAPACITY_BYTES,
+            ByBytes,
+        ))
     }
 
     /// `Some(None)`: the key is known to have no live value now; `None`: not cached.
@@ -48,5 +53,17 @@ impl RecentKeys {
 
     pub(super) fn set(&self, key: &[u8], now: Option<KeyAt>) {
         self.0.insert(key.to_vec(), now);
+    }
+
+    /// Whether a write of `changes` keys should be remembered key by key: one that changes
+    /// more than a tenth of what the cache holds (a DeleteRange of many keys) would only churn
+    /// it, so the cache is emptied instead ([`RecentKeys::forget_all`]).
+    pub(super) fn worth_remembering(&self, changes: usize) -> bool {
+        changes as u64 <= ITEMS / 10
+    }
+
+    /// Forgets every key (an empty cache is never wrong).
+    pub(super) fn forget_all(&self) {
+        self.0.clear();
     }
 }

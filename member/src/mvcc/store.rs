@@ -330,6 +330,10 @@ impl Mvcc {
             self.storage.cf(CF_LEASE_KEYS),
         );
         let mut events = Vec::with_capacity(txn.changes.len());
+        let remember = self.recent.worth_remembering(txn.changes.len());
+        if !remember {
+            self.recent.forget_all();
+        }
         for (sub, change) in txn.changes.into_iter().enumerate() {
             let rev = Revision::new(main, sub as i64);
             match change {
@@ -340,14 +344,16 @@ impl Mvcc {
                     };
                     batch.put_cf(index_cf, index::row_key(&kv.key, rev), row.encode());
                     self.pending_index.push(&kv.key, rev, row);
-                    self.recent.set(
-                        &kv.key,
-                        Some(KeyAt {
-                            modified: rev,
-                            created: kv.create_revision,
-                            version: kv.version,
-                        }),
-                    );
+                    if remember {
+                        self.recent.set(
+                            &kv.key,
+                            Some(KeyAt {
+                                modified: rev,
+                                created: kv.create_revision,
+                                version: kv.version,
+                            }),
+                        );
+                    }
                     match &prev {
                         None => self.live_keys += 1,
                         Some(p) if p.lease != 0 && p.lease != kv.lease => {
@@ -373,7 +379,9 @@ impl Mvcc {
                         Row::Tombstone.encode(),
                     );
                     self.pending_index.push(&prev.key, rev, Row::Tombstone);
-                    self.recent.set(&prev.key, None);
+                    if remember {
+                        self.recent.set(&prev.key, None);
+                    }
                     self.live_keys -= 1;
                     if prev.lease != 0 {
                         batch.delete_cf(leases, index::lease_row(prev.lease, &prev.key));

@@ -971,3 +971,34 @@ fn a_read_only_txn_answers_as_the_write_path_does() {
         "both branches taken"
     );
 }
+
+/// A delete of more keys than the recent-keys cache should take in empties the cache instead
+/// of remembering each key: no key it remembered as live is answered after the delete.
+#[test]
+fn a_large_delete_leaves_no_key_remembered_live() {
+    let mut f = Fixture::new();
+    let n = 12_000;
+    // In txns of 1,000 puts: each small enough to be remembered key by key.
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let req = TxnRequest {
+            success: chunk
+                .iter()
+                .map(|i| op_put(&format!("k{i:05}"), "v"))
+                .collect(),
+            ..Default::default()
+        };
+        f.write(|s, t| txn(s, t, &req, &NoLeases)).unwrap();
+    }
+    assert_eq!(f.del("k", "l"), n as i64);
+    for i in [0, 1, n / 2, n - 1] {
+        let k = format!("k{i:05}");
+        assert_eq!(f.get(key(&k)).unwrap(), vec![], "{k} is deleted");
+        let rev = f.put(&k, "again");
+        let got = f.get(key(&k)).unwrap();
+        assert_eq!(
+            got,
+            vec![(k.clone(), "again".to_string(), rev, rev, 1)],
+            "{k}: a new generation"
+        );
+    }
+}
