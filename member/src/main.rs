@@ -44,13 +44,21 @@ fn main() {
 /// written into their connections before each connection's task flushes them (one `writev` per
 /// connection, not per answer). Needs `--cfg tokio_unstable` (see `.cargo/config.toml`).
 ///
-/// As many workers as cores (tokio's default; `TOKIO_WORKER_THREADS` sets the number). On two
-/// cores one worker spent 2–30% less CPU per request, but a task's long synchronous work then
-/// holds up every other: a unary Range of 1M keys on the leader (about a second of reading)
-/// delayed its heartbeats and cost it its term (`docs/benchmarks.md`, session 18).
+/// Half as many workers as cores, at least one (`TOKIO_WORKER_THREADS` sets the number): the
+/// other cores are left to RocksDB's threads, the log's fsync thread and the blocking threads
+/// that long applies and large reads run on (`apply::state`), none of which are workers. A
+/// request hops between tasks (connection, proposer, raft core, state machine); on one worker
+/// those hops are queue pushes, on two each one wakes the other worker's thread. On two cores
+/// one worker spent 30% less CPU per put and answered a lone client's puts 25% faster
+/// (`docs/benchmarks.md`, session 20). Long synchronous work on a worker would hold up every
+/// other task (heartbeats included), so such work does not run on one.
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        builder.worker_threads((cores / 2).max(1));
+    }
     #[cfg(tokio_unstable)]
     builder.disable_lifo_slot();
     builder.build()
