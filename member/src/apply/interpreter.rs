@@ -183,7 +183,7 @@ impl Applier for Interpreter {
                 // Every attached key goes in one revision.
                 let mut txn = mvcc.write_txn();
                 for key in keys {
-                    txn.delete_range(mvcc, &key, &[])?;
+                    txn.delete_range(mvcc, &key, &[], false)?;
                 }
                 commit(mvcc, leases, txn, batch);
                 leases.remove(&self.storage, r.id, batch);

@@ -344,11 +344,11 @@ pub(crate) fn delete_range(
     txn: &mut WriteTxn,
     req: &DeleteRangeRequest,
 ) -> Result<DeleteRangeResponse, KvError> {
-    let deleted = txn.delete_range(store, &req.key, &req.range_end)?;
+    let (deleted, prev_kvs) = txn.delete_range(store, &req.key, &req.range_end, req.prev_kv)?;
     Ok(DeleteRangeResponse {
         header: header(txn.rev()),
-        deleted: deleted.len() as i64,
-        prev_kvs: if req.prev_kv { deleted } else { Vec::new() },
+        deleted,
+        prev_kvs,
     })
 }
 

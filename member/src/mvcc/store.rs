@@ -1,6 +1,7 @@
 //! The MVCC store: the key index in the `key_index` column family (`index`), values in `kv`.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use oxetcd_common::mvccpb::{event::EventType, Event, KeyValue};
 use prost::Message;
@@ -596,32 +597,41 @@ impl WriteTxn {
         }
     }
 
-    /// Current values of the keys in `[start, end)`, including this transaction's own writes.
+    /// Current values of the keys in `[start, end)`, including this transaction's own writes,
+    /// in key order.
     pub(crate) fn range(
         &self,
         store: &Mvcc,
         start: &[u8],
         end: &[u8],
     ) -> Result<Vec<KeyValue>, KvError> {
-        let mut keys = Vec::new();
         let mut revs = Vec::new();
         for item in store.range_index(start, end, self.begin_rev) {
             let (k, at) = item?;
             if !self.overlay.contains_key(&k) {
-                keys.push(k);
                 revs.push(at.modified);
             }
         }
-        let mut merged: BTreeMap<Vec<u8>, KeyValue> =
-            keys.into_iter().zip(store.fetch(&revs)?).collect();
-        for (k, v) in &self.overlay {
-            if let Some(kv) = v {
-                if super::in_range(k, start, end) {
-                    merged.insert(k.clone(), kv.clone());
-                }
-            }
+        // Both in key order, and no key in both: the staged ones replace the stored ones.
+        let stored = store.fetch(&revs)?;
+        let mut staged = self
+            .overlay
+            .range::<[u8], _>((Bound::Included(start), Bound::Unbounded))
+            .take_while(|(k, _)| super::in_range(k, start, end))
+            .filter_map(|(_, v)| v.as_ref())
+            .peekable();
+        if staged.peek().is_none() {
+            return Ok(stored);
         }
-        Ok(merged.into_values().collect())
+        let mut merged = Vec::with_capacity(stored.len());
+        for kv in stored {
+            while let Some(s) = staged.next_if(|s| s.key < kv.key) {
+                merged.push(s.clone());
+            }
+            merged.push(kv);
+        }
+        merged.extend(staged.cloned());
+        Ok(merged)
     }
 
     /// The current value of one key.
@@ -660,19 +670,24 @@ impl WriteTxn {
         kv
     }
 
-    /// Stages deletes of every live key in the range; returns the deleted key-values.
+    /// Stages deletes of every live key in the range; returns how many, and with `prev_kvs`
+    /// the deleted key-values (a copy: the staged deletes keep theirs for the watch events).
     pub(crate) fn delete_range(
         &mut self,
         store: &Mvcc,
         start: &[u8],
         end: &[u8],
-    ) -> Result<Vec<KeyValue>, KvError> {
+        prev_kvs: bool,
+    ) -> Result<(i64, Vec<KeyValue>), KvError> {
         let doomed = self.range(store, start, end)?;
-        for kv in &doomed {
-            self.changes.push(Change::Delete { prev: kv.clone() });
+        let deleted = doomed.len() as i64;
+        let kept = if prev_kvs { doomed.clone() } else { Vec::new() };
+        self.changes.reserve(doomed.len());
+        for kv in doomed {
             self.overlay.insert(kv.key.clone(), None);
+            self.changes.push(Change::Delete { prev: kv });
         }
-        Ok(doomed)
+        Ok((deleted, kept))
     }
 }
 

@@ -1002,3 +1002,57 @@ fn a_large_delete_leaves_no_key_remembered_live() {
         );
     }
 }
+
+#[test]
+fn a_txn_reads_its_own_writes_among_the_stored_keys_in_key_order() {
+    let mut f = Fixture::new();
+    for k in ["a", "c", "e", "g"] {
+        f.put(k, "stored");
+    }
+    let keys = |kvs: Vec<oxetcd_common::mvccpb::KeyValue>| {
+        kvs.into_iter()
+            .map(|kv| {
+                format!(
+                    "{}={}",
+                    String::from_utf8(kv.key).unwrap(),
+                    String::from_utf8(kv.value).unwrap()
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    f.write(|s, t| {
+        let prev = t.get(s, b"b")?;
+        t.put(b"b".to_vec(), b"staged".to_vec(), 0, prev);
+        let prev = t.get(s, b"c")?;
+        t.put(b"c".to_vec(), b"staged".to_vec(), 0, prev);
+        let prev = t.get(s, b"z")?;
+        t.put(b"z".to_vec(), b"staged".to_vec(), 0, prev);
+        let (deleted, prev_kvs) = t.delete_range(s, b"e", b"f", true)?;
+        assert_eq!((deleted, keys(prev_kvs)), (1, vec!["e=stored".to_string()]));
+        assert_eq!(
+            keys(t.range(s, b"", &[0])?),
+            ["a=stored", "b=staged", "c=staged", "g=stored", "z=staged"]
+        );
+        assert_eq!(keys(t.range(s, b"b", b"g")?), ["b=staged", "c=staged"]);
+        assert_eq!(keys(t.range(s, b"c", &[])?), ["c=staged"]);
+        assert_eq!(keys(t.range(s, b"e", &[])?), Vec::<String>::new());
+        assert_eq!(keys(t.range(s, b"y", b"x")?), Vec::<String>::new());
+        let (deleted, prev_kvs) = t.delete_range(s, b"a", b"c", false)?;
+        assert_eq!((deleted, prev_kvs.len()), (2, 0));
+        assert_eq!(keys(t.range(s, b"", &[0])?), ["c=staged", "g=stored", "z=staged"]);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        f.get(RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            ..Default::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|r| r.0)
+        .collect::<Vec<_>>(),
+        ["c", "g", "z"]
+    );
+}
