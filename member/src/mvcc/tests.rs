@@ -1039,7 +1039,10 @@ fn a_txn_reads_its_own_writes_among_the_stored_keys_in_key_order() {
         assert_eq!(keys(t.range(s, b"y", b"x")?), Vec::<String>::new());
         let (deleted, prev_kvs) = t.delete_range(s, b"a", b"c", false)?;
         assert_eq!((deleted, prev_kvs.len()), (2, 0));
-        assert_eq!(keys(t.range(s, b"", &[0])?), ["c=staged", "g=stored", "z=staged"]);
+        assert_eq!(
+            keys(t.range(s, b"", &[0])?),
+            ["c=staged", "g=stored", "z=staged"]
+        );
         Ok(())
     })
     .unwrap();
