@@ -21,6 +21,7 @@ use crate::error::{Applied, ServerError};
 use crate::lease::{LeaseTable, Lessor};
 use crate::mvcc::{self, KvError, Mvcc};
 use crate::storage::{Storage, CF_META};
+use crate::watch::WatchHub;
 
 /// Applies requests to mvcc, the lease table, the auth store and the member attributes.
 pub(super) struct Interpreter {
@@ -30,6 +31,18 @@ pub(super) struct Interpreter {
     pub(super) tokens: Arc<Tokens>,
     /// The background compaction's work list (see `compaction`).
     pub(super) compactions: tokio::sync::watch::Sender<i64>,
+    /// Says whether deletes must read the values they remove for watchers.
+    pub(super) hub: WatchHub,
+}
+
+impl Interpreter {
+    fn write_txn(&self, mvcc: &Mvcc) -> mvcc::WriteTxn {
+        let mut txn = mvcc.write_txn();
+        if !self.hub.prev_kv_wanted() {
+            txn.skip_deleted_values();
+        }
+        txn
+    }
 }
 
 impl Applier for Interpreter {
@@ -64,19 +77,19 @@ impl Applier for Interpreter {
         };
         match req {
             Request::Put(r) => {
-                let mut txn = mvcc.write_txn();
+                let mut txn = self.write_txn(mvcc);
                 let resp = mvcc::put(mvcc, &mut txn, &r, leases)?;
                 commit(mvcc, leases, txn, batch);
                 Ok(resp.encode_to_vec())
             }
             Request::DeleteRange(r) => {
-                let mut txn = mvcc.write_txn();
-                let resp = mvcc::delete_range(mvcc, &mut txn, &r)?;
+                let mut txn = self.write_txn(mvcc);
+                let resp = mvcc::delete_range(mvcc, &mut txn, &r, leases)?;
                 commit(mvcc, leases, txn, batch);
                 Ok(resp.encode_to_vec())
             }
             Request::Txn(r) => {
-                let mut txn = mvcc.write_txn();
+                let mut txn = self.write_txn(mvcc);
                 let resp = mvcc::txn(mvcc, &mut txn, &r, leases)?;
                 commit(mvcc, leases, txn, batch);
                 Ok(resp.encode_to_vec())
@@ -181,9 +194,9 @@ impl Applier for Interpreter {
                     None => return Err(KvError::LeaseNotFound.into()),
                 };
                 // Every attached key goes in one revision.
-                let mut txn = mvcc.write_txn();
+                let mut txn = self.write_txn(mvcc);
                 for key in keys {
-                    txn.delete_range(mvcc, &key, &[], false)?;
+                    txn.delete_range(mvcc, leases, &key, &[], false)?;
                 }
                 commit(mvcc, leases, txn, batch);
                 leases.remove(&self.storage, r.id, batch);

@@ -146,6 +146,7 @@ impl StateMachine {
                         lessor: lessor.clone(),
                         tokens: tokens.clone(),
                         compactions: compactions.clone(),
+                        hub: hub.clone(),
                     },
                 },
             },

@@ -20,7 +20,7 @@ pub(crate) use expiry::run_expiry;
 pub(crate) use lessor::Lessor;
 pub(crate) use renewals::{renewals, run_renewals, Renewals};
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use oxetcd_common::mvccpb::{event::EventType, Event};
 use rocksdb::WriteBatch;
@@ -43,11 +43,21 @@ pub(crate) struct Lease {
 #[derive(Default)]
 pub(crate) struct LeaseTable {
     leases: BTreeMap<i64, Lease>,
+    /// The lease each attached key is attached to (etcd's `itemMap`): a delete finds a key's
+    /// lease here instead of reading the key's value.
+    owners: HashMap<Vec<u8>, i64>,
 }
 
 impl LeaseCheck for LeaseTable {
     fn exists(&self, id: i64) -> bool {
         self.leases.contains_key(&id)
+    }
+
+    fn attached(&self, key: &[u8]) -> i64 {
+        if self.owners.is_empty() {
+            return 0;
+        }
+        self.owners.get(key).copied().unwrap_or(0)
     }
 }
 
@@ -77,7 +87,10 @@ impl LeaseTable {
                 },
             );
         }
-        Ok(Self { leases })
+        Ok(Self {
+            leases,
+            owners: HashMap::new(),
+        })
     }
 
     pub(crate) fn get(&self, id: i64) -> Option<&Lease> {
@@ -122,37 +135,95 @@ impl LeaseTable {
         batch: &mut WriteBatch,
     ) -> Option<Lease> {
         let lease = self.leases.remove(&id)?;
+        for key in &lease.keys {
+            self.owners.remove(key);
+        }
         batch.delete_cf(storage.cf(CF_LEASE), id.to_be_bytes());
         Some(lease)
     }
 
+    /// Attaches `key` to lease `id` (if it exists), detaching it from any other first.
     pub(crate) fn attach(&mut self, id: i64, key: &[u8]) {
+        self.detach(key);
         if let Some(l) = self.leases.get_mut(&id) {
             l.keys.insert(key.to_vec());
+            self.owners.insert(key.to_vec(), id);
         }
     }
 
-    fn detach(&mut self, id: i64, key: &[u8]) {
-        if let Some(l) = self.leases.get_mut(&id) {
-            l.keys.remove(key);
+    fn detach(&mut self, key: &[u8]) {
+        if self.owners.is_empty() {
+            return;
+        }
+        if let Some(id) = self.owners.remove(key) {
+            if let Some(l) = self.leases.get_mut(&id) {
+                l.keys.remove(key);
+            }
         }
     }
 
     /// Follows key changes: a put moves the key to its new lease, a delete detaches it.
+    /// (Events need not carry previous values: the table knows each key's lease.)
     pub(crate) fn observe(&mut self, events: &[Event]) {
         for ev in events {
-            if let Some(prev) = &ev.prev_kv {
-                if prev.lease != 0 {
-                    self.detach(prev.lease, &prev.key);
-                }
-            }
-            if ev.r#type == EventType::Put as i32 {
-                if let Some(kv) = &ev.kv {
-                    if kv.lease != 0 {
-                        self.attach(kv.lease, &kv.key);
-                    }
-                }
+            let Some(kv) = &ev.kv else { continue };
+            if ev.r#type == EventType::Put as i32 && kv.lease != 0 {
+                self.attach(kv.lease, &kv.key);
+            } else {
+                self.detach(&kv.key);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oxetcd_common::mvccpb::KeyValue;
+
+    fn event(kind: EventType, key: &str, lease: i64) -> Event {
+        Event {
+            r#type: kind as i32,
+            kv: Some(KeyValue {
+                key: key.into(),
+                lease,
+                ..Default::default()
+            }),
+            // As a delete that did not read the value sends it: no previous value.
+            prev_kv: None,
+        }
+    }
+
+    #[test]
+    fn keys_follow_puts_and_deletes_without_previous_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let mut table = LeaseTable::default();
+        let mut batch = WriteBatch::default();
+        table.grant(&storage, 1, 60, &mut batch).unwrap();
+        table.grant(&storage, 2, 60, &mut batch).unwrap();
+        fn keys(t: &LeaseTable, id: i64) -> Vec<&[u8]> {
+            t.get(id).unwrap().keys.iter().map(|k| k.as_slice()).collect()
+        }
+        table.observe(&[
+            event(EventType::Put, "a", 1),
+            event(EventType::Put, "b", 1),
+            event(EventType::Put, "c", 0),
+        ]);
+        assert_eq!(keys(&table, 1), [b"a", b"b"]);
+        // A put moves a key to its new lease; a delete detaches it.
+        table.observe(&[
+            event(EventType::Put, "a", 2),
+            event(EventType::Delete, "b", 0),
+        ]);
+        assert_eq!(keys(&table, 1), Vec::<&[u8]>::new());
+        assert_eq!(keys(&table, 2), [b"a"]);
+        assert_eq!((table.attached(b"a"), table.attached(b"b")), (2, 0));
+        // A put without a lease detaches the key too; so does revoking its lease.
+        table.observe(&[event(EventType::Put, "a", 0)]);
+        assert_eq!(keys(&table, 2), Vec::<&[u8]>::new());
+        table.observe(&[event(EventType::Put, "c", 2)]);
+        table.remove(&storage, 2, &mut batch);
+        assert_eq!(table.attached(b"c"), 0);
     }
 }

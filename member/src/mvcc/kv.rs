@@ -8,18 +8,13 @@ use super::encoded::EncodedKvs;
 use super::error::KvError;
 use super::index::KeyScan;
 use super::revision::Revision;
-use super::store::{Mvcc, WriteTxn};
+use super::store::{LeaseCheck, Mvcc, WriteTxn};
 use oxetcd_common::etcdserverpb::{
     compare, range_request, request_op, response_op, CompactionRequest, Compare,
     DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
     RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use oxetcd_common::mvccpb::KeyValue;
-
-/// Which leases exist, as the apply path sees them (the lease module owns them).
-pub(crate) trait LeaseCheck {
-    fn exists(&self, id: i64) -> bool;
-}
 
 fn header(revision: i64) -> Option<ResponseHeader> {
     Some(ResponseHeader {
@@ -343,8 +338,10 @@ pub(crate) fn delete_range(
     store: &Mvcc,
     txn: &mut WriteTxn,
     req: &DeleteRangeRequest,
+    leases: &dyn LeaseCheck,
 ) -> Result<DeleteRangeResponse, KvError> {
-    let (deleted, prev_kvs) = txn.delete_range(store, &req.key, &req.range_end, req.prev_kv)?;
+    let (deleted, prev_kvs) =
+        txn.delete_range(store, leases, &req.key, &req.range_end, req.prev_kv)?;
     Ok(DeleteRangeResponse {
         header: header(txn.rev()),
         deleted,
@@ -370,7 +367,7 @@ pub(crate) fn txn(
                 response_op::Response::ResponsePut(put(store, txn, r, leases)?)
             }
             Some(request_op::Request::RequestDeleteRange(r)) => {
-                response_op::Response::ResponseDeleteRange(delete_range(store, txn, r)?)
+                response_op::Response::ResponseDeleteRange(delete_range(store, txn, r, leases)?)
             }
             Some(request_op::Request::RequestTxn(r)) => {
                 response_op::Response::ResponseTxn(self::txn(store, txn, r, leases)?)

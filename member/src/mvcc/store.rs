@@ -313,11 +313,13 @@ impl Mvcc {
             begin_rev: self.current_rev,
             changes: Vec::new(),
             overlay: BTreeMap::new(),
+            deleted_values: true,
         }
     }
 
     /// Commits a write transaction's changes into `batch` and the index, and returns them as
-    /// watch events (each with the key's previous value). The batch is written by the caller
+    /// watch events (each with the key's previous value, but for deletes that did not read
+    /// it: see [`WriteTxn::delete_range`]). The batch is written by the caller
     /// together with the applied index; the in-memory state is updated now, which is safe because
     /// only the apply path writes and it writes the batch before answering anyone.
     pub(crate) fn commit(&mut self, txn: WriteTxn, batch: &mut WriteBatch) -> Vec<Event> {
@@ -373,23 +375,19 @@ impl Mvcc {
                         prev_kv: prev,
                     });
                 }
-                Change::Delete { prev } => {
-                    batch.put_cf(
-                        index_cf,
-                        index::row_key(&prev.key, rev),
-                        Row::Tombstone.encode(),
-                    );
-                    self.pending_index.push(&prev.key, rev, Row::Tombstone);
+                Change::Delete { key, lease, prev } => {
+                    batch.put_cf(index_cf, index::row_key(&key, rev), Row::Tombstone.encode());
+                    self.pending_index.push(&key, rev, Row::Tombstone);
                     if remember {
-                        self.recent.set(&prev.key, None);
+                        self.recent.set(&key, None);
                     }
                     self.live_keys -= 1;
-                    if prev.lease != 0 {
-                        batch.delete_cf(leases, index::lease_row(prev.lease, &prev.key));
+                    if lease != 0 {
+                        batch.delete_cf(leases, index::lease_row(lease, &key));
                     }
                     // The row holds the key alone, as etcd's (HashKV hashes the rows).
                     let row = KeyValue {
-                        key: prev.key.clone(),
+                        key,
                         ..Default::default()
                     };
                     batch.put_cf(cf, rev.to_key(true), row.encode_to_vec());
@@ -400,7 +398,7 @@ impl Mvcc {
                     events.push(Event {
                         r#type: EventType::Delete as i32,
                         kv: Some(tomb),
-                        prev_kv: Some(prev),
+                        prev_kv: prev,
                     });
                 }
             }
@@ -505,7 +503,11 @@ enum Change {
         prev: Option<KeyValue>,
     },
     Delete {
-        prev: KeyValue,
+        key: Vec<u8>,
+        /// The lease the key was attached to (0 for none).
+        lease: i64,
+        /// The deleted value, when the delete read it (see [`WriteTxn::delete_range`]).
+        prev: Option<KeyValue>,
     },
 }
 
@@ -578,6 +580,14 @@ pub(super) fn fetch_rows<P>(
     Ok(())
 }
 
+/// Which leases exist and which keys they hold, as the apply path sees them (the lease module
+/// owns them).
+pub(crate) trait LeaseCheck {
+    fn exists(&self, id: i64) -> bool;
+    /// The lease `key` is attached to; 0 for none.
+    fn attached(&self, key: &[u8]) -> i64;
+}
+
 /// A write transaction being built: its changes are staged here and are visible to its own later
 /// reads (etcd's txn semantics), and reach the store only on [`Mvcc::commit`].
 pub(crate) struct WriteTxn {
@@ -585,6 +595,9 @@ pub(crate) struct WriteTxn {
     changes: Vec<Change>,
     /// Newest staged state per key: `Some(kv)` put, `None` deleted.
     overlay: BTreeMap<Vec<u8>, Option<KeyValue>>,
+    /// Whether deletes read the values they remove for their events (see
+    /// [`WriteTxn::delete_range`]).
+    deleted_values: bool,
 }
 
 impl WriteTxn {
@@ -670,24 +683,84 @@ impl WriteTxn {
         kv
     }
 
+    /// Lets deletes skip reading the values they remove, unless a request asks for them
+    /// (`prev_kv`): their events then carry no previous value, and a watcher that wants one
+    /// reads it from the store. For when no watcher asks for previous values, so a large
+    /// DeleteRange is a scan of the key index, as in etcd, not a read of every value.
+    pub(crate) fn skip_deleted_values(&mut self) {
+        self.deleted_values = false;
+    }
+
     /// Stages deletes of every live key in the range; returns how many, and with `prev_kvs`
     /// the deleted key-values (a copy: the staged deletes keep theirs for the watch events).
+    /// `leases` says which lease each stored key is attached to.
     pub(crate) fn delete_range(
         &mut self,
         store: &Mvcc,
+        leases: &dyn LeaseCheck,
         start: &[u8],
         end: &[u8],
         prev_kvs: bool,
     ) -> Result<(i64, Vec<KeyValue>), KvError> {
-        let doomed = self.range(store, start, end)?;
-        let deleted = doomed.len() as i64;
-        let kept = if prev_kvs { doomed.clone() } else { Vec::new() };
-        self.changes.reserve(doomed.len());
-        for kv in doomed {
-            self.overlay.insert(kv.key.clone(), None);
-            self.changes.push(Change::Delete { prev: kv });
+        if prev_kvs || self.deleted_values {
+            let doomed = self.range(store, start, end)?;
+            let deleted = doomed.len() as i64;
+            let kept = if prev_kvs { doomed.clone() } else { Vec::new() };
+            self.changes.reserve(doomed.len());
+            for kv in doomed {
+                self.overlay.insert(kv.key.clone(), None);
+                self.changes.push(Change::Delete {
+                    key: kv.key.clone(),
+                    lease: kv.lease,
+                    prev: Some(kv),
+                });
+            }
+            return Ok((deleted, kept));
         }
-        Ok((deleted, kept))
+        let doomed = self.live_keys(store, leases, start, end)?;
+        let deleted = doomed.len() as i64;
+        self.changes.reserve(doomed.len());
+        for (key, lease) in doomed {
+            self.overlay.insert(key.clone(), None);
+            self.changes.push(Change::Delete {
+                key,
+                lease,
+                prev: None,
+            });
+        }
+        Ok((deleted, Vec::new()))
+    }
+
+    /// The live keys of `[start, end)` with their leases, including this transaction's own
+    /// writes, in key order: from the key index, without reading values.
+    fn live_keys(
+        &self,
+        store: &Mvcc,
+        leases: &dyn LeaseCheck,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<Vec<(Vec<u8>, i64)>, KvError> {
+        let mut staged = self
+            .overlay
+            .range::<[u8], _>((Bound::Included(start), Bound::Unbounded))
+            .take_while(|(k, _)| super::in_range(k, start, end))
+            .peekable();
+        let mut live = Vec::new();
+        for item in store.range_index(start, end, self.begin_rev) {
+            let (key, _) = item?;
+            // Staged keys before this one, and this one's staged state if it has one.
+            while let Some((k, v)) = staged.next_if(|(k, _)| **k <= key) {
+                if let Some(kv) = v {
+                    live.push((k.clone(), kv.lease));
+                }
+            }
+            if !self.overlay.contains_key(&key) {
+                let lease = leases.attached(&key);
+                live.push((key, lease));
+            }
+        }
+        live.extend(staged.filter_map(|(k, v)| v.as_ref().map(|kv| (k.clone(), kv.lease))));
+        Ok(live)
     }
 }
 

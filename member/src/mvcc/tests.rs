@@ -16,6 +16,10 @@ impl LeaseCheck for NoLeases {
     fn exists(&self, _: i64) -> bool {
         false
     }
+
+    fn attached(&self, _: &[u8]) -> i64 {
+        0
+    }
 }
 
 /// (key, value, create revision, mod revision, version)
@@ -76,7 +80,7 @@ impl Fixture {
             range_end: end.into(),
             ..Default::default()
         };
-        self.write(|s, t| delete_range(s, t, &req)).unwrap().deleted
+        self.write(|s, t| delete_range(s, t, &req, &NoLeases)).unwrap().deleted
     }
 
     fn get(&self, req: RangeRequest) -> Result<Vec<Row>, KvError> {
@@ -1027,7 +1031,7 @@ fn a_txn_reads_its_own_writes_among_the_stored_keys_in_key_order() {
         t.put(b"c".to_vec(), b"staged".to_vec(), 0, prev);
         let prev = t.get(s, b"z")?;
         t.put(b"z".to_vec(), b"staged".to_vec(), 0, prev);
-        let (deleted, prev_kvs) = t.delete_range(s, b"e", b"f", true)?;
+        let (deleted, prev_kvs) = t.delete_range(s, &NoLeases, b"e", b"f", true)?;
         assert_eq!((deleted, keys(prev_kvs)), (1, vec!["e=stored".to_string()]));
         assert_eq!(
             keys(t.range(s, b"", &[0])?),
@@ -1037,7 +1041,7 @@ fn a_txn_reads_its_own_writes_among_the_stored_keys_in_key_order() {
         assert_eq!(keys(t.range(s, b"c", &[])?), ["c=staged"]);
         assert_eq!(keys(t.range(s, b"e", &[])?), Vec::<String>::new());
         assert_eq!(keys(t.range(s, b"y", b"x")?), Vec::<String>::new());
-        let (deleted, prev_kvs) = t.delete_range(s, b"a", b"c", false)?;
+        let (deleted, prev_kvs) = t.delete_range(s, &NoLeases, b"a", b"c", false)?;
         assert_eq!((deleted, prev_kvs.len()), (2, 0));
         assert_eq!(
             keys(t.range(s, b"", &[0])?),
@@ -1058,4 +1062,79 @@ fn a_txn_reads_its_own_writes_among_the_stored_keys_in_key_order() {
         .collect::<Vec<_>>(),
         ["c", "g", "z"]
     );
+}
+
+/// Leases by key, for deletes that look a key's lease up.
+struct Attached(Vec<(&'static str, i64)>);
+impl LeaseCheck for Attached {
+    fn exists(&self, _: i64) -> bool {
+        true
+    }
+
+    fn attached(&self, key: &[u8]) -> i64 {
+        let found = self.0.iter().find(|(k, _)| k.as_bytes() == key);
+        found.map_or(0, |(_, lease)| *lease)
+    }
+}
+
+#[test]
+fn a_delete_that_skips_values_takes_keys_from_the_index_and_leases_from_the_lease_table() {
+    for skip in [false, true] {
+        let mut f = Fixture::new();
+        let stored = [("a", 7), ("c", 0), ("e", 9), ("g", 0)];
+        f.write(|s, t| {
+            for (k, lease) in stored {
+                let prev = t.get(s, k.as_bytes())?;
+                t.put(k.into(), b"stored".to_vec(), lease, prev);
+            }
+            Ok(())
+        })
+        .unwrap();
+        let leases = Attached(vec![("a", 7), ("e", 9)]);
+        let mut txn = f.store.write_txn();
+        if skip {
+            txn.skip_deleted_values();
+        }
+        let prev = txn.get(&f.store, b"b").unwrap();
+        txn.put(b"b".to_vec(), b"staged".to_vec(), 5, prev);
+        let one = txn.delete_range(&f.store, &leases, b"c", &[], false);
+        assert_eq!(one.unwrap(), (1, vec![]));
+        let many = txn.delete_range(&f.store, &leases, b"a", b"f", false);
+        assert_eq!(many.unwrap(), (3, vec![]), "a, b (staged) and e");
+        let mut batch = WriteBatch::default();
+        let events = f.store.commit(txn, &mut batch);
+        f.store.seal(&mut batch);
+        f.storage.db().write(batch).unwrap();
+        f.store.batch_written();
+        let deletes: Vec<(String, Option<String>)> = events[1..]
+            .iter()
+            .map(|e| {
+                let key = e.kv.as_ref().unwrap().key.clone();
+                let prev = e.prev_kv.as_ref().map(|p| {
+                    assert_eq!(p.key, key);
+                    String::from_utf8(p.value.clone()).unwrap()
+                });
+                (String::from_utf8(key).unwrap(), prev)
+            })
+            .collect();
+        let prev = |v: &str| (!skip).then(|| v.to_string());
+        assert_eq!(
+            deletes,
+            [
+                ("c".to_string(), prev("stored")),
+                ("a".to_string(), prev("stored")),
+                ("b".to_string(), prev("staged")),
+                ("e".to_string(), prev("stored")),
+            ],
+            "skip = {skip}"
+        );
+        // The deleted keys' lease rows went with them.
+        assert_eq!(f.store.leased_keys().unwrap(), vec![]);
+        let left = f.get(RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            ..Default::default()
+        });
+        assert_eq!(left.unwrap().into_iter().map(|r| r.0).collect::<Vec<_>>(), ["g"]);
+    }
 }

@@ -11,6 +11,7 @@ use oxetcd_common::mvccpb::{event::EventType, Event};
 use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
+use super::hub::WantsPrevKv;
 use crate::auth::AuthError;
 use crate::identity::Credentials;
 use crate::mvcc;
@@ -64,6 +65,8 @@ struct Watcher {
     no_put: bool,
     no_delete: bool,
     prev_kv: bool,
+    /// Held while `prev_kv`: deletes read the values they remove (see [`super::WatchHub`]).
+    _wants_prev: Option<WantsPrevKv>,
     progress_notify: bool,
 }
 
@@ -75,6 +78,21 @@ impl Watcher {
         }
         let put = ev.r#type == EventType::Put as i32;
         !(put && self.no_put || !put && self.no_delete)
+    }
+
+    /// This watcher's events of one committed revision as the hub gave them; `None` when
+    /// they must be read from the store instead: the watcher wants previous values and a
+    /// delete it wants came without one (it was applied before the watcher was registered).
+    fn take(&self, events: &[Event]) -> Option<Vec<Event>> {
+        let lacks_prev = |e: &Event| e.r#type == EventType::Delete as i32 && e.prev_kv.is_none();
+        let mut out = Vec::new();
+        for e in events.iter().filter(|e| self.wants(e)) {
+            if self.prev_kv && lacks_prev(e) {
+                return None;
+            }
+            out.push(self.shape(e));
+        }
+        Some(out)
     }
 
     fn shape(&self, ev: &Event) -> Event {
@@ -358,6 +376,7 @@ impl StreamState {
                 no_put,
                 no_delete,
                 prev_kv: c.prev_kv,
+                _wants_prev: c.prev_kv.then(|| self.server.watch_hub.want_prev_kv()),
                 progress_notify: c.progress_notify,
             },
         );
@@ -528,12 +547,11 @@ impl StreamState {
                 out.push((*id, None));
                 continue;
             }
+            let Some(evs) = w.take(events) else {
+                out.push((*id, None));
+                continue;
+            };
             w.next_rev = revision + 1;
-            let evs: Vec<Event> = events
-                .iter()
-                .filter(|e| w.wants(e))
-                .map(|e| w.shape(e))
-                .collect();
             if !evs.is_empty() {
                 out.push((*id, Some(evs)));
             }
@@ -646,6 +664,51 @@ mod tests {
         }
         // One event larger than the limit still goes, alone.
         assert_eq!(fragments(vec![ev(1000)], 100).len(), 1);
+    }
+
+    #[test]
+    fn a_watcher_wanting_previous_values_reads_a_delete_without_one_from_the_store() {
+        let watcher = |prev_kv| Watcher {
+            fragment: false,
+            key: b"a".to_vec(),
+            range_end: b"c".to_vec(),
+            next_rev: 5,
+            no_put: false,
+            no_delete: false,
+            prev_kv,
+            _wants_prev: None,
+            progress_notify: false,
+        };
+        let kv = |key: &str, value: &str| KeyValue {
+            key: key.into(),
+            value: value.into(),
+            ..Default::default()
+        };
+        let delete = |key: &str, prev: Option<&str>| Event {
+            r#type: EventType::Delete as i32,
+            kv: Some(kv(key, "")),
+            prev_kv: prev.map(|v| kv(key, v)),
+        };
+        let put = Event {
+            kv: Some(kv("a", "new")),
+            ..Default::default()
+        };
+        let (with, lean, elsewhere) = (
+            [put.clone(), delete("b", Some("old"))],
+            [put.clone(), delete("b", None)],
+            [put.clone(), delete("x", None)],
+        );
+        // Without prev_kv: the hub's events, previous values stripped.
+        let plain = watcher(false);
+        let stripped = vec![put.clone(), delete("b", None)];
+        assert_eq!(plain.take(&with), Some(stripped.clone()));
+        assert_eq!(plain.take(&lean), Some(stripped));
+        // With prev_kv: the hub's events when they are whole, else the store.
+        let prev = watcher(true);
+        assert_eq!(prev.take(&with), Some(with.to_vec()));
+        assert_eq!(prev.take(&lean), None);
+        // A delete outside the watched range does not matter.
+        assert_eq!(prev.take(&elsewhere), Some(vec![put]));
     }
 
     #[test]
