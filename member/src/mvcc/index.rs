@@ -325,13 +325,9 @@ impl Pending {
         self.rows.clear();
     }
 
-    pub(super) fn push(&mut self, key: &[u8], rev: Revision, row: Row) {
-        match self.rows.get_mut(key) {
-            Some(rows) => rows.push((rev, row)),
-            None => {
-                self.rows.insert(key.to_vec(), vec![(rev, row)]);
-            }
-        }
+    /// Stages one transaction's rows (in revision order).
+    pub(super) fn extend(&mut self, rows: Vec<(Vec<u8>, Staged)>) {
+        super::sorted::insert_all(&mut self.rows, rows, |held, more| held.extend(more));
     }
 
     fn range<'a>(
@@ -787,9 +783,11 @@ mod tests {
             ],
         );
         let mut p = Pending::default();
-        p.push(b"a", r(3), Row::Tombstone);
-        p.push(b"b", r(3), put(2, 2));
-        p.push(b"bb", r(3), put(3, 1));
+        p.extend(vec![
+            (b"a".to_vec(), vec![(r(3), Row::Tombstone)]),
+            (b"b".to_vec(), vec![(r(3), put(2, 2))]),
+            (b"bb".to_vec(), vec![(r(3), put(3, 1))]),
+        ]);
         let merged = |at| -> Vec<(Vec<u8>, i64)> {
             let stored = Scan::new(s.db(), s.cf(CF_INDEX), b"\0", b"\0", at);
             p.over(stored, b"\0", b"\0", at)

@@ -10,6 +10,7 @@ mod index;
 mod kv;
 mod recent;
 mod revision;
+mod sorted;
 mod store;
 #[cfg(test)]
 mod tests;

@@ -11,6 +11,7 @@ use super::error::KvError;
 use super::index::{self, KeyAt, Row};
 use super::recent::RecentKeys;
 use super::revision::Revision;
+use super::sorted;
 use crate::storage::{Storage, CF_INDEX, CF_KV, CF_LEASE_KEYS, CF_META};
 
 const META_CURRENT_REV: &[u8] = b"current_rev";
@@ -337,6 +338,7 @@ impl Mvcc {
         if !remember {
             self.recent.forget_all();
         }
+        let mut index_rows = Vec::with_capacity(txn.changes.len());
         for (sub, change) in txn.changes.into_iter().enumerate() {
             let rev = Revision::new(main, sub as i64);
             match change {
@@ -346,7 +348,7 @@ impl Mvcc {
                         version: kv.version,
                     };
                     batch.put_cf(index_cf, index::row_key(&kv.key, rev), row.encode());
-                    self.pending_index.push(&kv.key, rev, row);
+                    index_rows.push((kv.key.clone(), vec![(rev, row)]));
                     if remember {
                         self.recent.set(
                             &kv.key,
@@ -377,7 +379,7 @@ impl Mvcc {
                 }
                 Change::Delete { key, lease, prev } => {
                     batch.put_cf(index_cf, index::row_key(&key, rev), Row::Tombstone.encode());
-                    self.pending_index.push(&key, rev, Row::Tombstone);
+                    index_rows.push((key.clone(), vec![(rev, Row::Tombstone)]));
                     if remember {
                         self.recent.set(&key, None);
                     }
@@ -403,6 +405,7 @@ impl Mvcc {
                 }
             }
         }
+        self.pending_index.extend(index_rows);
         self.current_rev = main;
         events
     }
@@ -707,27 +710,31 @@ impl WriteTxn {
             let deleted = doomed.len() as i64;
             let kept = if prev_kvs { doomed.clone() } else { Vec::new() };
             self.changes.reserve(doomed.len());
+            let mut gone = Vec::with_capacity(doomed.len());
             for kv in doomed {
-                self.overlay.insert(kv.key.clone(), None);
+                gone.push((kv.key.clone(), None));
                 self.changes.push(Change::Delete {
                     key: kv.key.clone(),
                     lease: kv.lease,
                     prev: Some(kv),
                 });
             }
+            sorted::insert_all(&mut self.overlay, gone, |held, v| *held = v);
             return Ok((deleted, kept));
         }
         let doomed = self.live_keys(store, leases, start, end)?;
         let deleted = doomed.len() as i64;
         self.changes.reserve(doomed.len());
+        let mut gone = Vec::with_capacity(doomed.len());
         for (key, lease) in doomed {
-            self.overlay.insert(key.clone(), None);
+            gone.push((key.clone(), None));
             self.changes.push(Change::Delete {
                 key,
                 lease,
                 prev: None,
             });
         }
+        sorted::insert_all(&mut self.overlay, gone, |held, v| *held = v);
         Ok((deleted, Vec::new()))
     }
 
