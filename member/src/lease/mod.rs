@@ -203,7 +203,12 @@ mod tests {
         table.grant(&storage, 1, 60, &mut batch).unwrap();
         table.grant(&storage, 2, 60, &mut batch).unwrap();
         fn keys(t: &LeaseTable, id: i64) -> Vec<&[u8]> {
-            t.get(id).unwrap().keys.iter().map(|k| k.as_slice()).collect()
+            t.get(id)
+                .unwrap()
+                .keys
+                .iter()
+                .map(|k| k.as_slice())
+                .collect()
         }
         table.observe(&[
             event(EventType::Put, "a", 1),

@@ -18,12 +18,12 @@ mod view;
 
 pub(crate) use encoded::{EncodedRange, Remainder};
 pub(crate) use error::KvError;
-pub(crate) use store::LeaseCheck;
 pub(crate) use kv::{
     check_delete, check_put, check_range, check_range_stream, check_txn, compact, delete_range,
     may_read_many, put, range, range_chunk, range_encoded, read_txn, txn, txn_may_touch_many,
     KvRead,
 };
+pub(crate) use store::LeaseCheck;
 
 /// Is `key` in the etcd range `[start, end)`? `end` empty: just `start`; `end` = "\0": every key
 /// >= `start`.

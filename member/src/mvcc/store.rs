@@ -16,8 +16,12 @@ use crate::storage::{Storage, CF_INDEX, CF_KV, CF_LEASE_KEYS, CF_META};
 
 const META_CURRENT_REV: &[u8] = b"current_rev";
 const META_COMPACT_REV: &[u8] = b"compact_rev";
-/// Values read from RocksDB per batched lookup.
+/// Values read from RocksDB per batch when walking the rows.
 const FETCH_CHUNK: usize = 256;
+/// From this many revisions on, values are read by walking the rows (see [`walk_rows`]).
+const WALK_FROM: usize = 64;
+/// Rows stepped over before seeking instead.
+const STEPS_BEFORE_SEEK: usize = 8;
 
 /// A RocksDB snapshot of the store's database.
 pub(super) type Snapshot<'a> = rocksdb::SnapshotWithThreadMode<'a, rocksdb::DB>;
@@ -556,31 +560,89 @@ pub(super) fn fetch_rows<P>(
     if let Some(snapshot) = snapshot {
         opts.set_snapshot(snapshot);
     }
+    if revs.len() >= WALK_FROM {
+        return walk_rows(storage, opts, revs, pending, missing, each);
+    }
+    let keys: Vec<_> = revs
+        .iter()
+        .filter(|r| pending(r).is_none())
+        .map(|r| r.to_key(false))
+        .collect();
+    let mut from_db = storage
+        .db()
+        .batched_multi_get_cf_opt(cf, &keys, false, &opts)
+        .into_iter();
+    for rev in revs {
+        if let Some(p) = pending(rev) {
+            each(rev, Fetched::Pending(p))?;
+            continue;
+        }
+        let bytes = from_db
+            .next()
+            .ok_or_else(|| KvError::Corrupt("multi_get returned too few values".into()))??
+            .ok_or_else(|| missing(rev))?;
+        each(rev, Fetched::Stored(bytes.as_ref()))?;
+    }
+    Ok(())
+}
+
+/// [`fetch_rows`] for many revisions: one iterator walks the `kv` rows in revision order,
+/// stepping to the next wanted row when it is near and seeking when it is not. The values of a
+/// range's keys often sit close together (keys written together), and a step costs a fraction
+/// of a point lookup (a full Range of 1M keys spent 70% of its time in RocksDB's MultiGet).
+fn walk_rows<P>(
+    storage: &Storage,
+    opts: ReadOptions,
+    revs: &[Revision],
+    pending: impl Fn(&Revision) -> Option<P>,
+    missing: impl Fn(&Revision) -> KvError,
+    mut each: impl FnMut(&Revision, Fetched<'_, P>) -> Result<(), KvError>,
+) -> Result<(), KvError> {
+    let mut iter = storage.db().raw_iterator_cf_opt(storage.cf(CF_KV), opts);
     // A chunk at a time: the stored bytes of a whole large range are never held beside what
     // is made of them.
     for chunk in revs.chunks(FETCH_CHUNK) {
-        let keys: Vec<_> = chunk
+        let mut wanted: Vec<(Vec<u8>, usize)> = chunk
             .iter()
-            .filter(|r| pending(r).is_none())
-            .map(|r| r.to_key(false))
+            .enumerate()
+            .filter(|(_, r)| pending(r).is_none())
+            .map(|(i, r)| (r.to_key(false), i))
             .collect();
-        let mut from_db = storage
-            .db()
-            .batched_multi_get_cf_opt(cf, &keys, false, &opts)
-            .into_iter();
-        for rev in chunk {
+        // Row keys sort as revisions do.
+        wanted.sort_unstable();
+        let mut values: Vec<Option<Vec<u8>>> = vec![None; chunk.len()];
+        for (key, i) in &wanted {
+            seek_forward(&mut iter, key);
+            iter.status()?;
+            if iter.key() == Some(key.as_slice()) {
+                values[*i] = iter.value().map(<[u8]>::to_vec);
+            }
+        }
+        for (rev, value) in chunk.iter().zip(values) {
             if let Some(p) = pending(rev) {
                 each(rev, Fetched::Pending(p))?;
                 continue;
             }
-            let bytes = from_db
-                .next()
-                .ok_or_else(|| KvError::Corrupt("multi_get returned too few values".into()))??
-                .ok_or_else(|| missing(rev))?;
-            each(rev, Fetched::Stored(bytes.as_ref()))?;
+            let bytes = value.ok_or_else(|| missing(rev))?;
+            each(rev, Fetched::Stored(&bytes))?;
         }
     }
     Ok(())
+}
+
+/// Moves `iter` to `key` or the first row after it: a few steps forward if it is just behind,
+/// else a seek.
+fn seek_forward(iter: &mut rocksdb::DBRawIteratorWithThreadMode<'_, rocksdb::DB>, key: &[u8]) {
+    for _ in 0..STEPS_BEFORE_SEEK {
+        match iter.key() {
+            Some(k) if k < key => iter.next(),
+            Some(k) if k == key => return,
+            _ => break,
+        }
+    }
+    if iter.key() != Some(key) {
+        iter.seek(key);
+    }
 }
 
 /// Which leases exist and which keys they hold, as the apply path sees them (the lease module

@@ -80,7 +80,9 @@ impl Fixture {
             range_end: end.into(),
             ..Default::default()
         };
-        self.write(|s, t| delete_range(s, t, &req, &NoLeases)).unwrap().deleted
+        self.write(|s, t| delete_range(s, t, &req, &NoLeases))
+            .unwrap()
+            .deleted
     }
 
     fn get(&self, req: RangeRequest) -> Result<Vec<Row>, KvError> {
@@ -1135,6 +1137,72 @@ fn a_delete_that_skips_values_takes_keys_from_the_index_and_leases_from_the_leas
             range_end: vec![0],
             ..Default::default()
         });
-        assert_eq!(left.unwrap().into_iter().map(|r| r.0).collect::<Vec<_>>(), ["g"]);
+        assert_eq!(
+            left.unwrap().into_iter().map(|r| r.0).collect::<Vec<_>>(),
+            ["g"]
+        );
     }
+}
+
+#[test]
+fn a_large_range_reads_values_in_key_order_wherever_they_are_stored() {
+    let mut f = Fixture::new();
+    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let mut model = std::collections::BTreeMap::new();
+    // Keys written in a scattered order, some rewritten, some deleted: a key's value sits
+    // anywhere in revision order, in SST files or in the memtable.
+    for step in 0..2500 {
+        let k = format!("k{:04}", next(700));
+        if next(8) == 0 {
+            f.del(&k, "");
+            model.remove(&k);
+        } else {
+            let v = format!("v{step}");
+            f.put(&k, &v);
+            model.insert(k, v);
+        }
+        if step % 600 == 599 {
+            let kv = f.storage.cf(crate::storage::CF_KV);
+            f.storage.db().flush_cf(kv).unwrap();
+        }
+    }
+    // An apply in progress: committed, not written yet.
+    let mut txn = f.store.write_txn();
+    for i in (0..700).step_by(7) {
+        let k = format!("k{i:04}");
+        let prev = txn.get(&f.store, k.as_bytes()).unwrap();
+        txn.put(k.clone().into(), b"staged".to_vec(), 0, prev);
+        model.insert(k, "staged".into());
+    }
+    let mut batch = WriteBatch::default();
+    f.store.commit(txn, &mut batch);
+    let expected: Vec<(String, String)> = model.into_iter().collect();
+    let pairs = |kvs: Vec<oxetcd_common::mvccpb::KeyValue>| -> Vec<(String, String)> {
+        kvs.into_iter()
+            .map(|kv| {
+                let s = |b| String::from_utf8(b).unwrap();
+                (s(kv.key), s(kv.value))
+            })
+            .collect()
+    };
+    let reader = f.store.write_txn();
+    let during = reader.range(&f.store, b"k", b"l").unwrap();
+    assert!(during.len() > 256, "more than one chunk: {}", during.len());
+    assert_eq!(pairs(during), expected);
+    f.store.seal(&mut batch);
+    f.storage.db().write(batch).unwrap();
+    f.store.batch_written();
+    let after = f.get(RangeRequest {
+        key: b"k".to_vec(),
+        range_end: b"l".to_vec(),
+        ..Default::default()
+    });
+    let after: Vec<(String, String)> = after.unwrap().into_iter().map(|r| (r.0, r.1)).collect();
+    assert_eq!(after, expected);
 }
