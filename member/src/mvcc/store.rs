@@ -767,37 +767,28 @@ impl WriteTxn {
         end: &[u8],
         prev_kvs: bool,
     ) -> Result<(i64, Vec<KeyValue>), KvError> {
-        if prev_kvs || self.deleted_values {
-            let doomed = self.range(store, start, end)?;
-            let deleted = doomed.len() as i64;
-            let kept = if prev_kvs { doomed.clone() } else { Vec::new() };
-            self.changes.reserve(doomed.len());
-            let mut gone = Vec::with_capacity(doomed.len());
-            for kv in doomed {
-                gone.push((kv.key.clone(), None));
-                self.changes.push(Change::Delete {
-                    key: kv.key.clone(),
-                    lease: kv.lease,
-                    prev: Some(kv),
-                });
-            }
-            sorted::insert_all(&mut self.overlay, gone, |held, v| *held = v);
-            return Ok((deleted, kept));
-        }
-        let doomed = self.live_keys(store, leases, start, end)?;
+        // (key, lease, the value if read)
+        let doomed: Vec<(Vec<u8>, i64, Option<KeyValue>)> = if prev_kvs || self.deleted_values {
+            let kvs = self.range(store, start, end)?.into_iter();
+            kvs.map(|kv| (kv.key.clone(), kv.lease, Some(kv))).collect()
+        } else {
+            let keys = self.live_keys(store, leases, start, end)?.into_iter();
+            keys.map(|(key, lease)| (key, lease, None)).collect()
+        };
         let deleted = doomed.len() as i64;
+        let kept = if prev_kvs {
+            doomed.iter().filter_map(|d| d.2.clone()).collect()
+        } else {
+            Vec::new()
+        };
         self.changes.reserve(doomed.len());
         let mut gone = Vec::with_capacity(doomed.len());
-        for (key, lease) in doomed {
+        for (key, lease, prev) in doomed {
             gone.push((key.clone(), None));
-            self.changes.push(Change::Delete {
-                key,
-                lease,
-                prev: None,
-            });
+            self.changes.push(Change::Delete { key, lease, prev });
         }
         sorted::insert_all(&mut self.overlay, gone, |held, v| *held = v);
-        Ok((deleted, Vec::new()))
+        Ok((deleted, kept))
     }
 
     /// The live keys of `[start, end)` with their leases, including this transaction's own
