@@ -57,13 +57,7 @@ mod tests {
     /// The same as inserting the rows one by one, in bulk or not.
     #[test]
     fn bulk_inserts_match_one_by_one() {
-        let mut seed = 7u64;
-        let mut next = move |n: u64| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) % n
-        };
+        let mut next = crate::mvcc::tests::numbers(7);
         for round in 0..200 {
             let mut map: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
             for _ in 0..next(100) {

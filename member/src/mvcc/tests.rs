@@ -11,6 +11,16 @@ use rocksdb::WriteBatch;
 use super::*;
 use crate::storage::Storage;
 
+/// A deterministic stream of numbers: `next(n)` is in `0..n`.
+pub(super) fn numbers(mut seed: u64) -> impl FnMut(u64) -> u64 {
+    move |n| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    }
+}
+
 struct NoLeases;
 impl LeaseCheck for NoLeases {
     fn exists(&self, _: i64) -> bool {
@@ -619,13 +629,7 @@ fn one_key_reads_agree_with_full_scans() {
     // Keys that are prefixes of each other and hold zero bytes: their encodings must stay apart.
     let keys = ["a", "a\0", "a\0b", "ab", "b", "ba", "\0", "zz"];
     let mut f = Fixture::new();
-    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = move |n: u64| {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (seed >> 33) % n
-    };
+    let mut next = numbers(0x9E37_79B9_7F4A_7C15);
     let all = RangeRequest {
         key: vec![0],
         range_end: vec![0],
@@ -1147,13 +1151,7 @@ fn a_delete_that_skips_values_takes_keys_from_the_index_and_leases_from_the_leas
 #[test]
 fn a_large_range_reads_values_in_key_order_wherever_they_are_stored() {
     let mut f = Fixture::new();
-    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut next = move |n: u64| {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (seed >> 33) % n
-    };
+    let mut next = numbers(0x2545_F491_4F6C_DD1D);
     let mut model = std::collections::BTreeMap::new();
     // Keys written in a scattered order, some rewritten, some deleted: a key's value sits
     // anywhere in revision order, in SST files or in the memtable.
